@@ -1,0 +1,160 @@
+//! The environment the MTA runs in: clock, filesystem, network, randomness.
+//!
+//! Every source of nondeterminism goes through these traits so that the same MTA code runs on a
+//! real host ([`real::RealEnv`]) and inside the deterministic simulator (crate `sim`). The
+//! filesystem trait is deliberately small and POSIX-shaped: exactly the calls the queue and the
+//! deliveries make, so a crash model can reason about each one.
+
+pub mod real;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// Everything nondeterministic, bundled. Cheap to clone (handles to shared state).
+pub trait Env: Clone + Send + Sync + 'static {
+    type Fs: Fs;
+    type Net: Net;
+    fn fs(&self) -> &Self::Fs;
+    fn net(&self) -> &Self::Net;
+    /// Wall-clock time.
+    fn now(&self) -> SystemTime;
+    /// A timer on the environment's clock.
+    fn sleep(&self, d: Duration) -> impl Future<Output = ()> + Send;
+    /// Uniformly random 64 bits (seeded in the simulator).
+    fn random_u64(&self) -> u64;
+}
+
+/// Unix seconds of a wall-clock time (0 for times before the epoch).
+pub fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// File metadata the MTA looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Metadata {
+    pub len: u64,
+    pub is_dir: bool,
+    pub mtime: SystemTime,
+    /// Permission bits (`st_mode & 0o7777`).
+    pub mode: u32,
+}
+
+/// The filesystem calls the MTA makes. Paths are absolute or relative to the process cwd.
+///
+/// Durability contract (Linux): file data is durable after [`FsFile::sync`]; a directory entry
+/// created, removed or renamed is durable only after [`Fs::sync_dir`] of the directory holding it.
+pub trait Fs: Send + Sync + 'static {
+    type File: FsFile;
+    type Lock: Send + 'static;
+
+    /// Create a new file for writing; fails with `AlreadyExists` if the name exists (O_EXCL).
+    fn create_new(&self, path: &Path) -> io::Result<Self::File>;
+    /// Open an existing file for reading and writing.
+    fn open_rw(&self, path: &Path) -> io::Result<Self::File>;
+    /// Read a whole file.
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// Create a directory; fails with `AlreadyExists` if it exists.
+    fn mkdir(&self, path: &Path) -> io::Result<()>;
+    /// Atomically rename (replacing `to` if it exists).
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Make a hard link; fails with `AlreadyExists` if `to` exists.
+    fn link(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Remove a file.
+    fn unlink(&self, path: &Path) -> io::Result<()>;
+    /// Make the directory's entries durable (fsync on the directory).
+    fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// Names in a directory, sorted bytewise (never in hash order).
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>>;
+    fn metadata(&self, path: &Path) -> io::Result<Metadata>;
+    /// Take an exclusive advisory lock on an existing file without blocking:
+    /// `WouldBlock` if another holder has it. Released when the guard drops.
+    fn try_lock(&self, path: &Path) -> io::Result<Self::Lock>;
+}
+
+/// An open file. Positioned IO only, so no hidden cursor state.
+pub trait FsFile: Send + 'static {
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()>;
+    /// Reads up to `buf.len()` bytes at `offset`; returns how many (0 at end of file).
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
+    fn set_len(&mut self, len: u64) -> io::Result<()>;
+    fn len(&mut self) -> io::Result<u64>;
+    /// Make data and size durable (fsync).
+    fn sync(&mut self) -> io::Result<()>;
+}
+
+/// Create every missing directory of `path` (like `mkdir -p`), returning the ones created,
+/// outermost first, so the caller can make them durable.
+pub fn mkdir_all<F: Fs>(fs: &F, path: &Path) -> io::Result<Vec<std::path::PathBuf>> {
+    let mut missing = Vec::new();
+    let mut p = Some(path);
+    while let Some(dir) = p {
+        if dir.as_os_str().is_empty() {
+            break;
+        }
+        match fs.metadata(dir) {
+            Ok(m) if m.is_dir => break,
+            Ok(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} exists and is not a directory", dir.display()),
+                ))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => missing.push(dir.to_path_buf()),
+            Err(e) => return Err(e),
+        }
+        p = dir.parent();
+    }
+    missing.reverse();
+    for d in &missing {
+        match fs.mkdir(d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(missing)
+}
+
+/// Write a whole new file durably: create exclusively, write, fsync the file. The caller makes
+/// the directory entry durable (usually after a rename, batched over many files).
+pub fn write_new_synced<F: Fs>(fs: &F, path: &Path, data: &[u8], sync: bool) -> io::Result<()> {
+    let mut f = fs.create_new(path)?;
+    f.write_at(0, data)?;
+    if sync {
+        f.sync()?;
+    }
+    Ok(())
+}
+
+/// TCP and UDP.
+pub trait Net: Send + Sync + 'static {
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    type Listener: Listener<Stream = Self::Stream>;
+    type Udp: Udp;
+    fn listen(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Listener>> + Send;
+    fn connect(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+    fn bind_udp(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Udp>> + Send;
+}
+
+pub trait Listener: Send + Sync + 'static {
+    type Stream;
+    fn accept(&self) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> + Send;
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+}
+
+pub trait Udp: Send + Sync + 'static {
+    fn send_to(&self, buf: &[u8], to: SocketAddr)
+        -> impl Future<Output = io::Result<usize>> + Send;
+    fn recv_from(
+        &self,
+        buf: &mut [u8],
+    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send;
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+}

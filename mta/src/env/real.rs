@@ -1,0 +1,188 @@
+//! The real host: std filesystem with real fsync (files and directories), tokio sockets,
+//! the system clock and OS randomness.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use super::{Env, Fs, FsFile, Listener, Metadata, Net, Udp};
+
+#[derive(Clone, Default)]
+pub struct RealEnv {
+    fs: Arc<RealFs>,
+    net: Arc<RealNet>,
+}
+
+impl RealEnv {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Env for RealEnv {
+    type Fs = RealFs;
+    type Net = RealNet;
+    fn fs(&self) -> &RealFs {
+        &self.fs
+    }
+    fn net(&self) -> &RealNet {
+        &self.net
+    }
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+    fn sleep(&self, d: Duration) -> impl std::future::Future<Output = ()> + Send {
+        tokio::time::sleep(d)
+    }
+    fn random_u64(&self) -> u64 {
+        rand::random()
+    }
+}
+
+#[derive(Default)]
+pub struct RealFs;
+
+pub struct RealFile(File);
+
+impl FsFile for RealFile {
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        self.0.write_all_at(buf, offset)
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.0.read_at(buf, offset) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+    fn set_len(&mut self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+    fn len(&mut self) -> io::Result<u64> {
+        Ok(self.0.metadata()?.len())
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        self.0.sync_all()
+    }
+}
+
+impl Fs for RealFs {
+    type File = RealFile;
+    type Lock = File;
+
+    fn create_new(&self, path: &Path) -> io::Result<RealFile> {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map(RealFile)
+    }
+    fn open_rw(&self, path: &Path) -> io::Result<RealFile> {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map(RealFile)
+    }
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        std::fs::read(path)
+    }
+    fn mkdir(&self, path: &Path) -> io::Result<()> {
+        std::fs::create_dir(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+    fn link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::hard_link(from, to)
+    }
+    fn unlink(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        // Linux makes a directory's entries durable through fsync on the directory itself.
+        File::open(path)?.sync_all()
+    }
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for e in std::fs::read_dir(path)? {
+            names.push(e?.file_name().to_string_lossy().into_owned());
+        }
+        names.sort();
+        Ok(names)
+    }
+    fn metadata(&self, path: &Path) -> io::Result<Metadata> {
+        let m = std::fs::metadata(path)?;
+        Ok(Metadata {
+            len: m.len(),
+            is_dir: m.is_dir(),
+            mtime: m.modified()?,
+            mode: m.mode() & 0o7777,
+        })
+    }
+    fn try_lock(&self, path: &Path) -> io::Result<File> {
+        let f = OpenOptions::new().read(true).write(true).open(path)?;
+        match f.try_lock() {
+            Ok(()) => Ok(f),
+            Err(std::fs::TryLockError::WouldBlock) => Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!("{} is locked by another process", path.display()),
+            )),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct RealNet;
+
+pub struct RealListener(tokio::net::TcpListener);
+pub struct RealUdp(tokio::net::UdpSocket);
+
+impl Net for RealNet {
+    type Stream = tokio::net::TcpStream;
+    type Listener = RealListener;
+    type Udp = RealUdp;
+    async fn listen(&self, addr: SocketAddr) -> io::Result<RealListener> {
+        tokio::net::TcpListener::bind(addr).await.map(RealListener)
+    }
+    async fn connect(&self, addr: SocketAddr) -> io::Result<tokio::net::TcpStream> {
+        let s = tokio::net::TcpStream::connect(addr).await?;
+        s.set_nodelay(true)?;
+        Ok(s)
+    }
+    async fn bind_udp(&self, addr: SocketAddr) -> io::Result<RealUdp> {
+        tokio::net::UdpSocket::bind(addr).await.map(RealUdp)
+    }
+}
+
+impl Listener for RealListener {
+    type Stream = tokio::net::TcpStream;
+    async fn accept(&self) -> io::Result<(tokio::net::TcpStream, SocketAddr)> {
+        let (s, a) = self.0.accept().await?;
+        s.set_nodelay(true)?;
+        Ok((s, a))
+    }
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+}
+
+impl Udp for RealUdp {
+    async fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
+        self.0.send_to(buf, to).await
+    }
+    async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        self.0.recv_from(buf).await
+    }
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+}

@@ -1,0 +1,155 @@
+//! `mta init`: create an installation (control files, queue, aliases, users, Maildirs).
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::env::{self, Env, Fs, FsFile};
+use crate::queue::{self, QueueError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("{0} already holds an installation (control/me exists); use --force to rewrite its control files")]
+    Exists(PathBuf),
+    #[error("invalid {what} {value:?}: {why}")]
+    Invalid {
+        what: &'static str,
+        value: String,
+        why: &'static str,
+    },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+pub struct InitOptions {
+    pub me: String,
+    pub users: Vec<String>,
+    pub force: bool,
+    /// Recorded in users/assign.
+    pub uid: u32,
+    pub gid: u32,
+}
+
+fn io<T>(r: io::Result<T>, what: impl FnOnce() -> String) -> Result<T, InitError> {
+    r.map_err(|source| InitError::Io {
+        context: what(),
+        source,
+    })
+}
+
+fn valid_name(what: &'static str, v: &str, extra: &[char]) -> Result<(), InitError> {
+    let bad = |why| {
+        Err(InitError::Invalid {
+            what,
+            value: v.into(),
+            why,
+        })
+    };
+    if v.is_empty() || v.len() > 255 {
+        return bad("must be 1 to 255 characters");
+    }
+    if !v
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || extra.contains(&c))
+    {
+        return bad("only letters, digits and - . _ are allowed");
+    }
+    if v.starts_with(['.', '-']) {
+        return bad("must not start with . or -");
+    }
+    Ok(())
+}
+
+/// Write a file whole and fsync it (replacing an old one when `replace`).
+fn put<F: Fs>(fs: &F, path: &Path, data: &str, replace: bool) -> Result<(), InitError> {
+    if replace {
+        match fs.unlink(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return io(Err(e), || format!("remove {}", path.display()))
+            }
+            _ => {}
+        }
+    }
+    let mut f = io(fs.create_new(path), || format!("create {}", path.display()))?;
+    io(f.write_at(0, data.as_bytes()), || {
+        format!("write {}", path.display())
+    })?;
+    io(f.sync(), || format!("fsync {}", path.display()))
+}
+
+fn mkdirs<F: Fs>(fs: &F, dirs: &[PathBuf]) -> Result<(), InitError> {
+    for d in dirs {
+        let made = io(env::mkdir_all(fs, d), || format!("create {}", d.display()))?;
+        for m in made {
+            if let Some(p) = m.parent().filter(|p| !p.as_os_str().is_empty()) {
+                io(fs.sync_dir(p), || format!("fsync {}", p.display()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Create an installation under `root`. With `force`, control files, aliases and users/assign
+/// are rewritten; the queue and mailboxes are never touched.
+pub fn init<E: Env>(env: &E, root: &Path, o: &InitOptions) -> Result<(), InitError> {
+    let fs = env.fs();
+    valid_name("--me", &o.me, &['.', '-'])?;
+    for u in &o.users {
+        valid_name("--user", u, &['.', '-', '_'])?;
+    }
+    let control = root.join("control");
+    if fs.metadata(&control.join("me")).is_ok() && !o.force {
+        return Err(InitError::Exists(root.to_path_buf()));
+    }
+    let alias = root.join("alias");
+    let users = root.join("users");
+    mkdirs(fs, &[control.clone(), alias.clone(), users.clone()])?;
+
+    let me = format!("{}\n", o.me);
+    for (file, text) in [
+        ("me", me.as_str()),
+        ("locals", me.as_str()),
+        ("rcpthosts", me.as_str()),
+        ("defaultdelivery", "./Maildir/\n"),
+    ] {
+        put(fs, &control.join(file), text, o.force)?;
+    }
+    io(fs.sync_dir(&control), || "fsync control".into())?;
+
+    let mut assign = String::new();
+    for u in &o.users {
+        let home = root.join("home").join(u);
+        let md = home.join("Maildir");
+        mkdirs(fs, &[md.join("new"), md.join("cur"), md.join("tmp")])?;
+        let (uid, gid, h) = (o.uid, o.gid, home.display());
+        assign.push_str(&format!("={u}:{u}:{uid}:{gid}:{h}:::\n"));
+        assign.push_str(&format!("+{u}-:{u}:{uid}:{gid}:{h}:-::\n"));
+    }
+    assign.push_str(".\n");
+    put(fs, &users.join("assign"), &assign, o.force)?;
+    io(fs.sync_dir(&users), || "fsync users".into())?;
+
+    if let Some(first) = o.users.first() {
+        for a in ["postmaster", "mailer-daemon", "root", "abuse"] {
+            put(
+                fs,
+                &alias.join(format!(".qmail-{a}")),
+                &format!("&{first}\n"),
+                o.force,
+            )?;
+        }
+        io(fs.sync_dir(&alias), || "fsync alias".into())?;
+    }
+
+    queue::create_layout(
+        env,
+        &queue::Paths::new(root.join("queue")),
+        &Default::default(),
+    )?;
+    Ok(())
+}

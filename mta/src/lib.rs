@@ -1,0 +1,12 @@
+//! A qmail-compatible mail transfer agent, written against abstract environment traits so the
+//! same code runs on a real host and in the deterministic simulator.
+//!
+//! Data flows one way, each stage talking to the next through the queue on disk:
+//! inject/smtpd → [`queue`] → send → local | remote → (bounce → queue).
+
+pub mod control;
+pub mod date;
+pub mod env;
+pub mod init;
+pub mod inject;
+pub mod queue;

@@ -1,0 +1,248 @@
+//! The queue log: numbered segment files of checksummed records, appended in durable batches.
+
+use std::path::{Path, PathBuf};
+
+use super::record::{frame, Frame, Record};
+use super::{ctx, sync_dir, Config, Paths, QueueError, SyncPoint};
+use crate::env::{Fs, FsFile};
+
+/// Counters about the log, for reports and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogStats {
+    pub segments: usize,
+    pub head: u64,
+    pub head_len: u64,
+    pub torn_bytes_cut: u64,
+    pub appends: u64,
+    pub records: u64,
+}
+
+pub(super) struct Log<F: Fs> {
+    dir: PathBuf,
+    /// Live segment numbers, oldest first; the last is the head.
+    segs: Vec<u64>,
+    head: Option<F::File>,
+    head_len: u64,
+    stats: LogStats,
+    /// Set when an fsync failed: what reached the disk is unknown until a restart re-reads it.
+    poisoned: bool,
+}
+
+fn seg_name(n: u64) -> String {
+    format!("{n:016x}")
+}
+
+fn parse_seg(name: &str) -> Option<u64> {
+    (name.len() == 16)
+        .then(|| u64::from_str_radix(name, 16).ok())
+        .flatten()
+}
+
+/// Scan one segment's bytes: calls `f(record, end_offset)` for each whole record and returns
+/// the length of the valid prefix.
+fn scan(
+    buf: &[u8],
+    mut f: impl FnMut(Record, u64) -> Result<(), QueueError>,
+) -> Result<u64, QueueError> {
+    let mut at = 0usize;
+    while let Frame::Whole(body, n) = frame(&buf[at..]) {
+        at += n;
+        f(Record::decode(body)?, at as u64)?;
+    }
+    Ok(at as u64)
+}
+
+impl<F: Fs> Log<F> {
+    /// Replay the log. `apply(segment, end_offset, record)` sees every live record in order.
+    /// With `repair`, torn tails are cut off and an empty log gets its first segment.
+    pub fn open(
+        fs: &F,
+        paths: &Paths,
+        cfg: &Config,
+        repair: bool,
+        mut apply: impl FnMut(u64, u64, Record),
+    ) -> Result<Self, QueueError> {
+        let dir = paths.log();
+        let mut segs: Vec<u64> = ctx(fs.list_dir(&dir), || format!("list {}", dir.display()))?
+            .iter()
+            .filter_map(|n| parse_seg(n))
+            .collect();
+        segs.sort_unstable();
+        // Pass 1: the highest checkpoint says which old segments are already dead.
+        let mut low_water = 0;
+        for &s in &segs {
+            let buf = ctx(fs.read(&dir.join(seg_name(s))), || {
+                format!("read segment {s}")
+            })?;
+            scan(&buf, |r, _| {
+                if let Record::Checkpoint { low_water: lw } = r {
+                    low_water = low_water.max(lw);
+                }
+                Ok(())
+            })?;
+        }
+        let mut stats = LogStats::default();
+        let mut live = Vec::new();
+        let mut head_len = 0;
+        for &s in &segs {
+            let path = dir.join(seg_name(s));
+            if s < low_water {
+                if repair {
+                    // Its unlink had not persisted before a crash: finish it.
+                    ctx(fs.unlink(&path), || format!("remove {}", path.display()))?;
+                }
+                continue;
+            }
+            let buf = ctx(fs.read(&path), || format!("read {}", path.display()))?;
+            let valid = scan(&buf, |r, end| {
+                apply(s, end, r);
+                Ok(())
+            })?;
+            let len = buf.len() as u64;
+            if valid < len {
+                stats.torn_bytes_cut += len - valid;
+                if repair {
+                    // The cut need not be synced on its own: the next append's fsync covers it,
+                    // and until then a recovery would cut the same bytes again.
+                    let mut f = ctx(fs.open_rw(&path), || format!("open {}", path.display()))?;
+                    ctx(f.set_len(valid), || format!("truncate {}", path.display()))?;
+                }
+            }
+            live.push(s);
+            head_len = valid;
+        }
+        let mut log = Log {
+            dir,
+            segs: live,
+            head: None,
+            head_len,
+            stats,
+            poisoned: false,
+        };
+        if repair {
+            if let Some(&h) = log.segs.last() {
+                let p = log.dir.join(seg_name(h));
+                log.head = Some(ctx(fs.open_rw(&p), || format!("open {}", p.display()))?);
+            } else {
+                log.roll(fs, cfg, segs.last().map_or(1, |s| s + 1))?;
+            }
+        }
+        Ok(log)
+    }
+
+    /// Start segment `n` as the new head and make its directory entry durable.
+    fn roll(&mut self, fs: &F, cfg: &Config, n: u64) -> Result<(), QueueError> {
+        let p = self.dir.join(seg_name(n));
+        let f = ctx(fs.create_new(&p), || format!("create {}", p.display()))?;
+        sync_dir(fs, cfg, SyncPoint::LogDir, &self.dir)?;
+        self.segs.push(n);
+        self.head = Some(f);
+        self.head_len = 0;
+        Ok(())
+    }
+
+    /// Append a batch durably (one write, one fsync). Returns, per record, its segment and end
+    /// offset.
+    pub fn append(
+        &mut self,
+        fs: &F,
+        cfg: &Config,
+        recs: &[Record],
+    ) -> Result<Vec<(u64, u64)>, QueueError> {
+        if self.poisoned {
+            return Err(QueueError::Io {
+                context: "queue log".into(),
+                source: std::io::Error::other("an earlier fsync failed; restart to recover"),
+            });
+        }
+        let mut buf = Vec::new();
+        let mut ends = Vec::with_capacity(recs.len());
+        for r in recs {
+            r.encode(&mut buf);
+            ends.push(buf.len() as u64);
+        }
+        if self.head_len > 0 && self.head_len + buf.len() as u64 > cfg.segment_size {
+            let next = self.segs.last().map_or(1, |s| s + 1);
+            self.roll(fs, cfg, next)?;
+        }
+        let seg = *self.segs.last().expect("log has a head");
+        let at = self.head_len;
+        let f = self.head.as_mut().expect("log opened for writing");
+        if let Err(e) = f.write_at(at, &buf) {
+            // Cut a partial write so the next batch starts on a record boundary.
+            let _ = f.set_len(at);
+            return ctx(Err(e), || format!("append to log segment {seg}"));
+        }
+        if !cfg.disabled.contains(SyncPoint::LogData) {
+            if let Err(e) = f.sync() {
+                self.poisoned = true;
+                return ctx(Err(e), || format!("fsync log segment {seg}"));
+            }
+        }
+        self.head_len += buf.len() as u64;
+        self.stats.appends += 1;
+        self.stats.records += recs.len() as u64;
+        Ok(ends.into_iter().map(|e| (seg, at + e)).collect())
+    }
+
+    /// Remove the oldest segments that hold nothing live (`live`: segments live messages use).
+    /// A checkpoint record is made durable first, so unlinks need no directory fsync: one that
+    /// did not persist is finished by the next recovery.
+    pub fn collect(&mut self, fs: &F, cfg: &Config, live: &[u64]) -> Result<(), QueueError> {
+        let head = *self.segs.last().expect("log has a head");
+        let dead = self
+            .segs
+            .iter()
+            .take_while(|&&s| s != head && live.binary_search(&s).is_err())
+            .count();
+        if dead == 0 {
+            return Ok(());
+        }
+        let low_water = self.segs[dead];
+        self.append(fs, cfg, &[Record::Checkpoint { low_water }])?;
+        for s in self.segs.drain(..dead) {
+            let p = self.dir.join(seg_name(s));
+            ctx(fs.unlink(&p), || format!("remove {}", p.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Read `len` bytes ending at `end` of segment `seg`.
+    pub fn read_data(
+        &mut self,
+        fs: &F,
+        (seg, end, len): (u64, u64, u64),
+    ) -> Result<Vec<u8>, QueueError> {
+        let mut buf = vec![0u8; len as usize];
+        let off = end - len;
+        let read = |f: &mut F::File, buf: &mut [u8]| -> std::io::Result<()> {
+            let mut got = 0;
+            while got < buf.len() {
+                let n = f.read_at(off + got as u64, &mut buf[got..])?;
+                if n == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                got += n;
+            }
+            Ok(())
+        };
+        if Some(&seg) == self.segs.last() {
+            let f = self.head.as_mut().expect("log opened for writing");
+            ctx(read(f, &mut buf), || format!("read log segment {seg}"))?;
+        } else {
+            let p: &Path = &self.dir.join(seg_name(seg));
+            let mut f = ctx(fs.open_rw(p), || format!("open {}", p.display()))?;
+            ctx(read(&mut f, &mut buf), || format!("read {}", p.display()))?;
+        }
+        Ok(buf)
+    }
+
+    pub fn stats(&self) -> LogStats {
+        LogStats {
+            segments: self.segs.len(),
+            head: self.segs.last().copied().unwrap_or(0),
+            head_len: self.head_len,
+            ..self.stats
+        }
+    }
+}

@@ -1,0 +1,602 @@
+//! The durable queue (qmail-queue, qmail-clean and the preprocessing half of qmail-send).
+//!
+//! Layout under the queue directory:
+//! - `lock`: held by the one queue manager (the process that owns the log);
+//! - `tmp/`: injections being written; `todo/`: committed injections, one file each;
+//! - `log/`: the queue log, numbered segment files of checksummed records.
+//!
+//! Any process injects by writing `tmp/<id>`, fsyncing it, renaming it into `todo/` and
+//! fsyncing `todo/` (the commit point; a batch of injections shares that one directory fsync).
+//! The queue manager preprocesses `todo/` entries into `Msg` records of the log and records
+//! per-recipient outcomes and retirements there too. Every log append is one write plus one
+//! fsync for a whole batch (group commit), so concurrent injections and delivery outcomes share
+//! fsyncs. Recovery replays the log, cuts it at the first torn record, removes stale `tmp/`
+//! files, and preprocesses whatever `todo/` holds.
+
+mod log;
+pub mod record;
+pub mod sync;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+use crate::env::{self, Env, Fs};
+pub use log::LogStats;
+pub use record::{Channel, Envelope, MsgId, Recipient, Record, Status};
+pub use sync::{Disabled, SyncPoint};
+
+/// Longest address the queue accepts (qmail-queue's "address too long" is permanent).
+pub const MAX_ADDR: usize = 1000;
+/// Stale `tmp/` files older than this are debris (longer than any injection may take).
+pub const TMP_MAX_AGE_SECS: u64 = 36 * 3600;
+
+#[derive(Debug, Error)]
+pub enum QueueError {
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("address too long ({0} bytes; at most {MAX_ADDR})")]
+    AddressTooLong(usize),
+    #[error("address contains a NUL or newline")]
+    BadAddress,
+    #[error("no recipients")]
+    NoRecipients,
+    #[error("corrupt queue data: {0}")]
+    Corrupt(String),
+    #[error("the queue is locked by another queue manager")]
+    Locked,
+    #[error("unknown message {0}")]
+    UnknownMessage(MsgId),
+}
+
+impl QueueError {
+    /// Permanent errors are the sender's fault (SMTP 5xx, exit 100); others are temporary.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            QueueError::AddressTooLong(_) | QueueError::BadAddress | QueueError::NoRecipients
+        )
+    }
+    /// True when the underlying cause was a full disk.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, QueueError::Io { source, .. } if source.kind() == io::ErrorKind::StorageFull)
+    }
+}
+
+pub(crate) fn ctx<T>(r: io::Result<T>, what: impl FnOnce() -> String) -> Result<T, QueueError> {
+    r.map_err(|source| QueueError::Io {
+        context: what(),
+        source,
+    })
+}
+
+/// Queue tuning; the defaults are production values.
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    /// A new log segment starts once the head would grow past this.
+    pub segment_size: u64,
+    /// Verification only: fsync points to skip.
+    pub disabled: Disabled,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            segment_size: 64 << 20,
+            disabled: Disabled::none(),
+        }
+    }
+}
+
+/// How preprocessing decides where each recipient goes (address rewriting, spec section 4).
+pub trait Classify {
+    fn classify(&self, addr: &str) -> (String, Channel);
+}
+
+/// A new message for injection.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub sender: String,
+    pub recipients: Vec<String>,
+    pub data: Vec<u8>,
+    pub qp: u64,
+    pub uid: u32,
+}
+
+/// Paths of the queue layout.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub dir: PathBuf,
+}
+
+impl Paths {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Paths { dir: dir.into() }
+    }
+    pub fn lock(&self) -> PathBuf {
+        self.dir.join("lock")
+    }
+    pub fn tmp(&self) -> PathBuf {
+        self.dir.join("tmp")
+    }
+    pub fn todo(&self) -> PathBuf {
+        self.dir.join("todo")
+    }
+    pub fn log(&self) -> PathBuf {
+        self.dir.join("log")
+    }
+    pub fn corrupt(&self) -> PathBuf {
+        self.dir.join("corrupt")
+    }
+}
+
+fn sync_dir<F: Fs>(fs: &F, cfg: &Config, p: SyncPoint, dir: &Path) -> Result<(), QueueError> {
+    if cfg.disabled.contains(p) {
+        return Ok(());
+    }
+    ctx(fs.sync_dir(dir), || format!("fsync {}", dir.display()))
+}
+
+/// Create the queue layout (idempotent), making each new directory durable.
+pub fn create_layout<E: Env>(env: &E, paths: &Paths, cfg: &Config) -> Result<(), QueueError> {
+    let fs = env.fs();
+    let mut made = ctx(env::mkdir_all(fs, &paths.dir), || {
+        format!("create {}", paths.dir.display())
+    })?;
+    for d in [paths.tmp(), paths.todo(), paths.log(), paths.corrupt()] {
+        match fs.mkdir(&d) {
+            Ok(()) => made.push(d),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return ctx(Err(e), || format!("create {}", d.display())),
+        }
+    }
+    match fs.create_new(&paths.lock()) {
+        Ok(_) => made.push(paths.lock()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return ctx(Err(e), || "create queue lock".into()),
+    }
+    // A new entry is durable once its parent directory is fsynced.
+    let mut parents: Vec<PathBuf> = made
+        .iter()
+        .filter_map(|p| p.parent().map(Path::to_path_buf))
+        .collect();
+    parents.sort();
+    parents.dedup();
+    for p in parents {
+        let p = if p.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            p
+        };
+        sync_dir(fs, cfg, SyncPoint::LayoutDirs, &p)?;
+    }
+    Ok(())
+}
+
+fn check_addr(a: &str) -> Result<(), QueueError> {
+    if a.len() > MAX_ADDR {
+        return Err(QueueError::AddressTooLong(a.len()));
+    }
+    if a.bytes().any(|b| b == 0 || b == b'\n' || b == b'\r') {
+        return Err(QueueError::BadAddress);
+    }
+    Ok(())
+}
+
+/// Check a message's envelope before anything is written.
+pub fn validate(m: &NewMessage) -> Result<(), QueueError> {
+    check_addr(&m.sender)?;
+    if m.recipients.is_empty() {
+        return Err(QueueError::NoRecipients);
+    }
+    m.recipients.iter().try_for_each(|r| check_addr(r))
+}
+
+fn new_id<E: Env>(env: &E) -> MsgId {
+    MsgId {
+        secs: env::unix_secs(env.now()),
+        rand: env.random_u64(),
+    }
+}
+
+/// Inject messages into `todo/` (qmail-queue). Returns only after every message of the batch is
+/// durable, including its directory entry: one file fsync per message, one `todo/` fsync per
+/// batch. Usable by any process; the queue manager need not run.
+pub fn inject<E: Env>(
+    env: &E,
+    paths: &Paths,
+    cfg: &Config,
+    msgs: &[NewMessage],
+) -> Result<Vec<MsgId>, QueueError> {
+    msgs.iter().try_for_each(validate)?;
+    let fs = env.fs();
+    let mut ids = Vec::with_capacity(msgs.len());
+    for m in msgs {
+        let id = new_id(env);
+        let envl = Envelope {
+            id,
+            birth: id.secs,
+            qp: m.qp,
+            uid: m.uid,
+            sender: m.sender.clone(),
+            recipients: m.recipients.clone(),
+        };
+        let bytes = record::encode_todo(&envl, &m.data);
+        let tmp = paths.tmp().join(id.to_string());
+        let r = env::write_new_synced(
+            fs,
+            &tmp,
+            &bytes,
+            !cfg.disabled.contains(SyncPoint::TodoFile),
+        );
+        if let Err(e) = r {
+            let _ = fs.unlink(&tmp);
+            return ctx(Err(e), || format!("write {}", tmp.display()));
+        }
+        let todo = paths.todo().join(id.to_string());
+        if let Err(e) = fs.rename(&tmp, &todo) {
+            let _ = fs.unlink(&tmp);
+            return ctx(Err(e), || format!("rename into {}", todo.display()));
+        }
+        ids.push(id);
+    }
+    sync_dir(fs, cfg, SyncPoint::TodoDir, &paths.todo())?;
+    Ok(ids)
+}
+
+/// One recipient in the queue manager's view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RcptState {
+    pub rcpt: Recipient,
+    pub status: Status,
+}
+
+/// One queued message in the queue manager's view.
+#[derive(Debug, Clone)]
+pub struct MsgState {
+    pub env: Envelope,
+    pub rcpts: Vec<RcptState>,
+    /// Where the message bytes are: segment, offset and length inside the log.
+    data_at: (u64, u64, u64),
+    /// Segments holding records about this message (they cannot be collected before it ends).
+    segs: Vec<u64>,
+}
+
+impl MsgState {
+    pub fn id(&self) -> MsgId {
+        self.env.id
+    }
+    pub fn size(&self) -> u64 {
+        self.data_at.2
+    }
+    /// True when no recipient is pending.
+    pub fn is_done(&self) -> bool {
+        self.rcpts.iter().all(|r| r.status != Status::Pending)
+    }
+}
+
+/// What recovery found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    pub messages: usize,
+    pub preprocessed: usize,
+    pub torn_bytes_cut: u64,
+    pub tmp_removed: usize,
+    pub corrupt_todo: usize,
+}
+
+/// The queue manager's handle: owns the lock and the log.
+pub struct Queue<E: Env> {
+    env: E,
+    paths: Paths,
+    cfg: Config,
+    log: log::Log<E::Fs>,
+    msgs: BTreeMap<MsgId, MsgState>,
+    _lock: <E::Fs as Fs>::Lock,
+}
+
+impl<E: Env> Queue<E> {
+    /// Open the queue as its one manager: take the lock, replay and repair the log, remove stale
+    /// `tmp/` files and preprocess every committed injection.
+    pub fn open(
+        env: E,
+        paths: Paths,
+        cfg: Config,
+        classify: &impl Classify,
+    ) -> Result<(Self, Recovery), QueueError> {
+        let fs = env.fs();
+        let lock = match fs.try_lock(&paths.lock()) {
+            Ok(l) => l,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(QueueError::Locked),
+            Err(e) => return ctx(Err(e), || format!("lock {}", paths.lock().display())),
+        };
+        let mut rec = Recovery::default();
+        let mut msgs = BTreeMap::new();
+        let log = log::Log::open(fs, &paths, &cfg, true, |seg, end, r| {
+            apply(&mut msgs, seg, end, r)
+        })?;
+        rec.torn_bytes_cut = log.stats().torn_bytes_cut;
+        let mut q = Queue {
+            env,
+            paths,
+            cfg,
+            log,
+            msgs,
+            _lock: lock,
+        };
+        rec.tmp_removed = q.clean_tmp()?;
+        let (n, bad) = q.preprocess(classify)?;
+        rec.preprocessed = n;
+        rec.corrupt_todo = bad;
+        rec.messages = q.msgs.len();
+        Ok((q, rec))
+    }
+
+    fn clean_tmp(&mut self) -> Result<usize, QueueError> {
+        let fs = self.env.fs();
+        let now = env::unix_secs(self.env.now());
+        let dir = self.paths.tmp();
+        let mut n = 0;
+        for name in ctx(fs.list_dir(&dir), || format!("list {}", dir.display()))? {
+            let p = dir.join(&name);
+            let Ok(m) = fs.metadata(&p) else { continue };
+            if now.saturating_sub(env::unix_secs(m.mtime)) >= TMP_MAX_AGE_SECS {
+                ctx(fs.unlink(&p), || format!("remove {}", p.display()))?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Move every committed injection from `todo/` into the log (idempotent: an id already in
+    /// the log is only unlinked). Returns (messages preprocessed, corrupt files set aside).
+    pub fn preprocess(&mut self, classify: &impl Classify) -> Result<(usize, usize), QueueError> {
+        let env = self.env.clone();
+        let fs = env.fs();
+        let todo = self.paths.todo();
+        let names = ctx(fs.list_dir(&todo), || format!("list {}", todo.display()))?;
+        if names.is_empty() {
+            return Ok((0, 0));
+        }
+        let mut batch = Vec::new();
+        let mut done = Vec::new();
+        let mut bad = 0;
+        for name in names {
+            let p = todo.join(&name);
+            let buf = ctx(fs.read(&p), || format!("read {}", p.display()))?;
+            match record::decode_todo(&buf) {
+                Ok((envl, data)) => {
+                    if !self.msgs.contains_key(&envl.id) {
+                        let rcpts = envl
+                            .recipients
+                            .iter()
+                            .map(|r| {
+                                let (addr, channel) = classify.classify(r);
+                                Recipient {
+                                    original: r.clone(),
+                                    addr,
+                                    channel,
+                                }
+                            })
+                            .collect();
+                        batch.push(Record::Msg {
+                            env: envl,
+                            rcpts,
+                            data,
+                        });
+                    }
+                    done.push(p);
+                }
+                Err(e) => {
+                    // Only a broken disk or a durability bug makes a committed file unreadable:
+                    // keep it for the administrator rather than deleting mail.
+                    tracing::error!("todo/{name}: {e}; moved to corrupt/");
+                    let to = self.paths.corrupt().join(&name);
+                    ctx(fs.rename(&p, &to), || format!("move {}", p.display()))?;
+                    bad += 1;
+                }
+            }
+        }
+        let n = batch.len();
+        self.append(batch)?;
+        for p in &done {
+            ctx(fs.unlink(p), || format!("remove {}", p.display()))?;
+        }
+        // Until these removals are durable a crash could resurrect a todo entry; the log must
+        // not lose that message's records (segment collection) before then.
+        sync_dir(fs, &self.cfg, SyncPoint::TodoUnlink, &todo)?;
+        Ok((n, bad))
+    }
+
+    /// Append records as one durable batch and apply them to the in-memory state.
+    fn append(&mut self, recs: Vec<Record>) -> Result<(), QueueError> {
+        if recs.is_empty() {
+            return Ok(());
+        }
+        let placed = self.log.append(self.env.fs(), &self.cfg, &recs)?;
+        for ((seg, end), r) in placed.into_iter().zip(recs) {
+            apply(&mut self.msgs, seg, end, r);
+        }
+        Ok(())
+    }
+
+    /// Inject messages straight into the log (the in-process path of the SMTP receiver):
+    /// returns after one durable append for the whole batch.
+    pub fn submit(
+        &mut self,
+        msgs: Vec<NewMessage>,
+        classify: &impl Classify,
+    ) -> Result<Vec<MsgId>, QueueError> {
+        msgs.iter().try_for_each(validate)?;
+        let mut ids = Vec::with_capacity(msgs.len());
+        let recs = msgs
+            .into_iter()
+            .map(|m| {
+                let id = new_id(&self.env);
+                ids.push(id);
+                let rcpts = m
+                    .recipients
+                    .iter()
+                    .map(|r| {
+                        let (addr, channel) = classify.classify(r);
+                        Recipient {
+                            original: r.clone(),
+                            addr,
+                            channel,
+                        }
+                    })
+                    .collect();
+                Record::Msg {
+                    env: Envelope {
+                        id,
+                        birth: id.secs,
+                        qp: m.qp,
+                        uid: m.uid,
+                        sender: m.sender,
+                        recipients: m.recipients,
+                    },
+                    rcpts,
+                    data: m.data,
+                }
+            })
+            .collect();
+        self.append(recs)?;
+        Ok(ids)
+    }
+
+    /// Make recipients' outcomes durable (one fsync for the batch).
+    pub fn record(&mut self, outcomes: &[(MsgId, u32, Status)]) -> Result<(), QueueError> {
+        for (id, rcpt, _) in outcomes {
+            let m = self.msgs.get(id).ok_or(QueueError::UnknownMessage(*id))?;
+            if *rcpt as usize >= m.rcpts.len() {
+                return Err(QueueError::Corrupt(format!("{id} has no recipient {rcpt}")));
+            }
+        }
+        let recs = outcomes
+            .iter()
+            .map(|(id, rcpt, status)| Record::Outcome {
+                id: *id,
+                rcpt: *rcpt,
+                status: status.clone(),
+            })
+            .collect();
+        self.append(recs)
+    }
+
+    /// Finish messages (their bounces, if any, must already be queued), then collect log
+    /// segments that no live message needs any more.
+    pub fn retire(&mut self, ids: &[MsgId]) -> Result<(), QueueError> {
+        for id in ids {
+            if !self.msgs.contains_key(id) {
+                return Err(QueueError::UnknownMessage(*id));
+            }
+        }
+        self.append(ids.iter().map(|id| Record::Retire { id: *id }).collect())?;
+        let live = self.live_segments();
+        self.log.collect(self.env.fs(), &self.cfg, &live)
+    }
+
+    fn live_segments(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = self.msgs.values().flat_map(|m| m.segs.clone()).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    pub fn messages(&self) -> impl Iterator<Item = &MsgState> {
+        self.msgs.values()
+    }
+    pub fn get(&self, id: MsgId) -> Option<&MsgState> {
+        self.msgs.get(&id)
+    }
+    /// Read a message's bytes from the log.
+    pub fn read_data(&mut self, id: MsgId) -> Result<Vec<u8>, QueueError> {
+        let m = self.msgs.get(&id).ok_or(QueueError::UnknownMessage(id))?;
+        self.log.read_data(self.env.fs(), m.data_at)
+    }
+    pub fn log_stats(&self) -> LogStats {
+        self.log.stats()
+    }
+    pub fn paths(&self) -> &Paths {
+        &self.paths
+    }
+}
+
+/// Apply one log record (in segment `seg`, ending at offset `end`) to the in-memory state.
+fn apply(msgs: &mut BTreeMap<MsgId, MsgState>, seg: u64, end: u64, r: Record) {
+    let touch = |m: &mut MsgState| {
+        if !m.segs.contains(&seg) {
+            m.segs.push(seg);
+        }
+    };
+    match r {
+        Record::Msg { env, rcpts, data } => {
+            msgs.entry(env.id).or_insert_with(|| MsgState {
+                rcpts: rcpts
+                    .into_iter()
+                    .map(|rcpt| RcptState {
+                        rcpt,
+                        status: Status::Pending,
+                    })
+                    .collect(),
+                env,
+                // The message bytes are the record's last field.
+                data_at: (seg, end, data.len() as u64),
+                segs: vec![seg],
+            });
+        }
+        Record::Outcome { id, rcpt, status } => {
+            // An outcome for a retired message (its segments already collected) is ignored.
+            if let Some(m) = msgs.get_mut(&id) {
+                if let Some(r) = m.rcpts.get_mut(rcpt as usize) {
+                    r.status = status;
+                    touch(m);
+                }
+            }
+        }
+        Record::Retire { id } => {
+            msgs.remove(&id);
+        }
+        Record::Checkpoint { .. } => {}
+    }
+}
+
+/// A read-only view of a queue for `mta queue list|stat`: works while a queue manager runs.
+pub struct View {
+    pub messages: Vec<MsgState>,
+    /// Committed injections not yet preprocessed.
+    pub todo: Vec<(Envelope, u64)>,
+}
+
+impl View {
+    pub fn load<E: Env>(env: &E, paths: &Paths) -> Result<View, QueueError> {
+        let fs = env.fs();
+        let mut msgs = BTreeMap::new();
+        log::Log::open(fs, paths, &Config::default(), false, |seg, end, r| {
+            apply(&mut msgs, seg, end, r)
+        })?;
+        let mut todo = Vec::new();
+        let dir = paths.todo();
+        for name in ctx(fs.list_dir(&dir), || format!("list {}", dir.display()))? {
+            // A file may vanish while we look (preprocessed meanwhile): skip it.
+            let Ok(buf) = fs.read(&dir.join(&name)) else {
+                continue;
+            };
+            if let Ok((e, data)) = record::decode_todo(&buf) {
+                if !msgs.contains_key(&e.id) {
+                    todo.push((e, data.len() as u64));
+                }
+            }
+        }
+        Ok(View {
+            messages: msgs.into_values().collect(),
+            todo,
+        })
+    }
+}

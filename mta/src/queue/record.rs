@@ -1,0 +1,445 @@
+//! Binary encoding of queued messages and log records.
+//!
+//! A log record on disk is `len:u32 | crc32c:u32 | body` where `body` is `kind:u8 | payload`
+//! and `len` is the body's length. The checksum makes a torn or never-written tail detectable,
+//! so recovery can cut the log at the first record that is not whole.
+
+use std::fmt;
+
+use super::QueueError;
+
+/// A message id: birth second and 64 random bits. Unique forever (never reused after the
+/// message is gone), because delivery names files after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MsgId {
+    pub secs: u64,
+    pub rand: u64,
+}
+
+impl fmt::Display for MsgId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{:016x}", self.secs, self.rand)
+    }
+}
+
+impl std::str::FromStr for MsgId {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let (a, b) = s.split_once('.').ok_or(())?;
+        if b.len() != 16 {
+            return Err(());
+        }
+        Ok(MsgId {
+            secs: a.parse().map_err(|_| ())?,
+            rand: u64::from_str_radix(b, 16).map_err(|_| ())?,
+        })
+    }
+}
+
+/// Where a recipient is delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Channel {
+    Local,
+    Remote,
+}
+
+/// A recipient's durable state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    Pending,
+    Delivered,
+    /// Permanently failed; the text goes into the bounce.
+    Failed(String),
+}
+
+/// An injected message as it sits in `todo/` (envelope not yet rewritten).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    pub id: MsgId,
+    /// Unix seconds; the retry schedule is anchored here.
+    pub birth: u64,
+    /// Injecting process id (qmail's `qp`) and user id, for the log.
+    pub qp: u64,
+    pub uid: u32,
+    pub sender: String,
+    pub recipients: Vec<String>,
+}
+
+/// A recipient after preprocessing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    /// The address as injected.
+    pub original: String,
+    /// The address after rewriting (virtual domains, envnoathost, percenthack).
+    pub addr: String,
+    pub channel: Channel,
+}
+
+/// One record of the queue log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// A preprocessed message with its bytes.
+    Msg {
+        env: Envelope,
+        rcpts: Vec<Recipient>,
+        data: Vec<u8>,
+    },
+    /// The final state of one recipient.
+    Outcome {
+        id: MsgId,
+        rcpt: u32,
+        status: Status,
+    },
+    /// The message is finished (its bounce, if any, is already queued).
+    Retire { id: MsgId },
+    /// Segments numbered below `low_water` hold nothing live and are being removed. Made
+    /// durable before the unlinks, so a segment whose unlink did not persist is ignored.
+    Checkpoint { low_water: u64 },
+}
+
+const K_MSG: u8 = 1;
+const K_OUTCOME: u8 = 2;
+const K_RETIRE: u8 = 3;
+const K_CHECKPOINT: u8 = 4;
+const TODO_MAGIC: &[u8; 8] = b"MTATODO1";
+/// Records larger than this are refused as corrupt while reading (a message is at most this).
+pub const MAX_RECORD: usize = 1 << 30;
+
+pub(crate) struct Enc(pub Vec<u8>);
+
+impl Enc {
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn bytes(&mut self, b: &[u8]) {
+        self.u64(b.len() as u64);
+        self.0.extend_from_slice(b);
+    }
+    fn id(&mut self, id: MsgId) {
+        self.u64(id.secs);
+        self.u64(id.rand);
+    }
+    fn envelope(&mut self, e: &Envelope) {
+        self.id(e.id);
+        self.u64(e.birth);
+        self.u64(e.qp);
+        self.u32(e.uid);
+        self.bytes(e.sender.as_bytes());
+        self.u32(e.recipients.len() as u32);
+        for r in &e.recipients {
+            self.bytes(r.as_bytes());
+        }
+    }
+}
+
+pub(crate) struct Dec<'a>(pub &'a [u8]);
+
+impl<'a> Dec<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], QueueError> {
+        if self.0.len() < n {
+            return Err(QueueError::Corrupt("record shorter than its fields".into()));
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Ok(a)
+    }
+    fn u8(&mut self) -> Result<u8, QueueError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Result<u32, QueueError> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().unwrap()))
+    }
+    fn u64(&mut self) -> Result<u64, QueueError> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().unwrap()))
+    }
+    fn bytes(&mut self) -> Result<&'a [u8], QueueError> {
+        let n = self.u64()?;
+        if n > self.0.len() as u64 {
+            return Err(QueueError::Corrupt("field length past the record".into()));
+        }
+        self.take(n as usize)
+    }
+    fn string(&mut self) -> Result<String, QueueError> {
+        String::from_utf8(self.bytes()?.to_vec())
+            .map_err(|_| QueueError::Corrupt("address is not UTF-8".into()))
+    }
+    fn id(&mut self) -> Result<MsgId, QueueError> {
+        Ok(MsgId {
+            secs: self.u64()?,
+            rand: self.u64()?,
+        })
+    }
+    fn envelope(&mut self) -> Result<Envelope, QueueError> {
+        let id = self.id()?;
+        let birth = self.u64()?;
+        let qp = self.u64()?;
+        let uid = self.u32()?;
+        let sender = self.string()?;
+        let n = self.u32()? as usize;
+        let mut recipients = Vec::with_capacity(n.min(1024));
+        for _ in 0..n {
+            recipients.push(self.string()?);
+        }
+        Ok(Envelope {
+            id,
+            birth,
+            qp,
+            uid,
+            sender,
+            recipients,
+        })
+    }
+    fn end(&self) -> Result<(), QueueError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(QueueError::Corrupt("trailing bytes in record".into()))
+        }
+    }
+}
+
+impl Record {
+    /// Append the framed record to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let mut e = Enc(Vec::new());
+        match self {
+            Record::Msg { env, rcpts, data } => {
+                e.u8(K_MSG);
+                e.envelope(env);
+                for r in rcpts {
+                    e.bytes(r.original.as_bytes());
+                    e.bytes(r.addr.as_bytes());
+                    e.u8(match r.channel {
+                        Channel::Local => 0,
+                        Channel::Remote => 1,
+                    });
+                }
+                e.bytes(data);
+            }
+            Record::Outcome { id, rcpt, status } => {
+                e.u8(K_OUTCOME);
+                e.id(*id);
+                e.u32(*rcpt);
+                match status {
+                    Status::Pending => e.u8(0),
+                    Status::Delivered => e.u8(1),
+                    Status::Failed(r) => {
+                        e.u8(2);
+                        e.bytes(r.as_bytes());
+                    }
+                }
+            }
+            Record::Retire { id } => {
+                e.u8(K_RETIRE);
+                e.id(*id);
+            }
+            Record::Checkpoint { low_water } => {
+                e.u8(K_CHECKPOINT);
+                e.u64(*low_water);
+            }
+        }
+        let body = e.0;
+        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+        out.extend_from_slice(&body);
+    }
+
+    /// Decode one record body (after the frame was checked).
+    pub fn decode(body: &[u8]) -> Result<Record, QueueError> {
+        let mut d = Dec(body);
+        let rec = match d.u8()? {
+            K_MSG => {
+                let env = d.envelope()?;
+                let mut rcpts = Vec::with_capacity(env.recipients.len());
+                for _ in 0..env.recipients.len() {
+                    let original = d.string()?;
+                    let addr = d.string()?;
+                    let channel = match d.u8()? {
+                        0 => Channel::Local,
+                        1 => Channel::Remote,
+                        _ => return Err(QueueError::Corrupt("bad channel".into())),
+                    };
+                    rcpts.push(Recipient {
+                        original,
+                        addr,
+                        channel,
+                    });
+                }
+                let data = d.bytes()?.to_vec();
+                Record::Msg { env, rcpts, data }
+            }
+            K_OUTCOME => {
+                let id = d.id()?;
+                let rcpt = d.u32()?;
+                let status = match d.u8()? {
+                    0 => Status::Pending,
+                    1 => Status::Delivered,
+                    2 => Status::Failed(d.string()?),
+                    _ => return Err(QueueError::Corrupt("bad status".into())),
+                };
+                Record::Outcome { id, rcpt, status }
+            }
+            K_RETIRE => Record::Retire { id: d.id()? },
+            K_CHECKPOINT => Record::Checkpoint {
+                low_water: d.u64()?,
+            },
+            k => return Err(QueueError::Corrupt(format!("unknown record kind {k}"))),
+        };
+        d.end()?;
+        Ok(rec)
+    }
+}
+
+/// Result of looking at the bytes at one position of a log segment.
+pub enum Frame<'a> {
+    /// A whole record body and the total framed length.
+    Whole(&'a [u8], usize),
+    /// Not a whole, valid record: the log ends here.
+    End,
+}
+
+/// Parse the frame at the start of `buf`.
+pub fn frame(buf: &[u8]) -> Frame<'_> {
+    if buf.len() < 8 {
+        return Frame::End;
+    }
+    let len = u32::from_le_bytes(buf[0..4].try_into().unwrap()) as usize;
+    let crc = u32::from_le_bytes(buf[4..8].try_into().unwrap());
+    if len == 0 || len > MAX_RECORD || buf.len() - 8 < len {
+        return Frame::End;
+    }
+    let body = &buf[8..8 + len];
+    if crc32c::crc32c(body) != crc {
+        return Frame::End;
+    }
+    Frame::Whole(body, 8 + len)
+}
+
+/// Encode a `todo/` file: magic, checksum of the rest, envelope, message bytes.
+pub fn encode_todo(env: &Envelope, data: &[u8]) -> Vec<u8> {
+    let mut e = Enc(Vec::with_capacity(data.len() + 256));
+    e.envelope(env);
+    e.bytes(data);
+    let mut out = Vec::with_capacity(e.0.len() + 12);
+    out.extend_from_slice(TODO_MAGIC);
+    out.extend_from_slice(&crc32c::crc32c(&e.0).to_le_bytes());
+    out.extend_from_slice(&e.0);
+    out
+}
+
+/// Decode a `todo/` file, checking that it is whole.
+pub fn decode_todo(buf: &[u8]) -> Result<(Envelope, Vec<u8>), QueueError> {
+    if buf.len() < 12 || &buf[..8] != TODO_MAGIC {
+        return Err(QueueError::Corrupt("todo file has no header".into()));
+    }
+    let crc = u32::from_le_bytes(buf[8..12].try_into().unwrap());
+    let rest = &buf[12..];
+    if crc32c::crc32c(rest) != crc {
+        return Err(QueueError::Corrupt("todo file checksum mismatch".into()));
+    }
+    let mut d = Dec(rest);
+    let env = d.envelope()?;
+    let data = d.bytes()?.to_vec();
+    d.end()?;
+    Ok((env, data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env() -> Envelope {
+        Envelope {
+            id: MsgId { secs: 5, rand: 77 },
+            birth: 5,
+            qp: 9,
+            uid: 1000,
+            sender: "joe@x".into(),
+            recipients: vec!["a@b".into(), "c".into()],
+        }
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let recs = vec![
+            Record::Msg {
+                env: env(),
+                rcpts: vec![
+                    Recipient {
+                        original: "a@b".into(),
+                        addr: "a@b".into(),
+                        channel: Channel::Remote,
+                    };
+                    2
+                ],
+                data: b"x\0\xff".to_vec(),
+            },
+            Record::Outcome {
+                id: env().id,
+                rcpt: 1,
+                status: Status::Failed("no/such".into()),
+            },
+            Record::Outcome {
+                id: env().id,
+                rcpt: 0,
+                status: Status::Delivered,
+            },
+            Record::Retire { id: env().id },
+            Record::Checkpoint { low_water: 3 },
+        ];
+        let mut buf = Vec::new();
+        for r in &recs {
+            r.encode(&mut buf);
+        }
+        let mut at = 0;
+        let mut got = Vec::new();
+        while let Frame::Whole(body, n) = frame(&buf[at..]) {
+            got.push(Record::decode(body).unwrap());
+            at += n;
+        }
+        assert_eq!(got, recs);
+        assert_eq!(at, buf.len());
+    }
+
+    #[test]
+    fn torn_and_zeroed_frames_end_the_log() {
+        let mut buf = Vec::new();
+        Record::Retire { id: env().id }.encode(&mut buf);
+        for cut in 0..buf.len() {
+            assert!(matches!(frame(&buf[..cut]), Frame::End), "cut at {cut}");
+        }
+        assert!(matches!(frame(&[0u8; 64]), Frame::End));
+        let mut flipped = buf.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        assert!(matches!(frame(&flipped), Frame::End));
+    }
+
+    #[test]
+    fn todo_round_trip_and_corruption() {
+        let data = b"Subject: x\n\nbody\0with nul\xff".to_vec();
+        let buf = encode_todo(&env(), &data);
+        assert_eq!(decode_todo(&buf).unwrap(), (env(), data));
+        for cut in 0..buf.len() {
+            assert!(decode_todo(&buf[..cut]).is_err());
+        }
+        let mut z = buf.clone();
+        z[20] ^= 0x10;
+        assert!(decode_todo(&z).is_err());
+    }
+
+    #[test]
+    fn msg_id_text_round_trip() {
+        let id = MsgId {
+            secs: 1_700_000_000,
+            rand: 0xdead_beef,
+        };
+        assert_eq!(id.to_string().parse::<MsgId>(), Ok(id));
+        assert!("x".parse::<MsgId>().is_err());
+    }
+}
