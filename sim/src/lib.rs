@@ -1,1 +1,8 @@
+//! The deterministic simulator of the mta: a simulated filesystem with a crash model, the
+//! simulated environment (turmoil network and time), scenarios with their oracles, and the
+//! crash-point enumerator.
 
+pub mod crash;
+pub mod env;
+pub mod fs;
+pub mod lifecycle;

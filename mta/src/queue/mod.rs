@@ -310,6 +310,8 @@ impl<E: Env> Queue<E> {
         cfg: Config,
         classify: &impl Classify,
     ) -> Result<(Self, Recovery), QueueError> {
+        // A crash during installation can leave the layout half made: finish it first.
+        create_layout(&env, &paths, &cfg)?;
         let fs = env.fs();
         let lock = match fs.try_lock(&paths.lock()) {
             Ok(l) => l,

@@ -1,0 +1,131 @@
+//! The simulated environment: [`SimFs`], turmoil's network, a shared simulated clock and a
+//! seeded RNG. Inside a turmoil host the clock follows turmoil's simulated time; outside one
+//! (the crash-point enumerations) it is advanced by hand and `sleep` just moves it forward.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use mta::env::{Env, Listener, Net, Udp};
+
+use crate::fs::{Clock, SimFs};
+
+#[derive(Clone)]
+pub struct SimEnv {
+    fs: SimFs,
+    net: Arc<SimNet>,
+    clock: Clock,
+    /// Unix ms at turmoil time zero, when running inside turmoil.
+    epoch_ms: Option<u64>,
+    rng: Arc<Mutex<ChaCha8Rng>>,
+}
+
+impl SimEnv {
+    /// An env outside turmoil: the clock moves only when told (or by `sleep`).
+    pub fn manual(fs: SimFs, clock: Clock, seed: u64) -> Self {
+        SimEnv {
+            fs,
+            net: Arc::new(SimNet),
+            clock,
+            epoch_ms: None,
+            rng: Arc::new(Mutex::new(ChaCha8Rng::seed_from_u64(seed))),
+        }
+    }
+    /// An env for a turmoil host: time is `epoch_ms` plus turmoil's simulated elapsed time.
+    pub fn turmoil(fs: SimFs, clock: Clock, epoch_ms: u64, seed: u64) -> Self {
+        SimEnv {
+            epoch_ms: Some(epoch_ms),
+            ..Self::manual(fs, clock, seed)
+        }
+    }
+    pub fn sim_fs(&self) -> &SimFs {
+        &self.fs
+    }
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+    fn sync_clock(&self) {
+        if let (Some(e), Some(el)) = (self.epoch_ms, turmoil::sim_elapsed()) {
+            self.clock.set_ms(e + el.as_millis() as u64);
+        }
+    }
+}
+
+impl Env for SimEnv {
+    type Fs = SimFs;
+    type Net = SimNet;
+    fn fs(&self) -> &SimFs {
+        self.sync_clock();
+        &self.fs
+    }
+    fn net(&self) -> &SimNet {
+        &self.net
+    }
+    fn now(&self) -> SystemTime {
+        self.sync_clock();
+        self.clock.now()
+    }
+    fn sleep(&self, d: Duration) -> impl std::future::Future<Output = ()> + Send {
+        let manual = self.epoch_ms.is_none();
+        let clock = self.clock.clone();
+        async move {
+            if manual {
+                clock.advance(d);
+            } else {
+                tokio::time::sleep(d).await;
+            }
+        }
+    }
+    fn random_u64(&self) -> u64 {
+        self.rng
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .next_u64()
+    }
+}
+
+/// turmoil's simulated TCP and UDP.
+pub struct SimNet;
+pub struct SimListener(turmoil::net::TcpListener);
+pub struct SimUdp(turmoil::net::UdpSocket);
+
+impl Net for SimNet {
+    type Stream = turmoil::net::TcpStream;
+    type Listener = SimListener;
+    type Udp = SimUdp;
+    async fn listen(&self, addr: SocketAddr) -> io::Result<SimListener> {
+        turmoil::net::TcpListener::bind(addr).await.map(SimListener)
+    }
+    async fn connect(&self, addr: SocketAddr) -> io::Result<turmoil::net::TcpStream> {
+        turmoil::net::TcpStream::connect(addr).await
+    }
+    async fn bind_udp(&self, addr: SocketAddr) -> io::Result<SimUdp> {
+        turmoil::net::UdpSocket::bind(addr).await.map(SimUdp)
+    }
+}
+
+impl Listener for SimListener {
+    type Stream = turmoil::net::TcpStream;
+    async fn accept(&self) -> io::Result<(turmoil::net::TcpStream, SocketAddr)> {
+        self.0.accept().await
+    }
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+}
+
+impl Udp for SimUdp {
+    async fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
+        self.0.send_to(buf, to).await
+    }
+    async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        self.0.recv_from(buf).await
+    }
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+}
