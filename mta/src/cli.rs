@@ -6,17 +6,14 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
-use mta::control::ControlDir;
 use mta::env::real::RealEnv;
 use mta::env::{unix_secs, Env};
 use mta::init::{self, InitOptions};
-use mta::inject::{self, Defaults, Origin};
-use mta::queue::{self, Channel, NewMessage, Paths, Status};
+use mta::inject::{self, Origin};
+use mta::queue::{self, Channel, Paths, Status};
 
-/// Largest message `mta inject` accepts from standard input.
-const MAX_MESSAGE: usize = 64 << 20;
-const EXIT_PERM: i32 = 100;
-const EXIT_TEMP: i32 = 111;
+const EXIT_PERM: i32 = inject::EXIT_PERM;
+const EXIT_TEMP: i32 = inject::EXIT_TEMP;
 
 #[derive(Parser)]
 #[command(
@@ -145,79 +142,33 @@ fn cmd_inject(
     extract: bool,
     recipients: Vec<String>,
 ) -> i32 {
-    let c = ControlDir::new(env.fs(), root);
-    let defaults = (|| {
-        let me = c.me()?;
-        Ok::<_, mta::control::ControlError>(Defaults {
-            defaulthost: c.line_or("defaulthost", &me)?,
-            defaultdomain: c.line_or("defaultdomain", &me)?,
-            plusdomain: c.line_or("plusdomain", &me)?,
-            idhost: c.line_or("idhost", &me)?,
-        })
-    })();
-    let defaults = match defaults {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("mta inject: unable to read controls: {e}");
-            return EXIT_TEMP;
-        }
-    };
     let mut message = Vec::new();
     let read = std::io::stdin()
         .lock()
-        .take(MAX_MESSAGE as u64 + 1)
+        .take(inject::MAX_MESSAGE as u64 + 1)
         .read_to_end(&mut message);
     if let Err(e) = read {
         eprintln!("mta inject: unable to read message: {e}");
-        return EXIT_TEMP;
+        return inject::EXIT_TEMP;
     }
-    if message.len() > MAX_MESSAGE {
-        eprintln!("mta inject: message too large (more than {MAX_MESSAGE} bytes)");
-        return EXIT_PERM;
-    }
-    let origin = Origin {
-        user: var(&["QMAILUSER", "MAILUSER", "USER", "LOGNAME"]),
-        host: var(&["QMAILHOST", "MAILHOST"]),
-        name: var(&["QMAILNAME", "MAILNAME", "NAME"]),
-    };
-    let now = unix_secs(env.now());
-    let req = inject::Request {
+    let inv = inject::Invocation {
         sender,
         extract,
         recipients,
-        message: &message,
-        now,
-        unique: format!("{}.{:08x}", std::process::id(), env.random_u64() as u32),
+        message,
+        origin: Origin {
+            user: var(&["QMAILUSER", "MAILUSER", "USER", "LOGNAME"]),
+            host: var(&["QMAILHOST", "MAILHOST"]),
+            name: var(&["QMAILNAME", "MAILNAME", "NAME"]),
+        },
+        pid: u64::from(std::process::id()),
+        uid: std::fs::metadata("/proc/self").map_or(0, |m| m.uid()),
     };
-    let p = match inject::prepare(&req, &defaults, &origin) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("mta inject: {e}");
-            return EXIT_PERM;
-        }
-    };
-    let uid = std::fs::metadata("/proc/self").map_or(0, |m| m.uid());
-    let msg = NewMessage {
-        sender: p.sender,
-        recipients: p.recipients,
-        data: p.data,
-        qp: u64::from(std::process::id()),
-        uid,
-    };
-    let paths = Paths::new(root.join("queue"));
-    match queue::inject(env, &paths, &Default::default(), &[msg]) {
+    match inject::run(env, root, &inv) {
         Ok(_) => 0,
-        Err(e) if e.is_permanent() => {
-            eprintln!("mta inject: {e}");
-            EXIT_PERM
-        }
-        Err(e) if e.is_disk_full() => {
-            eprintln!("mta inject: qq write error or disk full: {e}");
-            EXIT_TEMP
-        }
-        Err(e) => {
-            eprintln!("mta inject: qq trouble: {e}");
-            EXIT_TEMP
+        Err(f) => {
+            eprintln!("mta inject: {}", f.message);
+            f.exit
         }
     }
 }

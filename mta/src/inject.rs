@@ -3,7 +3,18 @@
 //! Pure functions over bytes: the caller (the `mta inject` CLI) supplies the environment values
 //! and the time, and hands the result to the queue.
 
+use std::path::Path;
+
+use crate::control::ControlDir;
 use crate::date;
+use crate::env::{unix_secs, Env};
+use crate::queue::{self, MsgId, NewMessage, Paths};
+
+/// Exit statuses of `mta inject` (qmail-inject's): permanent and temporary failure.
+pub const EXIT_PERM: i32 = 100;
+pub const EXIT_TEMP: i32 = 111;
+/// Largest message accepted for injection.
+pub const MAX_MESSAGE: usize = 64 << 20;
 
 /// Addresses longer than this are refused (permanent), as the queue would refuse them.
 pub const MAX_ADDR: usize = crate::queue::MAX_ADDR;
@@ -205,6 +216,86 @@ fn check(a: &str) -> Result<(), InjectError> {
         return Err(InjectError::BadAddress(a.chars().take(80).collect()));
     }
     Ok(())
+}
+
+/// One `mta inject` call, apart from the environment.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub sender: Option<String>,
+    pub extract: bool,
+    pub recipients: Vec<String>,
+    pub message: Vec<u8>,
+    pub origin: Origin,
+    /// Process and user id of the injector, for the log (qmail's `qp` and `uid`).
+    pub pid: u64,
+    pub uid: u32,
+}
+
+/// Why an injection failed, with the exit status to report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub exit: i32,
+    pub message: String,
+}
+
+impl Failure {
+    fn perm(m: impl ToString) -> Self {
+        Failure {
+            exit: EXIT_PERM,
+            message: m.to_string(),
+        }
+    }
+    fn temp(m: impl ToString) -> Self {
+        Failure {
+            exit: EXIT_TEMP,
+            message: m.to_string(),
+        }
+    }
+}
+
+/// Inject a message into the installation at `root`: read the controls, fix up the header,
+/// and commit durably to the queue. `Ok` only after the commit.
+pub fn run<E: Env>(env: &E, root: &Path, inv: &Invocation) -> Result<MsgId, Failure> {
+    let c = ControlDir::new(env.fs(), root);
+    let defaults = (|| {
+        let me = c.me()?;
+        Ok::<_, crate::control::ControlError>(Defaults {
+            defaulthost: c.line_or("defaulthost", &me)?,
+            defaultdomain: c.line_or("defaultdomain", &me)?,
+            plusdomain: c.line_or("plusdomain", &me)?,
+            idhost: c.line_or("idhost", &me)?,
+        })
+    })()
+    .map_err(|e| Failure::temp(format!("unable to read controls: {e}")))?;
+    if inv.message.len() > MAX_MESSAGE {
+        return Err(Failure::perm(InjectError::TooLarge(MAX_MESSAGE)));
+    }
+    let now = unix_secs(env.now());
+    let req = Request {
+        sender: inv.sender.clone(),
+        extract: inv.extract,
+        recipients: inv.recipients.clone(),
+        message: &inv.message,
+        now,
+        unique: format!("{}.{:08x}", inv.pid, env.random_u64() as u32),
+    };
+    let p = prepare(&req, &defaults, &inv.origin).map_err(Failure::perm)?;
+    let msg = NewMessage {
+        sender: p.sender,
+        recipients: p.recipients,
+        data: p.data,
+        qp: inv.pid,
+        uid: inv.uid,
+    };
+    let paths = Paths::new(root.join("queue"));
+    match queue::inject(env, &paths, &Default::default(), &[msg]) {
+        Ok(ids) => Ok(ids[0]),
+        Err(e) if e.is_permanent() => Err(Failure::perm(e)),
+        Err(e) if e.is_disk_full() => {
+            Err(Failure::temp(format!("qq write error or disk full: {e}")))
+        }
+        Err(e) => Err(Failure::temp(format!("qq trouble: {e}"))),
+    }
 }
 
 /// Apply qmail-inject's fix-ups and work out the envelope.

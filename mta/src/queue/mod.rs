@@ -602,3 +602,6 @@ impl View {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

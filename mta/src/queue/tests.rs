@@ -1,0 +1,265 @@
+//! Every queue transition, on the real filesystem.
+
+use std::fs;
+use std::time::{Duration, SystemTime};
+
+use super::*;
+use crate::control::Rewrite;
+use crate::env::real::RealEnv;
+
+struct T {
+    _dir: tempfile::TempDir,
+    env: RealEnv,
+    paths: Paths,
+}
+
+fn setup() -> T {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::new(dir.path().join("queue"));
+    let env = RealEnv::new();
+    create_layout(&env, &paths, &Config::default()).unwrap();
+    T {
+        _dir: dir,
+        env,
+        paths,
+    }
+}
+
+fn rw() -> Rewrite {
+    Rewrite {
+        envnoathost: "example.org".into(),
+        locals: vec!["example.org".into()],
+        ..Rewrite::default()
+    }
+}
+
+fn msg(body: &str, rcpts: &[&str]) -> NewMessage {
+    NewMessage {
+        sender: "joe@example.org".into(),
+        recipients: rcpts.iter().map(|s| s.to_string()).collect(),
+        data: body.as_bytes().to_vec(),
+        qp: 1,
+        uid: 2,
+    }
+}
+
+fn names(p: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(p)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn open(t: &T) -> (Queue<RealEnv>, Recovery) {
+    Queue::open(t.env.clone(), t.paths.clone(), Config::default(), &rw()).unwrap()
+}
+
+#[test]
+fn inject_commits_into_todo_and_leaves_no_tmp() {
+    let t = setup();
+    let ids = inject(
+        &t.env,
+        &t.paths,
+        &Config::default(),
+        &[msg("a", &["x"]), msg("b", &["y"])],
+    )
+    .unwrap();
+    assert_eq!(ids.len(), 2);
+    let mut want: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+    want.sort();
+    assert_eq!(names(&t.paths.todo()), want);
+    assert!(names(&t.paths.tmp()).is_empty());
+}
+
+#[test]
+fn invalid_envelopes_are_refused_before_writing() {
+    let t = setup();
+    let cfg = Config::default();
+    let long = format!("{}@x.org", "a".repeat(MAX_ADDR));
+    let e = inject(&t.env, &t.paths, &cfg, &[msg("a", &[long.as_str()])]).unwrap_err();
+    assert!(matches!(e, QueueError::AddressTooLong(_)) && e.is_permanent());
+    let e = inject(&t.env, &t.paths, &cfg, &[msg("a", &[])]).unwrap_err();
+    assert!(matches!(e, QueueError::NoRecipients) && e.is_permanent());
+    let e = inject(&t.env, &t.paths, &cfg, &[msg("a", &["a\nb@c"])]).unwrap_err();
+    assert!(matches!(e, QueueError::BadAddress));
+    assert!(names(&t.paths.todo()).is_empty() && names(&t.paths.tmp()).is_empty());
+}
+
+#[test]
+fn open_preprocesses_todo_into_the_log_with_classification() {
+    let t = setup();
+    let ids = inject(
+        &t.env,
+        &t.paths,
+        &Config::default(),
+        &[msg("hello\0\u{ff}", &["fred", "bill@irs.gov"])],
+    )
+    .unwrap();
+    let (mut q, rec) = open(&t);
+    assert_eq!(rec.preprocessed, 1);
+    assert!(names(&t.paths.todo()).is_empty());
+    let m = q.get(ids[0]).unwrap().clone();
+    assert_eq!(m.rcpts[0].rcpt.addr, "fred@example.org");
+    assert_eq!(m.rcpts[0].rcpt.channel, Channel::Local);
+    assert_eq!(m.rcpts[1].rcpt.channel, Channel::Remote);
+    assert!(m.rcpts.iter().all(|r| r.status == Status::Pending));
+    assert_eq!(q.read_data(ids[0]).unwrap(), "hello\0\u{ff}".as_bytes());
+    assert_eq!(m.env.birth, ids[0].secs);
+}
+
+#[test]
+fn preprocessing_is_idempotent() {
+    let t = setup();
+    let cfg = Config::default();
+    let ids = inject(&t.env, &t.paths, &cfg, &[msg("m", &["a"])]).unwrap();
+    let todo_file = t.paths.todo().join(ids[0].to_string());
+    let saved = fs::read(&todo_file).unwrap();
+    let (mut q, _) = open(&t);
+    // As after a crash that lost the removal: the entry is back.
+    fs::write(&todo_file, &saved).unwrap();
+    assert_eq!(q.preprocess(&rw()).unwrap(), (0, 0));
+    assert!(names(&t.paths.todo()).is_empty());
+    assert_eq!(q.messages().count(), 1);
+}
+
+#[test]
+fn submit_record_retire_and_reopen() {
+    let t = setup();
+    let (mut q, _) = open(&t);
+    let ids = q
+        .submit(vec![msg("a", &["x", "y@r.net"]), msg("b", &["z"])], &rw())
+        .unwrap();
+    q.record(&[
+        (ids[0], 0, Status::Delivered),
+        (ids[0], 1, Status::Failed("550 no".into())),
+    ])
+    .unwrap();
+    assert!(q.get(ids[0]).unwrap().is_done());
+    assert!(!q.get(ids[1]).unwrap().is_done());
+    q.retire(&[ids[0]]).unwrap();
+    assert!(q.get(ids[0]).is_none());
+    drop(q);
+    let (mut q, rec) = open(&t);
+    assert_eq!(rec.messages, 1);
+    assert_eq!(q.read_data(ids[1]).unwrap(), b"b");
+    q.record(&[(ids[1], 0, Status::Failed("x".into()))])
+        .unwrap();
+    drop(q);
+    let (q, _) = open(&t);
+    assert_eq!(
+        q.get(ids[1]).unwrap().rcpts[0].status,
+        Status::Failed("x".into())
+    );
+}
+
+#[test]
+fn outcomes_for_unknown_messages_or_recipients_are_refused() {
+    let t = setup();
+    let (mut q, _) = open(&t);
+    let ids = q.submit(vec![msg("a", &["x"])], &rw()).unwrap();
+    let ghost = MsgId { secs: 1, rand: 2 };
+    assert!(matches!(
+        q.record(&[(ghost, 0, Status::Delivered)]),
+        Err(QueueError::UnknownMessage(_))
+    ));
+    assert!(q.record(&[(ids[0], 5, Status::Delivered)]).is_err());
+    assert!(matches!(
+        q.retire(&[ghost]),
+        Err(QueueError::UnknownMessage(_))
+    ));
+}
+
+#[test]
+fn only_one_queue_manager() {
+    let t = setup();
+    let (_q, _) = open(&t);
+    let e = Queue::open(t.env.clone(), t.paths.clone(), Config::default(), &rw());
+    assert!(matches!(e, Err(QueueError::Locked)));
+}
+
+#[test]
+fn recovery_cuts_a_torn_tail() {
+    let t = setup();
+    let (mut q, _) = open(&t);
+    let ids = q.submit(vec![msg("keep", &["x"])], &rw()).unwrap();
+    drop(q);
+    let seg = t.paths.log().join(names(&t.paths.log())[0].clone());
+    let good = fs::metadata(&seg).unwrap().len();
+    let mut f = fs::OpenOptions::new().append(true).open(&seg).unwrap();
+    std::io::Write::write_all(&mut f, &[7u8; 13]).unwrap();
+    drop(f);
+    let (mut q, rec) = open(&t);
+    assert_eq!(rec.torn_bytes_cut, 13);
+    assert_eq!(fs::metadata(&seg).unwrap().len(), good);
+    assert_eq!(q.read_data(ids[0]).unwrap(), b"keep");
+    q.submit(vec![msg("after", &["x"])], &rw()).unwrap();
+    drop(q);
+    assert_eq!(open(&t).1.messages, 2);
+}
+
+#[test]
+fn stale_tmp_files_are_removed_fresh_ones_kept() {
+    let t = setup();
+    let old = t.paths.tmp().join("old");
+    let new = t.paths.tmp().join("new");
+    fs::write(&old, b"x").unwrap();
+    fs::write(&new, b"y").unwrap();
+    let f = fs::File::options().write(true).open(&old).unwrap();
+    f.set_modified(SystemTime::now() - Duration::from_secs(TMP_MAX_AGE_SECS + 60))
+        .unwrap();
+    let (_q, rec) = open(&t);
+    assert_eq!(rec.tmp_removed, 1);
+    assert_eq!(names(&t.paths.tmp()), vec!["new"]);
+}
+
+#[test]
+fn corrupt_todo_files_are_set_aside_not_deleted() {
+    let t = setup();
+    fs::write(t.paths.todo().join("1.0000000000000001"), b"garbage").unwrap();
+    let (q, rec) = open(&t);
+    assert_eq!(rec.corrupt_todo, 1);
+    assert_eq!(q.messages().count(), 0);
+    assert_eq!(names(&t.paths.corrupt()), vec!["1.0000000000000001"]);
+}
+
+#[test]
+fn segments_roll_and_are_collected_when_dead() {
+    let t = setup();
+    let cfg = Config {
+        segment_size: 300,
+        ..Config::default()
+    };
+    let (mut q, _) = Queue::open(t.env.clone(), t.paths.clone(), cfg, &rw()).unwrap();
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.extend(
+            q.submit(vec![msg(&format!("{i:0>150}"), &["x"])], &rw())
+                .unwrap(),
+        );
+    }
+    assert!(q.log_stats().segments >= 3);
+    // The oldest message pins its segment and everything after it.
+    q.retire(&ids[1..]).unwrap();
+    assert!(q.log_stats().segments >= 3);
+    q.retire(&ids[..1]).unwrap();
+    assert_eq!(q.log_stats().segments, 1);
+    assert_eq!(names(&t.paths.log()).len(), 1);
+    drop(q);
+    let (q, rec) = Queue::open(t.env.clone(), t.paths.clone(), cfg, &rw()).unwrap();
+    assert_eq!(rec.messages, 0);
+    assert_eq!(q.messages().count(), 0);
+}
+
+#[test]
+fn view_reads_while_the_manager_holds_the_lock() {
+    let t = setup();
+    let cfg = Config::default();
+    let (mut q, _) = open(&t);
+    q.submit(vec![msg("a", &["x"])], &rw()).unwrap();
+    inject(&t.env, &t.paths, &cfg, &[msg("b", &["y"])]).unwrap();
+    let v = View::load(&t.env, &t.paths).unwrap();
+    assert_eq!(v.messages.len(), 1);
+    assert_eq!(v.todo.len(), 1);
+}
