@@ -6,3 +6,4 @@ pub mod crash;
 pub mod env;
 pub mod fs;
 pub mod lifecycle;
+pub mod world;

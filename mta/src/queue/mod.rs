@@ -218,32 +218,37 @@ pub fn inject<E: Env>(
     let fs = env.fs();
     let mut ids = Vec::with_capacity(msgs.len());
     for m in msgs {
-        let id = new_id(env);
-        let envl = Envelope {
-            id,
-            birth: id.secs,
-            qp: m.qp,
-            uid: m.uid,
-            sender: m.sender.clone(),
-            recipients: m.recipients.clone(),
+        let mut id = new_id(env);
+        let tmp = loop {
+            let envl = Envelope {
+                id,
+                birth: id.secs,
+                qp: m.qp,
+                uid: m.uid,
+                sender: m.sender.clone(),
+                recipients: m.recipients.clone(),
+            };
+            let bytes = record::encode_todo(&envl, &m.data);
+            let tmp = paths.tmp().join(id.to_string());
+            match env::write_new_synced(
+                fs,
+                &tmp,
+                &bytes,
+                !cfg.disabled.contains(SyncPoint::TodoFile),
+            ) {
+                Ok(()) => break tmp,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => id = new_id(env),
+                Err(e) => {
+                    let _ = fs.unlink(&tmp);
+                    return ctx(Err(e), || format!("write {}", tmp.display()));
+                }
+            }
         };
-        let bytes = record::encode_todo(&envl, &m.data);
-        let tmp = paths.tmp().join(id.to_string());
-        let r = env::write_new_synced(
-            fs,
-            &tmp,
-            &bytes,
-            !cfg.disabled.contains(SyncPoint::TodoFile),
-        );
-        if let Err(e) = r {
-            let _ = fs.unlink(&tmp);
-            return ctx(Err(e), || format!("write {}", tmp.display()));
-        }
+        // link, not rename: it refuses to replace an existing entry, so an id is never reused.
         let todo = paths.todo().join(id.to_string());
-        if let Err(e) = fs.rename(&tmp, &todo) {
-            let _ = fs.unlink(&tmp);
-            return ctx(Err(e), || format!("rename into {}", todo.display()));
-        }
+        let linked = fs.link(&tmp, &todo);
+        let _ = fs.unlink(&tmp);
+        ctx(linked, || format!("link into {}", todo.display()))?;
         ids.push(id);
     }
     sync_dir(fs, cfg, SyncPoint::TodoDir, &paths.todo())?;
@@ -440,7 +445,11 @@ impl<E: Env> Queue<E> {
         let recs = msgs
             .into_iter()
             .map(|m| {
-                let id = new_id(&self.env);
+                let mut id = new_id(&self.env);
+                // Ids must never repeat: a second record with a live id would be ignored.
+                while self.msgs.contains_key(&id) || ids.contains(&id) {
+                    id = new_id(&self.env);
+                }
                 ids.push(id);
                 let rcpts = m
                     .recipients

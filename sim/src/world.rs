@@ -1,0 +1,75 @@
+//! Hosts with disks that survive crashes, for turmoil simulations.
+//!
+//! A turmoil host is rebuilt from its closure on every `bounce`; its [`Disk`] lives outside the
+//! host, so each boot mounts the image the last crash left. The driver watches the running fs:
+//! once it froze (the crash point was reached) the driver crashes the host in turmoil, keeps
+//! the chosen persisted state as the new image, and bounces the host.
+
+use std::sync::{Arc, Mutex};
+
+use crate::fs::{Clock, Faults, Image, Persist, SimFs};
+
+#[derive(Clone)]
+pub struct Disk {
+    inner: Arc<Mutex<DiskState>>,
+    clock: Clock,
+}
+
+struct DiskState {
+    image: Image,
+    mounted: Option<SimFs>,
+    /// Faults for the next boot only.
+    next_faults: Faults,
+    boots: u32,
+}
+
+impl Disk {
+    pub fn new(clock: Clock) -> Self {
+        Disk {
+            inner: Arc::new(Mutex::new(DiskState {
+                image: Image::default(),
+                mounted: None,
+                next_faults: Faults::default(),
+                boots: 0,
+            })),
+            clock,
+        }
+    }
+    fn st(&self) -> std::sync::MutexGuard<'_, DiskState> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+    /// Faults armed for the next boot (e.g. a crash after the N-th operation).
+    pub fn arm(&self, f: Faults) {
+        self.st().next_faults = f;
+    }
+    /// Mount the current image (called by the host closure at each boot).
+    pub fn boot(&self) -> SimFs {
+        let mut st = self.st();
+        let fs = SimFs::from_image(st.image.clone(), self.clock.clone());
+        fs.set_faults(std::mem::take(&mut st.next_faults));
+        st.mounted = Some(fs.clone());
+        st.boots += 1;
+        fs
+    }
+    pub fn boots(&self) -> u32 {
+        self.st().boots
+    }
+    /// True once the mounted fs reached its crash point.
+    pub fn frozen(&self) -> bool {
+        self.st().mounted.as_ref().is_some_and(SimFs::is_frozen)
+    }
+    /// The host went down: keep what `p` says reached the disk.
+    pub fn crash(&self, p: &Persist) {
+        let mut st = self.st();
+        if let Some(fs) = st.mounted.take() {
+            st.image = fs.crash_image(p);
+        }
+    }
+    /// The disk as the running host sees it (for final checks).
+    pub fn live(&self) -> Option<SimFs> {
+        self.st().mounted.clone()
+    }
+}
