@@ -1,16 +1,216 @@
-use mta::queue::{Disabled, SyncPoint};
-fn main() {
-    for p in SyncPoint::ALL {
-        let mut cfg = sim::crash::small_segments();
-        cfg.disabled = Disabled::only(p);
-        let r = sim::crash::queue_lifecycle(&cfg, 1);
-        println!(
-            "{p:?}: states {} violations {}",
-            r.states,
-            r.violations.len()
+//! `mta-sim`: the verification campaign of the simulator.
+//!
+//! With no arguments it runs the default campaign and writes `reports/sim.md`. The campaign
+//! grows scenario by scenario; today it covers the queue lifecycle (injection, preprocessing,
+//! outcomes, retirement, log collection).
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+
+use mta::queue::{Config, Disabled, SyncPoint};
+use sim::crash::{self, Report};
+
+#[derive(Parser)]
+#[command(
+    name = "mta-sim",
+    version,
+    about = "Deterministic simulator and verification campaign for mta"
+)]
+struct Cli {
+    /// Where the campaign writes its report.
+    #[arg(long, default_value = "reports/sim.md", global = true)]
+    report: String,
+    /// Seed for message ids and the trace.
+    #[arg(long, default_value_t = 1, global = true)]
+    seed: u64,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Enumerate every crash point and persisted state of a scenario.
+    CrashPoints {
+        /// Scenario name: queue-lifecycle.
+        scenario: String,
+    },
+    /// Switch off each fsync of the queue in turn and show the enumeration catches it.
+    FsyncAudit,
+}
+
+const SCENARIOS: [&str; 1] = ["queue-lifecycle"];
+
+fn enumerate(scenario: &str, cfg: &Config, seed: u64) -> Option<Report> {
+    match scenario {
+        "queue-lifecycle" => Some(crash::queue_lifecycle(cfg, seed)),
+        _ => None,
+    }
+}
+
+fn print_violations(r: &Report, seed: u64, scenario: &str) {
+    for v in r.violations.iter().take(10) {
+        eprintln!(
+            "FAIL scenario={scenario} seed={seed} crash_after={} persist={:?} commit={}: {}",
+            v.crash_after,
+            v.persist,
+            option_env!("MTA_GIT_COMMIT").unwrap_or("unknown"),
+            v.problems.join("; ")
         );
-        if let Some(v) = r.violations.first() {
-            println!("   {v:?}");
+    }
+    if !r.violations.is_empty() {
+        eprintln!("replay: mta-sim --seed {seed} crash-points {scenario}");
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Some(Cmd::CrashPoints { scenario }) => {
+            let t = Instant::now();
+            let Some(r) = enumerate(&scenario, &crash::small_segments(), cli.seed) else {
+                eprintln!(
+                    "mta-sim: unknown scenario {scenario:?}; known: {}",
+                    SCENARIOS.join(", ")
+                );
+                return ExitCode::from(2);
+            };
+            println!(
+                "{scenario}: {} crash points, {} states checked, {} violations, trace {:016x}, {:.2}s",
+                r.crash_points,
+                r.states,
+                r.violations.len(),
+                r.trace_hash,
+                t.elapsed().as_secs_f64()
+            );
+            print_violations(&r, cli.seed, &scenario);
+            exit(r.violations.is_empty())
+        }
+        Some(Cmd::FsyncAudit) => {
+            let rows = audit(cli.seed);
+            for (p, caught, states) in &rows {
+                println!(
+                    "{p:?}: {caught} of {states} crash states lose or corrupt mail without it"
+                );
+            }
+            exit(rows.iter().all(|r| r.1 > 0))
+        }
+        None => campaign(&cli.report, cli.seed),
+    }
+}
+
+fn exit(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn audit(seed: u64) -> Vec<(SyncPoint, usize, usize)> {
+    SyncPoint::ALL
+        .iter()
+        .map(|&p| {
+            let mut cfg = crash::small_segments();
+            cfg.disabled = Disabled::only(p);
+            let r = crash::queue_lifecycle(&cfg, seed);
+            (p, r.violations.len(), r.states)
+        })
+        .collect()
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cpu}, {cores} cores")
+}
+
+fn campaign(report: &str, seed: u64) -> ExitCode {
+    let started = Instant::now();
+    let mut md = String::new();
+    let mut ok = true;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    md.push_str("# Simulator campaign\n\n");
+    md.push_str(&format!(
+        "Generated by `cargo run --release -p sim --bin mta-sim` on {} ({}), seed {seed}.\n\n",
+        mta::date::rfc822(now),
+        machine()
+    ));
+
+    eprintln!("[1/3] exhaustive crash enumeration");
+    md.push_str("## Exhaustive crash enumeration\n\n");
+    md.push_str("Every mutating filesystem operation is a crash point; at each, every persisted state the crash model allows (only synced, all, all but one pending operation, last write torn) is recovered and checked by the oracle (acknowledged mail present and intact, acknowledged outcomes kept, retired mail never back, nothing invented, no debris, recovery idempotent).\n\n");
+    md.push_str("| scenario | segments | crash points | states checked | violations | wall s | states/s |\n|---|---|---:|---:|---:|---:|---:|\n");
+    for s in SCENARIOS {
+        for (label, cfg) in [
+            ("600 B (roll + collect)", crash::small_segments()),
+            ("64 MiB", Config::default()),
+        ] {
+            let t = Instant::now();
+            let r = enumerate(s, &cfg, seed).expect("known scenario");
+            let secs = t.elapsed().as_secs_f64();
+            eprintln!(
+                "      {s} [{label}]: {} states, {} violations",
+                r.states,
+                r.violations.len()
+            );
+            print_violations(&r, seed, s);
+            ok &= r.violations.is_empty();
+            md.push_str(&format!(
+                "| {s} | {label} | {} | {} | {} | {secs:.2} | {:.0} |\n",
+                r.crash_points,
+                r.states,
+                r.violations.len(),
+                r.states as f64 / secs.max(1e-9)
+            ));
         }
     }
+
+    eprintln!("[2/3] fsync audit (each fsync switched off in turn)");
+    md.push_str("\n## Every fsync earns its place\n\nEach fsync of the queue's commit paths switched off alone; the enumeration must then find violations.\n\n| fsync switched off | violating states | of states | caught |\n|---|---:|---:|---|\n");
+    for (p, caught, states) in audit(seed) {
+        eprintln!("      {p:?}: {caught} violating states");
+        ok &= caught > 0;
+        md.push_str(&format!(
+            "| {p:?} | {caught} | {states} | {} |\n",
+            if caught > 0 { "yes" } else { "**NO**" }
+        ));
+    }
+
+    eprintln!("[3/3] determinism self-check");
+    md.push_str("\n## Determinism\n\n| seed | trace hash (run 1) | trace hash (run 2) | same |\n|---|---|---|---|\n");
+    for s in [seed, seed + 1, seed + 2] {
+        let a = crash::queue_lifecycle(&crash::small_segments(), s).trace_hash;
+        let b = crash::queue_lifecycle(&crash::small_segments(), s).trace_hash;
+        ok &= a == b;
+        md.push_str(&format!(
+            "| {s} | {a:016x} | {b:016x} | {} |\n",
+            if a == b { "yes" } else { "**NO**" }
+        ));
+    }
+    let total = started.elapsed().as_secs_f64();
+    md.push_str(&format!(
+        "\nVerdict: **{}** in {total:.1} s of wall time.\n",
+        if ok { "pass" } else { "FAIL" }
+    ));
+    if let Some(dir) = std::path::Path::new(report).parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    match std::fs::write(report, &md) {
+        Ok(()) => eprintln!("report written to {report}"),
+        Err(e) => eprintln!("mta-sim: cannot write {report}: {e}"),
+    }
+    println!("{md}");
+    exit(ok)
 }
