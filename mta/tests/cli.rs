@@ -57,7 +57,7 @@ fn init_creates_the_installation_and_refuses_to_overwrite() {
     assert_eq!(read("alias/.qmail-postmaster"), "&fred\n");
     assert_eq!(read("alias/.qmail-mailer-daemon"), "&fred\n");
     let assign = read("users/assign");
-    assert!(assign.contains(&format!("=fred:fred:")));
+    assert!(assign.contains("=fred:fred:"));
     assert!(assign.contains(&format!(":{}:::\n", root.join("home/fred").display())));
     assert!(assign.ends_with(".\n"));
     for sub in ["new", "cur", "tmp"] {

@@ -535,7 +535,7 @@ impl FsFile for SimFile {
         SimFs::end(&mut st);
         Ok(())
     }
-    fn len(&mut self) -> io::Result<u64> {
+    fn size(&mut self) -> io::Result<u64> {
         let st = self.fs.lock();
         SimFs::check_alive(&st)?;
         match st.live.nodes.get(&self.ino) {

@@ -84,7 +84,7 @@ pub trait FsFile: Send + 'static {
     /// Reads up to `buf.len()` bytes at `offset`; returns how many (0 at end of file).
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
     fn set_len(&mut self, len: u64) -> io::Result<()>;
-    fn len(&mut self) -> io::Result<u64>;
+    fn size(&mut self) -> io::Result<u64>;
     /// Make data and size durable (fsync).
     fn sync(&mut self) -> io::Result<()>;
 }

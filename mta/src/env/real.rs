@@ -63,7 +63,7 @@ impl FsFile for RealFile {
     fn set_len(&mut self, len: u64) -> io::Result<()> {
         self.0.set_len(len)
     }
-    fn len(&mut self) -> io::Result<u64> {
+    fn size(&mut self) -> io::Result<u64> {
         Ok(self.0.metadata()?.len())
     }
     fn sync(&mut self) -> io::Result<()> {
