@@ -112,6 +112,7 @@ fn cmd_init(env: &RealEnv, root: &Path, me: String, users: Vec<String>, force: b
         force,
         uid,
         gid,
+        disabled: Default::default(),
     };
     match init::init(env, root, &o) {
         Ok(()) => {

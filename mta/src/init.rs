@@ -4,7 +4,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::env::{self, Env, Fs, FsFile};
-use crate::queue::{self, QueueError};
+use crate::queue::{self, Disabled, QueueError, SyncPoint};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
@@ -33,6 +33,15 @@ pub struct InitOptions {
     /// Recorded in users/assign.
     pub uid: u32,
     pub gid: u32,
+    /// Verification only: fsync points to skip.
+    pub disabled: Disabled,
+}
+
+fn sync_dir<F: Fs>(fs: &F, o: &InitOptions, d: &Path) -> Result<(), InitError> {
+    if o.disabled.contains(SyncPoint::InstallDirs) {
+        return Ok(());
+    }
+    io(fs.sync_dir(d), || format!("fsync {}", d.display()))
 }
 
 fn io<T>(r: io::Result<T>, what: impl FnOnce() -> String) -> Result<T, InitError> {
@@ -66,8 +75,8 @@ fn valid_name(what: &'static str, v: &str, extra: &[char]) -> Result<(), InitErr
 }
 
 /// Write a file whole and fsync it (replacing an old one when `replace`).
-fn put<F: Fs>(fs: &F, path: &Path, data: &str, replace: bool) -> Result<(), InitError> {
-    if replace {
+fn put<F: Fs>(fs: &F, o: &InitOptions, path: &Path, data: &str) -> Result<(), InitError> {
+    if o.force {
         match fs.unlink(path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => {
                 return io(Err(e), || format!("remove {}", path.display()))
@@ -79,15 +88,18 @@ fn put<F: Fs>(fs: &F, path: &Path, data: &str, replace: bool) -> Result<(), Init
     io(f.write_at(0, data.as_bytes()), || {
         format!("write {}", path.display())
     })?;
+    if o.disabled.contains(SyncPoint::InstallFiles) {
+        return Ok(());
+    }
     io(f.sync(), || format!("fsync {}", path.display()))
 }
 
-fn mkdirs<F: Fs>(fs: &F, dirs: &[PathBuf]) -> Result<(), InitError> {
+fn mkdirs<F: Fs>(fs: &F, o: &InitOptions, dirs: &[PathBuf]) -> Result<(), InitError> {
     for d in dirs {
         let made = io(env::mkdir_all(fs, d), || format!("create {}", d.display()))?;
         for m in made {
             if let Some(p) = m.parent().filter(|p| !p.as_os_str().is_empty()) {
-                io(fs.sync_dir(p), || format!("fsync {}", p.display()))?;
+                sync_dir(fs, o, p)?;
             }
         }
     }
@@ -108,7 +120,7 @@ pub fn init<E: Env>(env: &E, root: &Path, o: &InitOptions) -> Result<(), InitErr
     }
     let alias = root.join("alias");
     let users = root.join("users");
-    mkdirs(fs, &[control.clone(), alias.clone(), users.clone()])?;
+    mkdirs(fs, o, &[control.clone(), alias.clone(), users.clone()])?;
 
     let me = format!("{}\n", o.me);
     for (file, text) in [
@@ -117,39 +129,39 @@ pub fn init<E: Env>(env: &E, root: &Path, o: &InitOptions) -> Result<(), InitErr
         ("rcpthosts", me.as_str()),
         ("defaultdelivery", "./Maildir/\n"),
     ] {
-        put(fs, &control.join(file), text, o.force)?;
+        put(fs, o, &control.join(file), text)?;
     }
-    io(fs.sync_dir(&control), || "fsync control".into())?;
+    sync_dir(fs, o, &control)?;
 
     let mut assign = String::new();
     for u in &o.users {
         let home = root.join("home").join(u);
         let md = home.join("Maildir");
-        mkdirs(fs, &[md.join("new"), md.join("cur"), md.join("tmp")])?;
+        mkdirs(fs, o, &[md.join("new"), md.join("cur"), md.join("tmp")])?;
         let (uid, gid, h) = (o.uid, o.gid, home.display());
         assign.push_str(&format!("={u}:{u}:{uid}:{gid}:{h}:::\n"));
         assign.push_str(&format!("+{u}-:{u}:{uid}:{gid}:{h}:-::\n"));
     }
     assign.push_str(".\n");
-    put(fs, &users.join("assign"), &assign, o.force)?;
-    io(fs.sync_dir(&users), || "fsync users".into())?;
+    put(fs, o, &users.join("assign"), &assign)?;
+    sync_dir(fs, o, &users)?;
 
     if let Some(first) = o.users.first() {
         for a in ["postmaster", "mailer-daemon", "root", "abuse"] {
             put(
                 fs,
+                o,
                 &alias.join(format!(".qmail-{a}")),
                 &format!("&{first}\n"),
-                o.force,
             )?;
         }
-        io(fs.sync_dir(&alias), || "fsync alias".into())?;
+        sync_dir(fs, o, &alias)?;
     }
 
-    queue::create_layout(
-        env,
-        &queue::Paths::new(root.join("queue")),
-        &Default::default(),
-    )?;
+    let cfg = queue::Config {
+        disabled: o.disabled,
+        ..Default::default()
+    };
+    queue::create_layout(env, &queue::Paths::new(root.join("queue")), &cfg)?;
     Ok(())
 }

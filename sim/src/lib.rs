@@ -5,5 +5,6 @@
 pub mod crash;
 pub mod env;
 pub mod fs;
+pub mod install;
 pub mod lifecycle;
 pub mod world;

@@ -143,6 +143,12 @@ fn run_steps<E: Env>(env: &E, base: &Path, cfg: &Config, l: &mut Ledger) -> Opti
     Some(())
 }
 
+/// What the queue manager does at start: open the queue (recovery and preprocessing).
+pub fn recover<E: Env>(env: &E, base: &Path) {
+    let p = Paths::new(queue_dir(base));
+    let _ = Queue::open(env.clone(), p, Config::default(), &classifier());
+}
+
 /// Check the recovered queue against the ledger. Returns every violation found.
 pub fn check<E: Env>(env: &E, base: &Path, l: &Ledger) -> Vec<String> {
     let mut bad = Vec::new();

@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 
-use mta::queue::{Config, Disabled, SyncPoint};
-use sim::crash::{self, Report};
+use mta::queue::Config;
+use sim::crash::{self, Report, SCENARIOS};
 
 #[derive(Parser)]
 #[command(
@@ -33,20 +33,14 @@ struct Cli {
 enum Cmd {
     /// Enumerate every crash point and persisted state of a scenario.
     CrashPoints {
-        /// Scenario name: queue-lifecycle.
+        /// Scenario name: queue-lifecycle or install.
         scenario: String,
+        /// Also crash recovery at each of its operations and recover again.
+        #[arg(long)]
+        nested: bool,
     },
     /// Switch off each fsync of the queue in turn and show the enumeration catches it.
     FsyncAudit,
-}
-
-const SCENARIOS: [&str; 1] = ["queue-lifecycle"];
-
-fn enumerate(scenario: &str, cfg: &Config, seed: u64) -> Option<Report> {
-    match scenario {
-        "queue-lifecycle" => Some(crash::queue_lifecycle(cfg, seed)),
-        _ => None,
-    }
 }
 
 fn print_violations(r: &Report, seed: u64, scenario: &str) {
@@ -67,9 +61,9 @@ fn print_violations(r: &Report, seed: u64, scenario: &str) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
-        Some(Cmd::CrashPoints { scenario }) => {
+        Some(Cmd::CrashPoints { scenario, nested }) => {
             let t = Instant::now();
-            let Some(r) = enumerate(&scenario, &crash::small_segments(), cli.seed) else {
+            let Some(r) = crash::by_name(&scenario, cli.seed, nested) else {
                 eprintln!(
                     "mta-sim: unknown scenario {scenario:?}; known: {}",
                     SCENARIOS.join(", ")
@@ -77,9 +71,10 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             };
             println!(
-                "{scenario}: {} crash points, {} states checked, {} violations, trace {:016x}, {:.2}s",
+                "{scenario}: {} crash points, {} states checked (+{} in crashed recoveries), {} violations, trace {:016x}, {:.2}s",
                 r.crash_points,
                 r.states,
+                r.nested_states,
                 r.violations.len(),
                 r.trace_hash,
                 t.elapsed().as_secs_f64()
@@ -88,7 +83,7 @@ fn main() -> ExitCode {
             exit(r.violations.is_empty())
         }
         Some(Cmd::FsyncAudit) => {
-            let rows = audit(cli.seed);
+            let rows = crash::fsync_audit(cli.seed);
             for (p, caught, states) in &rows {
                 println!(
                     "{p:?}: {caught} of {states} crash states lose or corrupt mail without it"
@@ -106,18 +101,6 @@ fn exit(ok: bool) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
-}
-
-fn audit(seed: u64) -> Vec<(SyncPoint, usize, usize)> {
-    SyncPoint::ALL
-        .iter()
-        .map(|&p| {
-            let mut cfg = crash::small_segments();
-            cfg.disabled = Disabled::only(p);
-            let r = crash::queue_lifecycle(&cfg, seed);
-            (p, r.violations.len(), r.states)
-        })
-        .collect()
 }
 
 fn machine() -> String {
@@ -151,35 +134,53 @@ fn campaign(report: &str, seed: u64) -> ExitCode {
     eprintln!("[1/3] exhaustive crash enumeration");
     md.push_str("## Exhaustive crash enumeration\n\n");
     md.push_str("Every mutating filesystem operation is a crash point; at each, every persisted state the crash model allows (only synced, all, all but one pending operation, last write torn) is recovered and checked by the oracle (acknowledged mail present and intact, acknowledged outcomes kept, retired mail never back, nothing invented, no debris, recovery idempotent).\n\n");
-    md.push_str("| scenario | segments | crash points | states checked | violations | wall s | states/s |\n|---|---|---:|---:|---:|---:|---:|\n");
-    for s in SCENARIOS {
-        for (label, cfg) in [
-            ("600 B (roll + collect)", crash::small_segments()),
-            ("64 MiB", Config::default()),
-        ] {
-            let t = Instant::now();
-            let r = enumerate(s, &cfg, seed).expect("known scenario");
-            let secs = t.elapsed().as_secs_f64();
-            eprintln!(
-                "      {s} [{label}]: {} states, {} violations",
-                r.states,
-                r.violations.len()
-            );
-            print_violations(&r, seed, s);
-            ok &= r.violations.is_empty();
-            md.push_str(&format!(
-                "| {s} | {label} | {} | {} | {} | {secs:.2} | {:.0} |\n",
-                r.crash_points,
-                r.states,
-                r.violations.len(),
-                r.states as f64 / secs.max(1e-9)
-            ));
-        }
+    md.push_str("| scenario | variant | crash points | states checked | in crashed recoveries | violations | wall s | states/s |\n|---|---|---:|---:|---:|---:|---:|---:|\n");
+    type Run = Box<dyn Fn() -> Report>;
+    let runs: Vec<(&str, &str, Run)> = vec![
+        (
+            "queue-lifecycle",
+            "600 B segments (roll + collect), recovery crashed too",
+            Box::new(move || crash::by_name("queue-lifecycle", seed, true).expect("known")),
+        ),
+        (
+            "queue-lifecycle",
+            "64 MiB segments",
+            Box::new(move || {
+                crash::enumerate(&crash::QueueLifecycle(Config::default()), seed, false)
+            }),
+        ),
+        (
+            "install",
+            "mta init",
+            Box::new(move || crash::by_name("install", seed, false).expect("known")),
+        ),
+    ];
+    for (s, label, f) in runs {
+        let t = Instant::now();
+        let r = f();
+        let secs = t.elapsed().as_secs_f64();
+        eprintln!(
+            "      {s} [{label}]: {} + {} states, {} violations",
+            r.states,
+            r.nested_states,
+            r.violations.len()
+        );
+        print_violations(&r, seed, s);
+        ok &= r.violations.is_empty();
+        let all = r.states + r.nested_states;
+        md.push_str(&format!(
+            "| {s} | {label} | {} | {} | {} | {} | {secs:.2} | {:.0} |\n",
+            r.crash_points,
+            r.states,
+            r.nested_states,
+            r.violations.len(),
+            all as f64 / secs.max(1e-9)
+        ));
     }
 
     eprintln!("[2/3] fsync audit (each fsync switched off in turn)");
-    md.push_str("\n## Every fsync earns its place\n\nEach fsync of the queue's commit paths switched off alone; the enumeration must then find violations.\n\n| fsync switched off | violating states | of states | caught |\n|---|---:|---:|---|\n");
-    for (p, caught, states) in audit(seed) {
+    md.push_str("\n## Every fsync earns its place\n\nEach fsync of the queue's commit paths and of `mta init` switched off alone; the enumeration of the scenario that exercises it must then find violations.\n\n| fsync switched off | violating states | of states | caught |\n|---|---:|---:|---|\n");
+    for (p, caught, states) in crash::fsync_audit(seed) {
         eprintln!("      {p:?}: {caught} violating states");
         ok &= caught > 0;
         md.push_str(&format!(

@@ -1,8 +1,8 @@
 //! The queue's crash safety, proven by enumerating every crash state.
 
 use mta::env::real::RealEnv;
-use mta::queue::{Config, Disabled, SyncPoint};
-use sim::crash::{queue_lifecycle, small_segments};
+use mta::queue::Config;
+use sim::crash::{by_name, fsync_audit, queue_lifecycle, small_segments};
 use sim::lifecycle;
 
 #[test]
@@ -27,20 +27,43 @@ fn every_crash_state_of_injection_and_preprocessing_is_safe() {
 
 #[test]
 fn every_fsync_earns_its_place() {
-    for p in SyncPoint::ALL {
-        let mut cfg = small_segments();
-        cfg.disabled = Disabled::only(p);
-        let r = queue_lifecycle(&cfg, 7);
-        println!(
-            "without {p:?}: {} of {} crash states violate the oracle",
-            r.violations.len(),
-            r.states
-        );
-        assert!(
-            !r.violations.is_empty(),
-            "removing the {p:?} fsync went unnoticed"
-        );
+    for (p, caught, states) in fsync_audit(7) {
+        println!("without {p:?}: {caught} of {states} crash states violate the oracle");
+        assert!(caught > 0, "removing the {p:?} fsync went unnoticed");
     }
+}
+
+#[test]
+fn crashing_recovery_itself_is_safe() {
+    let r = by_name("queue-lifecycle", 11, true).unwrap();
+    println!(
+        "{} states, {} more inside crashed recoveries",
+        r.states, r.nested_states
+    );
+    assert!(
+        r.nested_states > r.states,
+        "recovery was crashed at its own operations"
+    );
+    assert!(
+        r.violations.is_empty(),
+        "{:#?}",
+        &r.violations[..r.violations.len().min(5)]
+    );
+}
+
+#[test]
+fn every_crash_state_of_mta_init_is_safe() {
+    let r = by_name("install", 3, false).unwrap();
+    println!(
+        "install: {} crash points, {} states",
+        r.crash_points, r.states
+    );
+    assert!(r.crash_points > 20);
+    assert!(
+        r.violations.is_empty(),
+        "{:#?}",
+        &r.violations[..r.violations.len().min(5)]
+    );
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! The named fsync points of the queue.
+//! The named fsync points of the queue and the installer.
 //!
 //! Every fsync the queue issues goes through one of these, so verification can switch a single
 //! one off and show that the crash-point enumeration then finds lost mail: each one earns its
@@ -19,16 +19,22 @@ pub enum SyncPoint {
     LogDir,
     /// `todo/` after preprocessing removed entries, before any log segment can be collected.
     TodoUnlink,
+    /// `mta init`: each control, alias and assign file written.
+    InstallFiles,
+    /// `mta init`: directories holding new entries.
+    InstallDirs,
 }
 
 impl SyncPoint {
-    pub const ALL: [SyncPoint; 6] = [
+    pub const ALL: [SyncPoint; 8] = [
         SyncPoint::LayoutDirs,
         SyncPoint::TodoFile,
         SyncPoint::TodoDir,
         SyncPoint::LogData,
         SyncPoint::LogDir,
         SyncPoint::TodoUnlink,
+        SyncPoint::InstallFiles,
+        SyncPoint::InstallDirs,
     ];
     fn bit(self) -> u32 {
         1 << (self as u32)
