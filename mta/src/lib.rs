@@ -10,3 +10,4 @@ pub mod env;
 pub mod init;
 pub mod inject;
 pub mod queue;
+pub mod smtp;

@@ -1,0 +1,6 @@
+//! SMTP protocol logic, sans IO: bytes in, replies and events out. The drivers that move the
+//! bytes live in `smtpd` (server) and, later, `remote` (client).
+
+pub mod address;
+pub mod received;
+pub mod server;

@@ -1,0 +1,544 @@
+//! The SMTP server session (qmail-smtpd's dialogue), as a sans-IO state machine.
+//!
+//! Feed it the bytes the client sent with [`Session::input`]; take the replies to send with
+//! [`Session::take_output`]. When a message is complete it stops with [`Step::Message`]: the
+//! driver commits it to the queue and reports back with [`Session::committed`] before feeding
+//! more input, so `250` is only ever produced after the durable commit. Memory is bounded: a
+//! command line is at most [`MAX_LINE`] bytes (longer ones are discarded up to their end and
+//! answered `500`), a message at most `databytes` or [`MAX_MESSAGE`].
+
+use std::net::IpAddr;
+
+use super::address::{self, AddrError};
+
+/// Longest command line kept, CRLF included (RFC 2821's minimum is 512).
+pub const MAX_LINE: usize = 4096;
+/// Most recipients per transaction (RFC 2821's minimum is 100).
+pub const MAX_RCPTS: usize = 1000;
+/// Largest message kept in memory when no `databytes` limit is set.
+pub const MAX_MESSAGE: u64 = 64 << 20;
+/// `Received:` plus `Delivered-To:` header lines that mean a loop (RFC 2821 6.2: at least 100).
+pub const MAX_HOPS: usize = 100;
+
+/// What the session knows of its configuration and its client.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// First line of smtpgreeting (or me).
+    pub greeting: String,
+    /// Our name in the Received line.
+    pub local_host: String,
+    /// `None`: no rcpthosts file, accept every domain.
+    pub rcpthosts: Option<Vec<String>>,
+    pub morercpthosts: Vec<String>,
+    /// Lowercased; `@domain` entries match a whole domain.
+    pub badmailfrom: Vec<String>,
+    /// RELAYCLIENT: relaying allowed, its value appended to each recipient.
+    pub relayclient: Option<String>,
+    /// 0: no limit.
+    pub databytes: u64,
+    pub localiphost: String,
+    pub local_ips: Vec<IpAddr>,
+    pub peer: super::received::Peer,
+}
+
+/// A complete message for the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transaction {
+    pub sender: String,
+    pub recipients: Vec<String>,
+    /// The message with the Received line prepended; LF line ends.
+    pub data: Vec<u8>,
+}
+
+/// Why the queue did not take a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitError {
+    /// 5xx: the text after the code.
+    Permanent(String),
+    /// 4xx: the text after the code.
+    Temporary(String),
+}
+
+/// What the driver must do next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Send the output, then read more input.
+    NeedInput,
+    /// Commit this message, then call [`Session::committed`].
+    Message(Transaction),
+    /// Send the output, then close the connection.
+    Close,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Data {
+    LineStart,
+    Mid,
+    Cr,
+    Dot,
+    DotCr,
+}
+
+#[derive(Debug)]
+enum Mode {
+    Command,
+    /// Discarding an overlong command line up to its end.
+    Overlong,
+    Data {
+        st: Data,
+        /// Still in the header (for hop counting), and the current header line so far.
+        in_header: bool,
+        header_line: Vec<u8>,
+        hops: usize,
+        too_big: bool,
+    },
+    AwaitCommit,
+    Closed,
+}
+
+pub struct Session {
+    p: Policy,
+    now: u64,
+    helo: Option<String>,
+    sender: Option<String>,
+    rcpts: Vec<String>,
+    mode: Mode,
+    line: Vec<u8>,
+    data: Vec<u8>,
+    pending: Vec<u8>,
+    out: Vec<u8>,
+}
+
+fn reply(out: &mut Vec<u8>, text: &str) {
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+impl Session {
+    /// A new session; the greeting is already in the output.
+    pub fn new(p: Policy, now: u64) -> Self {
+        let mut out = Vec::new();
+        reply(&mut out, &format!("220 {} ESMTP", p.greeting));
+        Session {
+            p,
+            now,
+            helo: None,
+            sender: None,
+            rcpts: Vec::new(),
+            mode: Mode::Command,
+            line: Vec::new(),
+            data: Vec::new(),
+            pending: Vec::new(),
+            out,
+        }
+    }
+
+    /// The current time, for the Received line and the `250 ok <time>` reply.
+    pub fn set_now(&mut self, now: u64) {
+        self.now = now;
+    }
+
+    /// Replies produced so far (to be written, in order, before the next read).
+    pub fn take_output(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
+    }
+
+    pub fn is_closed(&self) -> bool {
+        matches!(self.mode, Mode::Closed)
+    }
+
+    /// Bytes not yet processed (kept while a message awaits its commit).
+    pub fn buffered(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The driver's read timed out: say so and close.
+    pub fn timeout(&mut self) {
+        reply(&mut self.out, "451 timeout (#4.4.2)");
+        self.mode = Mode::Closed;
+    }
+
+    /// Process input. Stops early at a complete message; the unprocessed rest is kept and
+    /// resumed by the next call (which may pass an empty slice).
+    pub fn input(&mut self, buf: &[u8]) -> Step {
+        if matches!(self.mode, Mode::AwaitCommit) {
+            self.pending.extend_from_slice(buf);
+            return Step::NeedInput;
+        }
+        let owned;
+        let buf = if self.pending.is_empty() {
+            buf
+        } else {
+            self.pending.extend_from_slice(buf);
+            owned = std::mem::take(&mut self.pending);
+            &owned[..]
+        };
+        let mut i = 0;
+        while i < buf.len() {
+            match self.mode {
+                Mode::Closed => return Step::Close,
+                Mode::AwaitCommit => {
+                    self.pending.extend_from_slice(&buf[i..]);
+                    return self.message_step();
+                }
+                Mode::Command | Mode::Overlong => i += self.command_bytes(&buf[i..]),
+                Mode::Data { .. } => i += self.data_bytes(&buf[i..]),
+            }
+        }
+        match self.mode {
+            Mode::Closed => Step::Close,
+            Mode::AwaitCommit => self.message_step(),
+            _ => Step::NeedInput,
+        }
+    }
+
+    fn message_step(&mut self) -> Step {
+        let received = super::received::line(
+            &self.p.peer,
+            self.helo.as_deref(),
+            &self.p.local_host,
+            self.now,
+        );
+        let mut data = Vec::with_capacity(received.len() + self.data.len());
+        data.extend_from_slice(received.as_bytes());
+        data.append(&mut self.data);
+        Step::Message(Transaction {
+            sender: self.sender.take().unwrap_or_default(),
+            recipients: std::mem::take(&mut self.rcpts),
+            data,
+        })
+    }
+
+    /// The queue's answer for the message returned by the last [`Step::Message`].
+    pub fn committed(&mut self, r: Result<String, CommitError>) {
+        match r {
+            Ok(id) => reply(&mut self.out, &format!("250 ok {} qp {id}", self.now)),
+            Err(CommitError::Permanent(t)) => reply(&mut self.out, &format!("554 {t}")),
+            Err(CommitError::Temporary(t)) => reply(&mut self.out, &format!("451 {t}")),
+        }
+        self.mode = Mode::Command;
+    }
+
+    /// Consume command-mode bytes up to and including one line end; returns bytes used.
+    fn command_bytes(&mut self, buf: &[u8]) -> usize {
+        let (take, complete) = match buf.iter().position(|&b| b == b'\n') {
+            Some(n) => (n + 1, true),
+            None => (buf.len(), false),
+        };
+        if matches!(self.mode, Mode::Overlong) {
+            if complete {
+                reply(&mut self.out, "500 command line too long (#5.5.2)");
+                self.mode = Mode::Command;
+            }
+            return take;
+        }
+        if self.line.len() + take > MAX_LINE {
+            self.line.clear();
+            self.mode = Mode::Overlong;
+            if complete {
+                reply(&mut self.out, "500 command line too long (#5.5.2)");
+                self.mode = Mode::Command;
+            }
+            return take;
+        }
+        self.line.extend_from_slice(&buf[..take]);
+        if complete {
+            let mut line = std::mem::take(&mut self.line);
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            self.command(&line);
+        }
+        take
+    }
+
+    fn reset(&mut self) {
+        self.sender = None;
+        self.rcpts.clear();
+    }
+
+    fn command(&mut self, line: &[u8]) {
+        let (verb, arg) = match line.iter().position(|&b| b == b' ') {
+            Some(i) => (&line[..i], &line[i + 1..]),
+            None => (line, &b""[..]),
+        };
+        let verb = String::from_utf8_lossy(verb).to_ascii_lowercase();
+        match verb.as_str() {
+            "helo" => {
+                self.reset();
+                self.helo = Some(String::from_utf8_lossy(arg).trim().to_string());
+                reply(&mut self.out, &format!("250 {}", self.p.greeting));
+            }
+            "ehlo" => {
+                self.reset();
+                self.helo = Some(String::from_utf8_lossy(arg).trim().to_string());
+                reply(&mut self.out, &format!("250-{}", self.p.greeting));
+                reply(&mut self.out, "250-PIPELINING");
+                if self.p.databytes > 0 {
+                    reply(&mut self.out, "250-8BITMIME");
+                    reply(&mut self.out, &format!("250 SIZE {}", self.p.databytes));
+                } else {
+                    reply(&mut self.out, "250 8BITMIME");
+                }
+            }
+            "mail" => self.mail(arg),
+            "rcpt" => self.rcpt(arg),
+            "data" => self.data_cmd(),
+            "rset" => {
+                self.reset();
+                reply(&mut self.out, "250 flushed");
+            }
+            "noop" => reply(&mut self.out, "250 ok"),
+            "vrfy" => reply(&mut self.out, "252 send some mail, i'll try my best"),
+            "help" => reply(
+                &mut self.out,
+                "214 qmail home page: http://pobox.com/~djb/qmail.html",
+            ),
+            "quit" => {
+                reply(&mut self.out, &format!("221 {}", self.p.greeting));
+                self.mode = Mode::Closed;
+            }
+            _ => reply(&mut self.out, "502 unimplemented (#5.5.1)"),
+        }
+    }
+
+    fn limit(&self) -> u64 {
+        if self.p.databytes > 0 {
+            self.p.databytes.min(MAX_MESSAGE)
+        } else {
+            MAX_MESSAGE
+        }
+    }
+
+    fn mail(&mut self, arg: &[u8]) {
+        let path = match address::parse(arg, "FROM") {
+            Ok(p) => p,
+            Err(_) => return reply(&mut self.out, "555 syntax error (#5.5.4)"),
+        };
+        let size = path
+            .params
+            .iter()
+            .find(|(k, _)| k == "SIZE")
+            .and_then(|(_, v)| v.as_deref()?.parse::<u64>().ok());
+        if size.is_some_and(|s| s > self.limit()) {
+            return reply(
+                &mut self.out,
+                "552 sorry, that message size exceeds my databytes limit (#5.3.4)",
+            );
+        }
+        let addr = address::rewrite_ip_literal(&path.addr, &self.p.local_ips, &self.p.localiphost);
+        self.sender = Some(addr);
+        self.rcpts.clear();
+        reply(&mut self.out, "250 ok");
+    }
+
+    fn bad_sender(&self, s: &str) -> bool {
+        if self.p.badmailfrom.is_empty() {
+            return false;
+        }
+        let s = s.to_ascii_lowercase();
+        let dom = s.rfind('@').map(|i| &s[i..]);
+        self.p
+            .badmailfrom
+            .iter()
+            .any(|b| *b == s || Some(b.as_str()) == dom)
+    }
+
+    fn allowed_domain(&self, addr: &str) -> bool {
+        let Some(list) = &self.p.rcpthosts else {
+            return true;
+        };
+        let Some(i) = addr.rfind('@') else {
+            return true; // `postmaster` and other bare names
+        };
+        let d = addr[i + 1..].to_ascii_lowercase();
+        let hit = |l: &Vec<String>| {
+            l.iter().any(|h| {
+                let h = h.to_ascii_lowercase();
+                if h.starts_with('.') {
+                    d.ends_with(&h)
+                } else {
+                    d == h
+                }
+            })
+        };
+        hit(list) || hit(&self.p.morercpthosts)
+    }
+
+    fn rcpt(&mut self, arg: &[u8]) {
+        let Some(sender) = &self.sender else {
+            return reply(&mut self.out, "503 MAIL first (#5.5.1)");
+        };
+        let path = match address::parse(arg, "TO") {
+            Ok(p) if !p.addr.is_empty() => p,
+            Ok(_) | Err(AddrError::Syntax | AddrError::TooLong) => {
+                return reply(&mut self.out, "555 syntax error (#5.5.4)")
+            }
+        };
+        if self.bad_sender(sender) {
+            return reply(
+                &mut self.out,
+                "553 sorry, your envelope sender is in my badmailfrom list (#5.7.1)",
+            );
+        }
+        let mut addr =
+            address::rewrite_ip_literal(&path.addr, &self.p.local_ips, &self.p.localiphost);
+        match &self.p.relayclient {
+            Some(suffix) => addr.push_str(suffix),
+            None => {
+                if !self.allowed_domain(&addr) {
+                    return reply(
+                        &mut self.out,
+                        "553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)",
+                    );
+                }
+                // Relay probes: %, ! or @ hidden in the local part.
+                if let Some(i) = addr.rfind('@') {
+                    if addr[..i].contains(['%', '!', '@']) {
+                        return reply(&mut self.out, "553 we don't relay (#5.7.1)");
+                    }
+                }
+            }
+        }
+        if sender.is_empty() && !self.rcpts.is_empty() {
+            return reply(
+                &mut self.out,
+                "553 sorry, a message from the null sender takes one recipient (#5.5.3)",
+            );
+        }
+        if self.rcpts.len() >= MAX_RCPTS {
+            return reply(&mut self.out, "452 too many recipients (#4.5.3)");
+        }
+        self.rcpts.push(addr);
+        reply(&mut self.out, "250 ok");
+    }
+
+    fn data_cmd(&mut self) {
+        if self.sender.is_none() {
+            return reply(&mut self.out, "503 MAIL first (#5.5.1)");
+        }
+        if self.rcpts.is_empty() {
+            return reply(&mut self.out, "503 RCPT first (#5.5.1)");
+        }
+        self.data.clear();
+        self.mode = Mode::Data {
+            st: Data::LineStart,
+            in_header: true,
+            header_line: Vec::new(),
+            hops: 0,
+            too_big: false,
+        };
+        reply(&mut self.out, "354 go ahead");
+    }
+
+    /// Consume DATA bytes; returns bytes used. CRLF → LF, dot-unstuffing, end at CRLF.CRLF,
+    /// a bare LF anywhere closes the session (which also defeats SMTP smuggling).
+    fn data_bytes(&mut self, buf: &[u8]) -> usize {
+        let limit = self.limit();
+        let Mode::Data {
+            mut st,
+            mut in_header,
+            mut header_line,
+            mut hops,
+            mut too_big,
+        } = std::mem::replace(&mut self.mode, Mode::Command)
+        else {
+            return 0;
+        };
+        let data = &mut self.data;
+        let mut emit = |b: u8| {
+            if too_big {
+                return;
+            }
+            if data.len() as u64 >= limit {
+                // Keep reading to the end, but store nothing more.
+                too_big = true;
+                *data = Vec::new();
+                return;
+            }
+            data.push(b);
+            if in_header {
+                if b == b'\n' {
+                    if header_line.is_empty() {
+                        in_header = false;
+                    } else {
+                        let l = header_line.to_ascii_lowercase();
+                        if l.starts_with(b"received:") || l.starts_with(b"delivered-to:") {
+                            hops += 1;
+                        }
+                    }
+                    header_line.clear();
+                } else if header_line.len() < 16 {
+                    header_line.push(b);
+                }
+            }
+        };
+        for (i, &b) in buf.iter().enumerate() {
+            st = match (st, b) {
+                (Data::Cr, b'\n') => {
+                    emit(b'\n');
+                    Data::LineStart
+                }
+                (Data::DotCr, b'\n') => {
+                    self.end_of_data(hops, too_big);
+                    return i + 1;
+                }
+                (_, b'\n') => {
+                    self.out
+                        .extend_from_slice(b"451 See https://cr.yp.to/docs/smtplf.html.\r\n");
+                    self.mode = Mode::Closed;
+                    self.data = Vec::new();
+                    return i + 1;
+                }
+                (Data::LineStart, b'.') => Data::Dot,
+                (Data::Dot, b'\r') => Data::DotCr,
+                (Data::LineStart | Data::Mid, b'\r') => Data::Cr,
+                (Data::LineStart | Data::Mid | Data::Dot, _) => {
+                    emit(b);
+                    Data::Mid
+                }
+                // A CR not followed by LF is kept as it is.
+                (Data::Cr | Data::DotCr, b'\r') => {
+                    emit(b'\r');
+                    Data::Cr
+                }
+                (Data::Cr | Data::DotCr, _) => {
+                    emit(b'\r');
+                    emit(b);
+                    Data::Mid
+                }
+            };
+        }
+        self.mode = Mode::Data {
+            st,
+            in_header,
+            header_line,
+            hops,
+            too_big,
+        };
+        buf.len()
+    }
+
+    fn end_of_data(&mut self, hops: usize, too_big: bool) {
+        if too_big {
+            self.data.clear();
+            self.reset();
+            self.mode = Mode::Command;
+            return reply(
+                &mut self.out,
+                "552 sorry, that message size exceeds my databytes limit (#5.3.4)",
+            );
+        }
+        if hops >= MAX_HOPS {
+            self.data.clear();
+            self.reset();
+            self.mode = Mode::Command;
+            return reply(
+                &mut self.out,
+                "554 too many hops, this message is looping (#5.4.6)",
+            );
+        }
+        self.mode = Mode::AwaitCommit;
+    }
+}
