@@ -57,6 +57,13 @@ enum Cmd {
         ignore_dots: bool,
         recipients: Vec<String>,
     },
+    /// Run the SMTP receiver with the queue (SIGTERM/SIGINT: finish sessions and exit;
+    /// SIGHUP: reread control files).
+    Run {
+        /// Address to listen on for SMTP.
+        #[arg(long, default_value = "127.0.0.1:2525")]
+        listen: std::net::SocketAddr,
+    },
     /// Inspect the queue.
     Queue {
         #[command(subcommand)]
@@ -101,6 +108,7 @@ pub fn main() -> i32 {
             ..
         } => cmd_inject(&env, &root, sender, extract, recipients),
         Cmd::Queue { cmd } => cmd_queue(&env, &root, cmd),
+        Cmd::Run { listen } => crate::run::run(env, &root, listen),
     }
 }
 

@@ -11,3 +11,4 @@ pub mod init;
 pub mod inject;
 pub mod queue;
 pub mod smtp;
+pub mod smtpd;

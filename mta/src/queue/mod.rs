@@ -15,6 +15,7 @@
 
 mod log;
 pub mod record;
+pub mod service;
 pub mod sync;
 
 use std::collections::BTreeMap;

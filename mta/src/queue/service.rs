@@ -1,0 +1,118 @@
+//! The queue as a service: one task owns the [`Queue`] and serves requests from many sessions,
+//! draining whatever is waiting into one durable append (group commit). It runs on a tokio
+//! runtime in the simulator and on a dedicated thread on a real host (its fsyncs block).
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::{validate, Classify, MsgId, NewMessage, Queue, QueueError};
+use crate::env::Env;
+
+/// Most requests folded into one append.
+pub const MAX_BATCH: usize = 1024;
+
+/// Why the queue refused a message, in the form a session reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub permanent: bool,
+    /// qmail-smtpd's text, without the reply code.
+    pub text: String,
+}
+
+impl From<&QueueError> for Refusal {
+    fn from(e: &QueueError) -> Self {
+        let (permanent, text) = match e {
+            QueueError::AddressTooLong(_) | QueueError::BadAddress => (
+                true,
+                "envelope address too long for qq (#5.1.3)".to_string(),
+            ),
+            QueueError::NoRecipients => (
+                true,
+                "mail server permanently rejected message (#5.3.0)".into(),
+            ),
+            QueueError::Io { .. } => (false, "qq write error or disk full (#4.3.0)".into()),
+            _ => (false, "qq temporary problem (#4.3.0)".into()),
+        };
+        Refusal { permanent, text }
+    }
+}
+
+enum Request {
+    Submit(NewMessage, oneshot::Sender<Result<MsgId, Refusal>>),
+}
+
+/// A cheap, cloneable handle to the queue service.
+#[derive(Clone)]
+pub struct QueueHandle {
+    tx: mpsc::Sender<Request>,
+}
+
+impl QueueHandle {
+    /// Queue a message; returns once it is durable (or refused).
+    pub async fn submit(&self, m: NewMessage) -> Result<MsgId, Refusal> {
+        let (tx, rx) = oneshot::channel();
+        let down = || Refusal {
+            permanent: false,
+            text: "qq temporary problem (#4.3.0)".into(),
+        };
+        self.tx
+            .send(Request::Submit(m, tx))
+            .await
+            .map_err(|_| down())?;
+        rx.await.map_err(|_| down())?
+    }
+}
+
+/// The service's end of the channel.
+pub struct Inbox(mpsc::Receiver<Request>);
+
+/// Create the channel between handles and [`serve`].
+pub fn channel() -> (QueueHandle, Inbox) {
+    let (tx, rx) = mpsc::channel(MAX_BATCH);
+    (QueueHandle { tx }, Inbox(rx))
+}
+
+/// The service loop: returns when every handle is dropped.
+pub async fn serve<E: Env, C: Classify>(mut q: Queue<E>, classify: C, inbox: Inbox) {
+    let mut rx = inbox.0;
+    let mut batch = Vec::new();
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let mut msgs = Vec::with_capacity(batch.len());
+        let mut replies = Vec::with_capacity(batch.len());
+        for Request::Submit(m, reply) in batch.drain(..) {
+            // A bad envelope fails alone, not the whole batch.
+            match validate(&m) {
+                Ok(()) => {
+                    msgs.push(m);
+                    replies.push(reply);
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(Refusal::from(&e)));
+                }
+            }
+        }
+        if msgs.is_empty() {
+            continue;
+        }
+        match q.submit(msgs, &classify) {
+            Ok(ids) => {
+                for (id, r) in ids.into_iter().zip(replies) {
+                    let _ = r.send(Ok(id));
+                }
+            }
+            Err(e) => {
+                tracing::warn!("queue append failed: {e}");
+                let refusal = Refusal::from(&e);
+                for r in replies {
+                    let _ = r.send(Err(refusal.clone()));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! `mta run`: the receiver and the queue in one process on a real host.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+use mta::control::{ControlDir, Rewrite};
+use mta::env::real::RealEnv;
+use mta::env::{Env, Listener, Net};
+use mta::queue::{service, Config, Paths, Queue, QueueError};
+use mta::smtpd::filter::{Commands, Filter, NoFilter};
+use mta::smtpd::{self, Receiver, Settings, Stats};
+
+const EXIT_TEMP: i32 = 111;
+
+fn filter_for(s: &Settings) -> Arc<dyn Filter> {
+    if s.filters.is_empty() {
+        Arc::new(NoFilter)
+    } else {
+        Arc::new(Commands(s.filters.clone()))
+    }
+}
+
+fn load(env: &RealEnv, root: &Path, listen: SocketAddr) -> Result<Settings, String> {
+    let mut s =
+        Settings::load(env.fs(), root).map_err(|e| format!("unable to read controls: {e}"))?;
+    if !listen.ip().is_unspecified() && !s.local_ips.contains(&listen.ip()) {
+        s.local_ips.push(listen.ip());
+    }
+    Ok(s)
+}
+
+pub fn run(env: RealEnv, root: &Path, listen: SocketAddr) -> i32 {
+    let settings = match load(&env, root, listen) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("mta run: {e}");
+            return EXIT_TEMP;
+        }
+    };
+    let rewrite = match Rewrite::load(&ControlDir::new(env.fs(), root)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("mta run: unable to read controls: {e}");
+            return EXIT_TEMP;
+        }
+    };
+    let paths = Paths::new(root.join("queue"));
+    let (queue, rec) = match Queue::open(env.clone(), paths, Config::default(), &rewrite) {
+        Ok(q) => q,
+        Err(QueueError::Locked) => {
+            eprintln!(
+                "mta run: another queue manager is running on {}",
+                root.display()
+            );
+            return EXIT_TEMP;
+        }
+        Err(e) => {
+            eprintln!("mta run: cannot open the queue: {e}");
+            return EXIT_TEMP;
+        }
+    };
+    tracing::info!(?rec, "queue recovered");
+    let (handle, inbox) = service::channel();
+    // The queue's fsyncs block: it gets a thread of its own.
+    let queue_thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("queue runtime");
+        rt.block_on(service::serve(queue, rewrite, inbox));
+    });
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mta run: cannot start: {e}");
+            return EXIT_TEMP;
+        }
+    };
+    let code = rt.block_on(async move {
+        let listener = match env.net().listen(listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("mta run: cannot listen on {listen}: {e}");
+                return EXIT_TEMP;
+            }
+        };
+        let bound = listener.local_addr().map_or(listen, |a| a);
+        println!("mta: listening on {bound}");
+        let _ = std::io::stdout().flush();
+        let (hup, term, int) = match (
+            signal(SignalKind::hangup()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(a), Ok(b), Ok(c)) => (a, b, c),
+            _ => {
+                eprintln!("mta run: cannot install signal handlers");
+                return EXIT_TEMP;
+            }
+        };
+        let (mut hup, mut term, mut int) = (hup, term, int);
+        let (set_tx, set_rx) = watch::channel(Arc::new(settings.clone()));
+        let (filter_tx, filter_rx) = watch::channel(filter_for(&settings));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let rx = Receiver {
+            env: env.clone(),
+            settings: set_rx,
+            queue: handle,
+            filter: filter_rx,
+            stats: Arc::new(Stats::default()),
+        };
+        let server = tokio::spawn(smtpd::serve(rx, listener, stop_rx));
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => match load(&env, root, listen) {
+                    Ok(s) => {
+                        tracing::info!("control files reread");
+                        let _ = filter_tx.send(filter_for(&s));
+                        let _ = set_tx.send(Arc::new(s));
+                    }
+                    Err(e) => eprintln!("mta run: SIGHUP: {e}; keeping the old settings"),
+                },
+            }
+        }
+        let _ = stop_tx.send(true);
+        let _ = server.await;
+        0
+    });
+    drop(rt);
+    let _ = queue_thread.join();
+    code
+}

@@ -1,0 +1,289 @@
+//! The SMTP receiver (qmail-smtpd): a listener driving [`crate::smtp::server::Session`]s over
+//! the environment's network, committing messages through the queue service.
+
+pub mod filter;
+pub mod rules;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::control::{ControlDir, ControlError};
+use crate::env::{unix_secs, Env, Fs, Listener, Net};
+use crate::queue::service::QueueHandle;
+use crate::queue::NewMessage;
+use crate::smtp::received::Peer;
+use crate::smtp::server::{CommitError, Policy, Session, Step};
+use filter::{Filter, Verdict};
+use rules::Rules;
+
+/// Everything the receiver reads from control files (reloaded on SIGHUP).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub me: String,
+    pub greeting: String,
+    pub rcpthosts: Option<Vec<String>>,
+    pub morercpthosts: Vec<String>,
+    pub badmailfrom: Vec<String>,
+    pub databytes: u64,
+    pub localiphost: String,
+    pub timeout: Duration,
+    pub concurrency: usize,
+    pub rules: Rules,
+    pub filters: Vec<String>,
+    /// Our own addresses, for `box@[ip]`.
+    pub local_ips: Vec<IpAddr>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error(transparent)]
+    Rules(#[from] rules::RulesError),
+}
+
+impl Settings {
+    pub fn load<F: Fs>(fs: &F, root: &Path) -> Result<Settings, SettingsError> {
+        let c = ControlDir::new(fs, root);
+        let me = c.me()?;
+        let rules = match fs.read(&root.join("control/smtp.rules")) {
+            Ok(b) => Rules::parse(&String::from_utf8_lossy(&b))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Rules::default(),
+            Err(source) => {
+                return Err(ControlError::Read {
+                    file: "smtp.rules".into(),
+                    source,
+                }
+                .into())
+            }
+        };
+        let rcpthosts = c.lines("rcpthosts")?;
+        Ok(Settings {
+            greeting: c.line_or("smtpgreeting", &me)?,
+            rcpthosts,
+            morercpthosts: c.lines("morercpthosts")?.unwrap_or_default(),
+            badmailfrom: c
+                .lines("badmailfrom")?
+                .unwrap_or_default()
+                .into_iter()
+                .map(|l| l.to_ascii_lowercase())
+                .collect(),
+            databytes: c.number("databytes", 0)?,
+            localiphost: c.line_or("localiphost", &me)?,
+            timeout: Duration::from_secs(c.number("timeoutsmtpd", 1200)?),
+            concurrency: c.number("concurrencyincoming", 100)? as usize,
+            rules,
+            filters: c.lines("smtpfilters")?.unwrap_or_default(),
+            local_ips: vec![IpAddr::from([127, 0, 0, 1])],
+            me,
+        })
+    }
+
+    /// The session policy for a client, or `None` when the rules deny it.
+    pub fn policy_for(&self, peer: SocketAddr) -> Option<Policy> {
+        let rule = self.rules.find(peer.ip(), None);
+        if rule.is_some_and(|r| !r.allow) {
+            return None;
+        }
+        let var = |name: &str| {
+            rule.and_then(|r| r.vars.iter().find(|(k, _)| k == name))
+                .map(|(_, v)| v.clone())
+        };
+        let databytes = var("DATABYTES")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(self.databytes);
+        Some(Policy {
+            greeting: self.greeting.clone(),
+            local_host: self.me.clone(),
+            rcpthosts: self.rcpthosts.clone(),
+            morercpthosts: self.morercpthosts.clone(),
+            badmailfrom: self.badmailfrom.clone(),
+            relayclient: var("RELAYCLIENT"),
+            databytes,
+            localiphost: self.localiphost.clone(),
+            local_ips: self.local_ips.clone(),
+            peer: Peer {
+                remote_ip: peer.ip().to_string(),
+                remote_host: None,
+                remote_info: None,
+            },
+        })
+    }
+}
+
+/// Counters for logs and tests.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub sessions: AtomicU64,
+    pub refused_busy: AtomicU64,
+    pub messages: AtomicU64,
+    pub active: AtomicUsize,
+}
+
+/// The receiver's shared state.
+pub struct Receiver<E: Env> {
+    pub env: E,
+    pub settings: watch::Receiver<Arc<Settings>>,
+    pub queue: QueueHandle,
+    pub filter: watch::Receiver<Arc<dyn Filter>>,
+    pub stats: Arc<Stats>,
+}
+
+impl<E: Env> Clone for Receiver<E> {
+    fn clone(&self) -> Self {
+        Receiver {
+            env: self.env.clone(),
+            settings: self.settings.clone(),
+            queue: self.queue.clone(),
+            filter: self.filter.clone(),
+            stats: self.stats.clone(),
+        }
+    }
+}
+
+async fn write_timed<E: Env, S: AsyncWriteExt + Unpin>(
+    env: &E,
+    s: &mut S,
+    buf: &[u8],
+    t: Duration,
+) -> std::io::Result<()> {
+    tokio::select! {
+        biased;
+        r = s.write_all(buf) => r,
+        _ = env.sleep(t) => Err(std::io::ErrorKind::TimedOut.into()),
+    }
+}
+
+/// Accept connections until `shutdown` turns true, then wait for the sessions in progress.
+pub async fn serve<E: Env>(
+    rx: Receiver<E>,
+    listener: <E::Net as Net>::Listener,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut sessions = JoinSet::new();
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => break,
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+            r = listener.accept() => {
+                let (stream, peer) = match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!("accept: {e}");
+                        rx.env.sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let settings = rx.settings.borrow().clone();
+                rx.stats.sessions.fetch_add(1, Ordering::Relaxed);
+                if rx.stats.active.load(Ordering::SeqCst) >= settings.concurrency {
+                    rx.stats.refused_busy.fetch_add(1, Ordering::Relaxed);
+                    let env = rx.env.clone();
+                    sessions.spawn(async move {
+                        let mut stream = stream;
+                        let msg = b"421 too many sessions, try again later (#4.3.2)\r\n";
+                        let _ = write_timed(&env, &mut stream, msg, Duration::from_secs(10)).await;
+                    });
+                    continue;
+                }
+                rx.stats.active.fetch_add(1, Ordering::SeqCst);
+                let r2 = rx.clone();
+                sessions.spawn(async move {
+                    let qp = r2.stats.sessions.load(Ordering::Relaxed);
+                    if let Err(e) = session(&r2, stream, peer, settings, qp).await {
+                        tracing::debug!("session {peer}: {e}");
+                    }
+                    r2.stats.active.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        }
+    }
+    drop(listener);
+    while sessions.join_next().await.is_some() {}
+}
+
+/// One SMTP session.
+async fn session<E: Env, S>(
+    rx: &Receiver<E>,
+    mut stream: S,
+    peer: SocketAddr,
+    settings: Arc<Settings>,
+    qp: u64,
+) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
+    let env = &rx.env;
+    let t = settings.timeout;
+    let Some(policy) = settings.policy_for(peer) else {
+        let msg = b"554 no SMTP service for you here (#5.7.1)\r\n";
+        return write_timed(env, &mut stream, msg, t).await;
+    };
+    let mut s = Session::new(policy, unix_secs(env.now()));
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let out = s.take_output();
+        if !out.is_empty() {
+            write_timed(env, &mut stream, &out, t).await?;
+        }
+        if s.is_closed() {
+            return Ok(());
+        }
+        let n = tokio::select! {
+            biased;
+            r = stream.read(&mut buf) => r?,
+            _ = env.sleep(t) => {
+                s.timeout();
+                let out = s.take_output();
+                return write_timed(env, &mut stream, &out, t).await;
+            }
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        s.set_now(unix_secs(env.now()));
+        let mut step = s.input(&buf[..n]);
+        while let Step::Message(tx) = step {
+            let verdict = {
+                let filter = rx.filter.borrow().clone();
+                filter.check(&tx.data).await
+            };
+            let r = match verdict {
+                Verdict::Pass => {
+                    let m = NewMessage {
+                        sender: tx.sender,
+                        recipients: tx.recipients,
+                        data: tx.data,
+                        qp,
+                        uid: 0,
+                    };
+                    match rx.queue.submit(m).await {
+                        Ok(id) => {
+                            rx.stats.messages.fetch_add(1, Ordering::Relaxed);
+                            Ok(id.to_string())
+                        }
+                        Err(r) if r.permanent => Err(CommitError::Permanent(r.text)),
+                        Err(r) => Err(CommitError::Temporary(r.text)),
+                    }
+                }
+                Verdict::Spam => Err(CommitError::Permanent(
+                    "message rejected by spam filter".into(),
+                )),
+                Verdict::TempFail => Err(CommitError::Temporary(
+                    "mail server temporarily rejected message (#4.3.0)".into(),
+                )),
+            };
+            s.set_now(unix_secs(env.now()));
+            s.committed(r);
+            step = s.input(&[]);
+        }
+    }
+}
