@@ -1,0 +1,281 @@
+//! `mta run` on a real host: real TCP on loopback, a real SMTP client library, signals.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use conformance::{fixtures, Dialogue, Match};
+use mta::env::real::RealEnv;
+use mta::queue::{Paths, View};
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    root: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(extra: &[(&str, &str)]) -> Server {
+    let root = tempfile::tempdir().unwrap();
+    let mta = env!("CARGO_BIN_EXE_mta");
+    let st = Command::new(mta)
+        .args([
+            "init",
+            "--me",
+            "heaven.af.mil",
+            "--user",
+            "fred",
+            "--user",
+            "joe",
+            "--root",
+        ])
+        .arg(root.path())
+        .output()
+        .unwrap();
+    assert!(st.status.success());
+    let ctl = fixtures().join("smtp/control");
+    for f in ["me", "rcpthosts", "locals", "badmailfrom", "databytes"] {
+        std::fs::copy(ctl.join(f), root.path().join("control").join(f)).unwrap();
+    }
+    for (f, text) in extra {
+        std::fs::write(root.path().join("control").join(f), text).unwrap();
+    }
+    let mut child = Command::new(mta)
+        .args(["run", "--listen", "127.0.0.1:0", "--root"])
+        .arg(root.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("mta: listening on ")
+        .unwrap_or_else(|| panic!("unexpected output {line:?}"))
+        .parse()
+        .unwrap();
+    Server { child, addr, root }
+}
+
+fn signal(s: &Server, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &s.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+fn queued(root: &Path) -> View {
+    View::load(&RealEnv::new(), &Paths::new(root.join("queue"))).unwrap()
+}
+
+/// Read one full reply (all continuation lines).
+fn reply(r: &mut BufReader<TcpStream>) -> String {
+    let mut all = String::new();
+    loop {
+        let mut l = String::new();
+        if r.read_line(&mut l).unwrap() == 0 {
+            return all;
+        }
+        all.push_str(&l);
+        if l.as_bytes().get(3) != Some(&b'-') {
+            return all;
+        }
+    }
+}
+
+fn connect(addr: SocketAddr) -> (TcpStream, BufReader<TcpStream>) {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let r = BufReader::new(s.try_clone().unwrap());
+    (s, r)
+}
+
+#[test]
+fn every_conformance_dialogue_over_real_tcp() {
+    let srv = start(&[]);
+    let dialogues = Dialogue::load_dir(&fixtures().join("smtp")).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for d in &dialogues {
+        rt.block_on(async {
+            let s = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+            if let Err(e) = conformance::run(s, d, Match::Text, Duration::from_secs(20)).await {
+                panic!("{e}");
+            }
+        });
+    }
+    // simple-send, null-sender and pipelining each queued one message; transparency too.
+    assert_eq!(queued(srv.root.path()).messages.len(), 4);
+}
+
+#[test]
+fn lettre_client_sends_and_the_message_is_durably_queued() {
+    use lettre::{Message, SmtpTransport, Transport};
+    let srv = start(&[]);
+    let mailer = SmtpTransport::builder_dangerous(srv.addr.ip().to_string())
+        .port(srv.addr.port())
+        .build();
+    for i in 0..3 {
+        let m = Message::builder()
+            .from("Joe <joe@example.net>".parse().unwrap())
+            .to("Fred <fred@heaven.af.mil>".parse().unwrap())
+            .subject(format!("lettre {i}"))
+            .body(format!("line one\n.leading dot\nmessage {i}\n"))
+            .unwrap();
+        let r = mailer.send(&m).unwrap();
+        assert_eq!(r.code().to_string(), "250");
+    }
+    let v = queued(srv.root.path());
+    assert_eq!(v.messages.len(), 3);
+    let m = &v.messages[0];
+    assert_eq!(m.env.sender, "joe@example.net");
+    assert_eq!(m.rcpts[0].rcpt.addr, "fred@heaven.af.mil");
+}
+
+#[test]
+fn concurrency_limit_answers_421() {
+    let srv = start(&[("concurrencyincoming", "1\n")]);
+    let (_a, mut ra) = connect(srv.addr);
+    assert!(reply(&mut ra).starts_with("220 "));
+    let (_b, mut rb) = connect(srv.addr);
+    assert_eq!(
+        reply(&mut rb),
+        "421 too many sessions, try again later (#4.3.2)\r\n"
+    );
+}
+
+#[test]
+fn idle_client_times_out_with_451() {
+    let srv = start(&[("timeoutsmtpd", "1\n")]);
+    let (_s, mut r) = connect(srv.addr);
+    assert!(reply(&mut r).starts_with("220 "));
+    let t = Instant::now();
+    assert_eq!(reply(&mut r), "451 timeout (#4.4.2)\r\n");
+    assert!(t.elapsed() >= Duration::from_millis(900));
+    assert_eq!(reply(&mut r), "", "closed after the timeout");
+}
+
+#[test]
+fn sighup_rereads_control_files() {
+    let srv = start(&[]);
+    let (_s, mut r) = connect(srv.addr);
+    assert_eq!(reply(&mut r), "220 heaven.af.mil ESMTP\r\n");
+    std::fs::write(
+        srv.root.path().join("control/smtpgreeting"),
+        "gate.heaven.af.mil\n",
+    )
+    .unwrap();
+    signal(&srv, "HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_s, mut r) = connect(srv.addr);
+        let g = reply(&mut r);
+        if g == "220 gate.heaven.af.mil ESMTP\r\n" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "greeting never changed: {g}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn rules_set_relayclient_and_deny() {
+    let srv = start(&[("smtp.rules", "127.0.0.1:allow,RELAYCLIENT=\"\"\n:deny\n")]);
+    let (mut s, mut r) = connect(srv.addr);
+    reply(&mut r);
+    s.write_all(b"MAIL FROM:<joe@heaven.af.mil>\r\nRCPT TO:<bill@irs.gov>\r\n")
+        .unwrap();
+    assert_eq!(reply(&mut r), "250 ok\r\n");
+    assert_eq!(
+        reply(&mut r),
+        "250 ok\r\n",
+        "relaying allowed for 127.0.0.1"
+    );
+    drop(s);
+    let srv = start(&[("smtp.rules", "127.0.0.:deny\n")]);
+    let (_s, mut r) = connect(srv.addr);
+    assert!(reply(&mut r).starts_with("554 "));
+}
+
+fn send_one(addr: SocketAddr) -> String {
+    let (mut s, mut r) = connect(addr);
+    reply(&mut r);
+    s.write_all(b"MAIL FROM:<a@example.net>\r\nRCPT TO:<fred@heaven.af.mil>\r\nDATA\r\n")
+        .unwrap();
+    for _ in 0..3 {
+        reply(&mut r);
+    }
+    s.write_all(b"Subject: f\r\n\r\nbody\r\n.\r\n").unwrap();
+    reply(&mut r)
+}
+
+#[test]
+fn content_filters_pass_reject_or_defer() {
+    let srv = start(&[("smtpfilters", "cat >/dev/null\ngrep -q body\n")]);
+    assert!(send_one(srv.addr).starts_with("250 ok "));
+    let srv = start(&[("smtpfilters", "cat >/dev/null; exit 1\n")]);
+    assert_eq!(
+        send_one(srv.addr),
+        "554 message rejected by spam filter\r\n"
+    );
+    assert!(queued(srv.root.path()).messages.is_empty());
+    let srv = start(&[("smtpfilters", "exit 3\n")]);
+    assert_eq!(
+        send_one(srv.addr),
+        "451 mail server temporarily rejected message (#4.3.0)\r\n"
+    );
+    let srv = start(&[("smtpfilters", "/nonexistent/filter\n")]);
+    assert!(send_one(srv.addr).starts_with("451 "));
+}
+
+#[test]
+fn sigterm_finishes_the_session_in_progress_then_exits() {
+    let mut srv = start(&[]);
+    let (mut s, mut r) = connect(srv.addr);
+    reply(&mut r);
+    s.write_all(b"MAIL FROM:<a@example.net>\r\nRCPT TO:<fred@heaven.af.mil>\r\nDATA\r\n")
+        .unwrap();
+    for _ in 0..3 {
+        reply(&mut r);
+    }
+    signal(&srv, "TERM");
+    std::thread::sleep(Duration::from_millis(200));
+    // New connections are refused once the listener is closed...
+    assert!(TcpStream::connect(srv.addr).is_err());
+    // ...but the session in progress completes.
+    s.write_all(b"Subject: t\r\n\r\nlate\r\n.\r\nQUIT\r\n")
+        .unwrap();
+    assert!(reply(&mut r).starts_with("250 ok "));
+    assert!(reply(&mut r).starts_with("221 "));
+    let status = srv.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(queued(srv.root.path()).messages.len(), 1);
+    let mut rest = String::new();
+    let _ = r.read_to_string(&mut rest);
+}
+
+#[test]
+fn second_instance_on_the_same_queue_refuses_to_start() {
+    let srv = start(&[]);
+    let o = Command::new(env!("CARGO_BIN_EXE_mta"))
+        .args(["run", "--listen", "127.0.0.1:0", "--root"])
+        .arg(srv.root.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(111));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("another queue manager"));
+}
