@@ -7,4 +7,5 @@ pub mod env;
 pub mod fs;
 pub mod install;
 pub mod lifecycle;
+pub mod receive;
 pub mod world;

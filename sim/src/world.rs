@@ -25,9 +25,13 @@ struct DiskState {
 
 impl Disk {
     pub fn new(clock: Clock) -> Self {
+        Self::with_image(Image::default(), clock)
+    }
+    /// A disk holding `image` (e.g. a prepared installation).
+    pub fn with_image(image: Image, clock: Clock) -> Self {
         Disk {
             inner: Arc::new(Mutex::new(DiskState {
-                image: Image::default(),
+                image,
                 mounted: None,
                 next_faults: Faults::default(),
                 boots: 0,

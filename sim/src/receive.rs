@@ -1,0 +1,230 @@
+//! The receiving MTA in a turmoil world: `smtpd` and the queue service on the simulated env,
+//! SMTP clients over the simulated network, and crashes at exact filesystem operations.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::watch;
+
+use mta::control::{ControlDir, Rewrite};
+use mta::env::{Env, Fs, FsFile, Net};
+use mta::init::{self, InitOptions};
+use mta::queue::{service, Config, Paths, Queue};
+use mta::smtpd::filter::{Filter, NoFilter};
+use mta::smtpd::{self, Receiver, Settings, Stats};
+
+use crate::env::{SimEnv, SimNet};
+use crate::fs::{Clock, Faults, Image, Persist, SimFs};
+use crate::world::Disk;
+
+pub const ROOT: &str = "/mta";
+pub const PORT: u16 = 25;
+pub const EPOCH_MS: u64 = crate::crash::T0_MS;
+
+/// A disk image with an installation and the given control files.
+pub fn installation(controls: &[(&str, &str)]) -> Image {
+    let clock = Clock::new(EPOCH_MS);
+    let env = SimEnv::manual(SimFs::new(clock.clone()), clock, 0);
+    let o = InitOptions {
+        me: "heaven.af.mil".into(),
+        users: vec!["fred".into(), "joe".into()],
+        force: false,
+        uid: 1000,
+        gid: 1000,
+        disabled: Default::default(),
+    };
+    init::init(&env, Path::new(ROOT), &o).expect("init");
+    let fs = env.sim_fs();
+    for (name, text) in controls {
+        let p = Path::new(ROOT).join("control").join(name);
+        let _ = fs.unlink(&p);
+        let mut f = fs.create_new(&p).expect("control file");
+        f.write_at(0, text.as_bytes()).expect("write");
+        f.sync().expect("sync");
+        fs.sync_dir(p.parent().expect("dir")).expect("sync dir");
+    }
+    fs.crash_image(&Persist::Synced)
+}
+
+/// The MTA host: recover the queue, serve it, accept SMTP forever.
+pub async fn mta_host(disk: Disk, seed: u64) -> turmoil::Result {
+    let fs = disk.boot();
+    // A rebooted machine does not replay its randomness.
+    let env = SimEnv::turmoil(
+        fs,
+        disk.clock().clone(),
+        EPOCH_MS,
+        seed ^ (u64::from(disk.boots()) << 32),
+    );
+    let root = Path::new(ROOT);
+    let (Ok(settings), Ok(rw)) = (
+        Settings::load(env.fs(), root),
+        Rewrite::load(&ControlDir::new(env.fs(), root)),
+    ) else {
+        return std::future::pending().await;
+    };
+    let Ok((q, _)) = Queue::open(
+        env.clone(),
+        Paths::new(root.join("queue")),
+        Config::default(),
+        &rw,
+    ) else {
+        // The disk froze during recovery: wait to be crashed.
+        return std::future::pending().await;
+    };
+    let (handle, inbox) = service::channel();
+    tokio::spawn(service::serve(q, rw, inbox));
+    let listener = env
+        .net()
+        .listen(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), PORT))
+        .await?;
+    let filter: Arc<dyn Filter> = Arc::new(NoFilter);
+    let (_stop_tx, stop_rx) = watch::channel(false);
+    let rx = Receiver {
+        env,
+        settings: watch::channel(Arc::new(settings)).1,
+        queue: handle,
+        filter: watch::channel(filter).1,
+        stats: Arc::new(Stats::default()),
+    };
+    smtpd::serve(rx, listener, stop_rx).await;
+    Ok(())
+}
+
+/// The bytes a client sends as message `i`.
+pub fn body(i: usize) -> String {
+    format!("Subject: message {i}\r\n\r\nbody of message {i}\r\n..dot line\r\n")
+}
+
+/// What a stored message for `body(i)` ends with (after CRLF → LF and unstuffing).
+pub fn stored_tail(i: usize) -> Vec<u8> {
+    format!("Subject: message {i}\n\nbody of message {i}\n.dot line\n").into_bytes()
+}
+
+async fn reply(r: &mut BufReader<turmoil::net::TcpStream>) -> std::io::Result<String> {
+    let mut line = String::new();
+    r.read_line(&mut line).await?;
+    Ok(line)
+}
+
+/// Send one message over SMTP; `Ok(true)` when the server said 250 after the data.
+async fn send(to: SocketAddr, i: usize) -> std::io::Result<bool> {
+    let mut r = BufReader::new(SimNet.connect(to).await?);
+    if !reply(&mut r).await?.starts_with("220") {
+        return Ok(false);
+    }
+    let cmds = "MAIL FROM:<client@example.net>\r\nRCPT TO:<fred@heaven.af.mil>\r\nDATA\r\n";
+    r.get_mut().write_all(cmds.as_bytes()).await?;
+    for want in ["250", "250", "354"] {
+        if !reply(&mut r).await?.starts_with(want) {
+            return Ok(false);
+        }
+    }
+    r.get_mut()
+        .write_all(format!("{}.\r\n", body(i)).as_bytes())
+        .await?;
+    let ok = reply(&mut r).await?.starts_with("250 ok");
+    let _ = r.get_mut().write_all(b"QUIT\r\n").await;
+    Ok(ok)
+}
+
+/// What happened in one crash-mid-receive run.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Message numbers the client saw acknowledged.
+    pub acked: Vec<usize>,
+    /// Message numbers found in the queue at the end (a number may appear twice when a
+    /// message was accepted but its 250 never reached the client, which then resent it).
+    pub stored: Vec<usize>,
+    /// Stored messages that match no message the client sent.
+    pub corrupt: usize,
+    pub boots: u32,
+    pub trace_hash: u64,
+    /// Mutating filesystem operations of the last boot (all of them in a crash-free run).
+    pub ops: u64,
+}
+
+/// Send `n` messages; the MTA crashes after filesystem operation `crash_after` of its first
+/// boot (if given) and restarts from what `persist` says reached the disk.
+pub fn run(n: usize, crash_after: Option<u64>, persist: Persist, seed: u64) -> Outcome {
+    let clock = Clock::new(EPOCH_MS);
+    let disk = Disk::with_image(installation(&[]), clock.clone());
+    disk.arm(Faults {
+        crash_after,
+        ..Faults::default()
+    });
+    let mut sim = turmoil::Builder::new()
+        .epoch(std::time::UNIX_EPOCH + Duration::from_millis(EPOCH_MS))
+        .simulation_duration(Duration::from_secs(600))
+        .rng_seed(seed)
+        .build();
+    let d = disk.clone();
+    sim.host("mta", move || mta_host(d.clone(), seed));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let a = acked.clone();
+    sim.client("client", async move {
+        let to = SocketAddr::new(turmoil::lookup("mta"), PORT);
+        for i in 0..n {
+            loop {
+                let r = tokio::time::timeout(Duration::from_secs(5), send(to, i)).await;
+                if let Ok(Ok(true)) = r {
+                    a.lock().unwrap_or_else(|e| e.into_inner()).push(i);
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+        Ok(())
+    });
+    loop {
+        let done = sim.step().expect("simulation step");
+        if disk.frozen() {
+            sim.crash("mta");
+            disk.crash(&persist);
+            sim.bounce("mta");
+        }
+        if done {
+            break;
+        }
+    }
+    let live = disk.live().expect("mounted");
+    let trace_hash = live.trace_hash();
+    let ops = live.ops();
+    drop(sim);
+    let env = SimEnv::manual(
+        SimFs::from_image(live.live_image(), clock.clone()),
+        clock,
+        0,
+    );
+    let rw = Rewrite::load(&ControlDir::new(env.fs(), Path::new(ROOT))).expect("controls");
+    let (mut q, _) = Queue::open(
+        env,
+        Paths::new(Path::new(ROOT).join("queue")),
+        Config::default(),
+        &rw,
+    )
+    .expect("final recovery");
+    let ids: Vec<_> = q.messages().map(|m| m.id()).collect();
+    let mut stored = Vec::new();
+    let mut corrupt = 0;
+    for id in ids {
+        let data = q.read_data(id).expect("readable");
+        match (0..n).find(|&i| data.ends_with(&stored_tail(i))) {
+            Some(i) if data.starts_with(b"Received: from ") => stored.push(i),
+            _ => corrupt += 1,
+        }
+    }
+    stored.sort_unstable();
+    let acked = acked.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    Outcome {
+        acked,
+        stored,
+        corrupt,
+        boots: disk.boots(),
+        trace_hash,
+        ops,
+    }
+}
