@@ -7,6 +7,7 @@
 pub mod control;
 pub mod date;
 pub mod env;
+pub mod fuzz;
 pub mod init;
 pub mod inject;
 pub mod queue;

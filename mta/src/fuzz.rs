@@ -1,0 +1,109 @@
+//! Fuzz entry points, shared by the libFuzzer targets in `fuzz/` and by the regular test that
+//! replays their committed corpora. Each checks invariants beyond "no panic".
+
+use crate::smtp::address;
+use crate::smtp::received::Peer;
+use crate::smtp::server::{CommitError, Policy, Session, Step, MAX_LINE, MAX_MESSAGE};
+
+fn policy(databytes: u64) -> Policy {
+    Policy {
+        greeting: "fuzz.example".into(),
+        local_host: "fuzz.example".into(),
+        rcpthosts: Some(vec!["fuzz.example".into(), ".sub.example".into()]),
+        morercpthosts: vec![],
+        badmailfrom: vec!["@bad.example".into()],
+        relayclient: None,
+        databytes,
+        localiphost: "fuzz.example".into(),
+        local_ips: vec!["127.0.0.1".parse().expect("ip")],
+        peer: Peer {
+            remote_ip: "10.0.0.1".into(),
+            ..Peer::default()
+        },
+    }
+}
+
+/// Every reply line is `ddd` then space or `-`, and ends with CRLF.
+fn check_replies(out: &[u8]) {
+    for line in out.split_inclusive(|&b| b == b'\n') {
+        assert!(line.ends_with(b"\r\n"), "reply line without CRLF: {line:?}");
+        assert!(
+            line.len() >= 5 && line[..3].iter().all(u8::is_ascii_digit),
+            "bad reply {line:?}"
+        );
+        assert!(line[3] == b' ' || line[3] == b'-', "bad reply {line:?}");
+    }
+}
+
+/// The SMTP server session: input split at arbitrary points, commits that succeed or fail.
+/// Byte 0 picks the chunk size, byte 1 the databytes limit and the commit results.
+pub fn smtp_session(data: &[u8]) {
+    let (Some(&c), Some(&d)) = (data.first(), data.get(1)) else {
+        return;
+    };
+    let input = &data[2..];
+    let databytes = u64::from(d & 0x0f) * 64;
+    let mut s = Session::new(policy(databytes), 0);
+    let mut out = s.take_output();
+    let mut commits = 0u32;
+    let mut handle = |s: &mut Session, step: Step, out: &mut Vec<u8>| {
+        let mut step = step;
+        while let Step::Message(t) = step {
+            assert!(!t.recipients.is_empty());
+            let limit = if databytes > 0 {
+                databytes
+            } else {
+                MAX_MESSAGE
+            };
+            assert!(
+                (t.data.len() as u64) < limit + 512,
+                "message over its limit"
+            );
+            commits += 1;
+            let r = match (d >> 4) % 3 {
+                0 => Ok("1".to_string()),
+                1 => Err(CommitError::Temporary(
+                    "qq temporary problem (#4.3.0)".into(),
+                )),
+                _ => Err(CommitError::Permanent(
+                    "qq permanent problem (#5.3.0)".into(),
+                )),
+            };
+            s.committed(r);
+            step = s.input(&[]);
+        }
+        out.extend(s.take_output());
+        // Memory is bounded by the line limit while the session waits for more input.
+        assert!(s.buffered() <= data.len());
+    };
+    for chunk in input.chunks(usize::from(c % 64) + 1) {
+        if s.is_closed() {
+            break;
+        }
+        let step = s.input(chunk);
+        handle(&mut s, step, &mut out);
+    }
+    check_replies(&out);
+    let _ = MAX_LINE;
+}
+
+/// The MAIL/RCPT argument parser: never panics; results respect the limits.
+pub fn smtp_address(data: &[u8]) {
+    for kw in ["FROM", "TO"] {
+        if let Ok(p) = address::parse(data, kw) {
+            assert!(p.addr.len() <= address::MAX_ADDR);
+            assert!(!p.addr.bytes().any(|b| b < 32));
+        }
+    }
+}
+
+/// The queue's on-disk decoders over arbitrary bytes.
+pub fn queue_records(data: &[u8]) {
+    use crate::queue::record::{decode_todo, frame, Frame, Record};
+    let mut at = 0;
+    while let Frame::Whole(body, n) = frame(&data[at..]) {
+        let _ = Record::decode(body);
+        at += n;
+    }
+    let _ = decode_todo(data);
+}
