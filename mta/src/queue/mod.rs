@@ -16,6 +16,7 @@
 mod log;
 pub mod record;
 pub mod service;
+pub mod spool;
 pub mod sync;
 
 use std::collections::BTreeMap;
@@ -190,13 +191,18 @@ fn check_addr(a: &str) -> Result<(), QueueError> {
     Ok(())
 }
 
-/// Check a message's envelope before anything is written.
-pub fn validate(m: &NewMessage) -> Result<(), QueueError> {
-    check_addr(&m.sender)?;
-    if m.recipients.is_empty() {
+/// Check an envelope before anything is committed.
+pub fn check_envelope(sender: &str, recipients: &[String]) -> Result<(), QueueError> {
+    check_addr(sender)?;
+    if recipients.is_empty() {
         return Err(QueueError::NoRecipients);
     }
-    m.recipients.iter().try_for_each(|r| check_addr(r))
+    recipients.iter().try_for_each(|r| check_addr(r))
+}
+
+/// Check a message's envelope before anything is written.
+pub fn validate(m: &NewMessage) -> Result<(), QueueError> {
+    check_envelope(&m.sender, &m.recipients)
 }
 
 fn new_id<E: Env>(env: &E) -> MsgId {
@@ -216,43 +222,16 @@ pub fn inject<E: Env>(
     msgs: &[NewMessage],
 ) -> Result<Vec<MsgId>, QueueError> {
     msgs.iter().try_for_each(validate)?;
-    let fs = env.fs();
     let mut ids = Vec::with_capacity(msgs.len());
     for m in msgs {
-        let mut id = new_id(env);
-        let tmp = loop {
-            let envl = Envelope {
-                id,
-                birth: id.secs,
-                qp: m.qp,
-                uid: m.uid,
-                sender: m.sender.clone(),
-                recipients: m.recipients.clone(),
-            };
-            let bytes = record::encode_todo(&envl, &m.data);
-            let tmp = paths.tmp().join(id.to_string());
-            match env::write_new_synced(
-                fs,
-                &tmp,
-                &bytes,
-                !cfg.disabled.contains(SyncPoint::TodoFile),
-            ) {
-                Ok(()) => break tmp,
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => id = new_id(env),
-                Err(e) => {
-                    let _ = fs.unlink(&tmp);
-                    return ctx(Err(e), || format!("write {}", tmp.display()));
-                }
-            }
-        };
-        // link, not rename: it refuses to replace an existing entry, so an id is never reused.
-        let todo = paths.todo().join(id.to_string());
-        let linked = fs.link(&tmp, &todo);
-        let _ = fs.unlink(&tmp);
-        ctx(linked, || format!("link into {}", todo.display()))?;
-        ids.push(id);
+        let mut sp = spool::Spool::create(env, paths, cfg)?;
+        if let Err(e) = sp.write(&m.data) {
+            sp.abort();
+            return Err(e);
+        }
+        ids.push(sp.finish(&m.sender, &m.recipients, m.qp, m.uid)?);
     }
-    sync_dir(fs, cfg, SyncPoint::TodoDir, &paths.todo())?;
+    spool::sync_todo(env, paths, cfg)?;
     Ok(ids)
 }
 

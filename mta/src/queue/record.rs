@@ -101,7 +101,8 @@ const K_MSG: u8 = 1;
 const K_OUTCOME: u8 = 2;
 const K_RETIRE: u8 = 3;
 const K_CHECKPOINT: u8 = 4;
-const TODO_MAGIC: &[u8; 8] = b"MTATODO1";
+/// First bytes of every `todo/` file.
+pub const TODO_MAGIC: &[u8; 8] = b"MTATODO2";
 /// Records larger than this are refused as corrupt while reading (a message is at most this).
 pub const MAX_RECORD: usize = 1 << 30;
 
@@ -321,33 +322,66 @@ pub fn frame(buf: &[u8]) -> Frame<'_> {
     Frame::Whole(body, 8 + len)
 }
 
-/// Encode a `todo/` file: magic, checksum of the rest, envelope, message bytes.
-pub fn encode_todo(env: &Envelope, data: &[u8]) -> Vec<u8> {
-    let mut e = Enc(Vec::with_capacity(data.len() + 256));
+/// `todo/` file layout: `MAGIC | message | envelope | trailer`, with the trailer
+/// `message_len:u64 | envelope_len:u32 | crc32c:u32` (the checksum covers message, envelope
+/// and both lengths). The message comes first so a receiver can stream it to disk before the
+/// envelope is final; the trailer makes a torn file detectable.
+pub const TODO_TRAILER: usize = 16;
+
+/// Encode the envelope part of a `todo/` file.
+pub fn encode_envelope(env: &Envelope) -> Vec<u8> {
+    let mut e = Enc(Vec::with_capacity(256));
     e.envelope(env);
-    e.bytes(data);
-    let mut out = Vec::with_capacity(e.0.len() + 12);
+    e.0
+}
+
+/// The trailer for a message of `data_len` bytes, an envelope of `env_len` bytes, and the
+/// running checksum `crc` of both.
+pub fn todo_trailer(data_len: u64, env_len: u32, crc: u32) -> [u8; TODO_TRAILER] {
+    let mut lens = [0u8; 12];
+    lens[..8].copy_from_slice(&data_len.to_le_bytes());
+    lens[8..].copy_from_slice(&env_len.to_le_bytes());
+    let crc = crc32c::crc32c_append(crc, &lens);
+    let mut t = [0u8; TODO_TRAILER];
+    t[..12].copy_from_slice(&lens);
+    t[12..].copy_from_slice(&crc.to_le_bytes());
+    t
+}
+
+/// Encode a whole `todo/` file.
+pub fn encode_todo(env: &Envelope, data: &[u8]) -> Vec<u8> {
+    let e = encode_envelope(env);
+    let crc = crc32c::crc32c_append(crc32c::crc32c(data), &e);
+    let mut out = Vec::with_capacity(TODO_MAGIC.len() + data.len() + e.len() + TODO_TRAILER);
     out.extend_from_slice(TODO_MAGIC);
-    out.extend_from_slice(&crc32c::crc32c(&e.0).to_le_bytes());
-    out.extend_from_slice(&e.0);
+    out.extend_from_slice(data);
+    out.extend_from_slice(&e);
+    out.extend_from_slice(&todo_trailer(data.len() as u64, e.len() as u32, crc));
     out
 }
 
 /// Decode a `todo/` file, checking that it is whole.
 pub fn decode_todo(buf: &[u8]) -> Result<(Envelope, Vec<u8>), QueueError> {
-    if buf.len() < 12 || &buf[..8] != TODO_MAGIC {
-        return Err(QueueError::Corrupt("todo file has no header".into()));
+    let bad = |why: &str| Err(QueueError::Corrupt(format!("todo file {why}")));
+    if buf.len() < TODO_MAGIC.len() + TODO_TRAILER || &buf[..TODO_MAGIC.len()] != TODO_MAGIC {
+        return bad("has no header");
     }
-    let crc = u32::from_le_bytes(buf[8..12].try_into().unwrap());
-    let rest = &buf[12..];
-    if crc32c::crc32c(rest) != crc {
-        return Err(QueueError::Corrupt("todo file checksum mismatch".into()));
+    let body = &buf[TODO_MAGIC.len()..buf.len() - TODO_TRAILER];
+    let t = &buf[buf.len() - TODO_TRAILER..];
+    let data_len = u64::from_le_bytes(t[..8].try_into().unwrap());
+    let env_len = u32::from_le_bytes(t[8..12].try_into().unwrap()) as u64;
+    let crc = u32::from_le_bytes(t[12..].try_into().unwrap());
+    if data_len.checked_add(env_len) != Some(body.len() as u64) {
+        return bad("lengths do not add up");
     }
-    let mut d = Dec(rest);
+    if crc32c::crc32c_append(crc32c::crc32c(body), &t[..12]) != crc {
+        return bad("checksum mismatch");
+    }
+    let (data, e) = body.split_at(data_len as usize);
+    let mut d = Dec(e);
     let env = d.envelope()?;
-    let data = d.bytes()?.to_vec();
     d.end()?;
-    Ok((env, data))
+    Ok((env, data.to_vec()))
 }
 
 #[cfg(test)]
