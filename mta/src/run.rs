@@ -50,6 +50,11 @@ pub fn run(env: RealEnv, root: &Path, listen: SocketAddr) -> i32 {
         }
     };
     let paths = Paths::new(root.join("queue"));
+    let spool = smtpd::SpoolTo {
+        paths: paths.clone(),
+        cfg: Config::default(),
+        threshold: smtpd::SPOOL_THRESHOLD,
+    };
     let (queue, rec) = match Queue::open(env.clone(), paths, Config::default(), &rewrite) {
         Ok(q) => q,
         Err(QueueError::Locked) => {
@@ -114,6 +119,7 @@ pub fn run(env: RealEnv, root: &Path, listen: SocketAddr) -> i32 {
             env: env.clone(),
             settings: set_rx,
             queue: handle,
+            spool,
             filter: filter_rx,
             stats: Arc::new(Stats::default()),
         };

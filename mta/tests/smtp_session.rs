@@ -463,3 +463,43 @@ fn timeout_reply() {
     assert_eq!(s.take_output(), b"451 timeout (#4.4.2)\r\n");
     assert!(s.is_closed());
 }
+
+#[test]
+fn memory_stays_bounded_whatever_the_client_sends() {
+    // Endless DATA without a line end, drained as a driver streaming to disk would.
+    let mut s = Session::new(policy(), 0);
+    s.input(SEND.as_bytes());
+    let chunk = vec![b'z'; 64 * 1024];
+    let mut streamed = 0;
+    for _ in 0..160 {
+        s.input(&chunk);
+        if s.data_len() >= 256 * 1024 {
+            streamed += s.take_data().len();
+        }
+        assert!(s.memory() < 2 << 20, "session holds {} bytes", s.memory());
+    }
+    assert!(streamed > 9 << 20);
+    // With databytes set, bytes past the limit are dropped as they arrive.
+    let mut p = policy();
+    p.databytes = 100_000;
+    let mut s = Session::new(p, 0);
+    s.input(SEND.as_bytes());
+    for _ in 0..100 {
+        s.input(&chunk);
+        assert!(s.memory() < 400_000, "{}", s.memory());
+    }
+    // An endless command line.
+    let mut s = Session::new(policy(), 0);
+    for _ in 0..100 {
+        s.input(&chunk);
+        assert!(s.memory() < 200_000);
+    }
+    // Thousands of recipients: at most MAX_RCPTS kept.
+    let mut s = Session::new(policy(), 0);
+    s.input(b"MAIL FROM:<a@b.c>\r\n");
+    for _ in 0..5000 {
+        s.input(b"RCPT TO:<someone.with.a.long.name@heaven.af.mil>\r\n");
+        s.take_output();
+    }
+    assert!(s.memory() < 200_000, "{}", s.memory());
+}

@@ -279,3 +279,77 @@ fn second_instance_on_the_same_queue_refuses_to_start() {
     assert_eq!(o.status.code(), Some(111));
     assert!(String::from_utf8_lossy(&o.stderr).contains("another queue manager"));
 }
+
+fn send_big(addr: SocketAddr, lines: usize) -> String {
+    let (mut s, mut r) = connect(addr);
+    reply(&mut r);
+    s.write_all(b"MAIL FROM:<a@example.net>\r\nRCPT TO:<fred@heaven.af.mil>\r\nDATA\r\n")
+        .unwrap();
+    for _ in 0..3 {
+        reply(&mut r);
+    }
+    s.write_all(b"Subject: big\r\n\r\n").unwrap();
+    let line = format!("{}\r\n", "0123456789".repeat(10));
+    let block = line.repeat(1000);
+    for _ in 0..lines / 1000 {
+        s.write_all(block.as_bytes()).unwrap();
+    }
+    s.write_all(b".\r\n").unwrap();
+    reply(&mut r)
+}
+
+#[test]
+fn large_messages_are_streamed_to_disk_and_queued_whole() {
+    // 5 MB, far past the in-memory threshold; no databytes limit.
+    let srv = start(&[("databytes", "0\n")]);
+    let r = send_big(srv.addr, 50_000);
+    assert!(r.starts_with("250 ok "), "{r}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let v = loop {
+        let v = queued(srv.root.path());
+        if v.messages.len() == 1 {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "spooled message never reached the log"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // Received line + header + 50,000 lines of 100 characters and LF.
+    let size = v.messages[0].size();
+    assert!(size > 5_050_000 && size < 5_051_000, "{size}");
+    // Nothing left behind in tmp/ or todo/.
+    assert_eq!(
+        std::fs::read_dir(srv.root.path().join("queue/tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
+    assert_eq!(
+        std::fs::read_dir(srv.root.path().join("queue/todo"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn filters_see_all_of_a_spooled_message() {
+    // The filter rejects messages over 3 MB: only possible if it reads the spooled part.
+    let srv = start(&[
+        ("databytes", "0\n"),
+        ("smtpfilters", "test $(wc -c) -lt 3000000 || exit 1\n"),
+    ]);
+    assert!(send_big(srv.addr, 10_000).starts_with("250 ok "));
+    assert_eq!(
+        send_big(srv.addr, 40_000),
+        "554 message rejected by spam filter\r\n"
+    );
+    assert_eq!(
+        std::fs::read_dir(srv.root.path().join("queue/tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
+}

@@ -24,6 +24,10 @@ pub const ROOT: &str = "/mta";
 pub const PORT: u16 = 25;
 pub const EPOCH_MS: u64 = crate::crash::T0_MS;
 
+/// Bytes a session holds before streaming to disk; tests lower it to exercise the spool path.
+pub static SPOOL_THRESHOLD: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(mta::smtpd::SPOOL_THRESHOLD);
+
 /// A disk image with an installation and the given control files.
 pub fn installation(controls: &[(&str, &str)]) -> Image {
     let clock = Clock::new(EPOCH_MS);
@@ -66,12 +70,8 @@ pub async fn mta_host(disk: Disk, seed: u64) -> turmoil::Result {
     ) else {
         return std::future::pending().await;
     };
-    let Ok((q, _)) = Queue::open(
-        env.clone(),
-        Paths::new(root.join("queue")),
-        Config::default(),
-        &rw,
-    ) else {
+    let paths = Paths::new(root.join("queue"));
+    let Ok((q, _)) = Queue::open(env.clone(), paths.clone(), Config::default(), &rw) else {
         // The disk froze during recovery: wait to be crashed.
         return std::future::pending().await;
     };
@@ -87,6 +87,11 @@ pub async fn mta_host(disk: Disk, seed: u64) -> turmoil::Result {
         env,
         settings: watch::channel(Arc::new(settings)).1,
         queue: handle,
+        spool: smtpd::SpoolTo {
+            paths,
+            cfg: Config::default(),
+            threshold: SPOOL_THRESHOLD.load(std::sync::atomic::Ordering::Relaxed),
+        },
         filter: watch::channel(filter).1,
         stats: Arc::new(Stats::default()),
     };

@@ -49,7 +49,10 @@ async fn client(cli: &Cli, body: &str) -> std::io::Result<usize> {
     r.get_mut().write_all(b"EHLO load.example\r\n").await?;
     reply(&mut r).await?;
     let mut ok = 0;
-    let tx = format!("MAIL FROM:<load@example.net>\r\nRCPT TO:<{}>\r\nDATA\r\n", cli.rcpt);
+    let tx = format!(
+        "MAIL FROM:<load@example.net>\r\nRCPT TO:<{}>\r\nDATA\r\n",
+        cli.rcpt
+    );
     for _ in 0..cli.messages {
         r.get_mut().write_all(tx.as_bytes()).await?;
         for _ in 0..3 {

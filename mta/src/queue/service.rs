@@ -38,6 +38,8 @@ impl From<&QueueError> for Refusal {
 
 enum Request {
     Submit(NewMessage, oneshot::Sender<Result<MsgId, Refusal>>),
+    /// New `todo/` entries are waiting (qmail's trigger).
+    Poke,
 }
 
 /// A cheap, cloneable handle to the queue service.
@@ -59,6 +61,11 @@ impl QueueHandle {
             .await
             .map_err(|_| down())?;
         rx.await.map_err(|_| down())?
+    }
+
+    /// Tell the queue that `todo/` has new entries; does not wait.
+    pub fn poke(&self) {
+        let _ = self.tx.try_send(Request::Poke);
     }
 }
 
@@ -85,7 +92,15 @@ pub async fn serve<E: Env, C: Classify>(mut q: Queue<E>, classify: C, inbox: Inb
         }
         let mut msgs = Vec::with_capacity(batch.len());
         let mut replies = Vec::with_capacity(batch.len());
-        for Request::Submit(m, reply) in batch.drain(..) {
+        let mut poked = false;
+        for req in batch.drain(..) {
+            let (m, reply) = match req {
+                Request::Submit(m, reply) => (m, reply),
+                Request::Poke => {
+                    poked = true;
+                    continue;
+                }
+            };
             // A bad envelope fails alone, not the whole batch.
             match validate(&m) {
                 Ok(()) => {
@@ -95,6 +110,11 @@ pub async fn serve<E: Env, C: Classify>(mut q: Queue<E>, classify: C, inbox: Inb
                 Err(e) => {
                     let _ = reply.send(Err(Refusal::from(&e)));
                 }
+            }
+        }
+        if poked {
+            if let Err(e) = q.preprocess(&classify) {
+                tracing::warn!("preprocessing todo/: {e}");
             }
         }
         if msgs.is_empty() {

@@ -17,6 +17,8 @@ pub struct Spool<E: Env> {
     file: <E::Fs as Fs>::File,
     len: u64,
     crc: u32,
+    /// Set once the tmp/ name is gone (finished or aborted).
+    done: bool,
 }
 
 impl<E: Env> Spool<E> {
@@ -41,6 +43,7 @@ impl<E: Env> Spool<E> {
                         file,
                         len: 0,
                         crc: 0,
+                        done: false,
                     });
                 }
                 // Ids never repeat: draw another.
@@ -86,6 +89,7 @@ impl<E: Env> Spool<E> {
         let r = self.finish_inner(sender, recipients, qp, uid);
         // Whatever happened, tmp/ no longer needs the name (todo/ holds a link on success).
         let _ = self.env.fs().unlink(&self.tmp);
+        self.done = true;
         r.map(|()| self.id)
     }
 
@@ -111,7 +115,9 @@ impl<E: Env> Spool<E> {
         tail.extend_from_slice(&record::todo_trailer(self.len, (tail.len()) as u32, crc));
         let at = TODO_MAGIC.len() as u64 + self.len;
         let tmp = &self.tmp;
-        ctx(self.file.write_at(at, &tail), || format!("write {}", tmp.display()))?;
+        ctx(self.file.write_at(at, &tail), || {
+            format!("write {}", tmp.display())
+        })?;
         if !self.cfg.disabled.contains(SyncPoint::TodoFile) {
             ctx(self.file.sync(), || format!("fsync {}", tmp.display()))?;
         }
@@ -122,9 +128,20 @@ impl<E: Env> Spool<E> {
         })
     }
 
-    /// Give up on the message: remove the file.
-    pub fn abort(self) {
-        let _ = self.env.fs().unlink(&self.tmp);
+    /// Give up on the message: remove the file (dropping a spool does the same).
+    pub fn abort(self) {}
+
+    /// The file being written and where the message bytes start in it.
+    pub fn file(&self) -> (&std::path::Path, u64) {
+        (&self.tmp, TODO_MAGIC.len() as u64)
+    }
+}
+
+impl<E: Env> Drop for Spool<E> {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.env.fs().unlink(&self.tmp);
+        }
     }
 }
 

@@ -46,7 +46,8 @@ pub struct Policy {
 pub struct Transaction {
     pub sender: String,
     pub recipients: Vec<String>,
-    /// The message with the Received line prepended; LF line ends.
+    /// The message with the Received line prepended, LF line ends; when the driver took
+    /// data along the way ([`Session::take_data`]), only the rest.
     pub data: Vec<u8>,
 }
 
@@ -104,7 +105,10 @@ pub struct Session {
     rcpts: Vec<String>,
     mode: Mode,
     line: Vec<u8>,
+    /// Message bytes not yet taken by the driver (the Received line first).
     data: Vec<u8>,
+    /// Message bytes received in this DATA (after CRLF → LF), for databytes.
+    count: u64,
     pending: Vec<u8>,
     out: Vec<u8>,
 }
@@ -128,6 +132,7 @@ impl Session {
             mode: Mode::Command,
             line: Vec::new(),
             data: Vec::new(),
+            count: 0,
             pending: Vec::new(),
             out,
         }
@@ -150,6 +155,27 @@ impl Session {
     /// Bytes not yet processed (kept while a message awaits its commit).
     pub fn buffered(&self) -> usize {
         self.pending.len()
+    }
+
+    /// True while message text is being received.
+    pub fn in_data(&self) -> bool {
+        matches!(self.mode, Mode::Data { .. })
+    }
+
+    /// Message bytes held, waiting for [`Session::take_data`] or the end of the message.
+    pub fn data_len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Take the message bytes received so far (to stream a large message to disk); the
+    /// transaction at the end then carries only what came after.
+    pub fn take_data(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.data)
+    }
+
+    /// Heap bytes the session holds (buffers' capacities), for memory-bound checks.
+    pub fn memory(&self) -> usize {
+        self.line.capacity() + self.data.capacity() + self.pending.capacity() + self.out.capacity()
     }
 
     /// The driver's read timed out: say so and close.
@@ -193,19 +219,10 @@ impl Session {
     }
 
     fn message_step(&mut self) -> Step {
-        let received = super::received::line(
-            &self.p.peer,
-            self.helo.as_deref(),
-            &self.p.local_host,
-            self.now,
-        );
-        let mut data = Vec::with_capacity(received.len() + self.data.len());
-        data.extend_from_slice(received.as_bytes());
-        data.append(&mut self.data);
         Step::Message(Transaction {
             sender: self.sender.take().unwrap_or_default(),
             recipients: std::mem::take(&mut self.rcpts),
-            data,
+            data: std::mem::take(&mut self.data),
         })
     }
 
@@ -421,7 +438,15 @@ impl Session {
         if self.rcpts.is_empty() {
             return reply(&mut self.out, "503 RCPT first (#5.5.1)");
         }
-        self.data.clear();
+        // Like qmail-smtpd, the trace line is written before the message text.
+        let received = super::received::line(
+            &self.p.peer,
+            self.helo.as_deref(),
+            &self.p.local_host,
+            self.now,
+        );
+        self.data = received.into_bytes();
+        self.count = 0;
         self.mode = Mode::Data {
             st: Data::LineStart,
             in_header: true,
@@ -447,16 +472,18 @@ impl Session {
             return 0;
         };
         let data = &mut self.data;
+        let count = &mut self.count;
         let mut emit = |b: u8| {
             if too_big {
                 return;
             }
-            if data.len() as u64 >= limit {
+            if *count >= limit {
                 // Keep reading to the end, but store nothing more.
                 too_big = true;
                 *data = Vec::new();
                 return;
             }
+            *count += 1;
             data.push(b);
             if in_header {
                 if b == b'\n' {

@@ -16,15 +16,23 @@ pub enum Verdict {
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// The message a filter sees: a spooled part in a file (path, offset, length), then bytes in
+/// memory.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    pub spooled: Option<(&'a std::path::Path, u64, u64)>,
+    pub memory: &'a [u8],
+}
+
 pub trait Filter: Send + Sync + 'static {
-    fn check<'a>(&'a self, data: &'a [u8]) -> BoxFuture<'a, Verdict>;
+    fn check<'a>(&'a self, msg: Input<'a>) -> BoxFuture<'a, Verdict>;
 }
 
 /// No filtering.
 pub struct NoFilter;
 
 impl Filter for NoFilter {
-    fn check<'a>(&'a self, _data: &'a [u8]) -> BoxFuture<'a, Verdict> {
+    fn check<'a>(&'a self, _msg: Input<'a>) -> BoxFuture<'a, Verdict> {
         Box::pin(async { Verdict::Pass })
     }
 }
@@ -33,7 +41,28 @@ impl Filter for NoFilter {
 /// message on standard input, in order, until one does not pass.
 pub struct Commands(pub Vec<String>);
 
-async fn run_one(cmd: &str, data: &[u8]) -> Verdict {
+/// Copy the message into a filter's standard input, in bounded pieces.
+async fn feed(stdin: &mut tokio::process::ChildStdin, msg: Input<'_>) -> std::io::Result<()> {
+    if let Some((path, off, len)) = msg.spooled {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let mut f = tokio::fs::File::open(path).await?;
+        f.seek(std::io::SeekFrom::Start(off)).await?;
+        let mut left = len;
+        let mut buf = vec![0u8; 64 * 1024];
+        while left > 0 {
+            let want = buf.len().min(left as usize);
+            let n = f.read(&mut buf[..want]).await?;
+            if n == 0 {
+                break;
+            }
+            stdin.write_all(&buf[..n]).await?;
+            left -= n as u64;
+        }
+    }
+    stdin.write_all(msg.memory).await
+}
+
+async fn run_one(cmd: &str, msg: Input<'_>) -> Verdict {
     let child = tokio::process::Command::new("/bin/sh")
         .arg("-c")
         .arg(cmd)
@@ -48,7 +77,7 @@ async fn run_one(cmd: &str, data: &[u8]) -> Verdict {
     };
     if let Some(mut stdin) = child.stdin.take() {
         // A filter may exit without reading everything; its exit status decides.
-        let _ = stdin.write_all(data).await;
+        let _ = feed(&mut stdin, msg).await;
     }
     match child.wait().await.map(|s| s.code()) {
         Ok(Some(0)) => Verdict::Pass,
@@ -58,10 +87,10 @@ async fn run_one(cmd: &str, data: &[u8]) -> Verdict {
 }
 
 impl Filter for Commands {
-    fn check<'a>(&'a self, data: &'a [u8]) -> BoxFuture<'a, Verdict> {
+    fn check<'a>(&'a self, msg: Input<'a>) -> BoxFuture<'a, Verdict> {
         Box::pin(async move {
             for cmd in &self.0 {
-                match run_one(cmd, data).await {
+                match run_one(cmd, msg).await {
                     Verdict::Pass => continue,
                     v => return v,
                 }

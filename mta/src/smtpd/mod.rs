@@ -17,10 +17,11 @@ use tokio::task::JoinSet;
 use crate::control::{ControlDir, ControlError};
 use crate::env::{unix_secs, Env, Fs, Listener, Net};
 use crate::queue::service::QueueHandle;
-use crate::queue::NewMessage;
+use crate::queue::spool::{self, Spool};
+use crate::queue::{Config, NewMessage, Paths};
 use crate::smtp::received::Peer;
 use crate::smtp::server::{CommitError, Policy, Session, Step};
-use filter::{Filter, Verdict};
+use filter::{Filter, Input, Verdict};
 use rules::Rules;
 
 /// Everything the receiver reads from control files (reloaded on SIGHUP).
@@ -127,11 +128,24 @@ pub struct Stats {
     pub active: AtomicUsize,
 }
 
+/// Where sessions stream messages too large to hold in memory.
+#[derive(Debug, Clone)]
+pub struct SpoolTo {
+    pub paths: Paths,
+    pub cfg: Config,
+    /// Message bytes a session holds before it starts streaming them to disk.
+    pub threshold: usize,
+}
+
+/// Default [`SpoolTo::threshold`].
+pub const SPOOL_THRESHOLD: usize = 256 * 1024;
+
 /// The receiver's shared state.
 pub struct Receiver<E: Env> {
     pub env: E,
     pub settings: watch::Receiver<Arc<Settings>>,
     pub queue: QueueHandle,
+    pub spool: SpoolTo,
     pub filter: watch::Receiver<Arc<dyn Filter>>,
     pub stats: Arc<Stats>,
 }
@@ -142,6 +156,7 @@ impl<E: Env> Clone for Receiver<E> {
             env: self.env.clone(),
             settings: self.settings.clone(),
             queue: self.queue.clone(),
+            spool: self.spool.clone(),
             filter: self.filter.clone(),
             stats: self.stats.clone(),
         }
@@ -229,6 +244,7 @@ where
     };
     let mut s = Session::new(policy, unix_secs(env.now()));
     let mut buf = vec![0u8; 16 * 1024];
+    let mut spooled: Spooled<E> = None;
     loop {
         let out = s.take_output();
         if !out.is_empty() {
@@ -251,12 +267,62 @@ where
         }
         s.set_now(unix_secs(env.now()));
         let mut step = s.input(&buf[..n]);
-        while let Step::Message(tx) = step {
-            let verdict = {
-                let filter = rx.filter.borrow().clone();
-                filter.check(&tx.data).await
+        loop {
+            spill(rx, &mut s, &mut spooled);
+            let Step::Message(tx) = step else { break };
+            let r = commit(rx, tx, spooled.take(), qp).await;
+            s.set_now(unix_secs(env.now()));
+            s.committed(r);
+            step = s.input(&[]);
+        }
+        if !s.in_data() {
+            // The message ended without a commit (too big, looping): drop its spool.
+            spooled = None;
+        }
+    }
+}
+
+/// A message being streamed to disk, or the reason that failed.
+type Spooled<E> = Option<Result<Spool<E>, ()>>;
+
+/// Move a large message's bytes from the session to disk, keeping session memory bounded.
+fn spill<E: Env>(rx: &Receiver<E>, s: &mut Session, spooled: &mut Spooled<E>) {
+    if s.data_len() < rx.spool.threshold {
+        return;
+    }
+    let chunk = s.take_data();
+    let sp = spooled.get_or_insert_with(|| {
+        Spool::create(&rx.env, &rx.spool.paths, &rx.spool.cfg).map_err(|e| {
+            tracing::warn!("spooling a large message: {e}");
+        })
+    });
+    if let Ok(sp) = sp {
+        if let Err(e) = sp.write(&chunk) {
+            tracing::warn!("spooling a large message: {e}");
+            *spooled = Some(Err(()));
+        }
+    }
+}
+
+fn write_error() -> CommitError {
+    CommitError::Temporary("qq write error or disk full (#4.3.0)".into())
+}
+
+/// Filter and queue a complete message; the result is what the session replies.
+async fn commit<E: Env>(
+    rx: &Receiver<E>,
+    tx: crate::smtp::server::Transaction,
+    spooled: Spooled<E>,
+    qp: u64,
+) -> Result<String, CommitError> {
+    let filter = rx.filter.borrow().clone();
+    let r = match spooled {
+        None => {
+            let input = Input {
+                spooled: None,
+                memory: &tx.data,
             };
-            let r = match verdict {
+            match filter.check(input).await {
                 Verdict::Pass => {
                     let m = NewMessage {
                         sender: tx.sender,
@@ -266,24 +332,54 @@ where
                         uid: 0,
                     };
                     match rx.queue.submit(m).await {
-                        Ok(id) => {
-                            rx.stats.messages.fetch_add(1, Ordering::Relaxed);
-                            Ok(id.to_string())
-                        }
+                        Ok(id) => Ok(id.to_string()),
                         Err(r) if r.permanent => Err(CommitError::Permanent(r.text)),
                         Err(r) => Err(CommitError::Temporary(r.text)),
                     }
                 }
-                Verdict::Spam => Err(CommitError::Permanent(
-                    "message rejected by spam filter".into(),
-                )),
-                Verdict::TempFail => Err(CommitError::Temporary(
-                    "mail server temporarily rejected message (#4.3.0)".into(),
-                )),
-            };
-            s.set_now(unix_secs(env.now()));
-            s.committed(r);
-            step = s.input(&[]);
+                v => Err(refused(v)),
+            }
         }
+        Some(Err(())) => Err(write_error()),
+        Some(Ok(mut sp)) => {
+            sp.write(&tx.data).map_err(|_| write_error())?;
+            let (path, off) = sp.file();
+            let input = Input {
+                spooled: Some((path, off, sp.len())),
+                memory: &[],
+            };
+            match filter.check(input).await {
+                Verdict::Pass => {
+                    let id = sp
+                        .finish(&tx.sender, &tx.recipients, qp, 0)
+                        .map_err(|e| refusal(&e))?;
+                    spool::sync_todo(&rx.env, &rx.spool.paths, &rx.spool.cfg)
+                        .map_err(|e| refusal(&e))?;
+                    rx.queue.poke();
+                    Ok(id.to_string())
+                }
+                v => Err(refused(v)),
+            }
+        }
+    };
+    if r.is_ok() {
+        rx.stats.messages.fetch_add(1, Ordering::Relaxed);
+    }
+    r
+}
+
+fn refusal(e: &crate::queue::QueueError) -> CommitError {
+    let r = crate::queue::service::Refusal::from(e);
+    if r.permanent {
+        CommitError::Permanent(r.text)
+    } else {
+        CommitError::Temporary(r.text)
+    }
+}
+
+fn refused(v: Verdict) -> CommitError {
+    match v {
+        Verdict::Spam => CommitError::Permanent("message rejected by spam filter".into()),
+        _ => CommitError::Temporary("mail server temporarily rejected message (#4.3.0)".into()),
     }
 }
