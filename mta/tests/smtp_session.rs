@@ -33,21 +33,16 @@ fn run_with(
     let mut s = Session::new(p, 1_000_000_000);
     let mut msgs = Vec::new();
     let mut out = s.take_output();
-    let mut feed = |s: &mut Session, bytes: &[u8], out: &mut Vec<u8>| loop {
-        match s.input(bytes) {
-            Step::Message(t) => {
-                let r = commit(&t);
-                msgs.push(t);
-                s.committed(r);
-                out.extend(s.take_output());
-                // Resume buffered input.
-                return feed_rest(s, out, &commit, &mut msgs);
-            }
-            Step::NeedInput | Step::Close => {
-                out.extend(s.take_output());
-                return;
-            }
+    let mut feed = |s: &mut Session, bytes: &[u8], out: &mut Vec<u8>| match s.input(bytes) {
+        Step::Message(t) => {
+            let r = commit(&t);
+            msgs.push(t);
+            s.committed(r);
+            out.extend(s.take_output());
+            // Resume buffered input.
+            feed_rest(s, out, &commit, &mut msgs);
         }
+        Step::NeedInput | Step::Close => out.extend(s.take_output()),
     };
     for c in input.chunks(chunk.max(1)) {
         if s.is_closed() {

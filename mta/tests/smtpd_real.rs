@@ -353,3 +353,23 @@ fn filters_see_all_of_a_spooled_message() {
         0
     );
 }
+
+#[test]
+fn rules_set_databytes_per_client() {
+    let srv = start(&[("smtp.rules", "127.0.0.1:allow,DATABYTES=\"20\"\n")]);
+    let (mut s, mut r) = connect(srv.addr);
+    reply(&mut r);
+    s.write_all(b"EHLO c\r\n").unwrap();
+    assert!(reply(&mut r).ends_with("250 SIZE 20\r\n"));
+    s.write_all(b"MAIL FROM:<a@example.net>\r\nRCPT TO:<fred@heaven.af.mil>\r\nDATA\r\n")
+        .unwrap();
+    for _ in 0..3 {
+        reply(&mut r);
+    }
+    s.write_all(b"this line is longer than twenty bytes\r\n.\r\n")
+        .unwrap();
+    assert_eq!(
+        reply(&mut r),
+        "552 sorry, that message size exceeds my databytes limit (#5.3.4)\r\n"
+    );
+}

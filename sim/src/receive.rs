@@ -115,25 +115,32 @@ async fn reply(r: &mut BufReader<turmoil::net::TcpStream>) -> std::io::Result<St
     Ok(line)
 }
 
-/// Send one message over SMTP; `Ok(true)` when the server said 250 after the data.
-async fn send(to: SocketAddr, i: usize) -> std::io::Result<bool> {
+/// Send one message over SMTP: `Ok(Ok(()))` when the server said 250 after the data,
+/// `Ok(Err(reply))` for any other reply.
+async fn send(to: SocketAddr, i: usize) -> std::io::Result<Result<(), String>> {
     let mut r = BufReader::new(SimNet.connect(to).await?);
-    if !reply(&mut r).await?.starts_with("220") {
-        return Ok(false);
+    let greeting = reply(&mut r).await?;
+    if !greeting.starts_with("220") {
+        return Ok(Err(greeting));
     }
     let cmds = "MAIL FROM:<client@example.net>\r\nRCPT TO:<fred@heaven.af.mil>\r\nDATA\r\n";
     r.get_mut().write_all(cmds.as_bytes()).await?;
     for want in ["250", "250", "354"] {
-        if !reply(&mut r).await?.starts_with(want) {
-            return Ok(false);
+        let got = reply(&mut r).await?;
+        if !got.starts_with(want) {
+            return Ok(Err(got));
         }
     }
     r.get_mut()
         .write_all(format!("{}.\r\n", body(i)).as_bytes())
         .await?;
-    let ok = reply(&mut r).await?.starts_with("250 ok");
+    let last = reply(&mut r).await?;
     let _ = r.get_mut().write_all(b"QUIT\r\n").await;
-    Ok(ok)
+    Ok(if last.starts_with("250 ok") {
+        Ok(())
+    } else {
+        Err(last)
+    })
 }
 
 /// What happened in one crash-mid-receive run.
@@ -150,17 +157,32 @@ pub struct Outcome {
     pub trace_hash: u64,
     /// Mutating filesystem operations of the last boot (all of them in a crash-free run).
     pub ops: u64,
+    /// Replies the client saw after the data that were not `250`.
+    pub refusals: Vec<String>,
 }
 
 /// Send `n` messages; the MTA crashes after filesystem operation `crash_after` of its first
 /// boot (if given) and restarts from what `persist` says reached the disk.
 pub fn run(n: usize, crash_after: Option<u64>, persist: Persist, seed: u64) -> Outcome {
-    let clock = Clock::new(EPOCH_MS);
-    let disk = Disk::with_image(installation(&[]), clock.clone());
-    disk.arm(Faults {
+    let faults = Faults {
         crash_after,
         ..Faults::default()
-    });
+    };
+    run_with(n, faults, persist, seed, |_, _| {})
+}
+
+/// [`run`] with any faults armed for the first boot; `during` sees each acknowledged count
+/// (e.g. to heal a fault once the client has seen failures).
+pub fn run_with(
+    n: usize,
+    faults: Faults,
+    persist: Persist,
+    seed: u64,
+    during: impl Fn(&Disk, usize),
+) -> Outcome {
+    let clock = Clock::new(EPOCH_MS);
+    let disk = Disk::with_image(installation(&[]), clock.clone());
+    disk.arm(faults);
     let mut sim = turmoil::Builder::new()
         .epoch(std::time::UNIX_EPOCH + Duration::from_millis(EPOCH_MS))
         .simulation_duration(Duration::from_secs(600))
@@ -169,15 +191,24 @@ pub fn run(n: usize, crash_after: Option<u64>, persist: Persist, seed: u64) -> O
     let d = disk.clone();
     sim.host("mta", move || mta_host(d.clone(), seed));
     let acked = Arc::new(Mutex::new(Vec::new()));
+    let refusals = Arc::new(Mutex::new(Vec::new()));
     let a = acked.clone();
+    let rf = refusals.clone();
     sim.client("client", async move {
         let to = SocketAddr::new(turmoil::lookup("mta"), PORT);
         for i in 0..n {
             loop {
                 let r = tokio::time::timeout(Duration::from_secs(5), send(to, i)).await;
-                if let Ok(Ok(true)) = r {
-                    a.lock().unwrap_or_else(|e| e.into_inner()).push(i);
-                    break;
+                match r {
+                    Ok(Ok(Ok(()))) => {
+                        a.lock().unwrap_or_else(|e| e.into_inner()).push(i);
+                        break;
+                    }
+                    Ok(Ok(Err(reply))) => rf
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(reply.trim_end().to_string()),
+                    _ => {}
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
@@ -186,6 +217,10 @@ pub fn run(n: usize, crash_after: Option<u64>, persist: Persist, seed: u64) -> O
     });
     loop {
         let done = sim.step().expect("simulation step");
+        during(
+            &disk,
+            refusals.lock().unwrap_or_else(|e| e.into_inner()).len(),
+        );
         if disk.frozen() {
             sim.crash("mta");
             disk.crash(&persist);
@@ -195,15 +230,14 @@ pub fn run(n: usize, crash_after: Option<u64>, persist: Persist, seed: u64) -> O
             break;
         }
     }
-    let live = disk.live().expect("mounted");
-    let trace_hash = live.trace_hash();
-    let ops = live.ops();
+    // The crash may have come in the last step, with no reboot after it: then the disk image
+    // is what the next boot would find.
+    let (image, trace_hash, ops) = match disk.live() {
+        Some(fs) => (fs.live_image(), fs.trace_hash(), fs.ops()),
+        None => (disk.image(), 0, 0),
+    };
     drop(sim);
-    let env = SimEnv::manual(
-        SimFs::from_image(live.live_image(), clock.clone()),
-        clock,
-        0,
-    );
+    let env = SimEnv::manual(SimFs::from_image(image, clock.clone()), clock, 0);
     let rw = Rewrite::load(&ControlDir::new(env.fs(), Path::new(ROOT))).expect("controls");
     let (mut q, _) = Queue::open(
         env,
@@ -224,7 +258,9 @@ pub fn run(n: usize, crash_after: Option<u64>, persist: Persist, seed: u64) -> O
     }
     stored.sort_unstable();
     let acked = acked.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let refusals = refusals.lock().unwrap_or_else(|e| e.into_inner()).clone();
     Outcome {
+        refusals,
         acked,
         stored,
         corrupt,
@@ -232,4 +268,50 @@ pub fn run(n: usize, crash_after: Option<u64>, persist: Persist, seed: u64) -> O
         trace_hash,
         ops,
     }
+}
+
+/// Totals of a crash-mid-receive enumeration.
+#[derive(Debug, Clone, Default)]
+pub struct Campaign {
+    pub crash_points: u64,
+    pub runs: usize,
+    pub acked: usize,
+    /// Messages kept although their 250 never reached the client (complete, counted).
+    pub unacked_kept: usize,
+    pub violations: Vec<String>,
+}
+
+/// Crash the receiving MTA after every filesystem operation of a clean run (sending `n`
+/// messages), under four persistence choices each; check every acknowledged message survives.
+pub fn crash_mid_receive(n: usize, spool_threshold: usize, seed: u64) -> Campaign {
+    SPOOL_THRESHOLD.store(spool_threshold, std::sync::atomic::Ordering::Relaxed);
+    let mut c = Campaign::default();
+    let clean = run(n, None, Persist::Synced, seed);
+    c.crash_points = clean.ops;
+    for k in 1..=clean.ops {
+        for p in [
+            Persist::Synced,
+            Persist::All,
+            Persist::AllBut(0),
+            Persist::TornLastWrite,
+        ] {
+            let o = run(n, Some(k), p.clone(), seed ^ k);
+            c.runs += 1;
+            c.acked += o.acked.len();
+            c.unacked_kept += o.stored.len().saturating_sub(o.acked.len());
+            let lost: Vec<_> = o.acked.iter().filter(|i| !o.stored.contains(i)).collect();
+            if !lost.is_empty() || o.corrupt > 0 || o.acked.len() != n {
+                c.violations.push(format!(
+                    "seed={seed} crash_after={k} persist={p:?}: lost {lost:?}, corrupt {}, acked {}/{n}",
+                    o.corrupt,
+                    o.acked.len()
+                ));
+            }
+        }
+    }
+    SPOOL_THRESHOLD.store(
+        mta::smtpd::SPOOL_THRESHOLD,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    c
 }

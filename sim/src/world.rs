@@ -72,6 +72,10 @@ impl Disk {
             st.image = fs.crash_image(p);
         }
     }
+    /// The image a boot would mount now.
+    pub fn image(&self) -> Image {
+        self.st().image.clone()
+    }
     /// The disk as the running host sees it (for final checks).
     pub fn live(&self) -> Option<SimFs> {
         self.st().mounted.clone()

@@ -128,8 +128,11 @@ fn run(crash_after: Option<u64>, persist: Persist, seed: u64) -> (Vec<Vec<u8>>, 
             break;
         }
     }
-    let fs = disk.live().expect("mounted");
-    let env = SimEnv::manual(SimFs::from_image(fs.live_image(), clock.clone()), clock, 0);
+    // A crash in the last step leaves no mounted disk: use what the next boot would find.
+    let image = disk
+        .live()
+        .map_or_else(|| disk.image(), |fs| fs.live_image());
+    let env = SimEnv::manual(SimFs::from_image(image, clock.clone()), clock, 0);
     drop(sim);
     let (mut q, _) = Queue::open(
         env,
