@@ -10,6 +10,8 @@ pub mod env;
 pub mod fuzz;
 pub mod init;
 pub mod inject;
+pub mod local;
 pub mod queue;
+pub mod send;
 pub mod smtp;
 pub mod smtpd;

@@ -10,7 +10,9 @@ use std::time::{Duration, SystemTime};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use mta::env::{Env, Listener, Net, Udp};
+use std::collections::BTreeMap;
+
+use mta::env::{Env, Exit, Listener, Net, Program, Udp};
 
 use crate::fs::{Clock, SimFs};
 
@@ -22,7 +24,13 @@ pub struct SimEnv {
     /// Unix ms at turmoil time zero, when running inside turmoil.
     epoch_ms: Option<u64>,
     rng: Arc<Mutex<ChaCha8Rng>>,
+    programs: Arc<Mutex<BTreeMap<String, ProgramFn>>>,
+    /// Every program run, in order (for checks).
+    pub runs: Arc<Mutex<Vec<Program>>>,
 }
+
+/// A scripted program of the simulated host.
+pub type ProgramFn = Arc<dyn Fn(&Program) -> Exit + Send + Sync>;
 
 impl SimEnv {
     /// An env outside turmoil: the clock moves only when told (or by `sleep`).
@@ -33,7 +41,17 @@ impl SimEnv {
             clock,
             epoch_ms: None,
             rng: Arc::new(Mutex::new(ChaCha8Rng::seed_from_u64(seed))),
+            programs: Arc::new(Mutex::new(BTreeMap::new())),
+            runs: Arc::new(Mutex::new(Vec::new())),
         }
+    }
+
+    /// Script what `command` does when a .qmail line runs it.
+    pub fn set_program(&self, command: &str, f: impl Fn(&Program) -> Exit + Send + Sync + 'static) {
+        self.programs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(command.to_string(), Arc::new(f));
     }
     /// An env for a turmoil host: time is `epoch_ms` plus turmoil's simulated elapsed time.
     pub fn turmoil(fs: SimFs, clock: Clock, epoch_ms: u64, seed: u64) -> Self {
@@ -85,6 +103,26 @@ impl Env for SimEnv {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .next_u64()
+    }
+    fn run_program(
+        &self,
+        p: Program,
+    ) -> impl std::future::Future<Output = io::Result<Exit>> + Send {
+        let f = self
+            .programs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&p.command)
+            .cloned();
+        let exit = match f {
+            Some(f) => f(&p),
+            None => Exit {
+                code: Some(127),
+                output: format!("sh: {}: not found", p.command).into_bytes(),
+            },
+        };
+        self.runs.lock().unwrap_or_else(|e| e.into_inner()).push(p);
+        async move { Ok(exit) }
     }
 }
 

@@ -27,7 +27,32 @@ pub trait Env: Clone + Send + Sync + 'static {
     fn sleep(&self, d: Duration) -> impl Future<Output = ()> + Send;
     /// Uniformly random 64 bits (seeded in the simulator).
     fn random_u64(&self) -> u64;
+    /// Run a program (`/bin/sh -c command` on a real host; scripted in the simulator).
+    fn run_program(&self, p: Program) -> impl Future<Output = io::Result<Exit>> + Send;
 }
+
+/// A program run for delivery (`|command` in a .qmail file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Program {
+    pub command: String,
+    /// Working directory (the user's home).
+    pub dir: std::path::PathBuf,
+    /// Environment variables (qmail-command's SENDER, RECIPIENT, ...).
+    pub vars: Vec<(String, String)>,
+    pub stdin: Vec<u8>,
+}
+
+/// How a program ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exit {
+    /// `None` when killed by a signal.
+    pub code: Option<i32>,
+    /// The start of what it wrote to stdout and stderr.
+    pub output: Vec<u8>,
+}
+
+/// Output kept from a program (the delivery report quotes it).
+pub const MAX_PROGRAM_OUTPUT: usize = 1000;
 
 /// Unix seconds of a wall-clock time (0 for times before the epoch).
 pub fn unix_secs(t: SystemTime) -> u64 {

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::{Env, Fs, FsFile, Listener, Metadata, Net, Udp};
+use super::{Env, Exit, Fs, FsFile, Listener, Metadata, Net, Program, Udp, MAX_PROGRAM_OUTPUT};
 
 #[derive(Clone, Default)]
 pub struct RealEnv {
@@ -40,6 +40,49 @@ impl Env for RealEnv {
     }
     fn random_u64(&self) -> u64 {
         rand::random()
+    }
+    async fn run_program(&self, p: Program) -> io::Result<Exit> {
+        use std::process::Stdio;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut child = tokio::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&p.command)
+            .current_dir(&p.dir)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .envs(p.vars.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let mut stdin = child.stdin.take();
+        let input = p.stdin;
+        // Feed stdin while reading output, so neither side can block the other.
+        let writer = tokio::spawn(async move {
+            if let Some(s) = stdin.as_mut() {
+                let _ = s.write_all(&input).await;
+            }
+        });
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let (mut so, mut se) = (child.stdout.take(), child.stderr.take());
+        let read = async {
+            if let Some(s) = so.as_mut() {
+                let _ = s.read_to_end(&mut out).await;
+            }
+            if let Some(s) = se.as_mut() {
+                let _ = s.read_to_end(&mut err).await;
+            }
+        };
+        read.await;
+        let status = child.wait().await?;
+        let _ = writer.await;
+        out.extend_from_slice(&err);
+        out.truncate(MAX_PROGRAM_OUTPUT);
+        Ok(Exit {
+            code: status.code(),
+            output: out,
+        })
     }
 }
 

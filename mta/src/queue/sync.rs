@@ -23,10 +23,16 @@ pub enum SyncPoint {
     InstallFiles,
     /// `mta init`: directories holding new entries.
     InstallDirs,
+    /// A message file in a Maildir's `tmp/`, before it is linked into `new/`.
+    MaildirFile,
+    /// A Maildir's `new/` after the link: the local delivery commit point.
+    MaildirNew,
+    /// An mbox after appending a message.
+    MboxFile,
 }
 
 impl SyncPoint {
-    pub const ALL: [SyncPoint; 8] = [
+    pub const ALL: [SyncPoint; 11] = [
         SyncPoint::LayoutDirs,
         SyncPoint::TodoFile,
         SyncPoint::TodoDir,
@@ -35,6 +41,9 @@ impl SyncPoint {
         SyncPoint::TodoUnlink,
         SyncPoint::InstallFiles,
         SyncPoint::InstallDirs,
+        SyncPoint::MaildirFile,
+        SyncPoint::MaildirNew,
+        SyncPoint::MboxFile,
     ];
     fn bit(self) -> u32 {
         1 << (self as u32)

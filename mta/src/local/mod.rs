@@ -1,0 +1,351 @@
+//! Local delivery (qmail-lspawn + qmail-local): find the user and the `.qmail` file for a
+//! recipient, then carry out its instructions: Maildir (exactly once), mbox, programs, forwards.
+
+pub mod assign;
+pub mod dotqmail;
+pub mod maildir;
+pub mod mbox;
+
+use std::path::{Path, PathBuf};
+
+use crate::control::{ControlDir, ControlError};
+use crate::date;
+use crate::env::{Env, Exit, Fs, Program};
+use crate::queue::{Disabled, MsgId};
+use assign::{Assign, User};
+use dotqmail::Instruction;
+
+/// What local delivery reads from the installation.
+#[derive(Debug, Clone)]
+pub struct LocalConfig {
+    pub root: PathBuf,
+    pub me: String,
+    pub assign: Assign,
+    /// Instructions used when there is no `.qmail` file (control/defaultdelivery).
+    pub defaultdelivery: String,
+    /// Verification only: fsync points to skip.
+    pub disabled: Disabled,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalConfigError {
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error(transparent)]
+    Assign(#[from] assign::AssignError),
+    #[error("users/assign: {0}")]
+    Read(std::io::Error),
+}
+
+impl LocalConfig {
+    pub fn load<F: Fs>(fs: &F, root: &Path) -> Result<Self, LocalConfigError> {
+        let c = ControlDir::new(fs, root);
+        let assign = match fs.read(&root.join("users/assign")) {
+            Ok(b) => Assign::parse(&String::from_utf8_lossy(&b))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Assign::default(),
+            Err(e) => return Err(LocalConfigError::Read(e)),
+        };
+        let defaultdelivery = c
+            .lines("defaultdelivery")?
+            .map(|l| l.join("\n"))
+            .unwrap_or_else(|| "./Maildir/".into());
+        Ok(LocalConfig {
+            root: root.to_path_buf(),
+            me: c.me()?,
+            assign,
+            defaultdelivery,
+            disabled: Disabled::none(),
+        })
+    }
+}
+
+/// One recipient of one message.
+#[derive(Debug, Clone)]
+pub struct Delivery<'a> {
+    pub id: MsgId,
+    pub rcpt: u32,
+    pub sender: &'a str,
+    /// The recipient after rewriting (`local@domain`).
+    pub recipient: &'a str,
+    pub message: &'a [u8],
+}
+
+/// How a local delivery ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done. `forwards` must be queued (with `forward_data`, from `forward_sender`).
+    Delivered {
+        report: String,
+        forwards: Vec<String>,
+        forward_sender: String,
+        forward_data: Vec<u8>,
+    },
+    Deferred(String),
+    Failed(String),
+}
+
+fn perm_code(code: i32) -> bool {
+    matches!(code, 64 | 65 | 70 | 76 | 77 | 78 | 100 | 112)
+}
+
+/// The header block qmail-local prepends for files and forwards.
+fn dtline(recipient: &str) -> String {
+    format!("Delivered-To: {recipient}\n")
+}
+
+/// True if the message header already holds exactly this Delivered-To line.
+fn looping(message: &[u8], dt: &str) -> bool {
+    let want = dt.trim_end().as_bytes();
+    for line in message.split(|&b| b == b'\n') {
+        if line.is_empty() {
+            return false;
+        }
+        if line.eq_ignore_ascii_case(want) {
+            return true;
+        }
+    }
+    false
+}
+
+/// qmail-command's HOST2..4 / EXT2..4: the part before the n-th last dot, after the n-th dash.
+fn host_n(host: &str, n: usize) -> String {
+    let mut h = host;
+    for _ in 1..n {
+        h = h.rfind('.').map_or("", |i| &h[..i]);
+    }
+    h.to_string()
+}
+fn ext_n(ext: &str, n: usize) -> String {
+    let mut e = ext;
+    for _ in 1..n {
+        e = e.find('-').map_or("", |i| &e[i + 1..]);
+    }
+    e.to_string()
+}
+
+/// Deliver one recipient.
+pub async fn deliver<E: Env>(env: &E, cfg: &LocalConfig, d: &Delivery<'_>) -> Outcome {
+    let fs = env.fs();
+    let (local, domain) = d
+        .recipient
+        .rsplit_once('@')
+        .unwrap_or((d.recipient, &cfg.me));
+    if local.is_empty() {
+        return delivered("empty local part; dropped.".into(), Vec::new(), d);
+    }
+    let user = cfg.assign.lookup(local).unwrap_or_else(|| User {
+        user: "alias".into(),
+        uid: 0,
+        gid: 0,
+        home: cfg.root.join("alias"),
+        dash: "-".into(),
+        ext: local.to_string(),
+    });
+    match fs.metadata(&user.home) {
+        Ok(m) if m.is_dir && m.mode & 0o022 != 0 => {
+            return Outcome::Deferred("Uh-oh: home directory is writable. (#4.7.0)".into())
+        }
+        Ok(m) if m.is_dir => {}
+        _ => return Outcome::Deferred("Unable to switch to home directory. (#4.3.0)".into()),
+    }
+    let dt = dtline(d.recipient);
+    if looping(d.message, &dt) {
+        return Outcome::Failed(
+            "This message is looping: it already has my Delivered-To line. (#5.4.6)".into(),
+        );
+    }
+    // Find the .qmail file.
+    let mut found = None;
+    for (name, default) in dotqmail::candidates(&user.dash, &user.ext) {
+        let p = user.home.join(&name);
+        match fs.metadata(&p) {
+            Ok(m) if m.mode & 0o002 != 0 => {
+                return Outcome::Deferred("Uh-oh: .qmail file is writable. (#4.7.0)".into())
+            }
+            Ok(_) => match fs.read(&p) {
+                Ok(b) => {
+                    found = Some((name, default, String::from_utf8_lossy(&b).into_owned()));
+                    break;
+                }
+                Err(_) => return Outcome::Deferred(format!("Unable to read {name}. (#4.3.0)")),
+            },
+            Err(_) => continue,
+        }
+    }
+    let (text, default, owner_file) = match found {
+        Some((name, default, text)) => (text, default, Some(format!("{name}-owner"))),
+        None if !user.dash.is_empty() => {
+            return Outcome::Failed("Sorry, no mailbox here by that name. (#5.1.1)".into())
+        }
+        None => (String::new(), String::new(), None),
+    };
+    let mut ins = match dotqmail::parse(&text) {
+        Ok(i) => i,
+        Err(_) => {
+            return Outcome::Deferred("Uh-oh: first line of .qmail file is blank. (#4.2.1)".into())
+        }
+    };
+    if ins.is_empty() {
+        ins = dotqmail::parse(&cfg.defaultdelivery).unwrap_or_default();
+    }
+    // Forwards go out from local-owner@domain when a -owner file exists.
+    let forward_sender = match owner_file {
+        Some(o) if fs.metadata(&user.home.join(&o)).is_ok() => format!("{local}-owner@{domain}"),
+        _ => d.sender.to_string(),
+    };
+    let rp = format!("Return-Path: <{}>\n", d.sender);
+    let now = crate::env::unix_secs(env.now());
+    let ufline = format!(
+        "From {} {}\n",
+        if d.sender.is_empty() {
+            "MAILER-DAEMON"
+        } else {
+            d.sender
+        },
+        date::ctime(now)
+    );
+    let mut header = rp.clone().into_bytes();
+    header.extend_from_slice(dt.as_bytes());
+    let (mut files, mut programs) = (0, 0);
+    let mut forwards = Vec::new();
+    let mut report = String::new();
+    for i in ins {
+        match i {
+            Instruction::Maildir(p) => {
+                let dir = user.home.join(&p);
+                let name = format!(
+                    "{}.M{:016x}R{}.{}",
+                    d.id.secs,
+                    d.id.rand,
+                    d.rcpt,
+                    safe_host(&cfg.me)
+                );
+                let mut data = header.clone();
+                data.extend_from_slice(d.message);
+                if let Err(e) = maildir::deliver(fs, &dir, &name, &data, cfg.disabled) {
+                    return Outcome::Deferred(format!(
+                        "Unable to deliver to Maildir {p}: {e}. (#4.2.1)"
+                    ));
+                }
+                files += 1;
+            }
+            Instruction::Mbox(p) => {
+                let mut head = ufline.clone().into_bytes();
+                head.extend_from_slice(&header);
+                match mbox::deliver(env, &user.home.join(&p), &head, d.message, cfg.disabled).await
+                {
+                    Ok(()) => files += 1,
+                    Err(mbox::MboxError::Locked) => {
+                        return Outcome::Deferred(format!("Unable to lock {p}. (#4.2.1)"))
+                    }
+                    Err(mbox::MboxError::Io(e)) => {
+                        return Outcome::Deferred(format!("Unable to write {p}: {e}. (#4.3.0)"))
+                    }
+                }
+            }
+            Instruction::Program(cmd) => {
+                let vars = vec![
+                    ("SENDER", d.sender.to_string()),
+                    ("NEWSENDER", forward_sender.clone()),
+                    ("RECIPIENT", d.recipient.to_string()),
+                    ("USER", user.user.clone()),
+                    ("HOME", user.home.display().to_string()),
+                    ("HOST", domain.to_string()),
+                    ("HOST2", host_n(domain, 2)),
+                    ("HOST3", host_n(domain, 3)),
+                    ("HOST4", host_n(domain, 4)),
+                    ("LOCAL", local.to_string()),
+                    ("EXT", user.ext.clone()),
+                    ("EXT2", ext_n(&user.ext, 2)),
+                    ("EXT3", ext_n(&user.ext, 3)),
+                    ("EXT4", ext_n(&user.ext, 4)),
+                    ("DEFAULT", default.clone()),
+                    ("DTLINE", dt.clone()),
+                    ("RPLINE", rp.clone()),
+                    ("UFLINE", ufline.clone()),
+                ];
+                let p = Program {
+                    command: cmd.clone(),
+                    dir: user.home.clone(),
+                    vars: vars.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+                    stdin: d.message.to_vec(),
+                };
+                let exit = env.run_program(p).await;
+                let out = |e: &Exit| String::from_utf8_lossy(&e.output).trim_end().to_string();
+                match exit {
+                    Ok(e) if e.code == Some(0) => {
+                        programs += 1;
+                        report.push_str(&out(&e));
+                    }
+                    Ok(e) if e.code == Some(99) => {
+                        programs += 1;
+                        report.push_str(&out(&e));
+                        break;
+                    }
+                    Ok(e) if e.code.is_some_and(perm_code) => return Outcome::Failed(out(&e)),
+                    Ok(e) => {
+                        let why = out(&e);
+                        return Outcome::Deferred(if why.is_empty() {
+                            "Unable to run the delivery program. (#4.3.0)".into()
+                        } else {
+                            why
+                        });
+                    }
+                    Err(e) => {
+                        return Outcome::Deferred(format!("Unable to run {cmd}: {e}. (#4.3.0)"))
+                    }
+                }
+            }
+            Instruction::Forward(a) => forwards.push(a),
+        }
+    }
+    let mut fwd = Vec::new();
+    if !forwards.is_empty() {
+        fwd = dt.clone().into_bytes();
+        fwd.extend_from_slice(d.message);
+    }
+    let report = format!("{}did {}+{}+{}/", report, files, forwards.len(), programs);
+    Outcome::Delivered {
+        report,
+        forwards,
+        forward_sender,
+        forward_data: fwd,
+    }
+}
+
+fn delivered(report: String, forwards: Vec<String>, d: &Delivery<'_>) -> Outcome {
+    Outcome::Delivered {
+        report,
+        forwards,
+        forward_sender: d.sender.to_string(),
+        forward_data: Vec::new(),
+    }
+}
+
+/// Maildir names may not hold `/` or `:`.
+fn safe_host(h: &str) -> String {
+    h.replace(['/', ':'], "_")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qmail_command_pieces() {
+        assert_eq!(host_n("heaven.af.mil", 2), "heaven.af");
+        assert_eq!(host_n("heaven.af.mil", 3), "heaven");
+        assert_eq!(host_n("heaven.af.mil", 4), "");
+        assert_eq!(ext_n("a-b-c", 2), "b-c");
+        assert_eq!(ext_n("a-b-c", 3), "c");
+        assert_eq!(ext_n("a-b-c", 4), "");
+        assert!(looping(
+            b"Delivered-To: fred@x\nSubject: y\n\nbody",
+            "Delivered-To: FRED@x\n"
+        ));
+        assert!(!looping(
+            b"Subject: y\n\nDelivered-To: fred@x\n",
+            "Delivered-To: fred@x\n"
+        ));
+    }
+}

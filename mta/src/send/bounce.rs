@@ -1,0 +1,167 @@
+//! Bounce messages in qmail's format (QSBMF), double bounces and triple-bounce discards.
+
+use crate::date;
+
+/// The envelope sender of a double bounce (qmail's `#@[]`).
+pub const DOUBLE_BOUNCE_SENDER: &str = "#@[]";
+
+/// Names a bounce is made with (control files bouncefrom, bouncehost, doublebounceto,
+/// doublebouncehost).
+#[derive(Debug, Clone)]
+pub struct Names {
+    pub bouncefrom: String,
+    pub bouncehost: String,
+    /// Empty: double bounces are discarded.
+    pub doublebounceto: String,
+    pub doublebouncehost: String,
+}
+
+/// What to do with a message that has failed recipients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bounce {
+    /// Queue this message.
+    Send {
+        sender: String,
+        recipient: String,
+        data: Vec<u8>,
+    },
+    /// Nobody to tell: drop it, with the reason for the log.
+    Discard(&'static str),
+}
+
+/// Build the bounce for `message` (sent by `sender`) whose `failures` are (recipient, report).
+pub fn make(
+    n: &Names,
+    sender: &str,
+    failures: &[(String, String)],
+    message: &[u8],
+    now: u64,
+) -> Bounce {
+    if sender == DOUBLE_BOUNCE_SENDER {
+        return Bounce::Discard("triple bounce");
+    }
+    let double = sender.is_empty();
+    if double && n.doublebounceto.is_empty() {
+        return Bounce::Discard("double bounce with an empty doublebounceto");
+    }
+    let to = if double {
+        format!("{}@{}", n.doublebounceto, n.doublebouncehost)
+    } else {
+        sender.to_string()
+    };
+    let mut d = String::new();
+    d.push_str(&format!("Date: {}\n", date::rfc822(now)));
+    d.push_str(&format!("From: {}@{}\n", n.bouncefrom, n.bouncehost));
+    d.push_str(&format!("To: {to}\n"));
+    d.push_str("Subject: failure notice\n\n");
+    d.push_str(&format!(
+        "Hi. This is the qmail-send program at {}.\n",
+        n.bouncehost
+    ));
+    if double {
+        d.push_str(
+            "I tried to deliver a bounce message to this address, but the bounce bounced!\n\n",
+        );
+    } else {
+        d.push_str(
+            "I'm afraid I wasn't able to deliver your message to the following addresses.\n",
+        );
+        d.push_str("This is a permanent error; I've given up. Sorry it didn't work out.\n\n");
+    }
+    for (rcpt, report) in failures {
+        d.push_str(&format!("<{rcpt}>:\n{}\n\n", report.trim_end()));
+    }
+    d.push_str(if double {
+        "--- Below this line is the original bounce.\n\n"
+    } else {
+        "--- Below this line is a copy of the message.\n\n"
+    });
+    d.push_str(&format!("Return-Path: <{sender}>\n"));
+    let mut data = d.into_bytes();
+    data.extend_from_slice(message);
+    Bounce::Send {
+        sender: if double {
+            DOUBLE_BOUNCE_SENDER.to_string()
+        } else {
+            String::new()
+        },
+        recipient: to,
+        data,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dbt: &str) -> Names {
+        Names {
+            bouncefrom: "MAILER-DAEMON".into(),
+            bouncehost: "heaven.af.mil".into(),
+            doublebounceto: dbt.into(),
+            doublebouncehost: "heaven.af.mil".into(),
+        }
+    }
+
+    #[test]
+    fn single_bounce_text() {
+        let f = vec![(
+            "nobody@heaven.af.mil".to_string(),
+            "Sorry, no mailbox here by that name. (#5.1.1)".to_string(),
+        )];
+        let Bounce::Send {
+            sender,
+            recipient,
+            data,
+        } = make(
+            &names("postmaster"),
+            "joe@heaven.af.mil",
+            &f,
+            b"Subject: x\n\nhi\n",
+            0,
+        )
+        else {
+            panic!()
+        };
+        assert_eq!(sender, "");
+        assert_eq!(recipient, "joe@heaven.af.mil");
+        let t = String::from_utf8(data).unwrap();
+        assert_eq!(
+            t,
+            "Date: 1 Jan 1970 00:00:00 -0000\nFrom: MAILER-DAEMON@heaven.af.mil\nTo: joe@heaven.af.mil\n\
+Subject: failure notice\n\nHi. This is the qmail-send program at heaven.af.mil.\n\
+I'm afraid I wasn't able to deliver your message to the following addresses.\n\
+This is a permanent error; I've given up. Sorry it didn't work out.\n\n\
+<nobody@heaven.af.mil>:\nSorry, no mailbox here by that name. (#5.1.1)\n\n\
+--- Below this line is a copy of the message.\n\nReturn-Path: <joe@heaven.af.mil>\nSubject: x\n\nhi\n"
+        );
+    }
+
+    #[test]
+    fn double_and_triple_bounces() {
+        let f = vec![("joe@x.org".to_string(), "no".to_string())];
+        let Bounce::Send {
+            sender,
+            recipient,
+            data,
+        } = make(&names("postmaster"), "", &f, b"b", 0)
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (sender.as_str(), recipient.as_str()),
+            ("#@[]", "postmaster@heaven.af.mil")
+        );
+        let t = String::from_utf8(data).unwrap();
+        assert!(t.contains("but the bounce bounced!"));
+        assert!(t.contains("--- Below this line is the original bounce.\n\nReturn-Path: <>\nb"));
+        assert_eq!(
+            make(&names("postmaster"), "#@[]", &f, b"b", 0),
+            Bounce::Discard("triple bounce")
+        );
+        assert!(matches!(
+            make(&names(""), "", &f, b"b", 0),
+            Bounce::Discard(_)
+        ));
+    }
+}

@@ -1,0 +1,5 @@
+//! The queue manager (qmail-send): schedules delivery passes, runs local and remote
+//! deliveries, records outcomes and queues bounces.
+
+pub mod bounce;
+pub mod schedule;
