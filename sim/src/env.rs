@@ -92,6 +92,11 @@ impl Env for SimEnv {
         let clock = self.clock.clone();
         async move {
             if manual {
+                // Let every other ready task run first: work takes no simulated time, so
+                // time moves only when everything else is waiting.
+                for _ in 0..4 {
+                    tokio::task::yield_now().await;
+                }
                 clock.advance(d);
             } else {
                 tokio::time::sleep(d).await;

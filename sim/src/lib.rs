@@ -3,6 +3,7 @@
 //! crash-point enumerator.
 
 pub mod crash;
+pub mod deliver;
 pub mod env;
 pub mod fs;
 pub mod install;

@@ -46,8 +46,10 @@ fn scan(
 ) -> Result<u64, QueueError> {
     let mut at = 0usize;
     while let Frame::Whole(body, n) = frame(&buf[at..]) {
+        for (r, end) in Record::decode_flat(body)? {
+            f(r, (at + 8 + end) as u64)?;
+        }
         at += n;
-        f(Record::decode(body)?, at as u64)?;
     }
     Ok(at as u64)
 }
@@ -158,8 +160,21 @@ impl<F: Fs> Log<F> {
         let mut buf = Vec::new();
         let mut ends = Vec::with_capacity(recs.len());
         for r in recs {
+            let start = buf.len();
             r.encode(&mut buf);
-            ends.push(buf.len() as u64);
+            match r {
+                // Members end inside the group's frame, after its 8-byte header and kind byte.
+                Record::Group(members) => {
+                    let mut at = start + 9;
+                    for m in members {
+                        let mut one = Vec::new();
+                        m.encode(&mut one);
+                        at += one.len();
+                        ends.push(at as u64);
+                    }
+                }
+                _ => ends.push(buf.len() as u64),
+            }
         }
         if self.head_len > 0 && self.head_len + buf.len() as u64 > cfg.segment_size {
             let next = self.segs.last().map_or(1, |s| s + 1);

@@ -407,7 +407,11 @@ impl<E: Env> Queue<E> {
             return Ok(());
         }
         let placed = self.log.append(self.env.fs(), &self.cfg, &recs)?;
-        for ((seg, end), r) in placed.into_iter().zip(recs) {
+        let flat = recs.into_iter().flat_map(|r| match r {
+            Record::Group(members) => members,
+            r => vec![r],
+        });
+        for ((seg, end), r) in placed.into_iter().zip(flat) {
             apply(&mut self.msgs, seg, end, r);
         }
         Ok(())
@@ -459,6 +463,60 @@ impl<E: Env> Queue<E> {
             .collect();
         self.append(recs)?;
         Ok(ids)
+    }
+
+    /// A fresh message id.
+    pub fn new_id(&self) -> MsgId {
+        let mut id = new_id(&self.env);
+        while self.msgs.contains_key(&id) {
+            id = new_id(&self.env);
+        }
+        id
+    }
+
+    /// The log record for a new message under `id`, born `birth`.
+    pub fn message_record(
+        &self,
+        id: MsgId,
+        birth: u64,
+        m: NewMessage,
+        classify: &impl Classify,
+    ) -> Record {
+        let rcpts = m
+            .recipients
+            .iter()
+            .map(|r| {
+                let (addr, channel) = classify.classify(r);
+                Recipient {
+                    original: r.clone(),
+                    addr,
+                    channel,
+                }
+            })
+            .collect();
+        Record::Msg {
+            env: Envelope {
+                id,
+                birth,
+                qp: m.qp,
+                uid: m.uid,
+                sender: m.sender,
+                recipients: m.recipients,
+            },
+            rcpts,
+            data: m.data,
+        }
+    }
+
+    /// True if a message with this id is in the queue.
+    pub fn contains(&self, id: MsgId) -> bool {
+        self.msgs.contains_key(&id)
+    }
+
+    /// Append records (a [`Record::Group`] takes effect whole or not at all) as one durable
+    /// batch.
+    pub fn commit(&mut self, recs: Vec<Record>) -> Result<(), QueueError> {
+        self.append(recs)
     }
 
     /// Make recipients' outcomes durable (one fsync for the batch).
@@ -554,7 +612,7 @@ fn apply(msgs: &mut BTreeMap<MsgId, MsgState>, seg: u64, end: u64, r: Record) {
         Record::Retire { id } => {
             msgs.remove(&id);
         }
-        Record::Checkpoint { .. } => {}
+        Record::Checkpoint { .. } | Record::Group(_) => {}
     }
 }
 

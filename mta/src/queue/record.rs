@@ -95,12 +95,16 @@ pub enum Record {
     /// Segments numbered below `low_water` hold nothing live and are being removed. Made
     /// durable before the unlinks, so a segment whose unlink did not persist is ignored.
     Checkpoint { low_water: u64 },
+    /// Records that take effect together or not at all (one frame, one checksum): a forward
+    /// with the outcome that produced it, a bounce with the retirement of its message.
+    Group(Vec<Record>),
 }
 
 const K_MSG: u8 = 1;
 const K_OUTCOME: u8 = 2;
 const K_RETIRE: u8 = 3;
 const K_CHECKPOINT: u8 = 4;
+const K_GROUP: u8 = 5;
 /// First bytes of every `todo/` file.
 pub const TODO_MAGIC: &[u8; 8] = b"MTATODO2";
 /// Records larger than this are refused as corrupt while reading (a message is at most this).
@@ -244,11 +248,40 @@ impl Record {
                 e.u8(K_CHECKPOINT);
                 e.u64(*low_water);
             }
+            Record::Group(recs) => {
+                e.u8(K_GROUP);
+                for r in recs {
+                    r.encode(&mut e.0);
+                }
+            }
         }
         let body = e.0;
         out.extend_from_slice(&(body.len() as u32).to_le_bytes());
         out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
         out.extend_from_slice(&body);
+    }
+
+    /// Decode a record body into the records it applies, each with the offset (within the
+    /// body) where it ends: a group yields its members in order.
+    pub fn decode_flat(body: &[u8]) -> Result<Vec<(Record, usize)>, QueueError> {
+        if body.first() != Some(&K_GROUP) {
+            return Ok(vec![(Record::decode(body)?, body.len())]);
+        }
+        let mut out = Vec::new();
+        let mut at = 1;
+        while at < body.len() {
+            match frame(&body[at..]) {
+                Frame::Whole(inner, n) => {
+                    if inner.first() == Some(&K_GROUP) {
+                        return Err(QueueError::Corrupt("nested group".into()));
+                    }
+                    out.push((Record::decode(inner)?, at + n));
+                    at += n;
+                }
+                Frame::End => return Err(QueueError::Corrupt("bad frame inside a group".into())),
+            }
+        }
+        Ok(out)
     }
 
     /// Decode one record body (after the frame was checked).
@@ -290,6 +323,13 @@ impl Record {
             K_CHECKPOINT => Record::Checkpoint {
                 low_water: d.u64()?,
             },
+            K_GROUP => {
+                let recs = Record::decode_flat(body)?
+                    .into_iter()
+                    .map(|(r, _)| r)
+                    .collect();
+                return Ok(Record::Group(recs));
+            }
             k => return Err(QueueError::Corrupt(format!("unknown record kind {k}"))),
         };
         d.end()?;
@@ -426,6 +466,10 @@ mod tests {
             },
             Record::Retire { id: env().id },
             Record::Checkpoint { low_water: 3 },
+            Record::Group(vec![
+                Record::Retire { id: env().id },
+                Record::Checkpoint { low_water: 4 },
+            ]),
         ];
         let mut buf = Vec::new();
         for r in &recs {

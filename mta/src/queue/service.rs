@@ -36,10 +36,13 @@ impl From<&QueueError> for Refusal {
     }
 }
 
-enum Request {
+/// What handles ask of the queue.
+pub(crate) enum Request {
     Submit(NewMessage, oneshot::Sender<Result<MsgId, Refusal>>),
     /// New `todo/` entries are waiting (qmail's trigger).
     Poke,
+    /// Try every pending delivery now (qmail's SIGALRM).
+    Flush,
 }
 
 /// A cheap, cloneable handle to the queue service.
@@ -67,10 +70,15 @@ impl QueueHandle {
     pub fn poke(&self) {
         let _ = self.tx.try_send(Request::Poke);
     }
+
+    /// Make every pending delivery due now.
+    pub fn flush(&self) {
+        let _ = self.tx.try_send(Request::Flush);
+    }
 }
 
 /// The service's end of the channel.
-pub struct Inbox(mpsc::Receiver<Request>);
+pub struct Inbox(pub(crate) mpsc::Receiver<Request>);
 
 /// Create the channel between handles and [`serve`].
 pub fn channel() -> (QueueHandle, Inbox) {
@@ -96,7 +104,7 @@ pub async fn serve<E: Env, C: Classify>(mut q: Queue<E>, classify: C, inbox: Inb
         for req in batch.drain(..) {
             let (m, reply) = match req {
                 Request::Submit(m, reply) => (m, reply),
-                Request::Poke => {
+                Request::Poke | Request::Flush => {
                     poked = true;
                     continue;
                 }

@@ -2,4 +2,6 @@
 //! deliveries, records outcomes and queues bounces.
 
 pub mod bounce;
+pub mod log;
+pub mod manager;
 pub mod schedule;

@@ -1,0 +1,654 @@
+//! The queue manager: owns the queue, takes new messages (group commit), schedules delivery
+//! passes by qmail's birth-anchored schedule, runs deliveries concurrently per channel, makes
+//! their outcomes durable, and finishes messages (bounce + retire, atomically).
+//!
+//! Scheduling never scans the queue: due passes sit in an ordered set keyed by time.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::bounce::{self, Bounce, Names};
+use super::{log, schedule};
+use crate::env::{unix_secs, Env};
+use crate::local::{self, LocalConfig};
+use crate::queue::service::{Inbox, Refusal, Request};
+use crate::queue::{validate, Channel, Classify, MsgId, NewMessage, Queue, Record, Status};
+
+/// How a delivery ended (local or remote).
+pub use crate::local::Outcome;
+
+/// Remote delivery, supplied by the caller (SMTP to MX hosts on a real host, scripted peers
+/// in the simulator). Without one, remote recipients wait in the queue.
+pub trait Remote<E: Env>: Send + Sync + 'static {
+    fn deliver(
+        &self,
+        env: E,
+        sender: String,
+        recipient: String,
+        data: Arc<Vec<u8>>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send>>;
+}
+
+/// The queue manager's settings (control files).
+#[derive(Clone)]
+pub struct Settings {
+    pub local: Arc<LocalConfig>,
+    pub names: Names,
+    pub lifetime: u64,
+    pub concurrency_local: usize,
+    pub concurrency_remote: usize,
+    /// How often `todo/` is checked for injections from other processes.
+    pub todo_poll: Duration,
+}
+
+/// When [`Manager::run`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// When every handle is gone (then running deliveries finish first).
+    HandlesGone,
+    /// When the queue is empty and nothing runs (tests and one-shot runs).
+    Empty,
+    /// When the clock passes this unix time.
+    Time(u64),
+    /// When the queue is empty, or at the latest when the clock passes this unix time.
+    EmptyBy(u64),
+}
+
+fn ch(c: Channel) -> usize {
+    match c {
+        Channel::Local => 0,
+        Channel::Remote => 1,
+    }
+}
+const CHANNELS: [Channel; 2] = [Channel::Local, Channel::Remote];
+
+struct Pass {
+    start: u64,
+    outstanding: usize,
+    dying: bool,
+}
+
+struct JobResult {
+    id: MsgId,
+    rcpt: u32,
+    channel: Channel,
+    delivery: u64,
+    outcome: Outcome,
+}
+
+/// Counters, for logs and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub attempts: [u64; 2],
+    pub delivered: u64,
+    pub failed: u64,
+    pub bounces: u64,
+    pub discarded: u64,
+}
+
+pub struct Manager<E: Env, C: Classify> {
+    env: E,
+    q: Queue<E>,
+    classify: C,
+    s: Settings,
+    remote: Option<Arc<dyn Remote<E>>>,
+    due: BTreeSet<(u64, MsgId, usize)>,
+    passes: BTreeMap<(MsgId, usize), Pass>,
+    ready: [VecDeque<(MsgId, u32)>; 2],
+    running: [usize; 2],
+    data: BTreeMap<MsgId, (Arc<Vec<u8>>, usize)>,
+    results_tx: mpsc::UnboundedSender<JobResult>,
+    results_rx: mpsc::UnboundedReceiver<JobResult>,
+    next_delivery: u64,
+    pub counts: Counts,
+    /// Attempt times per (message, channel), when recording is on (simulator checks).
+    pub attempt_log: Option<BTreeMap<(MsgId, usize), Vec<u64>>>,
+}
+
+/// An id derived from another, so a repeated injection after a crash is recognised.
+pub fn derived_id(id: MsgId, tag: u64) -> MsgId {
+    let mut z = id.rand ^ tag.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    MsgId {
+        secs: id.secs,
+        rand: z ^ (z >> 31),
+    }
+}
+const TAG_BOUNCE: u64 = 1;
+const TAG_FORWARD: u64 = 2;
+
+impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
+    pub fn new(
+        env: E,
+        q: Queue<E>,
+        classify: C,
+        s: Settings,
+        remote: Option<Arc<dyn Remote<E>>>,
+    ) -> Self {
+        let (results_tx, results_rx) = mpsc::unbounded_channel();
+        let mut m = Manager {
+            env,
+            q,
+            classify,
+            s,
+            remote,
+            due: BTreeSet::new(),
+            passes: BTreeMap::new(),
+            ready: [VecDeque::new(), VecDeque::new()],
+            running: [0, 0],
+            data: BTreeMap::new(),
+            results_tx,
+            results_rx,
+            next_delivery: 1,
+            counts: Counts::default(),
+            attempt_log: None,
+        };
+        // After a start (crash or not) every pending delivery is tried at once; the
+        // birth-anchored schedule continues from there.
+        let now = m.now();
+        let ids: Vec<MsgId> = m.q.messages().map(|x| x.id()).collect();
+        for id in ids {
+            m.schedule_new(id, now);
+        }
+        m
+    }
+
+    pub fn queue(&self) -> &Queue<E> {
+        &self.q
+    }
+
+    fn now(&self) -> u64 {
+        unix_secs(self.env.now())
+    }
+
+    /// Schedule a message just added (or found at start): every channel with pending work is
+    /// due now.
+    fn schedule_new(&mut self, id: MsgId, now: u64) {
+        let Some(m) = self.q.get(id) else { return };
+        for c in CHANNELS {
+            if c == Channel::Remote && self.remote.is_none() {
+                continue;
+            }
+            if m.rcpts
+                .iter()
+                .any(|r| r.rcpt.channel == c && r.status == Status::Pending)
+            {
+                self.due.insert((now, id, ch(c)));
+            }
+        }
+    }
+
+    /// Make everything due now (SIGALRM, `mta queue flush`).
+    fn flush(&mut self, now: u64) {
+        let all: Vec<_> = std::mem::take(&mut self.due).into_iter().collect();
+        for (_, id, c) in all {
+            self.due.insert((now, id, c));
+        }
+    }
+
+    fn start_due(&mut self, now: u64) {
+        while let Some(&(t, id, c)) = self.due.first() {
+            if t > now {
+                break;
+            }
+            self.due.pop_first();
+            let Some(m) = self.q.get(id) else { continue };
+            let jobs: Vec<u32> = m
+                .rcpts
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| ch(r.rcpt.channel) == c && r.status == Status::Pending)
+                .map(|(i, _)| i as u32)
+                .collect();
+            if jobs.is_empty() {
+                continue;
+            }
+            let dying = schedule::dying(m.env.birth, now, self.s.lifetime);
+            if let Some(log) = self.attempt_log.as_mut() {
+                log.entry((id, c)).or_default().push(now);
+            }
+            self.passes.insert(
+                (id, c),
+                Pass {
+                    start: now,
+                    outstanding: jobs.len(),
+                    dying,
+                },
+            );
+            for r in jobs {
+                self.ready[c].push_back((id, r));
+            }
+        }
+    }
+
+    fn message_data(&mut self, id: MsgId) -> Option<Arc<Vec<u8>>> {
+        if let Some((d, n)) = self.data.get_mut(&id) {
+            *n += 1;
+            return Some(d.clone());
+        }
+        match self.q.read_data(id) {
+            Ok(d) => {
+                let d = Arc::new(d);
+                self.data.insert(id, (d.clone(), 1));
+                Some(d)
+            }
+            Err(e) => {
+                tracing::error!("msg {id}: cannot read its data: {e}");
+                None
+            }
+        }
+    }
+
+    fn release_data(&mut self, id: MsgId) {
+        if let Some((_, n)) = self.data.get_mut(&id) {
+            *n -= 1;
+            if *n == 0 {
+                self.data.remove(&id);
+            }
+        }
+    }
+
+    fn launch(&mut self) {
+        for c in 0..2 {
+            let limit = [self.s.concurrency_local, self.s.concurrency_remote][c];
+            while self.running[c] < limit {
+                let Some((id, rcpt)) = self.ready[c].pop_front() else {
+                    break;
+                };
+                let Some(m) = self.q.get(id) else { continue };
+                let sender = m.env.sender.clone();
+                let to = m.rcpts[rcpt as usize].rcpt.addr.clone();
+                let Some(data) = self.message_data(id) else {
+                    let _ = self.results_tx.send(JobResult {
+                        id,
+                        rcpt,
+                        channel: CHANNELS[c],
+                        delivery: 0,
+                        outcome: Outcome::Deferred("Unable to read the message. (#4.3.0)".into()),
+                    });
+                    self.running[c] += 1;
+                    continue;
+                };
+                let d = self.next_delivery;
+                self.next_delivery += 1;
+                self.running[c] += 1;
+                self.counts.attempts[c] += 1;
+                let chname = ["local", "remote"][c];
+                log::line(&format!("starting delivery {d}: msg {id} to {chname} {to}"));
+                log::line(&format!(
+                    "status: local {}/{} remote {}/{}",
+                    self.running[0],
+                    self.s.concurrency_local,
+                    self.running[1],
+                    self.s.concurrency_remote
+                ));
+                let tx = self.results_tx.clone();
+                let env = self.env.clone();
+                let channel = CHANNELS[c];
+                if channel == Channel::Local {
+                    let cfg = self.s.local.clone();
+                    tokio::spawn(async move {
+                        let del = local::Delivery {
+                            id,
+                            rcpt,
+                            sender: &sender,
+                            recipient: &to,
+                            message: &data,
+                        };
+                        let outcome = local::deliver(&env, &cfg, &del).await;
+                        let _ = tx.send(JobResult {
+                            id,
+                            rcpt,
+                            channel,
+                            delivery: d,
+                            outcome,
+                        });
+                    });
+                } else if let Some(remote) = self.remote.clone() {
+                    tokio::spawn(async move {
+                        let outcome = remote.deliver(env, sender, to, data).await;
+                        let _ = tx.send(JobResult {
+                            id,
+                            rcpt,
+                            channel,
+                            delivery: d,
+                            outcome,
+                        });
+                    });
+                }
+            }
+        }
+    }
+
+    /// Turn results into records: outcomes, and forwards grouped with the outcome that made
+    /// them.
+    fn result_records(&mut self, results: &[JobResult], now: u64) -> Vec<Record> {
+        let mut recs = Vec::new();
+        for r in results {
+            let dying = self
+                .passes
+                .get(&(r.id, ch(r.channel)))
+                .is_some_and(|p| p.dying);
+            let d = r.delivery;
+            match &r.outcome {
+                Outcome::Delivered {
+                    report,
+                    forwards,
+                    forward_sender,
+                    forward_data,
+                } => {
+                    log::line(&format!("delivery {d}: success: {}", log::report(report)));
+                    let outcome = Record::Outcome {
+                        id: r.id,
+                        rcpt: r.rcpt,
+                        status: Status::Delivered,
+                    };
+                    let fid = derived_id(r.id, TAG_FORWARD + u64::from(r.rcpt));
+                    if forwards.is_empty() || self.q.contains(fid) {
+                        recs.push(outcome);
+                    } else {
+                        let m = NewMessage {
+                            sender: forward_sender.clone(),
+                            recipients: forwards.clone(),
+                            data: forward_data.clone(),
+                            qp: 0,
+                            uid: 0,
+                        };
+                        let msg = self.q.message_record(fid, now, m, &self.classify);
+                        recs.push(Record::Group(vec![msg, outcome]));
+                    }
+                }
+                Outcome::Failed(report) => {
+                    log::line(&format!("delivery {d}: failure: {}", log::report(report)));
+                    recs.push(Record::Outcome {
+                        id: r.id,
+                        rcpt: r.rcpt,
+                        status: Status::Failed(report.clone()),
+                    });
+                }
+                Outcome::Deferred(report) if dying => {
+                    log::line(&format!("delivery {d}: failure: {}", log::report(report)));
+                    let why = format!(
+                        "{}\nI'm not going to try again; this message has been in the queue too long.",
+                        report.trim_end()
+                    );
+                    recs.push(Record::Outcome {
+                        id: r.id,
+                        rcpt: r.rcpt,
+                        status: Status::Failed(why),
+                    });
+                }
+                Outcome::Deferred(report) => {
+                    log::line(&format!("delivery {d}: deferral: {}", log::report(report)));
+                }
+            }
+        }
+        recs
+    }
+
+    /// After results are durable: account the passes, schedule the next ones.
+    fn settle(&mut self, results: &[JobResult]) -> Vec<MsgId> {
+        let mut finished = Vec::new();
+        for r in results {
+            let c = ch(r.channel);
+            self.running[c] -= 1;
+            self.release_data(r.id);
+            match &r.outcome {
+                Outcome::Delivered { .. } => self.counts.delivered += 1,
+                Outcome::Failed(_) => self.counts.failed += 1,
+                Outcome::Deferred(_) => {}
+            }
+            let key = (r.id, c);
+            let done = match self.passes.get_mut(&key) {
+                Some(p) => {
+                    p.outstanding -= 1;
+                    p.outstanding == 0
+                }
+                None => false,
+            };
+            if !done {
+                continue;
+            }
+            let p = self.passes.remove(&key).expect("pass");
+            let Some(m) = self.q.get(r.id) else { continue };
+            let pending = m
+                .rcpts
+                .iter()
+                .any(|x| ch(x.rcpt.channel) == c && x.status == Status::Pending);
+            if pending {
+                let next = schedule::next_pass(m.env.birth, p.start, r.channel);
+                self.due.insert((next, r.id, c));
+            } else if m.is_done() && !self.passes.keys().any(|(id, _)| *id == r.id) {
+                finished.push(r.id);
+            }
+        }
+        finished
+    }
+
+    /// Records that finish messages: a bounce (if any recipient failed) grouped with the
+    /// retirement, so a crash cannot leave one without the other.
+    fn finish_records(&mut self, ids: &[MsgId], now: u64) -> Vec<Record> {
+        let mut recs = Vec::new();
+        for &id in ids {
+            let Some(m) = self.q.get(id) else { continue };
+            let failures: Vec<(String, String)> = m
+                .rcpts
+                .iter()
+                .filter_map(|r| match &r.status {
+                    Status::Failed(why) => Some((r.rcpt.addr.clone(), why.clone())),
+                    _ => None,
+                })
+                .collect();
+            let retire = Record::Retire { id };
+            if failures.is_empty() {
+                log::line(&format!("end msg {id}"));
+                recs.push(retire);
+                continue;
+            }
+            let sender = m.env.sender.clone();
+            let data = match self.q.read_data(id) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!("msg {id}: cannot read it to bounce: {e}");
+                    continue;
+                }
+            };
+            match bounce::make(&self.s.names, &sender, &failures, &data, now) {
+                Bounce::Discard(why) => {
+                    log::line(&format!("{why}: discarding bounce/{id}"));
+                    self.counts.discarded += 1;
+                    recs.push(retire);
+                }
+                Bounce::Send {
+                    sender,
+                    recipient,
+                    data,
+                } => {
+                    let bid = derived_id(id, TAG_BOUNCE);
+                    log::line(&format!("bounce msg {id} qp {}", bid));
+                    self.counts.bounces += 1;
+                    let m = NewMessage {
+                        sender,
+                        recipients: vec![recipient],
+                        data,
+                        qp: 0,
+                        uid: 0,
+                    };
+                    let msg = self.q.message_record(bid, now, m, &self.classify);
+                    recs.push(Record::Group(vec![msg, retire]));
+                }
+            }
+            log::line(&format!("end msg {id}"));
+        }
+        recs
+    }
+
+    fn log_new(&self, id: MsgId) {
+        if let Some(m) = self.q.get(id) {
+            log::line(&format!("new msg {id}"));
+            log::line(&format!(
+                "info msg {id}: bytes {} from <{}> qp {} uid {}",
+                m.size(),
+                m.env.sender,
+                m.env.qp,
+                m.env.uid
+            ));
+        }
+    }
+
+    /// One round: new messages, results, finishes; returns false on a fatal queue error.
+    fn commit(
+        &mut self,
+        subs: Vec<(
+            NewMessage,
+            tokio::sync::oneshot::Sender<Result<MsgId, Refusal>>,
+        )>,
+        results: Vec<JobResult>,
+        now: u64,
+    ) -> bool {
+        let mut recs = Vec::new();
+        let mut replies = Vec::new();
+        for (m, reply) in subs {
+            if let Err(e) = validate(&m) {
+                let _ = reply.send(Err(Refusal::from(&e)));
+                continue;
+            }
+            let id = self.q.new_id();
+            recs.push(self.q.message_record(id, now, m, &self.classify));
+            replies.push((id, reply));
+        }
+        recs.extend(self.result_records(&results, now));
+        let before: BTreeSet<MsgId> = self.q.messages().map(|m| m.id()).collect();
+        if !recs.is_empty() {
+            if let Err(e) = self.q.commit(recs) {
+                tracing::error!("queue append failed: {e}");
+                let r = Refusal::from(&e);
+                for (_, reply) in replies {
+                    let _ = reply.send(Err(r.clone()));
+                }
+                // Results could not be recorded: the deliveries are retried after a restart.
+                return false;
+            }
+        }
+        for (id, reply) in replies {
+            let _ = reply.send(Ok(id));
+        }
+        let finished = self.settle(&results);
+        let mut fin = self.finish_records(&finished, now);
+        if !fin.is_empty() {
+            let n = fin.len();
+            if let Err(e) = self.q.commit(std::mem::take(&mut fin)) {
+                tracing::error!("queue append failed finishing {n} messages: {e}");
+                return false;
+            }
+            if let Err(e) = self.q.retire(&[]) {
+                tracing::warn!("log collection: {e}");
+            }
+        }
+        let added: Vec<MsgId> = self
+            .q
+            .messages()
+            .map(|m| m.id())
+            .filter(|id| !before.contains(id))
+            .collect();
+        for id in added {
+            self.log_new(id);
+            self.schedule_new(id, now);
+        }
+        true
+    }
+
+    fn idle(&self) -> bool {
+        self.q.messages().next().is_none() && self.running == [0, 0]
+    }
+
+    /// Run until `until`. Returns the manager (for inspection in tests).
+    pub async fn run(mut self, inbox: Inbox, until: Until) -> Self {
+        let mut inbox = inbox.0;
+        let mut inbox_open = true;
+        let mut last_poll = 0;
+        loop {
+            let now = self.now();
+            if let Until::Time(t) | Until::EmptyBy(t) = until {
+                if now >= t {
+                    break;
+                }
+            }
+            if now >= last_poll + self.s.todo_poll.as_secs().max(1) {
+                last_poll = now;
+                self.preprocess(now);
+            }
+            if inbox_open || until != Until::HandlesGone {
+                self.start_due(now);
+            }
+            self.launch();
+            let busy = self.running != [0, 0];
+            match until {
+                Until::HandlesGone if !inbox_open && !busy => break,
+                Until::Empty | Until::EmptyBy(_) if self.idle() => break,
+                _ => {}
+            }
+            let next_due = self.due.first().map(|d| d.0);
+            let poll_at = last_poll + self.s.todo_poll.as_secs().max(1);
+            let wake = next_due.map_or(poll_at, |t| t.min(poll_at));
+            let wait = Duration::from_secs(wake.saturating_sub(now).max(if busy { 0 } else { 1 }));
+            let mut subs = Vec::new();
+            let mut results = Vec::new();
+            let mut flush = false;
+            tokio::select! {
+                biased;
+                Some(r) = self.results_rx.recv(), if busy => results.push(r),
+                req = inbox.recv(), if inbox_open => match req {
+                    Some(Request::Submit(m, reply)) => subs.push((m, reply)),
+                    Some(Request::Poke) => last_poll = 0,
+                    Some(Request::Flush) => flush = true,
+                    None => inbox_open = false,
+                },
+                _ = self.env.sleep(wait), if !busy || wait > Duration::ZERO => {}
+            }
+            // Group commit: take whatever else is waiting.
+            while let Ok(r) = self.results_rx.try_recv() {
+                results.push(r);
+            }
+            while subs.len() < crate::queue::service::MAX_BATCH {
+                match inbox.try_recv() {
+                    Ok(Request::Submit(m, reply)) => subs.push((m, reply)),
+                    Ok(Request::Poke) => last_poll = 0,
+                    Ok(Request::Flush) => flush = true,
+                    Err(_) => break,
+                }
+            }
+            let now = self.now();
+            if flush {
+                self.flush(now);
+            }
+            if !self.commit(subs, results, now) {
+                // The log is unusable until a restart re-reads it.
+                break;
+            }
+        }
+        self
+    }
+
+    fn preprocess(&mut self, now: u64) {
+        let before: BTreeSet<MsgId> = self.q.messages().map(|m| m.id()).collect();
+        if let Err(e) = self.q.preprocess(&self.classify) {
+            tracing::warn!("preprocessing todo/: {e}");
+            return;
+        }
+        let added: Vec<MsgId> = self
+            .q
+            .messages()
+            .map(|m| m.id())
+            .filter(|id| !before.contains(id))
+            .collect();
+        for id in added {
+            self.log_new(id);
+            self.schedule_new(id, now);
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! A local-delivery world outside turmoil: an installation on a simulated disk, the queue
+//! manager on a manual clock (sleeping advances it), injections through the queue.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mta::control::{ControlDir, Rewrite};
+use mta::env::{Env, Fs, FsFile};
+use mta::local::LocalConfig;
+use mta::queue::service::{self, QueueHandle};
+use mta::queue::{Config, NewMessage, Paths, Queue};
+use mta::send::bounce::Names;
+use mta::send::manager::{Manager, Remote, Settings, Until};
+
+use crate::env::SimEnv;
+use crate::fs::{Clock, Image, SimFs};
+use crate::receive::{installation, EPOCH_MS, ROOT};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(ROOT)
+}
+
+/// An installation with users fred, joe and john, the given control files, and extra files
+/// (path relative to the root, contents).
+pub fn image(controls: &[(&str, &str)], files: &[(&str, &str)]) -> Image {
+    let clock = Clock::new(EPOCH_MS);
+    let base = installation(controls);
+    let fs = SimFs::from_image(base, clock.clone());
+    let env = SimEnv::manual(fs.clone(), clock, 0);
+    // john: a third user, as in the PIC alias scenario.
+    let home = root().join("home/john");
+    for d in ["", "Maildir", "Maildir/new", "Maildir/cur", "Maildir/tmp"] {
+        let _ = fs.mkdir(&home.join(d));
+    }
+    let assign_p = root().join("users/assign");
+    let assign = String::from_utf8(fs.read(&assign_p).unwrap()).unwrap();
+    let h = home.display();
+    let assign = assign.replace(".\n", &format!("=john:john:1003:1003:{h}:::\n.\n"));
+    write(&env, &assign_p, &assign);
+    for (p, text) in files {
+        write(&env, &root().join(p), text);
+    }
+    fs.crash_image(&crate::fs::Persist::All)
+}
+
+fn write(env: &SimEnv, p: &Path, text: &str) {
+    let fs = env.fs();
+    let _ = fs.unlink(p);
+    let mut f = fs.create_new(p).expect("create");
+    f.write_at(0, text.as_bytes()).expect("write");
+    f.sync().expect("sync");
+    fs.sync_dir(p.parent().expect("parent")).expect("sync dir");
+}
+
+/// A running world: the env and a handle to inject through.
+pub struct World {
+    pub env: SimEnv,
+    pub paths: Paths,
+}
+
+impl World {
+    pub fn new(img: Image, seed: u64) -> World {
+        let clock = Clock::new(EPOCH_MS);
+        World {
+            env: SimEnv::manual(SimFs::from_image(img, clock.clone()), clock, seed),
+            paths: Paths::new(root().join("queue")),
+        }
+    }
+
+    /// Inject like `mta inject` (through todo/).
+    pub fn inject(&self, sender: &str, rcpts: &[&str], data: &str) {
+        let m = NewMessage {
+            sender: sender.into(),
+            recipients: rcpts.iter().map(|s| s.to_string()).collect(),
+            data: data.as_bytes().to_vec(),
+            qp: 1,
+            uid: 1000,
+        };
+        mta::queue::inject(&self.env, &self.paths, &Config::default(), &[m]).expect("inject");
+    }
+
+    pub fn manager(
+        &self,
+        remote: Option<Arc<dyn Remote<SimEnv>>>,
+    ) -> (Manager<SimEnv, Rewrite>, QueueHandle, service::Inbox) {
+        let r = root();
+        let c = ControlDir::new(self.env.fs(), &r);
+        let rw = Rewrite::load(&c).expect("controls");
+        let (q, _) = Queue::open(self.env.clone(), self.paths.clone(), Config::default(), &rw)
+            .expect("queue");
+        let me = c.me().expect("me");
+        let s = Settings {
+            local: Arc::new(LocalConfig::load(self.env.fs(), &r).expect("local config")),
+            names: Names {
+                bouncefrom: c.line_or("bouncefrom", "MAILER-DAEMON").unwrap(),
+                bouncehost: c.line_or("bouncehost", &me).unwrap(),
+                doublebounceto: c.line_or("doublebounceto", "postmaster").unwrap(),
+                doublebouncehost: c.line_or("doublebouncehost", &me).unwrap(),
+            },
+            lifetime: c.number("queuelifetime", 604_800).unwrap(),
+            concurrency_local: 10,
+            concurrency_remote: 20,
+            todo_poll: Duration::from_secs(1),
+        };
+        let (h, inbox) = service::channel();
+        (Manager::new(self.env.clone(), q, rw, s, remote), h, inbox)
+    }
+
+    /// Run the manager until the queue is empty or `limit` simulated seconds pass.
+    pub fn run_until_empty(
+        &self,
+        remote: Option<Arc<dyn Remote<SimEnv>>>,
+        limit: u64,
+    ) -> Manager<SimEnv, Rewrite> {
+        let (m, h, inbox) = self.manager(remote);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let until = Until::EmptyBy(mta::env::unix_secs(self.env.now()) + limit);
+        let m = rt.block_on(async move {
+            let m = m.run(inbox, until).await;
+            drop(h);
+            m
+        });
+        m
+    }
+
+    pub fn read(&self, p: &str) -> Option<String> {
+        self.env
+            .fs()
+            .read(&root().join(p))
+            .ok()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+    }
+
+    /// Files in a Maildir's new/ (contents, by name order).
+    pub fn maildir(&self, dir: &str) -> Vec<String> {
+        let d = root().join(dir).join("new");
+        let fs = self.env.fs();
+        fs.list_dir(&d)
+            .unwrap_or_default()
+            .iter()
+            .map(|n| String::from_utf8_lossy(&fs.read(&d.join(n)).unwrap()).into_owned())
+            .collect()
+    }
+}

@@ -1,0 +1,228 @@
+//! qmail's PIC delivery scenarios (local ones) and bounces, through the real queue manager and
+//! local delivery on the simulated disk. Mailbox contents are snapshots.
+
+use sim::deliver::{image, World};
+
+const PIC: &[(&str, &str)] = &[("defaultdelivery", "./Mailbox\n")];
+const MSG: &str = "Subject: PIC\n\nHello.\nFrom the PIC.\n";
+const DAY: u64 = 86_400;
+
+fn mailbox(w: &World, user: &str) -> String {
+    w.read(&format!("home/{user}/Mailbox")).unwrap_or_default()
+}
+
+#[test]
+fn local2local() {
+    let w = World::new(image(PIC, &[]), 1);
+    w.inject("joe@heaven.af.mil", &["fred"], MSG);
+    let m = w.run_until_empty(None, DAY);
+    assert_eq!(m.counts.delivered, 1);
+    insta::assert_snapshot!(mailbox(&w, "fred"), @r"
+    From joe@heaven.af.mil Thu Jan  1 00:00:00 2026
+    Return-Path: <joe@heaven.af.mil>
+    Delivered-To: fred@heaven.af.mil
+    Subject: PIC
+
+    Hello.
+    >From the PIC.
+    ");
+    assert!(m.queue().messages().next().is_none(), "retired");
+}
+
+#[test]
+fn local2ext() {
+    let w = World::new(image(PIC, &[("home/fred/.qmail-sos", "./Extramail\n")]), 1);
+    w.inject("joe@heaven.af.mil", &["fred-sos"], MSG);
+    w.run_until_empty(None, DAY);
+    let t = w.read("home/fred/Extramail").unwrap();
+    assert!(t.contains("Delivered-To: fred-sos@heaven.af.mil\n"), "{t}");
+    assert_eq!(mailbox(&w, "fred"), "");
+}
+
+#[test]
+fn local2alias_forwards_with_delivered_to_and_the_same_sender() {
+    let w = World::new(image(PIC, &[("alias/.qmail-help", "john\n")]), 1);
+    w.inject("joe@heaven.af.mil", &["help"], MSG);
+    let m = w.run_until_empty(None, DAY);
+    assert_eq!(m.counts.delivered, 2, "the alias, then john");
+    insta::assert_snapshot!(mailbox(&w, "john"), @r"
+    From joe@heaven.af.mil Thu Jan  1 00:00:00 2026
+    Return-Path: <joe@heaven.af.mil>
+    Delivered-To: john@heaven.af.mil
+    Delivered-To: help@heaven.af.mil
+    Subject: PIC
+
+    Hello.
+    >From the PIC.
+    ");
+}
+
+#[test]
+fn local2virt_uses_qmail_default_with_the_extension() {
+    let w = World::new(
+        image(
+            &[
+                ("defaultdelivery", "./Mailbox\n"),
+                ("virtualdomains", "tommy.gov:fred\n"),
+            ],
+            &[("home/fred/.qmail-default", "./Mail.tommy\n")],
+        ),
+        1,
+    );
+    w.inject("joe@heaven.af.mil", &["dude@tommy.gov"], MSG);
+    w.run_until_empty(None, DAY);
+    let t = w.read("home/fred/Mail.tommy").unwrap();
+    assert!(t.contains("Delivered-To: fred-dude@tommy.gov\n"), "{t}");
+}
+
+#[test]
+fn unknown_user_bounces_to_the_sender() {
+    let w = World::new(image(PIC, &[]), 1);
+    w.inject("joe@heaven.af.mil", &["nosuchuser"], MSG);
+    let m = w.run_until_empty(None, DAY);
+    assert_eq!(m.counts.bounces, 1);
+    let t = mailbox(&w, "joe");
+    insta::assert_snapshot!(t, @r"
+    From MAILER-DAEMON Thu Jan  1 00:00:00 2026
+    Return-Path: <>
+    Delivered-To: joe@heaven.af.mil
+    Date: 1 Jan 2026 00:00:00 -0000
+    From: MAILER-DAEMON@heaven.af.mil
+    To: joe@heaven.af.mil
+    Subject: failure notice
+
+    Hi. This is the qmail-send program at heaven.af.mil.
+    I'm afraid I wasn't able to deliver your message to the following addresses.
+    This is a permanent error; I've given up. Sorry it didn't work out.
+
+    <nosuchuser@heaven.af.mil>:
+    Sorry, no mailbox here by that name. (#5.1.1)
+
+    --- Below this line is a copy of the message.
+
+    Return-Path: <joe@heaven.af.mil>
+    Subject: PIC
+
+    Hello.
+    >From the PIC.
+    ");
+}
+
+#[test]
+fn postmaster_in_any_case_reaches_the_alias() {
+    let w = World::new(image(PIC, &[]), 1);
+    w.inject(
+        "joe@heaven.af.mil",
+        &["PostMaster", "postmaster@HEAVEN.AF.MIL"],
+        MSG,
+    );
+    w.run_until_empty(None, DAY);
+    // alias/.qmail-postmaster forwards to fred (mta init).
+    assert_eq!(mailbox(&w, "fred").matches("Subject: PIC").count(), 2);
+}
+
+#[test]
+fn double_bounce_goes_to_postmaster() {
+    let w = World::new(image(PIC, &[]), 1);
+    // The sender does not exist either: its bounce bounces.
+    w.inject("ghost@heaven.af.mil", &["nosuchuser"], MSG);
+    let m = w.run_until_empty(None, DAY);
+    assert_eq!(m.counts.bounces, 2);
+    let t = mailbox(&w, "fred");
+    assert!(
+        t.contains("I tried to deliver a bounce message to this address, but the bounce bounced!"),
+        "{t}"
+    );
+    assert!(t.contains("<ghost@heaven.af.mil>:\nSorry, no mailbox here by that name. (#5.1.1)"));
+    assert!(t.contains("--- Below this line is the original bounce.\n\nReturn-Path: <>\n"));
+    assert!(m.queue().messages().next().is_none());
+}
+
+#[test]
+fn triple_bounce_is_discarded() {
+    let w = World::new(
+        image(
+            &[
+                ("defaultdelivery", "./Mailbox\n"),
+                ("doublebounceto", "nobody-here"),
+            ],
+            &[],
+        ),
+        1,
+    );
+    w.inject("ghost@heaven.af.mil", &["nosuchuser"], MSG);
+    let m = w.run_until_empty(None, DAY);
+    assert_eq!(m.counts.bounces, 2);
+    assert_eq!(m.counts.discarded, 1);
+    assert!(m.queue().messages().next().is_none(), "nothing left");
+    for u in ["fred", "joe", "john"] {
+        assert_eq!(mailbox(&w, u), "", "{u}");
+    }
+}
+
+#[test]
+fn maildir_default_delivery_and_programs() {
+    let w = World::new(
+        image(&[], &[("home/joe/.qmail", "|notify\n./Maildir/\n")]),
+        1,
+    );
+    let ran = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let r2 = ran.clone();
+    w.env.set_program("notify", move |p| {
+        r2.lock().unwrap().push(p.vars.clone());
+        mta::env::Exit {
+            code: Some(0),
+            output: b"notified".to_vec(),
+        }
+    });
+    w.inject("bill@irs.gov", &["fred", "joe"], MSG);
+    w.run_until_empty(None, DAY);
+    let f = w.maildir("home/fred/Maildir");
+    assert_eq!(f.len(), 1);
+    assert!(f[0].starts_with(
+        "Return-Path: <bill@irs.gov>\nDelivered-To: fred@heaven.af.mil\nSubject: PIC\n"
+    ));
+    assert_eq!(w.maildir("home/joe/Maildir").len(), 1);
+    let vars = ran.lock().unwrap().clone();
+    assert_eq!(vars.len(), 1);
+    let get = |k: &str| {
+        vars[0]
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    assert_eq!(get("SENDER"), "bill@irs.gov");
+    assert_eq!(get("RECIPIENT"), "joe@heaven.af.mil");
+    assert_eq!(get("DTLINE"), "Delivered-To: joe@heaven.af.mil\n");
+    assert_eq!(get("HOST2"), "heaven.af");
+}
+
+#[test]
+fn program_exit_codes_map_to_outcomes() {
+    let w = World::new(
+        image(
+            PIC,
+            &[
+                ("home/joe/.qmail", "|reject\n"),
+                ("home/fred/.qmail", "|later\n"),
+            ],
+        ),
+        1,
+    );
+    w.env.set_program("reject", |_| mta::env::Exit {
+        code: Some(100),
+        output: b"no thanks".to_vec(),
+    });
+    w.env.set_program("later", |_| mta::env::Exit {
+        code: Some(75),
+        output: b"try later".to_vec(),
+    });
+    w.inject("bill@irs.gov", &["joe", "fred"], MSG);
+    let m = w.run_until_empty(None, 3600);
+    assert_eq!(m.counts.failed, 1, "exit 100 is permanent");
+    // exit 75 is temporary: fred is tried at 0, 100, 400, 900, 1600 and 2500 s (the local
+    // schedule) before the run stops at 3600 s.
+    assert_eq!(m.counts.attempts[0], 1 + 6);
+    assert!(m.queue().messages().next().is_some(), "fred still pending");
+}
