@@ -101,7 +101,7 @@ impl World {
             lifetime: c.number("queuelifetime", 604_800).unwrap(),
             concurrency_local: 10,
             concurrency_remote: 20,
-            todo_poll: Duration::from_secs(1),
+            todo_poll: Duration::from_secs(3600),
         };
         let (h, inbox) = service::channel();
         (Manager::new(self.env.clone(), q, rw, s, remote), h, inbox)
