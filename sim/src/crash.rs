@@ -240,6 +240,14 @@ pub fn fsync_audit(seed: u64) -> Vec<(SyncPoint, usize, usize)> {
                 SyncPoint::InstallFiles | SyncPoint::InstallDirs => {
                     enumerate(&Install(Disabled::only(p)), seed, false)
                 }
+                SyncPoint::MaildirFile | SyncPoint::MaildirNew => {
+                    let r = crate::local_crash::enumerate(seed, Disabled::only(p));
+                    return (p, r.violations.len(), r.states);
+                }
+                SyncPoint::MboxFile | SyncPoint::MboxMark | SyncPoint::MboxMarkGone => {
+                    let r = crate::local_crash::enumerate_mbox(seed, Disabled::only(p));
+                    return (p, r.violations.len(), r.states);
+                }
                 _ => {
                     let mut cfg = small_segments();
                     cfg.disabled = Disabled::only(p);

@@ -84,27 +84,40 @@ impl World {
         &self,
         remote: Option<Arc<dyn Remote<SimEnv>>>,
     ) -> (Manager<SimEnv, Rewrite>, QueueHandle, service::Inbox) {
+        self.manager_with(remote, mta::queue::Disabled::none())
+            .expect("the queue opens")
+    }
+
+    /// [`World::manager`] with local-delivery fsyncs switched off (verification).
+    pub fn manager_with(
+        &self,
+        remote: Option<Arc<dyn Remote<SimEnv>>>,
+        off: mta::queue::Disabled,
+    ) -> Option<(Manager<SimEnv, Rewrite>, QueueHandle, service::Inbox)> {
         let r = root();
         let c = ControlDir::new(self.env.fs(), &r);
-        let rw = Rewrite::load(&c).expect("controls");
-        let (q, _) = Queue::open(self.env.clone(), self.paths.clone(), Config::default(), &rw)
-            .expect("queue");
-        let me = c.me().expect("me");
+        let rw = Rewrite::load(&c).ok()?;
+        let me = c.me().ok()?;
         let s = Settings {
-            local: Arc::new(LocalConfig::load(self.env.fs(), &r).expect("local config")),
+            local: Arc::new(LocalConfig {
+                disabled: off,
+                ..LocalConfig::load(self.env.fs(), &r).ok()?
+            }),
             names: Names {
-                bouncefrom: c.line_or("bouncefrom", "MAILER-DAEMON").unwrap(),
-                bouncehost: c.line_or("bouncehost", &me).unwrap(),
-                doublebounceto: c.line_or("doublebounceto", "postmaster").unwrap(),
-                doublebouncehost: c.line_or("doublebouncehost", &me).unwrap(),
+                bouncefrom: c.line_or("bouncefrom", "MAILER-DAEMON").ok()?,
+                bouncehost: c.line_or("bouncehost", &me).ok()?,
+                doublebounceto: c.line_or("doublebounceto", "postmaster").ok()?,
+                doublebouncehost: c.line_or("doublebouncehost", &me).ok()?,
             },
-            lifetime: c.number("queuelifetime", 604_800).unwrap(),
+            lifetime: c.number("queuelifetime", 604_800).ok()?,
             concurrency_local: 10,
             concurrency_remote: 20,
             todo_poll: Duration::from_secs(3600),
         };
+        let (q, _) =
+            Queue::open(self.env.clone(), self.paths.clone(), Config::default(), &rw).ok()?;
         let (h, inbox) = service::channel();
-        (Manager::new(self.env.clone(), q, rw, s, remote), h, inbox)
+        Some((Manager::new(self.env.clone(), q, rw, s, remote), h, inbox))
     }
 
     /// Run the manager until the queue is empty or `limit` simulated seconds pass.
@@ -113,7 +126,18 @@ impl World {
         remote: Option<Arc<dyn Remote<SimEnv>>>,
         limit: u64,
     ) -> Manager<SimEnv, Rewrite> {
-        let (m, h, inbox) = self.manager(remote);
+        self.run_with(remote, limit, mta::queue::Disabled::none())
+            .expect("the queue opens")
+    }
+
+    /// [`World::run_until_empty`] with local-delivery fsyncs switched off.
+    pub fn run_with(
+        &self,
+        remote: Option<Arc<dyn Remote<SimEnv>>>,
+        limit: u64,
+        off: mta::queue::Disabled,
+    ) -> Option<Manager<SimEnv, Rewrite>> {
+        let (m, h, inbox) = self.manager_with(remote, off)?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .expect("runtime");
@@ -123,7 +147,7 @@ impl World {
             drop(h);
             m
         });
-        m
+        Some(m)
     }
 
     pub fn read(&self, p: &str) -> Option<String> {

@@ -194,6 +194,8 @@ pub enum Persist {
     AllBut(usize),
     /// Every operation, with the last pending write cut in half.
     TornLastWrite,
+    /// Every operation but the i-th, with the last pending write cut in half.
+    TornLastWriteBut(usize),
 }
 
 /// Faults the fs injects.
@@ -318,8 +320,8 @@ impl SimFs {
         for (i, op) in st.pending.iter().enumerate() {
             match p {
                 Persist::Synced => break,
-                Persist::AllBut(j) if *j == i => continue,
-                Persist::TornLastWrite if Some(i) == last_write => {
+                Persist::AllBut(j) | Persist::TornLastWriteBut(j) if *j == i => continue,
+                Persist::TornLastWrite | Persist::TornLastWriteBut(_) if Some(i) == last_write => {
                     if let Op::Write { ino, off, data } = op {
                         let half = Op::Write {
                             ino: *ino,
@@ -344,12 +346,17 @@ impl SimFs {
             if st.pending.len() > 1 {
                 v.extend((0..st.pending.len()).map(Persist::AllBut));
             }
-            if st
+            let last = st
                 .pending
                 .iter()
-                .any(|o| matches!(o, Op::Write { data, .. } if data.len() > 1))
-            {
+                .rposition(|o| matches!(o, Op::Write { data, .. } if data.len() > 1));
+            if let Some(last) = last {
                 v.push(Persist::TornLastWrite);
+                v.extend(
+                    (0..st.pending.len())
+                        .filter(|&i| i != last)
+                        .map(Persist::TornLastWriteBut),
+                );
             }
         }
         v

@@ -8,5 +8,6 @@ pub mod env;
 pub mod fs;
 pub mod install;
 pub mod lifecycle;
+pub mod local_crash;
 pub mod receive;
 pub mod world;

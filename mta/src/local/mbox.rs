@@ -1,5 +1,13 @@
 //! mbox delivery: From_ line, mboxrd quoting, a final blank line; an interrupted write is cut
 //! back so the mailbox never holds half a message.
+//!
+//! Crashes too: before appending, the mailbox's size is made durable in a marker file beside
+//! it (`.NAME.mta-append`); the marker is durably removed only after the append is synced,
+//! before success is reported. A marker found later therefore means an append that was never
+//! acknowledged (its message will be delivered again), so the mailbox is cut back to the
+//! recorded size first: the mailbox never holds a partial message. A crash after the marker is
+//! gone but before the queue recorded the outcome still repeats the delivery (at least once,
+//! as in qmail); Maildir is the exactly-once format.
 
 use std::io;
 use std::path::Path;
@@ -65,7 +73,26 @@ pub async fn deliver<E: Env>(
             Err(e) => return Err(MboxError::Io(e)),
         }
     };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map_or("mbox".into(), |n| n.to_string_lossy().into_owned());
+    let mark = dir.join(format!(".{name}.mta-append"));
+    let io = MboxError::Io;
+    if let Ok(b) = fs.read(&mark) {
+        if let Ok(b) = <[u8; 8]>::try_from(b.as_slice()) {
+            f.set_len(u64::from_le_bytes(b)).map_err(io)?;
+            f.sync().map_err(io)?;
+        }
+        fs.unlink(&mark).map_err(io)?;
+    }
     let start = f.size().map_err(MboxError::Io)?;
+    let mut m = fs.create_new(&mark).map_err(io)?;
+    m.write_at(0, &start.to_le_bytes()).map_err(io)?;
+    if !off.contains(SyncPoint::MboxMark) {
+        m.sync().map_err(io)?;
+        fs.sync_dir(dir).map_err(io)?;
+    }
     let mut buf = head.to_vec();
     buf.extend_from_slice(&quote(message));
     buf.push(b'\n');
@@ -80,6 +107,10 @@ pub async fn deliver<E: Env>(
         let _ = f.set_len(start);
         let _ = f.sync();
         return Err(MboxError::Io(e));
+    }
+    fs.unlink(&mark).map_err(io)?;
+    if !off.contains(SyncPoint::MboxMarkGone) {
+        fs.sync_dir(dir).map_err(io)?;
     }
     Ok(())
 }

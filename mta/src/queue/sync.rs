@@ -29,10 +29,14 @@ pub enum SyncPoint {
     MaildirNew,
     /// An mbox after appending a message.
     MboxFile,
+    /// The mbox append marker (file and directory) before the append.
+    MboxMark,
+    /// The mbox directory after the marker is removed, before success is reported.
+    MboxMarkGone,
 }
 
 impl SyncPoint {
-    pub const ALL: [SyncPoint; 11] = [
+    pub const ALL: [SyncPoint; 13] = [
         SyncPoint::LayoutDirs,
         SyncPoint::TodoFile,
         SyncPoint::TodoDir,
@@ -44,6 +48,8 @@ impl SyncPoint {
         SyncPoint::MaildirFile,
         SyncPoint::MaildirNew,
         SyncPoint::MboxFile,
+        SyncPoint::MboxMark,
+        SyncPoint::MboxMarkGone,
     ];
     fn bit(self) -> u32 {
         1 << (self as u32)

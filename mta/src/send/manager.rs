@@ -103,6 +103,9 @@ pub struct Manager<E: Env, C: Classify> {
     results_tx: mpsc::UnboundedSender<JobResult>,
     results_rx: mpsc::UnboundedReceiver<JobResult>,
     next_delivery: u64,
+    /// Messages with nothing pending that still need their bounce and retirement (found at
+    /// start after a crash between the last outcome and the retirement).
+    unfinished: Vec<MsgId>,
     pub counts: Counts,
     /// Attempt times per (message, channel), when recording is on (simulator checks).
     pub attempt_log: Option<BTreeMap<(MsgId, usize), Vec<u64>>>,
@@ -144,6 +147,7 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
             results_tx,
             results_rx,
             next_delivery: 1,
+            unfinished: Vec::new(),
             counts: Counts::default(),
             attempt_log: None,
         };
@@ -169,6 +173,10 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
     /// due now.
     fn schedule_new(&mut self, id: MsgId, now: u64) {
         let Some(m) = self.q.get(id) else { return };
+        if m.is_done() {
+            self.unfinished.push(id);
+            return;
+        }
         for c in CHANNELS {
             if c == Channel::Remote && self.remote.is_none() {
                 continue;
@@ -537,7 +545,8 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
         for (id, reply) in replies {
             let _ = reply.send(Ok(id));
         }
-        let finished = self.settle(&results);
+        let mut finished = self.settle(&results);
+        finished.append(&mut self.unfinished);
         let mut fin = self.finish_records(&finished, now);
         if !fin.is_empty() {
             let n = fin.len();
