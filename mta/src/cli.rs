@@ -77,6 +77,8 @@ enum QueueCmd {
     List,
     /// Counts (qmail-qstat).
     Stat,
+    /// Ask the running `mta run` to try every pending delivery now (SIGALRM).
+    Flush,
 }
 
 pub fn main() -> i32 {
@@ -182,7 +184,45 @@ fn cmd_inject(
     }
 }
 
+fn cmd_flush(root: &Path) -> i32 {
+    use mta::env::Fs;
+    // If we can take the queue lock, no mta run holds it: a pid in the file is stale.
+    if mta::env::real::RealFs
+        .try_lock(&root.join("queue/lock"))
+        .is_ok()
+    {
+        eprintln!(
+            "mta queue flush: no mta run is running on {}",
+            root.display()
+        );
+        return EXIT_TEMP;
+    }
+    let pid = std::fs::read_to_string(root.join("queue/lock"))
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok());
+    let Some(pid) = pid else {
+        eprintln!(
+            "mta queue flush: no running mta run found for {}",
+            root.display()
+        );
+        return EXIT_TEMP;
+    };
+    match std::process::Command::new("kill")
+        .args(["-ALRM", &pid.to_string()])
+        .status()
+    {
+        Ok(s) if s.success() => 0,
+        _ => {
+            eprintln!("mta queue flush: mta run (pid {pid}) is not running");
+            EXIT_TEMP
+        }
+    }
+}
+
 fn cmd_queue(env: &RealEnv, root: &Path, cmd: QueueCmd) -> i32 {
+    if let QueueCmd::Flush = cmd {
+        return cmd_flush(root);
+    }
     let view = match queue::View::load(env, &Paths::new(root.join("queue"))) {
         Ok(v) => v,
         Err(e) => {
@@ -253,6 +293,7 @@ fn cmd_queue(env: &RealEnv, root: &Path, cmd: QueueCmd) -> i32 {
                 }
             }
         }
+        QueueCmd::Flush => unreachable!("handled above"),
     }
     0
 }

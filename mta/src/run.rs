@@ -12,6 +12,7 @@ use mta::control::{ControlDir, Rewrite};
 use mta::env::real::RealEnv;
 use mta::env::{Env, Listener, Net};
 use mta::queue::{service, Config, Paths, Queue, QueueError};
+use mta::send::manager::{Manager, Until};
 use mta::smtpd::filter::{Commands, Filter, NoFilter};
 use mta::smtpd::{self, Receiver, Settings, Stats};
 
@@ -49,6 +50,13 @@ pub fn run(env: RealEnv, root: &Path, listen: SocketAddr) -> i32 {
             return EXIT_TEMP;
         }
     };
+    let send_settings = match mta::send::manager::Settings::load(env.fs(), root) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("mta run: unable to read controls: {e}");
+            return EXIT_TEMP;
+        }
+    };
     let paths = Paths::new(root.join("queue"));
     let spool = smtpd::SpoolTo {
         paths: paths.clone(),
@@ -70,14 +78,17 @@ pub fn run(env: RealEnv, root: &Path, listen: SocketAddr) -> i32 {
         }
     };
     tracing::info!(?rec, "queue recovered");
+    // `mta queue flush` finds us through the pid in the lock file.
+    let _ = std::fs::write(root.join("queue/lock"), format!("{}\n", std::process::id()));
     let (handle, inbox) = service::channel();
-    // The queue's fsyncs block: it gets a thread of its own.
+    let manager = Manager::new(env.clone(), queue, rewrite, send_settings, None);
+    // The queue's fsyncs block: the manager (and its local deliveries) get a thread.
     let queue_thread = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("queue runtime");
-        rt.block_on(service::serve(queue, rewrite, inbox));
+        rt.block_on(manager.run(inbox, Until::HandlesGone));
     });
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -100,18 +111,20 @@ pub fn run(env: RealEnv, root: &Path, listen: SocketAddr) -> i32 {
         let bound = listener.local_addr().map_or(listen, |a| a);
         println!("mta: listening on {bound}");
         let _ = std::io::stdout().flush();
-        let (hup, term, int) = match (
+        let (hup, term, int, alrm) = match (
             signal(SignalKind::hangup()),
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
+            signal(SignalKind::alarm()),
         ) {
-            (Ok(a), Ok(b), Ok(c)) => (a, b, c),
+            (Ok(a), Ok(b), Ok(c), Ok(d)) => (a, b, c, d),
             _ => {
                 eprintln!("mta run: cannot install signal handlers");
                 return EXIT_TEMP;
             }
         };
-        let (mut hup, mut term, mut int) = (hup, term, int);
+        let (mut hup, mut term, mut int, mut alrm) = (hup, term, int, alrm);
+        let flusher = handle.clone();
         let (set_tx, set_rx) = watch::channel(Arc::new(settings.clone()));
         let (filter_tx, filter_rx) = watch::channel(filter_for(&settings));
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -128,6 +141,7 @@ pub fn run(env: RealEnv, root: &Path, listen: SocketAddr) -> i32 {
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
+                _ = alrm.recv() => flusher.flush(),
                 _ = hup.recv() => match load(&env, root, listen) {
                     Ok(s) => {
                         tracing::info!("control files reread");
@@ -140,6 +154,7 @@ pub fn run(env: RealEnv, root: &Path, listen: SocketAddr) -> i32 {
         }
         let _ = stop_tx.send(true);
         let _ = server.await;
+        drop(flusher);
         0
     });
     drop(rt);

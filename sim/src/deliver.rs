@@ -10,7 +10,6 @@ use mta::env::{Env, Fs, FsFile};
 use mta::local::LocalConfig;
 use mta::queue::service::{self, QueueHandle};
 use mta::queue::{Config, NewMessage, Paths, Queue};
-use mta::send::bounce::Names;
 use mta::send::manager::{Manager, Remote, Settings, Until};
 
 use crate::env::SimEnv;
@@ -97,23 +96,13 @@ impl World {
         let r = root();
         let c = ControlDir::new(self.env.fs(), &r);
         let rw = Rewrite::load(&c).ok()?;
-        let me = c.me().ok()?;
-        let s = Settings {
-            local: Arc::new(LocalConfig {
-                disabled: off,
-                ..LocalConfig::load(self.env.fs(), &r).ok()?
-            }),
-            names: Names {
-                bouncefrom: c.line_or("bouncefrom", "MAILER-DAEMON").ok()?,
-                bouncehost: c.line_or("bouncehost", &me).ok()?,
-                doublebounceto: c.line_or("doublebounceto", "postmaster").ok()?,
-                doublebouncehost: c.line_or("doublebouncehost", &me).ok()?,
-            },
-            lifetime: c.number("queuelifetime", 604_800).ok()?,
-            concurrency_local: 10,
-            concurrency_remote: 20,
-            todo_poll: Duration::from_secs(3600),
-        };
+        let mut s = Settings::load(self.env.fs(), &r).ok()?;
+        s.local = Arc::new(LocalConfig {
+            disabled: off,
+            ..(*s.local).clone()
+        });
+        // Injections come before the manager starts here; no need to poll often.
+        s.todo_poll = Duration::from_secs(3600);
         let (q, _) =
             Queue::open(self.env.clone(), self.paths.clone(), Config::default(), &rw).ok()?;
         let (h, inbox) = service::channel();

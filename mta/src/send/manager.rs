@@ -44,6 +44,40 @@ pub struct Settings {
     pub todo_poll: Duration,
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error(transparent)]
+    Control(#[from] crate::control::ControlError),
+    #[error(transparent)]
+    Local(#[from] crate::local::LocalConfigError),
+}
+
+impl Settings {
+    /// Read the control files the queue manager uses.
+    pub fn load<F: crate::env::Fs>(
+        fs: &F,
+        root: &std::path::Path,
+    ) -> Result<Settings, SettingsError> {
+        let c = crate::control::ControlDir::new(fs, root);
+        let me = c.me()?;
+        Ok(Settings {
+            local: Arc::new(LocalConfig::load(fs, root)?),
+            names: Names {
+                bouncefrom: c.line_or("bouncefrom", "MAILER-DAEMON")?,
+                bouncehost: c.line_or("bouncehost", &me)?,
+                doublebounceto: c.lines("doublebounceto")?.map_or("postmaster".into(), |l| {
+                    l.into_iter().next().unwrap_or_default()
+                }),
+                doublebouncehost: c.line_or("doublebouncehost", &me)?,
+            },
+            lifetime: c.number("queuelifetime", 604_800)?,
+            concurrency_local: c.number("concurrencylocal", 10)?.max(1) as usize,
+            concurrency_remote: c.number("concurrencyremote", 20)?.max(1) as usize,
+            todo_poll: Duration::from_secs(1),
+        })
+    }
+}
+
 /// When [`Manager::run`] returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Until {

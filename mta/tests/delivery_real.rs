@@ -1,0 +1,166 @@
+//! `mta run` delivering on a real host: SMTP in → Maildir, bounces, injection while running.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    root: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn mta() -> &'static str {
+    env!("CARGO_BIN_EXE_mta")
+}
+
+fn start() -> Server {
+    let root = tempfile::tempdir().unwrap();
+    let st = Command::new(mta())
+        .args([
+            "init",
+            "--me",
+            "heaven.af.mil",
+            "--user",
+            "fred",
+            "--user",
+            "joe",
+            "--root",
+        ])
+        .arg(root.path())
+        .output()
+        .unwrap();
+    assert!(st.status.success());
+    let mut child = Command::new(mta())
+        .args(["run", "--listen", "127.0.0.1:0", "--root"])
+        .arg(root.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("mta: listening on ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    Server { child, addr, root }
+}
+
+fn maildir(root: &Path, user: &str) -> Vec<String> {
+    let d: PathBuf = root.join("home").join(user).join("Maildir/new");
+    let mut v: Vec<_> = std::fs::read_dir(d)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+fn wait_for(root: &Path, user: &str, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = maildir(root, user);
+        if v.len() >= n {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{user} has {} of {n} messages",
+            v.len()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn smtp_to_maildir_and_bounces_on_a_real_host() {
+    use lettre::{Message, SmtpTransport, Transport};
+    let srv = start();
+    let mailer = SmtpTransport::builder_dangerous("127.0.0.1")
+        .port(srv.addr.port())
+        .build();
+    let m = Message::builder()
+        .from("Joe <joe@heaven.af.mil>".parse().unwrap())
+        .to("fred@heaven.af.mil".parse().unwrap())
+        .subject("to fred")
+        .body("hello fred\n".to_string())
+        .unwrap();
+    mailer.send(&m).unwrap();
+    let m = Message::builder()
+        .from("joe@heaven.af.mil".parse().unwrap())
+        .to("nobody@heaven.af.mil".parse().unwrap())
+        .subject("to nobody")
+        .body("lost\n".to_string())
+        .unwrap();
+    mailer.send(&m).unwrap();
+    let fred = wait_for(srv.root.path(), "fred", 1);
+    assert!(fred[0].starts_with("Return-Path: <joe@heaven.af.mil>\nDelivered-To: fred@heaven.af.mil\nReceived: from unknown"), "{}", fred[0]);
+    assert!(fred[0].contains("hello fred"));
+    let joe = wait_for(srv.root.path(), "joe", 1);
+    assert!(
+        joe[0].contains("<nobody@heaven.af.mil>:\nSorry, no mailbox here by that name. (#5.1.1)"),
+        "{}",
+        joe[0]
+    );
+    assert!(joe[0].starts_with("Return-Path: <>\n"));
+}
+
+#[test]
+fn injection_while_running_is_delivered_and_flush_reaches_the_server() {
+    let srv = start();
+    let mut c = Command::new(mta())
+        .args(["inject", "-f", "joe@heaven.af.mil", "fred", "--root"])
+        .arg(srv.root.path())
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    c.stdin
+        .take()
+        .unwrap()
+        .write_all(b"Subject: injected\n\nbody\n")
+        .unwrap();
+    assert!(c.wait().unwrap().success());
+    let fred = wait_for(srv.root.path(), "fred", 1);
+    assert!(fred[0].contains("Subject: injected"));
+    let st = Command::new(mta())
+        .args(["queue", "flush", "--root"])
+        .arg(srv.root.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // The server is still there after SIGALRM.
+    assert!(std::net::TcpStream::connect(srv.addr).is_ok());
+}
+
+#[test]
+fn flush_without_a_running_server_is_a_clear_error() {
+    let root = tempfile::tempdir().unwrap();
+    Command::new(mta())
+        .args(["init", "--me", "x.org", "--root"])
+        .arg(root.path())
+        .output()
+        .unwrap();
+    std::fs::write(root.path().join("queue/lock"), "1\n").unwrap();
+    let o = Command::new(mta())
+        .args(["queue", "flush", "--root"])
+        .arg(root.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(111));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no mta run is running"));
+}
