@@ -6,12 +6,14 @@
 
 pub mod control;
 pub mod date;
+pub mod dns;
 pub mod env;
 pub mod fuzz;
 pub mod init;
 pub mod inject;
 pub mod local;
 pub mod queue;
+pub mod remote;
 pub mod send;
 pub mod smtp;
 pub mod smtpd;

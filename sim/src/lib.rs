@@ -4,6 +4,7 @@
 
 pub mod crash;
 pub mod deliver;
+pub mod dns_server;
 pub mod env;
 pub mod fs;
 pub mod install;

@@ -2,5 +2,6 @@
 //! bytes live in `smtpd` (server) and, later, `remote` (client).
 
 pub mod address;
+pub mod client;
 pub mod received;
 pub mod server;

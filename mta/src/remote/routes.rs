@@ -1,0 +1,75 @@
+//! `control/smtproutes`: `domain:relay[:port]`, `.suffix` entries, an empty domain for the
+//! default route, an empty relay for "use MX", `[ip]` literals.
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Empty: look up MX for the recipient's domain.
+    pub relay: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Routes(Vec<(String, Route)>);
+
+impl Routes {
+    pub fn parse(lines: &[String]) -> Routes {
+        let mut v = Vec::new();
+        for l in lines {
+            let mut parts = l.splitn(3, ':');
+            let domain = parts.next().unwrap_or("").to_ascii_lowercase();
+            let relay = parts.next().unwrap_or("").to_string();
+            let port = parts.next().and_then(|p| p.parse().ok()).unwrap_or(25);
+            v.push((domain, Route { relay, port }));
+        }
+        Routes(v)
+    }
+
+    /// The route for a domain: exact, then `.suffix` entries longest first, then the default.
+    pub fn find(&self, domain: &str) -> Option<&Route> {
+        let d = domain.to_ascii_lowercase();
+        let get = |k: &str| self.0.iter().find(|(x, _)| x == k).map(|(_, r)| r);
+        if let Some(r) = get(&d) {
+            return Some(r);
+        }
+        let mut at = 0;
+        while let Some(i) = d[at..].find('.') {
+            if let Some(r) = get(&d[at + i..]) {
+                return Some(r);
+            }
+            at += i + 1;
+        }
+        get("")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_order() {
+        let r = Routes::parse(&[
+            "irs.gov:mail.irs.gov".into(),
+            ".af.mil:[10.0.0.1]:2525".into(),
+            ".heaven.af.mil:relay.heaven".into(),
+            "direct.org:".into(),
+            ":bigbang.af.mil".into(),
+        ]);
+        assert_eq!(r.find("IRS.gov").unwrap().relay, "mail.irs.gov");
+        assert_eq!(
+            r.find("x.af.mil").unwrap(),
+            &Route {
+                relay: "[10.0.0.1]".into(),
+                port: 2525
+            }
+        );
+        assert_eq!(
+            r.find("a.heaven.af.mil").unwrap().relay,
+            "relay.heaven",
+            "longest suffix"
+        );
+        assert_eq!(r.find("direct.org").unwrap().relay, "");
+        assert_eq!(r.find("else.com").unwrap().relay, "bigbang.af.mil");
+        assert_eq!(Routes::default().find("x"), None);
+    }
+}
