@@ -57,6 +57,27 @@ pub fn run(env: RealEnv, root: &Path, listen: SocketAddr) -> i32 {
             return EXIT_TEMP;
         }
     };
+    let remote_cfg = match mta::remote::RemoteConfig::load(env.fs(), root) {
+        Ok(mut c) => {
+            if !listen.ip().is_unspecified() && !c.local_ips.contains(&listen.ip()) {
+                c.local_ips.push(listen.ip());
+            }
+            c
+        }
+        Err(e) => {
+            eprintln!("mta run: unable to read controls: {e}");
+            return EXIT_TEMP;
+        }
+    };
+    let servers =
+        mta::dns::nameservers(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
+    let resolver =
+        mta::dns::Resolver::new(env.clone(), servers, std::time::Duration::from_secs(10));
+    let remote: std::sync::Arc<dyn mta::send::manager::Remote<RealEnv>> =
+        std::sync::Arc::new(mta::remote::Smtp {
+            cfg: remote_cfg,
+            resolver: std::sync::Arc::new(resolver),
+        });
     let paths = Paths::new(root.join("queue"));
     let spool = smtpd::SpoolTo {
         paths: paths.clone(),
@@ -81,7 +102,7 @@ pub fn run(env: RealEnv, root: &Path, listen: SocketAddr) -> i32 {
     // `mta queue flush` finds us through the pid in the lock file.
     let _ = std::fs::write(root.join("queue/lock"), format!("{}\n", std::process::id()));
     let (handle, inbox) = service::channel();
-    let manager = Manager::new(env.clone(), queue, rewrite, send_settings, None);
+    let manager = Manager::new(env.clone(), queue, rewrite, send_settings, Some(remote));
     // The queue's fsyncs block: the manager (and its local deliveries) get a thread.
     let queue_thread = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()

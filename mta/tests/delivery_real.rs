@@ -24,22 +24,20 @@ fn mta() -> &'static str {
 }
 
 fn start() -> Server {
+    start_as("heaven.af.mil", &["fred", "joe"], &[])
+}
+
+fn start_as(me: &str, users: &[&str], controls: &[(&str, String)]) -> Server {
     let root = tempfile::tempdir().unwrap();
-    let st = Command::new(mta())
-        .args([
-            "init",
-            "--me",
-            "heaven.af.mil",
-            "--user",
-            "fred",
-            "--user",
-            "joe",
-            "--root",
-        ])
-        .arg(root.path())
-        .output()
-        .unwrap();
-    assert!(st.status.success());
+    let mut init = Command::new(mta());
+    init.args(["init", "--me", me, "--root"]).arg(root.path());
+    for u in users {
+        init.args(["--user", u]);
+    }
+    assert!(init.output().unwrap().status.success());
+    for (f, text) in controls {
+        std::fs::write(root.path().join("control").join(f), text).unwrap();
+    }
     let mut child = Command::new(mta())
         .args(["run", "--listen", "127.0.0.1:0", "--root"])
         .arg(root.path())
@@ -163,4 +161,53 @@ fn flush_without_a_running_server_is_a_clear_error() {
         .unwrap();
     assert_eq!(o.status.code(), Some(111));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no mta run is running"));
+}
+
+#[test]
+fn remote_delivery_to_a_second_server_and_a_remote_bounce() {
+    use lettre::{Message, SmtpTransport, Transport};
+    let far = start_as("far.example", &["bill"], &[]);
+    let route = format!(
+        "far.example:[127.0.0.1]:{p}\n:[127.0.0.1]:{p}\n",
+        p = far.addr.port()
+    );
+    let near = start_as(
+        "heaven.af.mil",
+        &["joe"],
+        &[
+            ("smtproutes", route),
+            ("smtp.rules", "127.0.0.1:allow,RELAYCLIENT=\"\"\n".into()),
+        ],
+    );
+    let mailer = SmtpTransport::builder_dangerous("127.0.0.1")
+        .port(near.addr.port())
+        .build();
+    let m = Message::builder()
+        .from("joe@heaven.af.mil".parse().unwrap())
+        .to("bill@far.example".parse().unwrap())
+        .subject("relayed")
+        .body("across two servers\n".to_string())
+        .unwrap();
+    mailer.send(&m).unwrap();
+    let bill = wait_for(far.root.path(), "bill", 1);
+    assert!(bill[0].contains("across two servers"));
+    assert_eq!(
+        bill[0].matches("Received: from").count(),
+        2,
+        "both hops: {}",
+        bill[0]
+    );
+    assert!(
+        bill[0].starts_with("Return-Path: <joe@heaven.af.mil>\nDelivered-To: bill@far.example\n")
+    );
+    // The far server refuses a domain outside its rcpthosts (553): a permanent failure.
+    let m = Message::builder()
+        .from("joe@heaven.af.mil".parse().unwrap())
+        .to("ghost@elsewhere.example".parse().unwrap())
+        .subject("refused")
+        .body("nowhere\n".to_string())
+        .unwrap();
+    mailer.send(&m).unwrap();
+    let joe = wait_for(near.root.path(), "joe", 1);
+    assert!(joe[0].contains("<ghost@elsewhere.example>:\n127.0.0.1 does not like recipient.\nRemote host said: 553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)"), "{}", joe[0]);
 }
