@@ -107,3 +107,44 @@ pub fn queue_records(data: &[u8]) {
     }
     let _ = decode_todo(data);
 }
+
+/// The SMTP client's reply parser and dialogue: a hostile server's bytes, in pieces.
+pub fn smtp_reply(data: &[u8]) {
+    use crate::smtp::client::{Client, Step};
+    let mut c = Client::new("10.0.0.1", "fuzz.example", "a@b", "c@d", b"x\n.\n");
+    let mut at = 0;
+    let mut sent = 0usize;
+    while at < data.len() {
+        let end = (at + 1 + usize::from(data[at] % 32)).min(data.len());
+        let (step, used) = c.input(&data[at..end]);
+        at += used.max(1).min(end - at);
+        match step {
+            Step::Done(_) => return,
+            Step::Send(b) => {
+                sent += b.len();
+                assert!(sent < 1 << 20, "the client keeps talking");
+            }
+            Step::NeedInput => {}
+        }
+    }
+    let _ = c.connection_lost();
+}
+
+/// DNS messages from the network.
+pub fn dns_message(data: &[u8]) {
+    if let Ok(m) = hickory_proto::op::Message::from_vec(data) {
+        let _ = m.to_vec();
+    }
+}
+
+/// `.qmail` files and `users/assign`.
+pub fn dotqmail_assign(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let _ = crate::local::dotqmail::parse(&text);
+    let _ = crate::local::dotqmail::candidates("-", &text);
+    if let Ok(a) = crate::local::assign::Assign::parse(&text) {
+        for key in ["fred", "fred-x", "", "-"] {
+            let _ = a.lookup(key);
+        }
+    }
+}

@@ -65,3 +65,42 @@ fn queue_records_corpus() {
         }
     }
 }
+
+#[test]
+fn smtp_reply_corpus() {
+    for input in corpus("smtp_reply") {
+        mta::fuzz::smtp_reply(&input);
+        for cut in 0..input.len() {
+            mta::fuzz::smtp_reply(&input[..cut]);
+        }
+    }
+}
+
+#[test]
+fn dns_message_corpus() {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{Name, RecordType};
+    let mut inputs = corpus("dns_message");
+    let mut q = Message::query();
+    q.add_query(Query::query(
+        Name::from_ascii("example.org.").unwrap(),
+        RecordType::MX,
+    ));
+    inputs.push(q.to_vec().unwrap());
+    for input in &inputs {
+        mta::fuzz::dns_message(input);
+        for i in 0..input.len() {
+            let mut f = input.clone();
+            f[i] ^= 0xa5;
+            mta::fuzz::dns_message(&f);
+            mta::fuzz::dns_message(&input[..i]);
+        }
+    }
+}
+
+#[test]
+fn dotqmail_assign_corpus() {
+    for input in corpus("dotqmail_assign") {
+        mta::fuzz::dotqmail_assign(&input);
+    }
+}
