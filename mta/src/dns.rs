@@ -2,9 +2,7 @@
 //! network: UDP first, TCP when the answer is truncated (answers up to 64 KiB), CNAME chains
 //! with a loop limit. NXDOMAIN is permanent; SERVFAIL, refusals and timeouts are temporary.
 
-use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::pin::Pin;
 use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
@@ -12,7 +10,7 @@ use hickory_proto::rr::{Name, RData, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::env::{Env, Net, Udp};
-use crate::remote::{DnsError, Resolve};
+use crate::remote::{DnsError, DnsFuture, Resolve};
 
 /// CNAMEs followed before giving up (temporary: qmail treats a loop as a soft error).
 pub const MAX_CNAME: usize = 8;
@@ -161,10 +159,7 @@ fn host(n: &Name) -> String {
 }
 
 impl<E: Env> Resolve for Resolver<E> {
-    fn mx<'a>(
-        &'a self,
-        domain: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<Vec<(u16, String)>, DnsError>> + Send + 'a>> {
+    fn mx<'a>(&'a self, domain: &'a str) -> DnsFuture<'a, Vec<(u16, String)>> {
         Box::pin(async move {
             let r = self.lookup(domain, RecordType::MX).await?;
             Ok(r.into_iter()
@@ -176,10 +171,7 @@ impl<E: Env> Resolve for Resolver<E> {
         })
     }
 
-    fn ips<'a>(
-        &'a self,
-        h: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<Vec<IpAddr>, DnsError>> + Send + 'a>> {
+    fn ips<'a>(&'a self, h: &'a str) -> DnsFuture<'a, Vec<IpAddr>> {
         Box::pin(async move {
             let a = self.lookup(h, RecordType::A).await;
             let aaaa = self.lookup(h, RecordType::AAAA).await;

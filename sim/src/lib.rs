@@ -11,4 +11,5 @@ pub mod install;
 pub mod lifecycle;
 pub mod local_crash;
 pub mod receive;
+pub mod remote_world;
 pub mod world;

@@ -26,18 +26,15 @@ pub enum DnsError {
     Temporary,
 }
 
+/// A pending DNS answer.
+pub type DnsFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, DnsError>> + Send + 'a>>;
+
 /// Name resolution as remote delivery needs it.
 pub trait Resolve: Send + Sync + 'static {
     /// MX records of a domain, `(preference, host)`; empty when there are none.
-    fn mx<'a>(
-        &'a self,
-        domain: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<Vec<(u16, String)>, DnsError>> + Send + 'a>>;
+    fn mx<'a>(&'a self, domain: &'a str) -> DnsFuture<'a, Vec<(u16, String)>>;
     /// Addresses (A and AAAA) of a host.
-    fn ips<'a>(
-        &'a self,
-        host: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<Vec<IpAddr>, DnsError>> + Send + 'a>>;
+    fn ips<'a>(&'a self, host: &'a str) -> DnsFuture<'a, Vec<IpAddr>>;
 }
 
 /// What remote delivery reads from control files.

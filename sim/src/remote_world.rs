@@ -1,0 +1,248 @@
+//! Remote delivery in a turmoil world: the MTA host runs the queue manager with SMTP remote
+//! delivery, a DNS host answers MX and A queries, and a peer host speaks SMTP by script
+//! (accepting, or failing at a chosen stage, or dropping the connection after the final dot).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use mta::dns::Resolver;
+use mta::env::{Listener, Net};
+use mta::remote::{RemoteConfig, Smtp};
+use mta::send::manager::{Manager, Remote, Settings, Until};
+
+use crate::deliver::{image, root, World};
+use crate::dns_server::{serve_tcp, serve_udp, Zone};
+use crate::env::{SimEnv, SimNet};
+use crate::fs::{Faults, Image, Persist};
+use crate::receive::EPOCH_MS;
+use crate::world::Disk;
+
+/// What the peer does, per connection (the last entry repeats).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    Accept,
+    Greeting(u16),
+    Mail(u16),
+    Rcpt(u16),
+    Data(u16),
+    AfterDot(u16),
+    /// Read the whole message, then close without a reply.
+    DropAfterDot,
+}
+
+/// Messages the peer acknowledged (bodies), and connections it saw.
+#[derive(Debug, Default)]
+pub struct PeerLog {
+    pub accepted: Vec<String>,
+    pub connections: usize,
+}
+
+async fn w(r: &mut BufReader<turmoil::net::TcpStream>, c: u16) -> std::io::Result<()> {
+    r.get_mut()
+        .write_all(format!("{c} scripted reply\r\n").as_bytes())
+        .await
+}
+
+async fn peer_session(
+    s: turmoil::net::TcpStream,
+    script: Peer,
+    log: Arc<Mutex<PeerLog>>,
+) -> std::io::Result<()> {
+    let mut r = BufReader::new(s);
+    let code = |stage: Peer| match (script, stage) {
+        (Peer::Greeting(c), Peer::Greeting(_)) => c,
+        (Peer::Mail(c), Peer::Mail(_)) => c,
+        (Peer::Rcpt(c), Peer::Rcpt(_)) => c,
+        (Peer::Data(c), Peer::Data(_)) => c,
+        (Peer::AfterDot(c), Peer::AfterDot(_)) => c,
+        (_, Peer::Data(_)) => 354,
+        (_, Peer::Greeting(_)) => 220,
+        _ => 250,
+    };
+    w(&mut r, code(Peer::Greeting(0))).await?;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line).await? == 0 {
+            return Ok(());
+        }
+        let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+        match verb.as_str() {
+            "EHLO" | "HELO" => w(&mut r, 250).await?,
+            "MAIL" => w(&mut r, code(Peer::Mail(0))).await?,
+            "RCPT" => w(&mut r, code(Peer::Rcpt(0))).await?,
+            "DATA" => {
+                let c = code(Peer::Data(0));
+                w(&mut r, c).await?;
+                if c != 354 {
+                    continue;
+                }
+                let mut body = Vec::new();
+                loop {
+                    let mut l = Vec::new();
+                    if r.read_until(b'\n', &mut l).await? == 0 {
+                        return Ok(());
+                    }
+                    if l == b".\r\n" {
+                        break;
+                    }
+                    body.extend_from_slice(&l);
+                }
+                if script == Peer::DropAfterDot {
+                    // It took the message, but the reply never leaves: the sender cannot know.
+                    log.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .accepted
+                        .push(String::from_utf8_lossy(&body).into_owned());
+                    return Ok(());
+                }
+                let c = code(Peer::AfterDot(0));
+                if c / 100 == 2 {
+                    log.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .accepted
+                        .push(String::from_utf8_lossy(&body).into_owned());
+                }
+                w(&mut r, c).await?;
+            }
+            "QUIT" => {
+                w(&mut r, 221).await?;
+                return Ok(());
+            }
+            _ => w(&mut r, 502).await?,
+        }
+    }
+}
+
+/// The peer host: scripts per connection, last one repeating.
+pub async fn peer_host(scripts: Vec<Peer>, log: Arc<Mutex<PeerLog>>) -> turmoil::Result {
+    let l = SimNet
+        .listen(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 25))
+        .await?;
+    loop {
+        let (s, _) = l.accept().await?;
+        let n = {
+            let mut g = log.lock().unwrap_or_else(|e| e.into_inner());
+            g.connections += 1;
+            g.connections
+        };
+        let script = scripts[(n - 1).min(scripts.len() - 1)];
+        let log = log.clone();
+        tokio::spawn(async move {
+            let _ = peer_session(s, script, log).await;
+        });
+    }
+}
+
+/// The DNS host: far.example's MX is the peer.
+pub async fn dns_host() -> turmoil::Result {
+    let mut z = Zone::default();
+    z.mx("far.example", 10, "mx.far.example")
+        .ip("mx.far.example", turmoil::lookup("peer"));
+    let z = Arc::new(z);
+    let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 53);
+    let udp = SimNet.bind_udp(any).await?;
+    let tcp = SimNet.listen(any).await?;
+    tokio::spawn(serve_udp(udp, z.clone()));
+    serve_tcp(tcp, z).await;
+    Ok(())
+}
+
+/// The MTA host: recover, then run the queue manager with SMTP remote delivery.
+pub async fn mta_host(disk: Disk, seed: u64) -> turmoil::Result {
+    let fs = disk.boot();
+    let env = SimEnv::turmoil(
+        fs,
+        disk.clock().clone(),
+        EPOCH_MS,
+        seed ^ (u64::from(disk.boots()) << 32),
+    );
+    let w = World {
+        env: env.clone(),
+        paths: mta::queue::Paths::new(root().join("queue")),
+    };
+    let r = root();
+    let (Ok(mut cfg), Ok(settings)) = (
+        RemoteConfig::load(mta::env::Env::fs(&env), &r),
+        Settings::load(mta::env::Env::fs(&env), &r),
+    ) else {
+        return std::future::pending().await;
+    };
+    cfg.timeout_connect = Duration::from_secs(10);
+    cfg.timeout_remote = Duration::from_secs(30);
+    let dns = SocketAddr::new(turmoil::lookup("dns"), 53);
+    let resolver = Resolver::new(env.clone(), vec![dns], Duration::from_secs(5));
+    let remote: Arc<dyn Remote<SimEnv>> = Arc::new(Smtp {
+        cfg,
+        resolver: Arc::new(resolver),
+    });
+    let Some((m, h, inbox)) = w.manager_with(Some(remote), mta::queue::Disabled::none()) else {
+        return std::future::pending().await;
+    };
+    let _ = settings;
+    let _m: Manager<SimEnv, mta::control::Rewrite> = m.run(inbox, Until::Empty).await;
+    drop(h);
+    std::future::pending().await
+}
+
+/// One run: joe@heaven.af.mil sends to bill@far.example; returns the peer's log and the
+/// final state of the MTA's disk.
+pub struct Run {
+    pub peer: Arc<Mutex<PeerLog>>,
+    pub disk: Disk,
+}
+
+pub fn installation() -> Image {
+    let img = image(&[], &[]);
+    let w = World::new(img, 0);
+    w.inject(
+        "joe@heaven.af.mil",
+        &["bill@far.example"],
+        "Subject: remote\n\nover the wire\n.dot\n",
+    );
+    w.env.sim_fs().crash_image(&Persist::All)
+}
+
+pub fn run(scripts: Vec<Peer>, faults: Faults, persist: Persist, secs: u64, seed: u64) -> Run {
+    let clock = crate::fs::Clock::new(EPOCH_MS);
+    let disk = Disk::with_image(installation(), clock);
+    disk.arm(faults);
+    let mut sim = turmoil::Builder::new()
+        .epoch(std::time::UNIX_EPOCH + Duration::from_millis(EPOCH_MS))
+        .tick_duration(Duration::from_millis(100))
+        .simulation_duration(Duration::from_secs(secs + 60))
+        .rng_seed(seed)
+        .build();
+    let peer = Arc::new(Mutex::new(PeerLog::default()));
+    let p = peer.clone();
+    sim.host("peer", move || peer_host(scripts.clone(), p.clone()));
+    sim.host("dns", dns_host);
+    let d = disk.clone();
+    sim.host("mta", move || mta_host(d.clone(), seed));
+    // Only hosts here (no client to finish): run for the given simulated time.
+    while sim.elapsed() < Duration::from_secs(secs) {
+        if let Err(e) = sim.step() {
+            panic!("simulation failed: {e}");
+        }
+        if disk.frozen() {
+            sim.crash("mta");
+            disk.crash(&persist);
+            sim.bounce("mta");
+        }
+    }
+    Run { peer, disk }
+}
+
+impl Run {
+    /// A world on the MTA's final disk, to inspect it.
+    pub fn world(&self) -> World {
+        let img = self
+            .disk
+            .live()
+            .map_or_else(|| self.disk.image(), |fs| fs.live_image());
+        World::new(img, 0)
+    }
+}
