@@ -12,4 +12,5 @@ pub mod lifecycle;
 pub mod local_crash;
 pub mod receive;
 pub mod remote_world;
+pub mod schedule_scenario;
 pub mod world;

@@ -1,7 +1,6 @@
 //! Remote delivery through turmoil: MX lookup against a DNS host, SMTP to a scripted peer
 //! failing at each stage, retries on the schedule, bounces, and crashes of the MTA host.
 
-use mta::queue::Status;
 use sim::fs::{Faults, Persist};
 use sim::remote_world::{run, Peer};
 
@@ -75,48 +74,11 @@ fn connection_lost_after_the_dot_is_retried_a_possible_duplicate() {
 
 #[test]
 fn crash_of_the_mta_host_at_every_fs_operation_loses_nothing() {
-    let clean = run(
-        vec![Peer::Accept],
-        Faults::default(),
-        Persist::Synced,
-        60,
-        7,
+    let r = sim::remote_world::crash_mid_delivery_remote(7);
+    println!(
+        "{} crash points, {} runs; {} duplicates at the peer (crash between its 250 and our durable outcome)",
+        r.crash_points, r.runs, r.duplicates
     );
-    let ops = clean.disk.live().map_or(0, |f| f.ops());
-    assert!(ops > 5);
-    let mut dups = 0;
-    for k in 1..=ops {
-        for p in [
-            Persist::Synced,
-            Persist::All,
-            Persist::AllBut(0),
-            Persist::TornLastWrite,
-        ] {
-            let f = Faults {
-                crash_after: Some(k),
-                ..Faults::default()
-            };
-            let r = run(vec![Peer::Accept], f, p.clone(), 900, k);
-            let w = r.world();
-            let (mgr, _, _) = w.manager(None);
-            let pending: Vec<_> = mgr
-                .queue()
-                .messages()
-                .flat_map(|m| m.rcpts.clone())
-                .filter(|r| r.status == Status::Pending)
-                .collect();
-            let acc = r.peer.lock().unwrap().accepted.len();
-            assert!(
-                acc >= 1 || !pending.is_empty(),
-                "crash {k} {p:?}: message lost"
-            );
-            assert!(
-                pending.is_empty(),
-                "crash {k} {p:?}: still pending after 900 s"
-            );
-            assert!(bounce(&w).is_empty(), "crash {k} {p:?}: bounced");
-            dups += acc.saturating_sub(1);
-        }
-    }
-    println!("{ops} crash points; {dups} duplicates at the peer (crash between its 250 and our durable outcome)");
+    assert!(r.crash_points > 5);
+    assert!(r.violations.is_empty(), "{:#?}", r.violations);
 }

@@ -638,7 +638,12 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
             let next_due = self.due.first().map(|d| d.0);
             let poll_at = last_poll + self.s.todo_poll.as_secs().max(1);
             let wake = next_due.map_or(poll_at, |t| t.min(poll_at));
-            let wait = Duration::from_secs(wake.saturating_sub(now).max(if busy { 0 } else { 1 }));
+            // Messages found finished at start are settled right away, not after a wait.
+            let wait = if self.unfinished.is_empty() {
+                Duration::from_secs(wake.saturating_sub(now).max(if busy { 0 } else { 1 }))
+            } else {
+                Duration::ZERO
+            };
             let mut subs = Vec::new();
             let mut results = Vec::new();
             let mut flush = false;
@@ -651,7 +656,7 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
                     Some(Request::Flush) => flush = true,
                     None => inbox_open = false,
                 },
-                _ = self.env.sleep(wait), if !busy || wait > Duration::ZERO => {}
+                _ = self.env.sleep(wait), if !busy || wait > Duration::ZERO || !self.unfinished.is_empty() => {}
             }
             // Group commit: take whatever else is waiting.
             while let Ok(r) = self.results_rx.try_recv() {
