@@ -137,11 +137,16 @@ pub async fn peer_host(scripts: Vec<Peer>, log: Arc<Mutex<PeerLog>>) -> turmoil:
     }
 }
 
-/// The DNS host: far.example's MX is the peer.
+/// The DNS host: far.example's and irs.gov's MX is the peer; bigbang.af.mil is the host
+/// "relay" when the world has one.
 pub async fn dns_host() -> turmoil::Result {
     let mut z = Zone::default();
+    let peer = turmoil::lookup("peer");
     z.mx("far.example", 10, "mx.far.example")
-        .ip("mx.far.example", turmoil::lookup("peer"));
+        .ip("mx.far.example", peer);
+    z.mx("irs.gov", 10, "mx.irs.gov").ip("mx.irs.gov", peer);
+    // The relay host of nullclient setups (an address nobody answers on when absent).
+    z.ip("bigbang.af.mil", turmoil::lookup("relay"));
     let z = Arc::new(z);
     let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 53);
     let udp = SimNet.bind_udp(any).await?;
@@ -152,7 +157,11 @@ pub async fn dns_host() -> turmoil::Result {
 }
 
 /// The MTA host: recover, then run the queue manager with SMTP remote delivery.
-pub async fn mta_host(disk: Disk, seed: u64) -> turmoil::Result {
+pub async fn mta_host(
+    disk: Disk,
+    seed: u64,
+    lines: Option<Arc<Mutex<Vec<String>>>>,
+) -> turmoil::Result {
     let fs = disk.boot();
     let env = SimEnv::turmoil(
         fs,
@@ -179,9 +188,10 @@ pub async fn mta_host(disk: Disk, seed: u64) -> turmoil::Result {
         cfg,
         resolver: Arc::new(resolver),
     });
-    let Some((m, h, inbox)) = w.manager_with(Some(remote), mta::queue::Disabled::none()) else {
+    let Some((mut m, h, inbox)) = w.manager_with(Some(remote), mta::queue::Disabled::none()) else {
         return std::future::pending().await;
     };
+    m.lines = lines;
     let _ = settings;
     let _m: Manager<SimEnv, mta::control::Rewrite> = m.run(inbox, Until::Empty).await;
     drop(h);
@@ -193,6 +203,8 @@ pub async fn mta_host(disk: Disk, seed: u64) -> turmoil::Result {
 pub struct Run {
     pub peer: Arc<Mutex<PeerLog>>,
     pub disk: Disk,
+    /// The MTA's qmail-format log lines.
+    pub lines: Arc<Mutex<Vec<String>>>,
 }
 
 pub fn installation() -> Image {
@@ -207,8 +219,21 @@ pub fn installation() -> Image {
 }
 
 pub fn run(scripts: Vec<Peer>, faults: Faults, persist: Persist, secs: u64, seed: u64) -> Run {
+    run_world(installation(), scripts, None, faults, persist, secs, seed)
+}
+
+/// A world with a given disk; `relay` adds a second scripted peer host named "relay".
+pub fn run_world(
+    img: Image,
+    scripts: Vec<Peer>,
+    relay: Option<Arc<Mutex<PeerLog>>>,
+    faults: Faults,
+    persist: Persist,
+    secs: u64,
+    seed: u64,
+) -> Run {
     let clock = crate::fs::Clock::new(EPOCH_MS);
-    let disk = Disk::with_image(installation(), clock);
+    let disk = Disk::with_image(img, clock);
     disk.arm(faults);
     let mut sim = turmoil::Builder::new()
         .epoch(std::time::UNIX_EPOCH + Duration::from_millis(EPOCH_MS))
@@ -218,10 +243,16 @@ pub fn run(scripts: Vec<Peer>, faults: Faults, persist: Persist, secs: u64, seed
         .build();
     let peer = Arc::new(Mutex::new(PeerLog::default()));
     let p = peer.clone();
-    sim.host("peer", move || peer_host(scripts.clone(), p.clone()));
+    let sc = scripts.clone();
+    sim.host("peer", move || peer_host(sc.clone(), p.clone()));
+    if let Some(rl) = relay {
+        sim.host("relay", move || peer_host(vec![Peer::Accept], rl.clone()));
+    }
     sim.host("dns", dns_host);
     let d = disk.clone();
-    sim.host("mta", move || mta_host(d.clone(), seed));
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let l2 = lines.clone();
+    sim.host("mta", move || mta_host(d.clone(), seed, Some(l2.clone())));
     // Only hosts here (no client to finish): run for the given simulated time.
     while sim.elapsed() < Duration::from_secs(secs) {
         if let Err(e) = sim.step() {
@@ -233,7 +264,7 @@ pub fn run(scripts: Vec<Peer>, faults: Faults, persist: Persist, secs: u64, seed
             sim.bounce("mta");
         }
     }
-    Run { peer, disk }
+    Run { peer, disk, lines }
 }
 
 impl Run {

@@ -143,6 +143,8 @@ pub struct Manager<E: Env, C: Classify> {
     pub counts: Counts,
     /// Attempt times per (message, channel), when recording is on (simulator checks).
     pub attempt_log: Option<BTreeMap<(MsgId, usize), Vec<u64>>>,
+    /// Every qmail-format log line, when recording is on (scenario snapshots).
+    pub lines: Option<Arc<std::sync::Mutex<Vec<String>>>>,
 }
 
 /// An id derived from another, so a repeated injection after a crash is recognised.
@@ -184,6 +186,7 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
             unfinished: Vec::new(),
             counts: Counts::default(),
             attempt_log: None,
+            lines: None,
         };
         // After a start (crash or not) every pending delivery is tried at once; the
         // birth-anchored schedule continues from there.
@@ -320,8 +323,8 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
                 self.running[c] += 1;
                 self.counts.attempts[c] += 1;
                 let chname = ["local", "remote"][c];
-                log::line(&format!("starting delivery {d}: msg {id} to {chname} {to}"));
-                log::line(&format!(
+                self.log(&format!("starting delivery {d}: msg {id} to {chname} {to}"));
+                self.log(&format!(
                     "status: local {}/{} remote {}/{}",
                     self.running[0],
                     self.s.concurrency_local,
@@ -383,7 +386,7 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
                     forward_sender,
                     forward_data,
                 } => {
-                    log::line(&format!("delivery {d}: success: {}", log::report(report)));
+                    self.log(&format!("delivery {d}: success: {}", log::report(report)));
                     let outcome = Record::Outcome {
                         id: r.id,
                         rcpt: r.rcpt,
@@ -405,7 +408,7 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
                     }
                 }
                 Outcome::Failed(report) => {
-                    log::line(&format!("delivery {d}: failure: {}", log::report(report)));
+                    self.log(&format!("delivery {d}: failure: {}", log::report(report)));
                     recs.push(Record::Outcome {
                         id: r.id,
                         rcpt: r.rcpt,
@@ -413,7 +416,7 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
                     });
                 }
                 Outcome::Deferred(report) if dying => {
-                    log::line(&format!("delivery {d}: failure: {}", log::report(report)));
+                    self.log(&format!("delivery {d}: failure: {}", log::report(report)));
                     let why = format!(
                         "{}\nI'm not going to try again; this message has been in the queue too long.",
                         report.trim_end()
@@ -425,7 +428,7 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
                     });
                 }
                 Outcome::Deferred(report) => {
-                    log::line(&format!("delivery {d}: deferral: {}", log::report(report)));
+                    self.log(&format!("delivery {d}: deferral: {}", log::report(report)));
                 }
             }
         }
@@ -487,7 +490,7 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
                 .collect();
             let retire = Record::Retire { id };
             if failures.is_empty() {
-                log::line(&format!("end msg {id}"));
+                self.log(&format!("end msg {id}"));
                 recs.push(retire);
                 continue;
             }
@@ -501,7 +504,7 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
             };
             match bounce::make(&self.s.names, &sender, &failures, &data, now) {
                 Bounce::Discard(why) => {
-                    log::line(&format!("{why}: discarding bounce/{id}"));
+                    self.log(&format!("{why}: discarding bounce/{id}"));
                     self.counts.discarded += 1;
                     recs.push(retire);
                 }
@@ -511,7 +514,7 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
                     data,
                 } => {
                     let bid = derived_id(id, TAG_BOUNCE);
-                    log::line(&format!("bounce msg {id} qp {}", bid));
+                    self.log(&format!("bounce msg {id} qp {}", bid));
                     self.counts.bounces += 1;
                     let m = NewMessage {
                         sender,
@@ -524,22 +527,31 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
                     recs.push(Record::Group(vec![msg, retire]));
                 }
             }
-            log::line(&format!("end msg {id}"));
+            self.log(&format!("end msg {id}"));
         }
         recs
     }
 
-    fn log_new(&self, id: MsgId) {
-        if let Some(m) = self.q.get(id) {
-            log::line(&format!("new msg {id}"));
-            log::line(&format!(
-                "info msg {id}: bytes {} from <{}> qp {} uid {}",
-                m.size(),
-                m.env.sender,
-                m.env.qp,
-                m.env.uid
-            ));
+    fn log(&mut self, text: &str) {
+        log::line(text);
+        if let Some(v) = &self.lines {
+            v.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(text.to_string());
         }
+    }
+
+    fn log_new(&mut self, id: MsgId) {
+        let Some(m) = self.q.get(id) else { return };
+        let info = format!(
+            "info msg {id}: bytes {} from <{}> qp {} uid {}",
+            m.size(),
+            m.env.sender,
+            m.env.qp,
+            m.env.uid
+        );
+        self.log(&format!("new msg {id}"));
+        self.log(&info);
     }
 
     /// One round: new messages, results, finishes; returns false on a fatal queue error.
