@@ -280,10 +280,13 @@ pub fn run<E: Env>(env: &E, root: &Path, inv: &Invocation) -> Result<MsgId, Fail
         unique: format!("{}.{:08x}", inv.pid, env.random_u64() as u32),
     };
     let p = prepare(&req, &defaults, &inv.origin).map_err(Failure::perm)?;
+    let mut data =
+        queue::trace_line(inv.pid, &format!("invoked by uid {}", inv.uid), now).into_bytes();
+    data.extend_from_slice(&p.data);
     let msg = NewMessage {
         sender: p.sender,
         recipients: p.recipients,
-        data: p.data,
+        data,
         qp: inv.pid,
         uid: inv.uid,
     };

@@ -101,7 +101,14 @@ fn inject_stores_byte_exact_and_lists() {
         .unwrap();
     let raw = std::fs::read(todo.path()).unwrap();
     let (_, data) = mta::queue::record::decode_todo(&raw).unwrap();
-    assert!(data.starts_with(b"Subject: bin\nDate: "));
+    let text = String::from_utf8_lossy(&data);
+    assert!(text.starts_with("Received: (qmail "), "{text}");
+    assert!(text.contains(" invoked by uid "));
+    assert!(text
+        .split_once('\n')
+        .unwrap()
+        .1
+        .starts_with("Subject: bin\nDate: "));
     assert!(data.ends_with(b"\n\n\0\x01\xff\xfe 8bit\r\nlast line without newline"));
 
     let o = mta(root, &["queue", "list"], b"");

@@ -106,7 +106,13 @@ fn smtp_to_maildir_and_bounces_on_a_real_host() {
         .unwrap();
     mailer.send(&m).unwrap();
     let fred = wait_for(srv.root.path(), "fred", 1);
-    assert!(fred[0].starts_with("Return-Path: <joe@heaven.af.mil>\nDelivered-To: fred@heaven.af.mil\nReceived: from unknown"), "{}", fred[0]);
+    assert!(
+        fred[0].starts_with(
+            "Return-Path: <joe@heaven.af.mil>\nDelivered-To: fred@heaven.af.mil\nReceived: (qmail "
+        ),
+        "{}",
+        fred[0]
+    );
     assert!(fred[0].contains("hello fred"));
     let joe = wait_for(srv.root.path(), "joe", 1);
     assert!(
@@ -210,4 +216,75 @@ fn remote_delivery_to_a_second_server_and_a_remote_bounce() {
     mailer.send(&m).unwrap();
     let joe = wait_for(near.root.path(), "joe", 1);
     assert!(joe[0].contains("<ghost@elsewhere.example>:\n127.0.0.1 does not like recipient.\nRemote host said: 553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)"), "{}", joe[0]);
+}
+
+#[test]
+fn pic_local2local_and_rem2local_through_the_cli() {
+    let srv = start_as(
+        "heaven.af.mil",
+        &["fred", "joe"],
+        &[("defaultdelivery", "./Mailbox\n".into())],
+    );
+    let mut c = Command::new(mta())
+        .args(["inject", "fred", "--root"])
+        .arg(srv.root.path())
+        .env("USER", "joe")
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    c.stdin
+        .take()
+        .unwrap()
+        .write_all(b"Subject: PIC\n\nFrom joe, hello.\n")
+        .unwrap();
+    assert!(c.wait().unwrap().success());
+    // rem2local: bill@irs.gov over SMTP to joe.
+    let s = std::net::TcpStream::connect(srv.addr).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut w = s;
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    w.write_all(
+        b"HELO irs.gov\r\nMAIL FROM:<bill@irs.gov>\r\nRCPT TO:<joe@heaven.af.mil>\r\nDATA\r\n",
+    )
+    .unwrap();
+    for _ in 0..4 {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+    }
+    assert!(line.starts_with("354"), "{line}");
+    w.write_all(b"Subject: rem2local\r\n\r\nhi joe\r\n.\r\nQUIT\r\n")
+        .unwrap();
+    line.clear();
+    r.read_line(&mut line).unwrap();
+    assert!(line.starts_with("250 ok"), "{line}");
+    let mbox = |u: &str| {
+        std::fs::read_to_string(srv.root.path().join("home").join(u).join("Mailbox"))
+            .unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while (mbox("fred").is_empty() || mbox("joe").is_empty()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let f = mbox("fred");
+    assert!(f.starts_with("From joe@heaven.af.mil "), "{f}");
+    assert!(f.contains("\nReturn-Path: <joe@heaven.af.mil>\nDelivered-To: fred@heaven.af.mil\nReceived: (qmail "), "{f}");
+    assert!(f.contains("invoked by uid"));
+    assert!(
+        f.contains("\n>From joe, hello.\n\n"),
+        "mboxrd quoting and the final blank line: {f}"
+    );
+    let j = mbox("joe");
+    assert!(j.starts_with("From bill@irs.gov "), "{j}");
+    assert!(
+        j.contains("Received: (qmail ") && j.contains("invoked from network"),
+        "{j}"
+    );
+    assert!(
+        j.contains(
+            "Received: from unknown (HELO irs.gov) (127.0.0.1)\n  by heaven.af.mil with SMTP; "
+        ),
+        "{j}"
+    );
 }

@@ -252,7 +252,7 @@ pub fn run_with(
     for id in ids {
         let data = q.read_data(id).expect("readable");
         match (0..n).find(|&i| data.ends_with(&stored_tail(i))) {
-            Some(i) if data.starts_with(b"Received: from ") => stored.push(i),
+            Some(i) if data.starts_with(b"Received: (qmail ") => stored.push(i),
             _ => corrupt += 1,
         }
     }

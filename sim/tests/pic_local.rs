@@ -86,6 +86,7 @@ fn unknown_user_bounces_to_the_sender() {
     From MAILER-DAEMON Thu Jan  1 00:00:00 2026
     Return-Path: <>
     Delivered-To: joe@heaven.af.mil
+    Received: (qmail 37512 invoked for bounce); 1 Jan 2026 00:00:00 -0000
     Date: 1 Jan 2026 00:00:00 -0000
     From: MAILER-DAEMON@heaven.af.mil
     To: joe@heaven.af.mil

@@ -30,6 +30,15 @@ pub use log::LogStats;
 pub use record::{Channel, Envelope, MsgId, Recipient, Record, Status};
 pub use sync::{Disabled, SyncPoint};
 
+/// qmail-queue's trace line, written first in every message it queues: `how` is
+/// `invoked by uid N`, `invoked from network` or `invoked for bounce`.
+pub fn trace_line(qp: u64, how: &str, now: u64) -> String {
+    format!(
+        "Received: (qmail {qp} {how}); {}\n",
+        crate::date::rfc822(now)
+    )
+}
+
 /// Longest address the queue accepts (qmail-queue's "address too long" is permanent).
 pub const MAX_ADDR: usize = 1000;
 /// Stale `tmp/` files older than this are debris (longer than any injection may take).

@@ -516,10 +516,14 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
                     let bid = derived_id(id, TAG_BOUNCE);
                     self.log(&format!("bounce msg {id} qp {}", bid));
                     self.counts.bounces += 1;
+                    let mut with_trace =
+                        crate::queue::trace_line(bid.rand % 100_000, "invoked for bounce", now)
+                            .into_bytes();
+                    with_trace.extend_from_slice(&data);
                     let m = NewMessage {
                         sender,
                         recipients: vec![recipient],
-                        data,
+                        data: with_trace,
                         qp: 0,
                         uid: 0,
                     };

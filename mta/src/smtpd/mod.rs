@@ -268,7 +268,7 @@ where
         s.set_now(unix_secs(env.now()));
         let mut step = s.input(&buf[..n]);
         loop {
-            spill(rx, &mut s, &mut spooled);
+            spill(rx, &mut s, &mut spooled, qp);
             let Step::Message(tx) = step else { break };
             let r = commit(rx, tx, spooled.take(), qp).await;
             s.set_now(unix_secs(env.now()));
@@ -286,15 +286,23 @@ where
 type Spooled<E> = Option<Result<Spool<E>, ()>>;
 
 /// Move a large message's bytes from the session to disk, keeping session memory bounded.
-fn spill<E: Env>(rx: &Receiver<E>, s: &mut Session, spooled: &mut Spooled<E>) {
+fn network_trace<E: Env>(rx: &Receiver<E>, qp: u64) -> String {
+    crate::queue::trace_line(qp, "invoked from network", unix_secs(rx.env.now()))
+}
+
+fn spill<E: Env>(rx: &Receiver<E>, s: &mut Session, spooled: &mut Spooled<E>, qp: u64) {
     if s.data_len() < rx.spool.threshold {
         return;
     }
     let chunk = s.take_data();
     let sp = spooled.get_or_insert_with(|| {
-        Spool::create(&rx.env, &rx.spool.paths, &rx.spool.cfg).map_err(|e| {
+        let mut sp = Spool::create(&rx.env, &rx.spool.paths, &rx.spool.cfg).map_err(|e| {
             tracing::warn!("spooling a large message: {e}");
-        })
+        })?;
+        sp.write(network_trace(rx, qp).as_bytes()).map_err(|e| {
+            tracing::warn!("spooling a large message: {e}");
+        })?;
+        Ok(sp)
     });
     if let Ok(sp) = sp {
         if let Err(e) = sp.write(&chunk) {
@@ -324,10 +332,12 @@ async fn commit<E: Env>(
             };
             match filter.check(input).await {
                 Verdict::Pass => {
+                    let mut data = network_trace(rx, qp).into_bytes();
+                    data.extend_from_slice(&tx.data);
                     let m = NewMessage {
                         sender: tx.sender,
                         recipients: tx.recipients,
-                        data: tx.data,
+                        data,
                         qp,
                         uid: 0,
                     };
