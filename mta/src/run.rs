@@ -102,7 +102,13 @@ pub fn run(env: RealEnv, root: &Path, listen: SocketAddr) -> i32 {
     // `mta queue flush` finds us through the pid in the lock file.
     let _ = std::fs::write(root.join("queue/lock"), format!("{}\n", std::process::id()));
     let (handle, inbox) = service::channel();
-    let manager = Manager::new(env.clone(), queue, rewrite, send_settings, Some(remote));
+    let mut manager = Manager::new(env.clone(), queue, rewrite, send_settings, Some(remote));
+    let (renv, rroot) = (env.clone(), root.to_path_buf());
+    manager.reloader = Some(Box::new(move || {
+        let rw = Rewrite::load(&ControlDir::new(renv.fs(), &rroot)).ok()?;
+        let s = mta::send::manager::Settings::load(renv.fs(), &rroot).ok()?;
+        Some((rw, s))
+    }));
     // The queue's fsyncs block: the manager (and its local deliveries) get a thread.
     let queue_thread = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -168,6 +174,7 @@ pub fn run(env: RealEnv, root: &Path, listen: SocketAddr) -> i32 {
                         tracing::info!("control files reread");
                         let _ = filter_tx.send(filter_for(&s));
                         let _ = set_tx.send(Arc::new(s));
+                        flusher.reload();
                     }
                     Err(e) => eprintln!("mta run: SIGHUP: {e}; keeping the old settings"),
                 },

@@ -288,3 +288,49 @@ fn pic_local2local_and_rem2local_through_the_cli() {
         "{j}"
     );
 }
+
+#[test]
+fn sighup_rereads_virtualdomains_for_new_mail() {
+    let srv = start();
+    std::fs::write(
+        srv.root.path().join("home/fred/.qmail-default"),
+        "./Maildir/\n",
+    )
+    .unwrap();
+    std::fs::write(
+        srv.root.path().join("control/virtualdomains"),
+        "tommy.gov:fred\n",
+    )
+    .unwrap();
+    let st = Command::new("kill")
+        .args(["-HUP", &srv.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::thread::sleep(Duration::from_millis(300));
+    let mut c = Command::new(mta())
+        .args([
+            "inject",
+            "-f",
+            "joe@heaven.af.mil",
+            "dude@tommy.gov",
+            "--root",
+        ])
+        .arg(srv.root.path())
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    c.stdin
+        .take()
+        .unwrap()
+        .write_all(b"Subject: virtual\n\nhi\n")
+        .unwrap();
+    assert!(c.wait().unwrap().success());
+    let fred = wait_for(srv.root.path(), "fred", 1);
+    assert!(
+        fred[0].contains("Delivered-To: fred-dude@tommy.gov\n"),
+        "{}",
+        fred[0]
+    );
+}

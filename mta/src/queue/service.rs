@@ -43,6 +43,8 @@ pub(crate) enum Request {
     Poke,
     /// Try every pending delivery now (qmail's SIGALRM).
     Flush,
+    /// Reread the control files (qmail's SIGHUP).
+    Reload,
 }
 
 /// A cheap, cloneable handle to the queue service.
@@ -75,6 +77,11 @@ impl QueueHandle {
     pub fn flush(&self) {
         let _ = self.tx.try_send(Request::Flush);
     }
+
+    /// Reread control files (locals, virtualdomains, delivery settings).
+    pub fn reload(&self) {
+        let _ = self.tx.try_send(Request::Reload);
+    }
 }
 
 /// The service's end of the channel.
@@ -104,7 +111,7 @@ pub async fn serve<E: Env, C: Classify>(mut q: Queue<E>, classify: C, inbox: Inb
         for req in batch.drain(..) {
             let (m, reply) = match req {
                 Request::Submit(m, reply) => (m, reply),
-                Request::Poke | Request::Flush => {
+                Request::Poke | Request::Flush | Request::Reload => {
                     poked = true;
                     continue;
                 }

@@ -145,7 +145,12 @@ pub struct Manager<E: Env, C: Classify> {
     pub attempt_log: Option<BTreeMap<(MsgId, usize), Vec<u64>>>,
     /// Every qmail-format log line, when recording is on (scenario snapshots).
     pub lines: Option<Arc<std::sync::Mutex<Vec<String>>>>,
+    /// Rereads address rewriting and settings on a reload request (SIGHUP).
+    pub reloader: Option<Reloader<C>>,
 }
+
+/// Reads fresh address rewriting and settings from the control files.
+pub type Reloader<C> = Box<dyn Fn() -> Option<(C, Settings)> + Send>;
 
 /// An id derived from another, so a repeated injection after a crash is recognised.
 pub fn derived_id(id: MsgId, tag: u64) -> MsgId {
@@ -187,6 +192,7 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
             counts: Counts::default(),
             attempt_log: None,
             lines: None,
+            reloader: None,
         };
         // After a start (crash or not) every pending delivery is tried at once; the
         // birth-anchored schedule continues from there.
@@ -663,6 +669,7 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
             let mut subs = Vec::new();
             let mut results = Vec::new();
             let mut flush = false;
+            let mut reload = false;
             tokio::select! {
                 biased;
                 Some(r) = self.results_rx.recv(), if busy => results.push(r),
@@ -670,6 +677,7 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
                     Some(Request::Submit(m, reply)) => subs.push((m, reply)),
                     Some(Request::Poke) => last_poll = 0,
                     Some(Request::Flush) => flush = true,
+                    Some(Request::Reload) => reload = true,
                     None => inbox_open = false,
                 },
                 _ = self.env.sleep(wait), if !busy || wait > Duration::ZERO || !self.unfinished.is_empty() => {}
@@ -683,12 +691,24 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
                     Ok(Request::Submit(m, reply)) => subs.push((m, reply)),
                     Ok(Request::Poke) => last_poll = 0,
                     Ok(Request::Flush) => flush = true,
+                    Ok(Request::Reload) => reload = true,
                     Err(_) => break,
                 }
             }
             let now = self.now();
             if flush {
                 self.flush(now);
+            }
+            if reload {
+                match self.reloader.as_ref().and_then(|r| r()) {
+                    Some((c, mut s)) => {
+                        s.todo_poll = self.s.todo_poll;
+                        self.classify = c;
+                        self.s = s;
+                        self.log("control files reread");
+                    }
+                    None => self.log("unable to reread control files; keeping the old ones"),
+                }
             }
             if !self.commit(subs, results, now) {
                 // The log is unusable until a restart re-reads it.
