@@ -109,9 +109,14 @@ pub fn run(env: RealEnv, root: &Path, listen: SocketAddr) -> i32 {
         let s = mta::send::manager::Settings::load(renv.fs(), &rroot).ok()?;
         Some((rw, s))
     }));
-    // The queue's fsyncs block: the manager (and its local deliveries) get a thread.
+    // Deliveries block in fsync: the manager and its deliveries get a runtime of their own
+    // with enough threads that concurrent deliveries' fsyncs overlap (the filesystem groups
+    // them into shared journal commits) instead of queueing behind each other.
+    let threads = send_threads(&manager_threads_hint(root));
     let queue_thread = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("mta-send")
             .enable_all()
             .build()
             .expect("queue runtime");
@@ -188,4 +193,17 @@ pub fn run(env: RealEnv, root: &Path, listen: SocketAddr) -> i32 {
     drop(rt);
     let _ = queue_thread.join();
     code
+}
+
+/// Local delivery concurrency from control/concurrencylocal (qmail's default 10).
+fn manager_threads_hint(root: &Path) -> usize {
+    std::fs::read_to_string(root.join("control/concurrencylocal"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(10)
+}
+
+/// One thread per concurrent local delivery plus one for the manager, within reason.
+fn send_threads(local: &usize) -> usize {
+    (local + 1).clamp(2, 64)
 }
