@@ -292,6 +292,9 @@ pub struct Queue<E: Env> {
     cfg: Config,
     log: log::Log<E::Fs>,
     msgs: BTreeMap<MsgId, MsgState>,
+    refs: SegRefs,
+    /// Messages added since the last [`Queue::take_new`].
+    fresh: Vec<MsgId>,
     _lock: <E::Fs as Fs>::Lock,
 }
 
@@ -314,8 +317,9 @@ impl<E: Env> Queue<E> {
         };
         let mut rec = Recovery::default();
         let mut msgs = BTreeMap::new();
+        let mut refs = SegRefs::new();
         let log = log::Log::open(fs, &paths, &cfg, true, |seg, end, r| {
-            apply(&mut msgs, seg, end, r)
+            apply(&mut msgs, &mut refs, seg, end, r)
         })?;
         rec.torn_bytes_cut = log.stats().torn_bytes_cut;
         let mut q = Queue {
@@ -324,6 +328,8 @@ impl<E: Env> Queue<E> {
             cfg,
             log,
             msgs,
+            refs,
+            fresh: Vec::new(),
             _lock: lock,
         };
         rec.tmp_removed = q.clean_tmp()?;
@@ -421,7 +427,12 @@ impl<E: Env> Queue<E> {
             r => vec![r],
         });
         for ((seg, end), r) in placed.into_iter().zip(flat) {
-            apply(&mut self.msgs, seg, end, r);
+            if let Record::Msg { env, .. } = &r {
+                if !self.msgs.contains_key(&env.id) {
+                    self.fresh.push(env.id);
+                }
+            }
+            apply(&mut self.msgs, &mut self.refs, seg, end, r);
         }
         Ok(())
     }
@@ -472,6 +483,12 @@ impl<E: Env> Queue<E> {
             .collect();
         self.append(recs)?;
         Ok(ids)
+    }
+
+    /// Ids of the messages added (submitted, preprocessed, bounces, forwards) since the last
+    /// call, without scanning the queue.
+    pub fn take_new(&mut self) -> Vec<MsgId> {
+        std::mem::take(&mut self.fresh)
     }
 
     /// A fresh message id.
@@ -560,11 +577,10 @@ impl<E: Env> Queue<E> {
         self.log.collect(self.env.fs(), &self.cfg, &live)
     }
 
+    /// Segments holding records of live messages (sorted; kept up to date as records apply,
+    /// so collection never walks the queue).
     fn live_segments(&self) -> Vec<u64> {
-        let mut v: Vec<u64> = self.msgs.values().flat_map(|m| m.segs.clone()).collect();
-        v.sort_unstable();
-        v.dedup();
-        v
+        self.refs.keys().copied().collect()
     }
 
     pub fn messages(&self) -> impl Iterator<Item = &MsgState> {
@@ -586,15 +602,23 @@ impl<E: Env> Queue<E> {
     }
 }
 
+/// Live messages per log segment: a segment with none can be collected.
+type SegRefs = BTreeMap<u64, usize>;
+
 /// Apply one log record (in segment `seg`, ending at offset `end`) to the in-memory state.
-fn apply(msgs: &mut BTreeMap<MsgId, MsgState>, seg: u64, end: u64, r: Record) {
-    let touch = |m: &mut MsgState| {
+fn apply(msgs: &mut BTreeMap<MsgId, MsgState>, refs: &mut SegRefs, seg: u64, end: u64, r: Record) {
+    let mut touch = |m: &mut MsgState| {
         if !m.segs.contains(&seg) {
             m.segs.push(seg);
+            *refs.entry(seg).or_default() += 1;
         }
     };
     match r {
         Record::Msg { env, rcpts, data } => {
+            if msgs.contains_key(&env.id) {
+                return;
+            }
+            *refs.entry(seg).or_default() += 1;
             msgs.entry(env.id).or_insert_with(|| MsgState {
                 rcpts: rcpts
                     .into_iter()
@@ -619,7 +643,16 @@ fn apply(msgs: &mut BTreeMap<MsgId, MsgState>, seg: u64, end: u64, r: Record) {
             }
         }
         Record::Retire { id } => {
-            msgs.remove(&id);
+            if let Some(m) = msgs.remove(&id) {
+                for s in m.segs {
+                    if let Some(n) = refs.get_mut(&s) {
+                        *n -= 1;
+                        if *n == 0 {
+                            refs.remove(&s);
+                        }
+                    }
+                }
+            }
         }
         Record::Checkpoint { .. } | Record::Group(_) => {}
     }
@@ -636,8 +669,9 @@ impl View {
     pub fn load<E: Env>(env: &E, paths: &Paths) -> Result<View, QueueError> {
         let fs = env.fs();
         let mut msgs = BTreeMap::new();
+        let mut refs = SegRefs::new();
         log::Log::open(fs, paths, &Config::default(), false, |seg, end, r| {
-            apply(&mut msgs, seg, end, r)
+            apply(&mut msgs, &mut refs, seg, end, r)
         })?;
         let mut todo = Vec::new();
         let dir = paths.todo();

@@ -197,6 +197,7 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
         // After a start (crash or not) every pending delivery is tried at once; the
         // birth-anchored schedule continues from there.
         let now = m.now();
+        m.q.take_new();
         let ids: Vec<MsgId> = m.q.messages().map(|x| x.id()).collect();
         for id in ids {
             m.schedule_new(id, now);
@@ -586,7 +587,6 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
             replies.push((id, reply));
         }
         recs.extend(self.result_records(&results, now));
-        let before: BTreeSet<MsgId> = self.q.messages().map(|m| m.id()).collect();
         if !recs.is_empty() {
             if let Err(e) = self.q.commit(recs) {
                 tracing::error!("queue append failed: {e}");
@@ -614,13 +614,7 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
                 tracing::warn!("log collection: {e}");
             }
         }
-        let added: Vec<MsgId> = self
-            .q
-            .messages()
-            .map(|m| m.id())
-            .filter(|id| !before.contains(id))
-            .collect();
-        for id in added {
+        for id in self.q.take_new() {
             self.log_new(id);
             self.schedule_new(id, now);
         }
@@ -719,18 +713,11 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
     }
 
     fn preprocess(&mut self, now: u64) {
-        let before: BTreeSet<MsgId> = self.q.messages().map(|m| m.id()).collect();
         if let Err(e) = self.q.preprocess(&self.classify) {
             tracing::warn!("preprocessing todo/: {e}");
             return;
         }
-        let added: Vec<MsgId> = self
-            .q
-            .messages()
-            .map(|m| m.id())
-            .filter(|id| !before.contains(id))
-            .collect();
-        for id in added {
+        for id in self.q.take_new() {
             self.log_new(id);
             self.schedule_new(id, now);
         }
