@@ -145,6 +145,25 @@ pub async fn dns_host() -> turmoil::Result {
     z.mx("far.example", 10, "mx.far.example")
         .ip("mx.far.example", peer);
     z.mx("irs.gov", 10, "mx.irs.gov").ip("mx.irs.gov", peer);
+    let peer2 = turmoil::lookup("peer2");
+    // Two MX hosts by preference; equal preferences; ourselves as best MX; no MX at all.
+    z.mx("multi.example", 10, "mx1.multi.example")
+        .ip("mx1.multi.example", peer);
+    z.mx("multi.example", 20, "mx2.multi.example")
+        .ip("mx2.multi.example", peer2);
+    z.mx("equal.example", 10, "a.equal.example")
+        .ip("a.equal.example", peer);
+    z.mx("equal.example", 10, "b.equal.example")
+        .ip("b.equal.example", peer2);
+    z.mx("self.example", 10, "mx.self.example")
+        .ip("mx.self.example", turmoil::lookup("mta"));
+    z.mx("self.example", 20, "backup.self.example")
+        .ip("backup.self.example", peer2);
+    z.mx("selfonly.example", 10, "mx.selfonly.example")
+        .ip("mx.selfonly.example", turmoil::lookup("mta"));
+    z.ip("fallback.example", peer);
+    z.fail("broken.example", crate::dns_server::Answer::ServFail);
+    z.fail("silent.example", crate::dns_server::Answer::Silent);
     // The relay host of nullclient setups (an address nobody answers on when absent).
     z.ip("bigbang.af.mil", turmoil::lookup("relay"));
     let z = Arc::new(z);
@@ -181,6 +200,7 @@ pub async fn mta_host(
         return std::future::pending().await;
     };
     cfg.timeout_connect = Duration::from_secs(10);
+    cfg.local_ips.push(turmoil::lookup("mta"));
     cfg.timeout_remote = Duration::from_secs(30);
     let dns = SocketAddr::new(turmoil::lookup("dns"), 53);
     let resolver = Resolver::new(env.clone(), vec![dns], Duration::from_secs(5));
@@ -202,6 +222,8 @@ pub async fn mta_host(
 /// final state of the MTA's disk.
 pub struct Run {
     pub peer: Arc<Mutex<PeerLog>>,
+    /// A second peer that always accepts (second MX, equal-preference MX).
+    pub peer2: Arc<Mutex<PeerLog>>,
     pub disk: Disk,
     /// The MTA's qmail-format log lines.
     pub lines: Arc<Mutex<Vec<String>>>,
@@ -248,6 +270,9 @@ pub fn run_world(
     if let Some(rl) = relay {
         sim.host("relay", move || peer_host(vec![Peer::Accept], rl.clone()));
     }
+    let peer2 = Arc::new(Mutex::new(PeerLog::default()));
+    let p2 = peer2.clone();
+    sim.host("peer2", move || peer_host(vec![Peer::Accept], p2.clone()));
     sim.host("dns", dns_host);
     let d = disk.clone();
     let lines = Arc::new(Mutex::new(Vec::new()));
@@ -264,7 +289,12 @@ pub fn run_world(
             sim.bounce("mta");
         }
     }
-    Run { peer, disk, lines }
+    Run {
+        peer,
+        peer2,
+        disk,
+        lines,
+    }
 }
 
 impl Run {

@@ -227,3 +227,95 @@ fn program_exit_codes_map_to_outcomes() {
     assert_eq!(m.counts.attempts[0], 1 + 6);
     assert!(m.queue().messages().next().is_some(), "fred still pending");
 }
+
+#[test]
+fn blank_doublebounceto_discards_double_bounces() {
+    let w = World::new(
+        image(
+            &[("defaultdelivery", "./Mailbox\n"), ("doublebounceto", "\n")],
+            &[],
+        ),
+        1,
+    );
+    w.inject("ghost@heaven.af.mil", &["nosuchuser"], MSG);
+    let m = w.run_until_empty(None, DAY);
+    assert_eq!(
+        m.counts.bounces, 1,
+        "the bounce to ghost, then no double bounce"
+    );
+    assert_eq!(m.counts.discarded, 1);
+    assert!(m.queue().messages().next().is_none());
+    assert_eq!(mailbox(&w, "fred"), "", "postmaster (fred) got nothing");
+}
+
+#[test]
+fn owner_file_sets_the_forward_sender() {
+    let w = World::new(
+        image(
+            PIC,
+            &[
+                ("alias/.qmail-list", "john\njoe\n"),
+                ("alias/.qmail-list-owner", "fred\n"),
+            ],
+        ),
+        1,
+    );
+    w.inject("bill@irs.gov", &["list"], MSG);
+    w.run_until_empty(None, DAY);
+    for u in ["john", "joe"] {
+        let t = mailbox(&w, u);
+        assert!(t.starts_with("From list-owner@heaven.af.mil "), "{u}: {t}");
+        assert!(
+            t.contains("Return-Path: <list-owner@heaven.af.mil>\n"),
+            "{u}: {t}"
+        );
+    }
+}
+
+#[test]
+fn delivered_to_loop_bounces() {
+    // help forwards to itself: the second pass finds its own Delivered-To line.
+    let w = World::new(image(PIC, &[("alias/.qmail-help", "help\n")]), 1);
+    w.inject("joe@heaven.af.mil", &["help"], MSG);
+    let m = w.run_until_empty(None, DAY);
+    let t = mailbox(&w, "joe");
+    assert!(
+        t.contains("This message is looping: it already has my Delivered-To line. (#5.4.6)"),
+        "{t}"
+    );
+    assert_eq!(m.counts.bounces, 1);
+}
+
+#[test]
+fn local_concurrency_limit_holds() {
+    let w = World::new(image(&[("concurrencylocal", "3\n")], &[]), 1);
+    for i in 0..12 {
+        w.inject(
+            "joe@heaven.af.mil",
+            &["fred"],
+            &format!("Subject: {i}\n\nx\n"),
+        );
+    }
+    let (mut m, h, inbox) = w.manager(None);
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    m.lines = Some(lines.clone());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let birth = sim::crash::T0_MS / 1000;
+    rt.block_on(m.run(inbox, mta::send::manager::Until::EmptyBy(birth + DAY)));
+    drop(h);
+    let most = lines
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l.strip_prefix("status: local "))
+        .map(|l| l.split('/').next().unwrap().parse::<usize>().unwrap())
+        .max()
+        .unwrap();
+    assert_eq!(
+        most, 3,
+        "never more than concurrencylocal at once, and the limit was reached"
+    );
+    assert_eq!(w.maildir("home/fred/Maildir").len(), 12);
+}

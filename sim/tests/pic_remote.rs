@@ -108,3 +108,80 @@ fn unknown_domain_bounces_temporary_dns_trouble_defers() {
         "{b}"
     );
 }
+
+fn to(rcpt: &str) -> sim::fs::Image {
+    let w = World::new(image(&[], &[]), 0);
+    w.inject("joe@heaven.af.mil", &[rcpt], "Subject: mx\n\nx\n");
+    w.env.sim_fs().crash_image(&Persist::All)
+}
+
+fn outcome(rcpt: &str, peer: Vec<Peer>, secs: u64, seed: u64) -> (usize, usize, String, bool) {
+    let r = run_world(
+        to(rcpt),
+        peer,
+        None,
+        Faults::default(),
+        Persist::Synced,
+        secs,
+        seed,
+    );
+    let w = r.world();
+    let (m, _, _) = w.manager(None);
+    let queued = m.queue().messages().next().is_some();
+    let a = r.peer.lock().unwrap().accepted.len();
+    let b = r.peer2.lock().unwrap().accepted.len();
+    (a, b, w.maildir("home/joe/Maildir").concat(), queued)
+}
+
+#[test]
+fn best_mx_refusing_its_greeting_falls_back_to_the_next() {
+    let (a, b, bounce, queued) = outcome("bill@multi.example", vec![Peer::Greeting(554)], 60, 3);
+    assert_eq!((a, b), (0, 1), "mx2 took it");
+    assert!(bounce.is_empty() && !queued);
+    let (a, b, _, _) = outcome("bill@multi.example", vec![Peer::Accept], 60, 3);
+    assert_eq!((a, b), (1, 0), "the best MX first");
+}
+
+#[test]
+fn equal_preferences_are_chosen_at_random_by_seed() {
+    let mut seen = [0, 0];
+    for seed in 0..12 {
+        let (a, b, _, _) = outcome("bill@equal.example", vec![Peer::Accept], 60, seed);
+        seen[0] += a;
+        seen[1] += b;
+    }
+    assert_eq!(seen[0] + seen[1], 12);
+    assert!(seen[0] > 0 && seen[1] > 0, "{seen:?}");
+}
+
+#[test]
+fn ourselves_as_best_mx_uses_only_better_hosts_or_fails() {
+    // Our address is the best MX: only strictly better hosts may be used, and there are none.
+    let (a, b, bounce, _) = outcome("bill@selfonly.example", vec![Peer::Accept], 60, 3);
+    assert_eq!((a, b), (0, 0));
+    assert!(
+        bounce.contains("Although I'm listed as a best-preference MX or A for that host"),
+        "{bounce}"
+    );
+    // Listed at preference 10 with a backup at 20: the backup is worse, so it fails too.
+    let (_, b, bounce, _) = outcome("bill@self.example", vec![Peer::Accept], 60, 3);
+    assert_eq!(b, 0);
+    assert!(bounce.contains("best-preference MX"), "{bounce}");
+}
+
+#[test]
+fn no_mx_falls_back_to_the_address_record() {
+    let (a, _, bounce, queued) = outcome("bill@fallback.example", vec![Peer::Accept], 60, 3);
+    assert_eq!(a, 1);
+    assert!(bounce.is_empty() && !queued);
+}
+
+#[test]
+fn servfail_and_silence_defer_without_bouncing() {
+    for rcpt in ["bill@broken.example", "bill@silent.example"] {
+        let (a, b, bounce, queued) = outcome(rcpt, vec![Peer::Accept], 120, 3);
+        assert_eq!((a, b), (0, 0), "{rcpt}");
+        assert!(bounce.is_empty(), "{rcpt}: {bounce}");
+        assert!(queued, "{rcpt}: still queued for the next attempt");
+    }
+}
