@@ -47,7 +47,7 @@ machine="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(
   echo
   echo "Memory per idle connection: $per bytes (server RSS $before KiB → $during KiB with $idle idle sessions)."
   echo
-  echo "For scale: Postfix was measured at about 250–325 messages/s SMTP → Maildir on this kind of machine;"
-  echo "the same-run comparison (with delivery) comes with the delivery work."
+  echo "Rates vary noticeably from run to run on this virtual disk; the same-run comparison with"
+  echo "Postfix is \`e2e.md\`."
 } > reports/smtpd.md
 cat reports/smtpd.md
