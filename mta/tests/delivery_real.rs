@@ -348,14 +348,29 @@ fn writable_home_defers_until_fixed_and_flushed() {
         .spawn()
         .unwrap();
     use std::io::Write;
-    c.stdin.take().unwrap().write_all(b"Subject: perms\n\nx\n").unwrap();
+    c.stdin
+        .take()
+        .unwrap()
+        .write_all(b"Subject: perms\n\nx\n")
+        .unwrap();
     assert!(c.wait().unwrap().success());
     std::thread::sleep(Duration::from_millis(1500));
-    assert!(maildir(srv.root.path(), "fred").is_empty(), "a group/world-writable home is refused");
-    let o = Command::new(mta()).args(["queue", "list", "--root"]).arg(srv.root.path()).output().unwrap();
+    assert!(
+        maildir(srv.root.path(), "fred").is_empty(),
+        "a group/world-writable home is refused"
+    );
+    let o = Command::new(mta())
+        .args(["queue", "list", "--root"])
+        .arg(srv.root.path())
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&o.stdout).contains("fred@heaven.af.mil\tpending"));
     std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let st = Command::new(mta()).args(["queue", "flush", "--root"]).arg(srv.root.path()).status().unwrap();
+    let st = Command::new(mta())
+        .args(["queue", "flush", "--root"])
+        .arg(srv.root.path())
+        .status()
+        .unwrap();
     assert!(st.success());
     let fred = wait_for(srv.root.path(), "fred", 1);
     assert!(fred[0].contains("Subject: perms"));

@@ -158,3 +158,41 @@ impl World {
             .collect()
     }
 }
+
+impl World {
+    /// Run until empty (or `limit` seconds) and return qmail-send's log lines too.
+    pub fn run_logged(&self, limit: u64) -> (Manager<SimEnv, Rewrite>, Vec<String>) {
+        let (mut m, h, inbox) = self.manager(None);
+        let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+        m.lines = Some(lines.clone());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let until = Until::EmptyBy(mta::env::unix_secs(self.env.now()) + limit);
+        let m = rt.block_on(m.run(inbox, until));
+        drop(h);
+        let lines = lines.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        (m, lines)
+    }
+}
+
+/// Log lines with message ids replaced by `[id]` (ids depend on the seed).
+pub fn redact_ids(lines: &[String]) -> String {
+    lines
+        .iter()
+        .map(|l| {
+            l.split(' ')
+                .map(|w| {
+                    let bare = w.trim_end_matches(':');
+                    if bare.parse::<mta::queue::MsgId>().is_ok() {
+                        w.replace(bare, "[id]")
+                    } else {
+                        w.to_string()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}

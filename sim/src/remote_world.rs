@@ -20,6 +20,9 @@ use crate::fs::{Faults, Image, Persist};
 use crate::receive::EPOCH_MS;
 use crate::world::Disk;
 
+/// MX records of giant.example: an answer of about 50 KB (it must stay under 64 KiB).
+pub const GIANT_MX: u16 = 700;
+
 /// What the peer does, per connection (the last entry repeats).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Peer {
@@ -31,6 +34,8 @@ pub enum Peer {
     AfterDot(u16),
     /// Read the whole message, then close without a reply.
     DropAfterDot,
+    /// Accept the connection and never say anything.
+    Hang,
 }
 
 /// Messages the peer acknowledged (bodies), and connections it saw.
@@ -62,6 +67,9 @@ async fn peer_session(
         (_, Peer::Greeting(_)) => 220,
         _ => 250,
     };
+    if script == Peer::Hang {
+        return std::future::pending().await;
+    }
     w(&mut r, code(Peer::Greeting(0))).await?;
     let mut line = String::new();
     loop {
@@ -163,6 +171,16 @@ pub async fn dns_host() -> turmoil::Result {
         .ip("mx.selfonly.example", turmoil::lookup("mta"));
     z.ip("fallback.example", peer);
     z.fail("broken.example", crate::dns_server::Answer::ServFail);
+    // An answer far over 512 bytes: only the TCP retry gets it whole; the best MX is last.
+    for i in 0..GIANT_MX {
+        z.mx(
+            "giant.example",
+            100 + i,
+            &format!("mx{i}.a-long-name-for-a-big-answer.giant.example"),
+        );
+    }
+    z.mx("giant.example", 1, "best.giant.example")
+        .ip("best.giant.example", peer);
     z.fail("silent.example", crate::dns_server::Answer::Silent);
     // The relay host of nullclient setups (an address nobody answers on when absent).
     z.ip("bigbang.af.mil", turmoil::lookup("relay"));

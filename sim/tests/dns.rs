@@ -144,3 +144,29 @@ fn resolver_in_the_simulator() {
     });
     sim.run().unwrap();
 }
+
+#[test]
+fn the_delivery_worlds_giant_zone_fits_in_64k() {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{Name, RecordType};
+    let mut z = Zone::default();
+    for i in 0..sim::remote_world::GIANT_MX {
+        z.mx(
+            "giant.example",
+            100 + i,
+            &format!("mx{i}.a-long-name-for-a-big-answer.giant.example"),
+        );
+    }
+    z.mx("giant.example", 1, "best.giant.example");
+    let mut q = Message::query();
+    q.add_query(Query::query(
+        Name::from_ascii("giant.example.").unwrap(),
+        RecordType::MX,
+    ));
+    let r = z.respond(&q).unwrap().to_vec().unwrap();
+    assert!(r.len() > 40_000, "{} bytes", r.len());
+    assert_eq!(
+        Message::from_vec(&r).unwrap().answers.len(),
+        sim::remote_world::GIANT_MX as usize + 1
+    );
+}

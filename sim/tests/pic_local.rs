@@ -319,3 +319,15 @@ fn local_concurrency_limit_holds() {
     );
     assert_eq!(w.maildir("home/fred/Maildir").len(), 12);
 }
+
+#[test]
+fn pic_log_lines() {
+    let w = World::new(image(PIC, &[("alias/.qmail-help", "john\n")]), 1);
+    w.inject("joe@heaven.af.mil", &["fred"], MSG);
+    let (_, lines) = w.run_logged(DAY);
+    insta::assert_snapshot!("local2local-log", sim::deliver::redact_ids(&lines));
+    let w = World::new(image(PIC, &[("alias/.qmail-help", "john\n")]), 1);
+    w.inject("joe@heaven.af.mil", &["help"], MSG);
+    let (_, lines) = w.run_logged(DAY);
+    insta::assert_snapshot!("local2alias-log", sim::deliver::redact_ids(&lines));
+}

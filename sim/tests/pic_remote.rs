@@ -185,3 +185,24 @@ fn servfail_and_silence_defer_without_bouncing() {
         assert!(queued, "{rcpt}: still queued for the next attempt");
     }
 }
+
+#[test]
+fn a_peer_that_never_speaks_times_out_and_defers() {
+    // timeoutremote is 30 s in this world: the attempt gives up and the message waits.
+    let (a, b, bounce, queued) =
+        outcome("bill@multi.example", vec![Peer::Hang, Peer::Hang], 120, 3);
+    assert_eq!(a, 0);
+    // The best MX hangs; the second MX is tried after the timeout and accepts.
+    assert_eq!(b, 1, "next MX after the timeout");
+    assert!(bounce.is_empty() && !queued);
+    let (a, b, bounce, queued) = outcome("bill@irs.gov", vec![Peer::Hang], 120, 3);
+    assert_eq!((a, b), (0, 0));
+    assert!(bounce.is_empty() && queued, "deferred, not bounced");
+}
+
+#[test]
+fn giant_mx_answer_is_resolved_over_tcp_and_delivered() {
+    let (a, _, bounce, queued) = outcome("bill@giant.example", vec![Peer::Accept], 60, 3);
+    assert_eq!(a, 1);
+    assert!(bounce.is_empty() && !queued);
+}

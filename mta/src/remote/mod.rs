@@ -72,81 +72,41 @@ fn literal(host: &str) -> Option<IpAddr> {
     host.strip_prefix('[')?.strip_suffix(']')?.parse().ok()
 }
 
-/// The addresses to try, in order, with the port.
-async fn targets<E: Env, R: Resolve>(
+/// The hosts to try, in order, with the port, and whether they came from MX records.
+async fn hosts<E: Env, R: Resolve>(
     env: &E,
     cfg: &RemoteConfig,
     resolver: &R,
     domain: &str,
-) -> Result<Vec<SocketAddr>, Outcome> {
-    let (hosts, port): (Vec<String>, u16) = match cfg.routes.find(domain) {
-        Some(r) if !r.relay.is_empty() => (vec![r.relay.clone()], r.port),
+) -> Result<(Vec<String>, u16, bool), Outcome> {
+    match cfg.routes.find(domain) {
+        Some(r) if !r.relay.is_empty() => Ok((vec![r.relay.clone()], r.port, false)),
         route => {
             let port = route.map_or(25, |r| r.port);
-            if let Some(ip) = literal(domain) {
-                return Ok(vec![SocketAddr::new(ip, port)]);
+            if literal(domain).is_some() {
+                return Ok((vec![domain.to_string()], port, false));
             }
             match resolver.mx(domain).await {
-                Ok(mut mx) if !mx.is_empty() => {
+                Ok(mx) if !mx.is_empty() => {
                     // Preference order; a seeded shuffle among equals.
-                    mx.sort_by_key(|(p, _)| *p);
                     let mut keyed: Vec<(u16, u64, String)> = mx
                         .into_iter()
                         .map(|(p, h)| (p, env.random_u64(), h))
                         .collect();
                     keyed.sort();
-                    (keyed.into_iter().map(|(_, _, h)| h).collect(), port)
+                    Ok((keyed.into_iter().map(|(_, _, h)| h).collect(), port, true))
                 }
-                Ok(_) => (vec![domain.to_string()], port),
-                Err(DnsError::NotFound) => {
-                    return Err(Outcome::Failed(format!(
-                        "Sorry, I couldn't find any host named {domain}. (#5.1.2)"
-                    )))
-                }
-                Err(DnsError::Temporary) => {
-                    return Err(Outcome::Deferred(
-                        "Sorry, I couldn't find any host by that name. (#4.1.2)".into(),
-                    ))
-                }
-            }
-        }
-    };
-    let mut addrs = Vec::new();
-    let mut temp = false;
-    for h in &hosts {
-        if let Some(ip) = literal(h) {
-            addrs.push(SocketAddr::new(ip, port));
-            continue;
-        }
-        match resolver.ips(h).await {
-            Ok(ips) => addrs.extend(ips.into_iter().map(|ip| SocketAddr::new(ip, port))),
-            Err(DnsError::Temporary) => temp = true,
-            Err(DnsError::NotFound) => {}
-        }
-    }
-    if addrs.is_empty() {
-        return Err(if temp {
-            Outcome::Deferred("Sorry, I couldn't find any host by that name. (#4.1.2)".into())
-        } else {
-            Outcome::Failed(format!(
-                "Sorry, I couldn't find any host named {domain}. (#5.1.2)"
-            ))
-        });
-    }
-    // Never deliver to ourselves through MX: that is a configuration loop.
-    if let Some(i) = addrs.iter().position(|a| cfg.local_ips.contains(&a.ip())) {
-        if cfg.routes.find(domain).is_none_or(|r| r.relay.is_empty()) {
-            addrs.truncate(i);
-            if addrs.is_empty() {
-                return Err(Outcome::Failed(
-                    "Although I'm listed as a best-preference MX or A for that host,\n\
-                     it isn't in my control/locals file, so I don't treat it as local. (#5.4.6)"
-                        .into(),
-                ));
+                // No MX: the domain's own address records, as an implicit MX.
+                Ok(_) => Ok((vec![domain.to_string()], port, true)),
+                Err(DnsError::NotFound) => Err(Outcome::Failed(format!(
+                    "Sorry, I couldn't find any host named {domain}. (#5.1.2)"
+                ))),
+                Err(DnsError::Temporary) => Err(Outcome::Deferred(
+                    "Sorry, I couldn't find any host by that name. (#4.1.2)".into(),
+                )),
             }
         }
     }
-    Ok(addrs)
 }
 
 /// One transaction with one host.
@@ -204,28 +164,63 @@ impl<R: Resolve> Smtp<R> {
         data: &[u8],
     ) -> Outcome {
         let domain = recipient.rsplit_once('@').map_or("", |(_, d)| d);
-        let addrs = match targets(env, &self.cfg, &*self.resolver, domain).await {
-            Ok(a) => a,
+        let (hosts, port, via_mx) = match hosts(env, &self.cfg, &*self.resolver, domain).await {
+            Ok(h) => h,
             Err(o) => return o,
         };
-        let mut last = None;
-        for a in addrs {
-            let host = a.ip().to_string();
-            let c = Client::new(&host, &self.cfg.helohost, sender, recipient, data);
-            match transact(env, &self.cfg, a, c).await {
-                None => continue,
-                Some(client::Outcome::NextHost(why)) => last = Some(why),
-                Some(client::Outcome::Delivered(r)) => {
-                    return Outcome::Delivered {
-                        report: r,
-                        forwards: Vec::new(),
-                        forward_sender: String::new(),
-                        forward_data: Vec::new(),
+        let (mut resolved, mut dns_trouble, mut last) = (false, false, None);
+        // Hosts are resolved one at a time, in order: a big MX set costs nothing past the
+        // host that takes the message.
+        'hosts: for h in &hosts {
+            let ips = match literal(h) {
+                Some(ip) => vec![ip],
+                None => match self.resolver.ips(h).await {
+                    Ok(v) => v,
+                    Err(DnsError::Temporary) => {
+                        dns_trouble = true;
+                        continue;
                     }
+                    Err(DnsError::NotFound) => continue,
+                },
+            };
+            for ip in ips {
+                // Reaching our own address through MX: only better hosts may be used.
+                if via_mx && self.cfg.local_ips.contains(&ip) {
+                    if !resolved {
+                        return Outcome::Failed(
+                            "Although I'm listed as a best-preference MX or A for that host,\n\
+                             it isn't in my control/locals file, so I don't treat it as local. (#5.4.6)"
+                                .into(),
+                        );
+                    }
+                    break 'hosts;
                 }
-                Some(client::Outcome::Failed(r)) => return Outcome::Failed(r),
-                Some(client::Outcome::Deferred(r)) => return Outcome::Deferred(r),
+                resolved = true;
+                let c = Client::new(&ip.to_string(), &self.cfg.helohost, sender, recipient, data);
+                match transact(env, &self.cfg, SocketAddr::new(ip, port), c).await {
+                    None => continue,
+                    Some(client::Outcome::NextHost(why)) => last = Some(why),
+                    Some(client::Outcome::Delivered(r)) => {
+                        return Outcome::Delivered {
+                            report: r,
+                            forwards: Vec::new(),
+                            forward_sender: String::new(),
+                            forward_data: Vec::new(),
+                        }
+                    }
+                    Some(client::Outcome::Failed(r)) => return Outcome::Failed(r),
+                    Some(client::Outcome::Deferred(r)) => return Outcome::Deferred(r),
+                }
             }
+        }
+        if !resolved {
+            return if dns_trouble {
+                Outcome::Deferred("Sorry, I couldn't find any host by that name. (#4.1.2)".into())
+            } else {
+                Outcome::Failed(format!(
+                    "Sorry, I couldn't find any host named {domain}. (#5.1.2)"
+                ))
+            };
         }
         Outcome::Deferred(last.unwrap_or_else(|| {
             "Sorry, I wasn't able to establish an SMTP connection. (#4.4.1)".into()
