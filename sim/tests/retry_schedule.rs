@@ -7,28 +7,12 @@ use std::sync::Arc;
 
 use mta::env::Exit;
 use mta::queue::Channel;
-use mta::send::manager::{Outcome, Remote};
 use mta::send::schedule;
 use sim::deliver::{image, World};
 use sim::env::SimEnv;
+use sim::schedule_scenario::AlwaysDefer;
 
 const WEEK: u64 = 604_800;
-
-/// A remote peer that always says "try again later".
-struct AlwaysDefer(Arc<AtomicUsize>);
-
-impl Remote<SimEnv> for AlwaysDefer {
-    fn deliver(
-        &self,
-        _env: SimEnv,
-        _sender: String,
-        _rcpt: String,
-        _data: Arc<Vec<u8>>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send>> {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        Box::pin(async { Outcome::Deferred("421 busy, try later".into()) })
-    }
-}
 
 fn attempt_times(
     m: &mta::send::manager::Manager<SimEnv, mta::control::Rewrite>,

@@ -446,41 +446,16 @@ impl<E: Env> Queue<E> {
     ) -> Result<Vec<MsgId>, QueueError> {
         msgs.iter().try_for_each(validate)?;
         let mut ids = Vec::with_capacity(msgs.len());
-        let recs = msgs
-            .into_iter()
-            .map(|m| {
-                let mut id = new_id(&self.env);
-                // Ids must never repeat: a second record with a live id would be ignored.
-                while self.msgs.contains_key(&id) || ids.contains(&id) {
-                    id = new_id(&self.env);
-                }
-                ids.push(id);
-                let rcpts = m
-                    .recipients
-                    .iter()
-                    .map(|r| {
-                        let (addr, channel) = classify.classify(r);
-                        Recipient {
-                            original: r.clone(),
-                            addr,
-                            channel,
-                        }
-                    })
-                    .collect();
-                Record::Msg {
-                    env: Envelope {
-                        id,
-                        birth: id.secs,
-                        qp: m.qp,
-                        uid: m.uid,
-                        sender: m.sender,
-                        recipients: m.recipients,
-                    },
-                    rcpts,
-                    data: m.data,
-                }
-            })
-            .collect();
+        let mut recs = Vec::with_capacity(msgs.len());
+        for m in msgs {
+            let mut id = new_id(&self.env);
+            // Ids must never repeat: a second record with a live id would be ignored.
+            while self.msgs.contains_key(&id) || ids.contains(&id) {
+                id = new_id(&self.env);
+            }
+            ids.push(id);
+            recs.push(self.message_record(id, id.secs, m, classify));
+        }
         self.append(recs)?;
         Ok(ids)
     }
