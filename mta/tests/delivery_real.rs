@@ -1,6 +1,6 @@
 //! `mta run` delivering on a real host: SMTP in → Maildir, bounces, injection while running.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -56,6 +56,22 @@ fn start_as(me: &str, users: &[&str], controls: &[(&str, String)]) -> Server {
         .parse()
         .unwrap();
     Server { child, addr, root }
+}
+
+/// `mta inject ARGS` with `body` on stdin (as `user` when given); must succeed.
+fn inject(root: &Path, args: &[&str], body: &[u8], user: Option<&str>) {
+    let mut cmd = Command::new(mta());
+    cmd.arg("inject")
+        .args(args)
+        .arg("--root")
+        .arg(root)
+        .stdin(Stdio::piped());
+    if let Some(u) = user {
+        cmd.env("USER", u);
+    }
+    let mut c = cmd.spawn().unwrap();
+    c.stdin.take().unwrap().write_all(body).unwrap();
+    assert!(c.wait().unwrap().success());
 }
 
 fn maildir(root: &Path, user: &str) -> Vec<String> {
@@ -126,19 +142,12 @@ fn smtp_to_maildir_and_bounces_on_a_real_host() {
 #[test]
 fn injection_while_running_is_delivered_and_flush_reaches_the_server() {
     let srv = start();
-    let mut c = Command::new(mta())
-        .args(["inject", "-f", "joe@heaven.af.mil", "fred", "--root"])
-        .arg(srv.root.path())
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    c.stdin
-        .take()
-        .unwrap()
-        .write_all(b"Subject: injected\n\nbody\n")
-        .unwrap();
-    assert!(c.wait().unwrap().success());
+    inject(
+        srv.root.path(),
+        &["-f", "joe@heaven.af.mil", "fred"],
+        b"Subject: injected\n\nbody\n",
+        None,
+    );
     let fred = wait_for(srv.root.path(), "fred", 1);
     assert!(fred[0].contains("Subject: injected"));
     let st = Command::new(mta())
@@ -225,20 +234,12 @@ fn pic_local2local_and_rem2local_through_the_cli() {
         &["fred", "joe"],
         &[("defaultdelivery", "./Mailbox\n".into())],
     );
-    let mut c = Command::new(mta())
-        .args(["inject", "fred", "--root"])
-        .arg(srv.root.path())
-        .env("USER", "joe")
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    c.stdin
-        .take()
-        .unwrap()
-        .write_all(b"Subject: PIC\n\nFrom joe, hello.\n")
-        .unwrap();
-    assert!(c.wait().unwrap().success());
+    inject(
+        srv.root.path(),
+        &["fred"],
+        b"Subject: PIC\n\nFrom joe, hello.\n",
+        Some("joe"),
+    );
     // rem2local: bill@irs.gov over SMTP to joe.
     let s = std::net::TcpStream::connect(srv.addr).unwrap();
     let mut r = BufReader::new(s.try_clone().unwrap());
@@ -308,25 +309,12 @@ fn sighup_rereads_virtualdomains_for_new_mail() {
         .unwrap();
     assert!(st.success());
     std::thread::sleep(Duration::from_millis(300));
-    let mut c = Command::new(mta())
-        .args([
-            "inject",
-            "-f",
-            "joe@heaven.af.mil",
-            "dude@tommy.gov",
-            "--root",
-        ])
-        .arg(srv.root.path())
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    c.stdin
-        .take()
-        .unwrap()
-        .write_all(b"Subject: virtual\n\nhi\n")
-        .unwrap();
-    assert!(c.wait().unwrap().success());
+    inject(
+        srv.root.path(),
+        &["-f", "joe@heaven.af.mil", "dude@tommy.gov"],
+        b"Subject: virtual\n\nhi\n",
+        None,
+    );
     let fred = wait_for(srv.root.path(), "fred", 1);
     assert!(
         fred[0].contains("Delivered-To: fred-dude@tommy.gov\n"),
@@ -341,19 +329,12 @@ fn writable_home_defers_until_fixed_and_flushed() {
     let srv = start();
     let home = srv.root.path().join("home/fred");
     std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let mut c = Command::new(mta())
-        .args(["inject", "-f", "joe@heaven.af.mil", "fred", "--root"])
-        .arg(srv.root.path())
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    c.stdin
-        .take()
-        .unwrap()
-        .write_all(b"Subject: perms\n\nx\n")
-        .unwrap();
-    assert!(c.wait().unwrap().success());
+    inject(
+        srv.root.path(),
+        &["-f", "joe@heaven.af.mil", "fred"],
+        b"Subject: perms\n\nx\n",
+        None,
+    );
     std::thread::sleep(Duration::from_millis(1500));
     assert!(
         maildir(srv.root.path(), "fred").is_empty(),

@@ -375,23 +375,14 @@ impl<E: Env> Queue<E> {
             match record::decode_todo(&buf) {
                 Ok((envl, data)) => {
                     if !self.msgs.contains_key(&envl.id) {
-                        let rcpts = envl
-                            .recipients
-                            .iter()
-                            .map(|r| {
-                                let (addr, channel) = classify.classify(r);
-                                Recipient {
-                                    original: r.clone(),
-                                    addr,
-                                    channel,
-                                }
-                            })
-                            .collect();
-                        batch.push(Record::Msg {
-                            env: envl,
-                            rcpts,
+                        let m = NewMessage {
+                            sender: envl.sender,
+                            recipients: envl.recipients,
                             data,
-                        });
+                            qp: envl.qp,
+                            uid: envl.uid,
+                        };
+                        batch.push(self.message_record(envl.id, envl.birth, m, classify));
                     }
                     done.push(p);
                 }

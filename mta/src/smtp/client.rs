@@ -191,6 +191,15 @@ impl Client {
         format!("{what}\nRemote host said: {}", r.text())
     }
 
+    /// 5xx is permanent, anything else that is not success temporary.
+    fn by_code(c: u16, text: String) -> Outcome {
+        if c >= 500 {
+            Outcome::Failed(text)
+        } else {
+            Outcome::Deferred(text)
+        }
+    }
+
     fn quit_with(&mut self, o: Outcome) -> Step {
         self.outcome = Some(o);
         self.stage = Stage::Quit;
@@ -229,12 +238,7 @@ impl Client {
             }
             Stage::Mail => {
                 let t = self.said(&format!("Connected to {h} but sender was rejected."), &r);
-                let o = if c >= 500 {
-                    Outcome::Failed(t)
-                } else {
-                    Outcome::Deferred(t)
-                };
-                self.quit_with(o)
+                self.quit_with(Self::by_code(c, t))
             }
             Stage::Rcpt if c / 100 == 2 => {
                 self.stage = Stage::Data;
@@ -242,12 +246,7 @@ impl Client {
             }
             Stage::Rcpt => {
                 let t = self.said(&format!("{h} does not like recipient."), &r);
-                let o = if c >= 500 {
-                    Outcome::Failed(t)
-                } else {
-                    Outcome::Deferred(t)
-                };
-                self.quit_with(o)
+                self.quit_with(Self::by_code(c, t))
             }
             Stage::Data if c == 354 => {
                 self.stage = Stage::Final;
@@ -255,23 +254,14 @@ impl Client {
             }
             Stage::Data => {
                 let t = self.said(&format!("{h} failed on DATA command."), &r);
-                let o = if c >= 500 {
-                    Outcome::Failed(t)
-                } else {
-                    Outcome::Deferred(t)
-                };
-                self.quit_with(o)
+                self.quit_with(Self::by_code(c, t))
             }
             Stage::Final => {
                 let o = if c / 100 == 2 {
                     Outcome::Delivered(self.said(&format!("{h} accepted message."), &r))
                 } else {
                     let t = self.said(&format!("{h} failed after I sent the message."), &r);
-                    if c >= 500 {
-                        Outcome::Failed(t)
-                    } else {
-                        Outcome::Deferred(t)
-                    }
+                    Self::by_code(c, t)
                 };
                 self.quit_with(o)
             }
