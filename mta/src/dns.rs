@@ -127,6 +127,19 @@ impl<E: Env> Resolver<E> {
         Err(DnsError::Temporary)
     }
 
+    /// The host name of an address (PTR), confirmed by a forward lookup as tcpserver does;
+    /// `None` when there is none or it does not point back.
+    pub async fn host_of(&self, ip: IpAddr) -> Option<String> {
+        let rev = Name::from(ip).to_ascii();
+        let names = self.lookup(&rev, RecordType::PTR).await.ok()?;
+        let name = names.into_iter().find_map(|d| match d {
+            RData::PTR(p) => Some(host(&p.0)),
+            _ => None,
+        })?;
+        let back = Resolve::ips(self, &name).await.ok()?;
+        back.contains(&ip).then_some(name)
+    }
+
     /// Records of type `t` for `name`, following CNAMEs.
     pub async fn lookup(&self, name: &str, t: RecordType) -> Result<Vec<RData>, DnsError> {
         let mut name = Name::from_ascii(name).map_err(|_| DnsError::NotFound)?;

@@ -160,7 +160,17 @@ pub fn run(env: RealEnv, root: &Path, listen: SocketAddr) -> i32 {
         let (set_tx, set_rx) = watch::channel(Arc::new(settings.clone()));
         let (filter_tx, filter_rx) = watch::channel(filter_for(&settings));
         let (stop_tx, stop_rx) = watch::channel(false);
+        let ptr = mta::dns::Resolver::new(
+            env.clone(),
+            mta::dns::nameservers(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()),
+            std::time::Duration::from_secs(5),
+        );
+        let host_lookup: mta::smtpd::HostLookup = Arc::new(move |ip| {
+            let ptr = ptr.clone();
+            Box::pin(async move { ptr.host_of(ip).await })
+        });
         let rx = Receiver {
+            host_lookup: Some(host_lookup),
             env: env.clone(),
             settings: set_rx,
             queue: handle,

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, PTR};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -59,6 +59,11 @@ impl Zone {
             IpAddr::V4(v) => self.add(n, RecordType::A, RData::A(A(v))),
             IpAddr::V6(v) => self.add(n, RecordType::AAAA, RData::AAAA(AAAA(v))),
         }
+    }
+    /// The reverse (PTR) record of an address.
+    pub fn ptr(&mut self, ip: IpAddr, host: &str) -> &mut Self {
+        let rev = Name::from(ip).to_ascii();
+        self.add(&rev, RecordType::PTR, RData::PTR(PTR(name(host))))
     }
     pub fn cname(&mut self, n: &str, target: &str) -> &mut Self {
         self.whole.insert(

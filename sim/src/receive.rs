@@ -83,7 +83,18 @@ pub async fn mta_host(disk: Disk, seed: u64) -> turmoil::Result {
         .await?;
     let filter: Arc<dyn Filter> = Arc::new(NoFilter);
     let (_stop_tx, stop_rx) = watch::channel(false);
+    // Client host names come from the world's DNS host (asked only when a rule needs them).
+    let dns = mta::dns::Resolver::new(
+        env.clone(),
+        vec![SocketAddr::new(turmoil::lookup("dns"), 53)],
+        Duration::from_secs(2),
+    );
+    let host_lookup: mta::smtpd::HostLookup = Arc::new(move |ip| {
+        let dns = dns.clone();
+        Box::pin(async move { dns.host_of(ip).await })
+    });
     let rx = Receiver {
+        host_lookup: Some(host_lookup),
         env,
         settings: watch::channel(Arc::new(settings)).1,
         queue: handle,

@@ -116,3 +116,55 @@ fn full_disk_answers_451_and_queues_nothing_half_written() {
     );
     assert_eq!(o.corrupt, 0);
 }
+
+#[test]
+fn host_name_rules_use_confirmed_ptr_names() {
+    use std::sync::Arc;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let clock = sim::fs::Clock::new(EPOCH_MS);
+    let img = installation(&[(
+        "smtp.rules",
+        "=trusted.example:allow,RELAYCLIENT=\"\"\n:allow\n",
+    )]);
+    let disk = Disk::with_image(img, clock);
+    let mut sim = turmoil::Builder::new()
+        .simulation_duration(Duration::from_secs(60))
+        .build();
+    sim.host("dns", || async {
+        let mut z = sim::dns_server::Zone::default();
+        let trusted = turmoil::lookup("trusted");
+        z.ptr(trusted, "trusted.example")
+            .ip("trusted.example", trusted);
+        // A PTR that does not point back is not believed.
+        let liar = turmoil::lookup("liar");
+        z.ptr(liar, "trusted.example");
+        let z = Arc::new(z);
+        let any =
+            std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 53);
+        let udp = mta::env::Net::bind_udp(&sim::env::SimNet, any).await?;
+        let tcp = mta::env::Net::listen(&sim::env::SimNet, any).await?;
+        tokio::spawn(sim::dns_server::serve_udp(udp, z.clone()));
+        sim::dns_server::serve_tcp(tcp, z).await;
+        Ok(())
+    });
+    let d = disk.clone();
+    sim.host("mta", move || mta_host(d.clone(), 1));
+    for (name, want) in [("trusted", "250 ok"), ("liar", "553 ")] {
+        sim.client(name, async move {
+            let to = std::net::SocketAddr::new(turmoil::lookup("mta"), PORT);
+            let mut r = BufReader::new(turmoil::net::TcpStream::connect(to).await?);
+            let mut line = String::new();
+            r.read_line(&mut line).await?;
+            r.get_mut()
+                .write_all(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<bill@irs.gov>\r\n")
+                .await?;
+            line.clear();
+            r.read_line(&mut line).await?;
+            line.clear();
+            r.read_line(&mut line).await?;
+            assert!(line.starts_with(want), "{name}: {line}");
+            Ok(())
+        });
+    }
+    sim.run().unwrap();
+}

@@ -87,9 +87,16 @@ impl Settings {
         })
     }
 
-    /// The session policy for a client, or `None` when the rules deny it.
-    pub fn policy_for(&self, peer: SocketAddr) -> Option<Policy> {
-        let rule = self.rules.find(peer.ip(), None);
+    /// True when some rule names a client by host (`=host`): only then is a PTR lookup
+    /// worth its time.
+    pub fn wants_host_names(&self) -> bool {
+        self.rules.0.iter().any(|r| r.key.starts_with('='))
+    }
+
+    /// The session policy for a client (with its confirmed host name, if known), or `None`
+    /// when the rules deny it.
+    pub fn policy_for(&self, peer: SocketAddr, host: Option<&str>) -> Option<Policy> {
+        let rule = self.rules.find(peer.ip(), host);
         if rule.is_some_and(|r| !r.allow) {
             return None;
         }
@@ -112,7 +119,7 @@ impl Settings {
             local_ips: self.local_ips.clone(),
             peer: Peer {
                 remote_ip: peer.ip().to_string(),
-                remote_host: None,
+                remote_host: host.map(str::to_string),
                 remote_info: None,
             },
         })
@@ -140,8 +147,17 @@ pub struct SpoolTo {
 /// Default [`SpoolTo::threshold`].
 pub const SPOOL_THRESHOLD: usize = 256 * 1024;
 
+/// Finds a client's host name (a confirmed PTR lookup); `None` when unknown.
+pub type HostLookup = Arc<
+    dyn Fn(IpAddr) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send>>
+        + Send
+        + Sync,
+>;
+
 /// The receiver's shared state.
 pub struct Receiver<E: Env> {
+    /// Host names for `=host` rules and the Received line (tcpserver's TCPREMOTEHOST).
+    pub host_lookup: Option<HostLookup>,
     pub env: E,
     pub settings: watch::Receiver<Arc<Settings>>,
     pub queue: QueueHandle,
@@ -153,6 +169,7 @@ pub struct Receiver<E: Env> {
 impl<E: Env> Clone for Receiver<E> {
     fn clone(&self) -> Self {
         Receiver {
+            host_lookup: self.host_lookup.clone(),
             env: self.env.clone(),
             settings: self.settings.clone(),
             queue: self.queue.clone(),
@@ -238,7 +255,15 @@ where
 {
     let env = &rx.env;
     let t = settings.timeout;
-    let Some(policy) = settings.policy_for(peer) else {
+    let host = match &rx.host_lookup {
+        Some(f) if settings.wants_host_names() => tokio::select! {
+            biased;
+            h = f(peer.ip()) => h,
+            _ = env.sleep(Duration::from_secs(10)) => None,
+        },
+        _ => None,
+    };
+    let Some(policy) = settings.policy_for(peer, host.as_deref()) else {
         let msg = b"554 no SMTP service for you here (#5.7.1)\r\n";
         return write_timed(env, &mut stream, msg, t).await;
     };
