@@ -112,7 +112,7 @@ impl<E: Env> Resolver<E> {
             let Some(mut m) = self.udp(server, &req, id).await else {
                 continue;
             };
-            if m.metadata.truncation {
+            if m.metadata.truncation && !crate::planted::on(crate::planted::Bug::IgnoreTruncation) {
                 match self.tcp(server, &req, id).await {
                     Some(full) => m = full,
                     None => continue,
@@ -121,6 +121,11 @@ impl<E: Env> Resolver<E> {
             match m.metadata.response_code {
                 ResponseCode::NoError => return Ok(m),
                 ResponseCode::NXDomain => return Err(DnsError::NotFound),
+                ResponseCode::ServFail
+                    if crate::planted::on(crate::planted::Bug::ServfailPermanent) =>
+                {
+                    return Err(DnsError::NotFound)
+                }
                 _ => continue,
             }
         }

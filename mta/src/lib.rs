@@ -12,6 +12,7 @@ pub mod fuzz;
 pub mod init;
 pub mod inject;
 pub mod local;
+pub mod planted;
 pub mod queue;
 pub mod remote;
 pub mod send;

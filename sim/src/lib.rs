@@ -10,6 +10,7 @@ pub mod fs;
 pub mod install;
 pub mod lifecycle;
 pub mod local_crash;
+pub mod mutation;
 pub mod receive;
 pub mod remote_world;
 pub mod schedule_scenario;

@@ -384,3 +384,69 @@ pub fn crash_mid_delivery_remote(seed: u64) -> CrashReport {
     }
     rep
 }
+
+/// The outcome of one message to `rcpt` after `secs` simulated seconds: (accepted by the
+/// peers, bounced to the sender, still queued).
+pub fn deliver_one(rcpt: &str, secs: u64, seed: u64) -> (usize, bool, bool) {
+    let w = World::new(image(&[], &[]), 0);
+    w.inject("joe@heaven.af.mil", &[rcpt], "Subject: one\n\nx\n");
+    let img = w.env.sim_fs().crash_image(&Persist::All);
+    let r = run_world(
+        img,
+        vec![Peer::Accept],
+        None,
+        Faults::default(),
+        Persist::Synced,
+        secs,
+        seed,
+    );
+    let w = r.world();
+    let queued = w
+        .manager_with(None, mta::queue::Disabled::none())
+        .is_none_or(|(m, _, _)| m.queue().messages().next().is_some());
+    let accepted = r
+        .peer
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .accepted
+        .len()
+        + r.peer2
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .accepted
+            .len();
+    (accepted, !w.maildir("home/joe/Maildir").is_empty(), queued)
+}
+
+/// dns-failures: SERVFAIL and silence defer (no bounce, still queued); NXDOMAIN bounces.
+pub fn dns_failures(seed: u64) -> Vec<String> {
+    let mut bad = Vec::new();
+    for rcpt in ["bill@broken.example", "bill@silent.example"] {
+        let (acc, bounced, queued) = deliver_one(rcpt, 120, seed);
+        if acc != 0 || bounced || !queued {
+            bad.push(format!(
+                "{rcpt}: accepted {acc}, bounced {bounced}, queued {queued}: should defer"
+            ));
+        }
+    }
+    let (acc, bounced, queued) = deliver_one("bill@nowhere.example", 120, seed);
+    if acc != 0 || !bounced || queued {
+        bad.push(format!(
+            "bill@nowhere.example: bounced {bounced}, queued {queued}: NXDOMAIN should bounce"
+        ));
+    }
+    bad
+}
+
+/// huge-mx: an MX answer of about 50 KB (truncated on UDP) is fetched whole over TCP and the
+/// message reaches the best MX, which only the whole answer names.
+pub fn huge_mx(seed: u64) -> Vec<String> {
+    let (acc, bounced, queued) = deliver_one("bill@giant.example", 60, seed);
+    if acc == 1 && !bounced && !queued {
+        Vec::new()
+    } else {
+        vec![format!(
+            "bill@giant.example: accepted {acc}, bounced {bounced}, queued {queued}"
+        )]
+    }
+}

@@ -6,8 +6,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use mta::env::Exit;
-use mta::queue::Channel;
-use mta::send::schedule;
 use sim::deliver::{image, World};
 use sim::env::SimEnv;
 use sim::schedule_scenario::AlwaysDefer;
@@ -49,7 +47,7 @@ fn forty_remote_attempts_over_seven_days_then_one_bounce() {
     drop(h);
     assert_eq!(calls.load(Ordering::SeqCst), 40);
     let times = attempt_times(&m, birth());
-    assert_eq!(times[0], schedule::attempts(0, WEEK, Channel::Remote));
+    assert_eq!(times[0], sim::schedule_scenario::expected(20, WEEK));
     assert_eq!(times[0][39], 608_400);
     assert_eq!(m.counts.bounces, 1);
     let bounce = w.read("home/joe/Mailbox").unwrap();
@@ -78,7 +76,7 @@ fn seventy_nine_local_attempts() {
     drop(h);
     let times = attempt_times(&m, birth());
     assert_eq!(times[0].len(), 79);
-    assert_eq!(times[0], schedule::attempts(0, WEEK, Channel::Local));
+    assert_eq!(times[0], sim::schedule_scenario::expected(10, WEEK));
     assert_eq!(
         m.counts.bounces, 1,
         "then a bounce to joe (delivered by Maildir)"
@@ -114,7 +112,7 @@ fn delivered_at_attempt_k_after_k_minus_one_deferrals() {
         let times = attempt_times(&m, birth());
         assert_eq!(
             times[0],
-            schedule::attempts(0, WEEK, Channel::Local)[..k].to_vec()
+            sim::schedule_scenario::expected(10, WEEK)[..k].to_vec()
         );
         assert_eq!(w.maildir("home/fred/Maildir").len(), 1, "k={k}");
         assert_eq!(m.counts.bounces, 0);

@@ -319,7 +319,7 @@ impl<E: Env> Queue<E> {
         let mut msgs = BTreeMap::new();
         let mut refs = SegRefs::new();
         let log = log::Log::open(fs, &paths, &cfg, true, |seg, end, r| {
-            apply(&mut msgs, &mut refs, seg, end, r)
+            apply(&mut msgs, &mut refs, seg, end, planted_on_replay(r))
         })?;
         rec.torn_bytes_cut = log.stats().torn_bytes_cut;
         let mut q = Queue {
@@ -565,6 +565,22 @@ impl<E: Env> Queue<E> {
     }
     pub fn paths(&self) -> &Paths {
         &self.paths
+    }
+}
+
+/// Verification only: the planted "lose the bounce state on restart" bug.
+fn planted_on_replay(r: Record) -> Record {
+    match r {
+        Record::Outcome {
+            id,
+            rcpt,
+            status: Status::Failed(_),
+        } if crate::planted::on(crate::planted::Bug::LoseBounceStateOnRestart) => Record::Outcome {
+            id,
+            rcpt,
+            status: Status::Delivered,
+        },
+        r => r,
     }
 }
 
