@@ -113,6 +113,7 @@ pub fn run(env: RealEnv, root: &Path, listen: SocketAddr) -> i32 {
     // with enough threads that concurrent deliveries' fsyncs overlap (the filesystem groups
     // them into shared journal commits) instead of queueing behind each other.
     let threads = send_threads(&manager_threads_hint(root));
+    let (gone_tx, mut gone_rx) = tokio::sync::oneshot::channel::<bool>();
     let queue_thread = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
@@ -120,7 +121,8 @@ pub fn run(env: RealEnv, root: &Path, listen: SocketAddr) -> i32 {
             .enable_all()
             .build()
             .expect("queue runtime");
-        rt.block_on(manager.run(inbox, Until::HandlesGone));
+        let m = rt.block_on(manager.run(inbox, Until::HandlesGone));
+        let _ = gone_tx.send(m.failed);
     });
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -156,6 +158,7 @@ pub fn run(env: RealEnv, root: &Path, listen: SocketAddr) -> i32 {
             }
         };
         let (mut hup, mut term, mut int, mut alrm) = (hup, term, int, alrm);
+        let mut failed = false;
         let flusher = handle.clone();
         let (set_tx, set_rx) = watch::channel(Arc::new(settings.clone()));
         let (filter_tx, filter_rx) = watch::channel(filter_for(&settings));
@@ -184,6 +187,13 @@ pub fn run(env: RealEnv, root: &Path, listen: SocketAddr) -> i32 {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 _ = alrm.recv() => flusher.flush(),
+                _ = &mut gone_rx => {
+                    // The queue log failed (e.g. an fsync error): what reached the disk is
+                    // unknown until it is read again. Exit so a supervisor restarts us.
+                    eprintln!("mta run: the queue failed; exiting so a restart can recover it");
+                    failed = true;
+                    break;
+                }
                 _ = hup.recv() => match load(&env, root, listen) {
                     Ok(s) => {
                         tracing::info!("control files reread");
@@ -198,7 +208,11 @@ pub fn run(env: RealEnv, root: &Path, listen: SocketAddr) -> i32 {
         let _ = stop_tx.send(true);
         let _ = server.await;
         drop(flusher);
-        0
+        if failed {
+            EXIT_TEMP
+        } else {
+            0
+        }
     });
     drop(rt);
     let _ = queue_thread.join();

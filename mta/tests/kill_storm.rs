@@ -41,14 +41,14 @@ fn send(addr: std::net::SocketAddr, i: usize) -> bool {
     let mut r = BufReader::new(s.try_clone().unwrap());
     let mut w = s;
     let mut line = String::new();
-    let mut next = |r: &mut BufReader<TcpStream>, line: &mut String| {
+    let next = |r: &mut BufReader<TcpStream>, line: &mut String| {
         line.clear();
         r.read_line(line).map(|n| n > 0).unwrap_or(false)
     };
     if !next(&mut r, &mut line) {
         return false;
     }
-    let msg = format!("MAIL FROM:<storm@example.net>\r\nRCPT TO:<fred@heaven.af.mil>\r\nDATA\r\n");
+    let msg = "MAIL FROM:<storm@example.net>\r\nRCPT TO:<fred@heaven.af.mil>\r\nDATA\r\n";
     if w.write_all(msg.as_bytes()).is_err() {
         return false;
     }

@@ -14,4 +14,5 @@ pub mod mutation;
 pub mod receive;
 pub mod remote_world;
 pub mod schedule_scenario;
+pub mod swarm;
 pub mod world;

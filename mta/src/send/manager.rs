@@ -147,6 +147,9 @@ pub struct Manager<E: Env, C: Classify> {
     pub lines: Option<Arc<std::sync::Mutex<Vec<String>>>>,
     /// Rereads address rewriting and settings on a reload request (SIGHUP).
     pub reloader: Option<Reloader<C>>,
+    /// Set when the queue log failed (an append or fsync error): only a restart, which
+    /// re-reads what reached the disk, can continue safely.
+    pub failed: bool,
 }
 
 /// Reads fresh address rewriting and settings from the control files.
@@ -193,6 +196,7 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
             attempt_log: None,
             lines: None,
             reloader: None,
+            failed: false,
         };
         // After a start (crash or not) every pending delivery is tried at once; the
         // birth-anchored schedule continues from there.
@@ -706,6 +710,7 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
             }
             if !self.commit(subs, results, now) {
                 // The log is unusable until a restart re-reads it.
+                self.failed = true;
                 break;
             }
         }

@@ -1,0 +1,364 @@
+//! Swarm testing: each seed draws its own fault profile (which faults are on, when, how
+//! often) for a whole world — SMTP clients, the full MTA (receiver, queue manager, local and
+//! remote delivery), a DNS host and a remote peer — then runs a safety phase with the faults
+//! and a liveness phase with them healed, and checks the oracle.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::watch;
+
+use mta::control::{ControlDir, Rewrite};
+use mta::dns::Resolver;
+use mta::env::{Env, Net};
+use mta::queue::{service, Config, Paths, Queue};
+use mta::remote::{RemoteConfig, Smtp};
+use mta::send::manager::{Manager, Remote, Settings as SendSettings, Until};
+use mta::smtpd::filter::{Filter, NoFilter};
+use mta::smtpd::{self, Receiver, Settings, SpoolTo, Stats};
+
+use crate::deliver::{image, root, World};
+use crate::env::{SimEnv, SimNet};
+use crate::fs::{Clock, Faults, Persist};
+use crate::receive::{EPOCH_MS, PORT};
+use crate::remote_world::{dns_host, peer_host, Peer, PeerLog};
+use crate::world::Disk;
+
+/// The faults one seed runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Profile {
+    /// Crash the MTA after this many fs operations of boot 1, 2, ... (then run clean).
+    pub crashes: Vec<u64>,
+    /// How a crash persists pending operations.
+    pub persist: Vec<Persist>,
+    /// Partition MTA ↔ peer from `.0` for `.1` seconds.
+    pub partition: Option<(u64, u64)>,
+    /// The fs operation of the first boot that fails with EIO.
+    pub eio_at: Option<u64>,
+    pub clients: usize,
+    pub messages: usize,
+    /// Percent of messages addressed to the remote peer.
+    pub remote_pct: u32,
+}
+
+impl Profile {
+    /// The profile a seed draws (BUGGIFY style: each fault on or off, then its parameters).
+    pub fn draw(seed: u64) -> Profile {
+        let mut r = ChaCha8Rng::seed_from_u64(seed ^ 0x5a5a_5a5a);
+        let n = if r.random_bool(0.7) {
+            r.random_range(1..=3)
+        } else {
+            0
+        };
+        let crashes = (0..n).map(|_| r.random_range(3..120)).collect();
+        let persist = (0..n)
+            .map(|_| match r.random_range(0..4) {
+                0 => Persist::Synced,
+                1 => Persist::All,
+                2 => Persist::AllBut(0),
+                _ => Persist::TornLastWrite,
+            })
+            .collect();
+        Profile {
+            crashes,
+            persist,
+            partition: r
+                .random_bool(0.4)
+                .then(|| (r.random_range(0..60), r.random_range(5..90))),
+            eio_at: r.random_bool(0.3).then(|| r.random_range(3..80)),
+            clients: r.random_range(1..=3),
+            messages: r.random_range(2..=6),
+            remote_pct: [0, 30, 50, 100][r.random_range(0..4)],
+        }
+    }
+}
+
+/// What one seed did and found.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub acked: usize,
+    pub local_delivered: usize,
+    pub remote_delivered: usize,
+    pub duplicates_remote: usize,
+    pub crashes: usize,
+    /// Restarts after the MTA exited on its own (a failed queue log).
+    pub restarts: usize,
+    /// Local copies beyond the first: accepted but unacknowledged, then resent by the client.
+    pub unacked_kept: usize,
+    pub violations: Vec<String>,
+    pub trace_hash: u64,
+}
+
+/// The whole MTA on one host: recovery, queue manager with local and remote delivery, SMTP.
+async fn mta_host(disk: Disk, seed: u64) -> turmoil::Result {
+    let fs = disk.boot();
+    let env = SimEnv::turmoil(
+        fs,
+        disk.clock().clone(),
+        EPOCH_MS,
+        seed ^ (u64::from(disk.boots()) << 32),
+    );
+    let r = root();
+    let (Ok(settings), Ok(rw), Ok(mut rcfg), Ok(mut send)) = (
+        Settings::load(env.fs(), &r),
+        Rewrite::load(&ControlDir::new(env.fs(), &r)),
+        RemoteConfig::load(env.fs(), &r),
+        SendSettings::load(env.fs(), &r),
+    ) else {
+        return std::future::pending().await;
+    };
+    send.todo_poll = Duration::from_secs(5);
+    rcfg.timeout_connect = Duration::from_secs(10);
+    rcfg.timeout_remote = Duration::from_secs(30);
+    rcfg.local_ips.push(turmoil::lookup("mta"));
+    let paths = Paths::new(r.join("queue"));
+    let Ok((q, _)) = Queue::open(env.clone(), paths.clone(), Config::default(), &rw) else {
+        return std::future::pending().await;
+    };
+    let dns = Resolver::new(
+        env.clone(),
+        vec![SocketAddr::new(turmoil::lookup("dns"), 53)],
+        Duration::from_secs(5),
+    );
+    let remote: Arc<dyn Remote<SimEnv>> = Arc::new(Smtp {
+        cfg: rcfg,
+        resolver: Arc::new(dns),
+    });
+    let (handle, inbox) = service::channel();
+    let manager = Manager::new(env.clone(), q, rw, send, Some(remote));
+    let mut manager = tokio::spawn(manager.run(inbox, Until::HandlesGone));
+    let listener = env
+        .net()
+        .listen(SocketAddr::new(std::net::IpAddr::from([0, 0, 0, 0]), PORT))
+        .await?;
+    let filter: Arc<dyn Filter> = Arc::new(NoFilter);
+    let (_stop, stop_rx) = watch::channel(false);
+    let rx = Receiver {
+        host_lookup: None,
+        env,
+        settings: watch::channel(Arc::new(settings)).1,
+        queue: handle,
+        spool: SpoolTo {
+            paths,
+            cfg: Config::default(),
+            threshold: mta::smtpd::SPOOL_THRESHOLD,
+        },
+        filter: watch::channel(filter).1,
+        stats: Arc::new(Stats::default()),
+    };
+    // Like `mta run`: if the queue manager gives up (its log failed), the process exits and
+    // is restarted, re-reading what reached the disk.
+    tokio::select! {
+        _ = smtpd::serve(rx, listener, stop_rx) => {}
+        _ = &mut manager => {}
+    }
+    Ok(())
+}
+
+fn body(client: usize, i: usize) -> String {
+    format!("Subject: swarm {client}-{i}\r\n\r\nswarm message {client}-{i}\r\n")
+}
+
+/// Send one message; `sent` counts the attempts whose final dot went out (each may have been
+/// accepted even if its reply never came back).
+async fn send(
+    to: SocketAddr,
+    rcpt: &str,
+    data: &str,
+    sent: &Mutex<usize>,
+) -> std::io::Result<bool> {
+    let mut r = BufReader::new(SimNet.connect(to).await?);
+    let mut line = String::new();
+    r.read_line(&mut line).await?;
+    if !line.starts_with("220") {
+        return Ok(false);
+    }
+    let cmds = format!("MAIL FROM:<client@example.net>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n");
+    r.get_mut().write_all(cmds.as_bytes()).await?;
+    for _ in 0..3 {
+        line.clear();
+        r.read_line(&mut line).await?;
+    }
+    if !line.starts_with("354") {
+        return Ok(false);
+    }
+    r.get_mut()
+        .write_all(format!("{data}.\r\n").as_bytes())
+        .await?;
+    *sent.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+    line.clear();
+    r.read_line(&mut line).await?;
+    Ok(line.starts_with("250 ok"))
+}
+
+/// Run one seed.
+pub fn run(seed: u64) -> (Profile, Outcome) {
+    let p = Profile::draw(seed);
+    let clock = Clock::new(EPOCH_MS);
+    // Clients relay to far.example: allow relaying for everyone in this world.
+    let img = image(&[("rcpthosts", "heaven.af.mil\nfar.example\n")], &[]);
+    let disk = Disk::with_image(img, clock);
+    disk.arm(Faults {
+        crash_after: p.crashes.first().copied(),
+        eio_at: p.eio_at,
+        ..Faults::default()
+    });
+    let mut sim = turmoil::Builder::new()
+        .epoch(std::time::UNIX_EPOCH + Duration::from_millis(EPOCH_MS))
+        .tick_duration(Duration::from_millis(200))
+        .simulation_duration(Duration::from_secs(4000))
+        .rng_seed(seed)
+        .build();
+    let peer = Arc::new(Mutex::new(PeerLog::default()));
+    let pl = peer.clone();
+    sim.host("peer", move || peer_host(vec![Peer::Accept], pl.clone()));
+    let p2 = Arc::new(Mutex::new(PeerLog::default()));
+    sim.host("peer2", move || peer_host(vec![Peer::Accept], p2.clone()));
+    sim.host("dns", dns_host);
+    let d = disk.clone();
+    sim.host("mta", move || mta_host(d.clone(), seed));
+    let acked = Arc::new(Mutex::new(Vec::<(String, String, Arc<Mutex<usize>>)>::new()));
+    let mut r = ChaCha8Rng::seed_from_u64(seed);
+    for c in 0..p.clients {
+        let rcpts: Vec<String> = (0..p.messages)
+            .map(|_| {
+                if r.random_range(0..100) < p.remote_pct {
+                    "bill@far.example".to_string()
+                } else {
+                    "fred@heaven.af.mil".to_string()
+                }
+            })
+            .collect();
+        let a = acked.clone();
+        sim.client(format!("client{c}"), async move {
+            let to = SocketAddr::new(turmoil::lookup("mta"), PORT);
+            for (i, rcpt) in rcpts.iter().enumerate() {
+                let data = body(c, i);
+                let sent = Arc::new(Mutex::new(0));
+                loop {
+                    let ok =
+                        tokio::time::timeout(Duration::from_secs(20), send(to, rcpt, &data, &sent))
+                            .await;
+                    if let Ok(Ok(true)) = ok {
+                        a.lock().unwrap_or_else(|e| e.into_inner()).push((
+                            rcpt.clone(),
+                            data.clone(),
+                            sent.clone(),
+                        ));
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                }
+            }
+            Ok(())
+        });
+    }
+    let mut out = Outcome::default();
+    let (mut boot_crashes, mut partitioned, mut restarts) = (0usize, false, 0usize);
+    // Safety phase (faults on) then liveness (healed) until every retry had its chance.
+    let end = Duration::from_secs(2200);
+    while sim.elapsed() < end {
+        if let Err(e) = sim.step() {
+            out.violations.push(format!("simulation: {e}"));
+            break;
+        }
+        let t = sim.elapsed().as_secs();
+        if let Some((s, len)) = p.partition {
+            if !partitioned && t >= s && t < s + len {
+                sim.partition("mta", "peer");
+                partitioned = true;
+            } else if partitioned && t >= s + len {
+                sim.repair("mta", "peer");
+                partitioned = false;
+            }
+        }
+        if !sim.is_host_running("mta") && !disk.frozen() {
+            // The process exited (its queue failed): everything it wrote is in the page
+            // cache, so all of it survives; a supervisor restarts it.
+            disk.crash(&Persist::All);
+            restarts += 1;
+            sim.bounce("mta");
+        }
+        if disk.frozen() {
+            let how = p
+                .persist
+                .get(boot_crashes)
+                .cloned()
+                .unwrap_or(Persist::Synced);
+            sim.crash("mta");
+            disk.crash(&how);
+            boot_crashes += 1;
+            disk.arm(Faults {
+                crash_after: p.crashes.get(boot_crashes).copied(),
+                ..Faults::default()
+            });
+            sim.bounce("mta");
+        }
+    }
+    out.crashes = boot_crashes;
+    out.restarts = restarts;
+    // The oracle.
+    let w = World::new(
+        disk.live().map_or_else(|| disk.image(), |f| f.live_image()),
+        0,
+    );
+    let acked = acked.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    out.acked = acked.len();
+    let local = w.maildir("home/fred/Maildir");
+    let remote = peer
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .accepted
+        .clone();
+    out.local_delivered = local.len();
+    out.remote_delivered = remote.len();
+    let unstuffed = |s: &str| s.replace("\r\n", "\n");
+    for (rcpt, data, sent) in &acked {
+        let text = unstuffed(data);
+        let sent = *sent.lock().unwrap_or_else(|e| e.into_inner());
+        if rcpt.ends_with("@heaven.af.mil") {
+            // Exactly once per queued message: more copies only if the client sent it more
+            // than once (an earlier copy was accepted but its 250 was lost).
+            let n = local.iter().filter(|m| m.ends_with(&text)).count();
+            if n == 0 || n > sent {
+                out.violations.push(format!(
+                    "local message {:?}: {n} copies for {sent} sent",
+                    text.lines().next().unwrap_or("")
+                ));
+            }
+            out.unacked_kept += n.saturating_sub(1);
+        } else {
+            let n = remote
+                .iter()
+                .filter(|m| m.replace("\r\n", "\n").ends_with(&text))
+                .count();
+            if n == 0 {
+                out.violations.push(format!(
+                    "remote message {:?} lost",
+                    text.lines().next().unwrap_or("")
+                ));
+            }
+            out.duplicates_remote += n.saturating_sub(1);
+        }
+    }
+    for m in &local {
+        if !m.contains("swarm message ") {
+            out.violations.push("an invented local message".into());
+        }
+    }
+    match w.manager_with(None, mta::queue::Disabled::none()) {
+        Some((m, _, _)) if m.queue().messages().next().is_some() => out
+            .violations
+            .push("queue not empty after the liveness phase".into()),
+        Some(_) => {}
+        None => out.violations.push("the final disk does not open".into()),
+    }
+    out.trace_hash = disk.live().map_or(0, |f| f.trace_hash())
+        ^ (out.local_delivered as u64) << 40
+        ^ (out.remote_delivered as u64) << 48;
+    (p, out)
+}

@@ -1,0 +1,35 @@
+//! Swarm seeds pass the oracle, and a seed replays bit for bit.
+
+#[test]
+fn a_sample_of_swarm_seeds_passes() {
+    let mut faults = 0;
+    for seed in 0..16 {
+        let (p, o) = sim::swarm::run(seed);
+        assert!(
+            o.violations.is_empty(),
+            "seed {seed} {p:?}: {:?}",
+            o.violations
+        );
+        faults +=
+            p.crashes.len() + usize::from(p.partition.is_some()) + usize::from(p.eio_at.is_some());
+    }
+    assert!(faults > 10, "the profiles inject faults");
+}
+
+#[test]
+fn same_seed_same_trace() {
+    for seed in [3, 11] {
+        let a = sim::swarm::run(seed);
+        let b = sim::swarm::run(seed);
+        assert_eq!(a.0, b.0, "same profile");
+        assert_eq!(a.1.trace_hash, b.1.trace_hash, "seed {seed}");
+        assert_eq!(a.1.acked, b.1.acked);
+    }
+}
+
+#[test]
+fn profiles_differ_by_seed() {
+    let ps: Vec<_> = (0..20).map(sim::swarm::Profile::draw).collect();
+    assert!(ps.iter().any(|p| p.crashes.is_empty()) && ps.iter().any(|p| !p.crashes.is_empty()));
+    assert!(ps.iter().any(|p| p.partition.is_some()) && ps.iter().any(|p| p.partition.is_none()));
+}
