@@ -15,14 +15,18 @@ pub enum Bug {
     ServfailPermanent,
     /// A truncated UDP answer is used as it is, without the TCP retry.
     IgnoreTruncation,
+    /// The canary: the receiver answers 250 for the second message it takes in a process
+    /// without queueing it.
+    CanaryLoseSecondMessage,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 4] = [
+    pub const ALL: [Bug; 5] = [
         Bug::RetryFromLastAttempt,
         Bug::LoseBounceStateOnRestart,
         Bug::ServfailPermanent,
         Bug::IgnoreTruncation,
+        Bug::CanaryLoseSecondMessage,
     ];
     fn bit(self) -> u32 {
         1 << (self as u32)
@@ -30,6 +34,12 @@ impl Bug {
 }
 
 static PLANTED: AtomicU32 = AtomicU32::new(0);
+static CANARY_COUNT: AtomicU32 = AtomicU32::new(0);
+
+/// The canary's trigger: true for the second message taken while it is planted.
+pub fn canary_fires() -> bool {
+    on(Bug::CanaryLoseSecondMessage) && CANARY_COUNT.fetch_add(1, Ordering::Relaxed) == 1
+}
 
 /// Is this bug planted right now?
 pub fn on(b: Bug) -> bool {
@@ -38,5 +48,6 @@ pub fn on(b: Bug) -> bool {
 
 /// Plant exactly these bugs (an empty slice removes them all).
 pub fn plant(bugs: &[Bug]) {
+    CANARY_COUNT.store(0, Ordering::Relaxed);
     PLANTED.store(bugs.iter().fold(0, |a, b| a | b.bit()), Ordering::Relaxed);
 }

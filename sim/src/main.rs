@@ -59,6 +59,23 @@ enum Cmd {
         scenario: String,
         #[arg(long)]
         seed: u64,
+        /// An explicit fault profile (as a failure line or `shrink` prints it).
+        #[arg(long)]
+        profile: Option<String>,
+        /// Plant the canary bug (the receiver acknowledges its second message without queueing it).
+        #[arg(long)]
+        canary: bool,
+    },
+    /// Shrink a failing swarm seed to a minimal fault profile.
+    Shrink {
+        #[arg(long)]
+        seed: u64,
+        /// Start from this profile instead of the seed's own.
+        #[arg(long)]
+        profile: Option<String>,
+        /// Plant the canary bug (to see shrinking on a known failure).
+        #[arg(long)]
+        canary: bool,
     },
     /// Crash the receiving MTA at every filesystem operation while SMTP clients send.
     CrashMidReceive {
@@ -164,10 +181,25 @@ fn main() -> ExitCode {
             );
             exit(s.failed == 0)
         }
-        Some(Cmd::Run { scenario, seed }) => match scenario.as_str() {
+        Some(Cmd::Run {
+            scenario,
+            seed,
+            profile,
+            canary,
+        }) => match scenario.as_str() {
             "swarm" => {
-                let (p, o) = sim::swarm::run(seed);
-                println!("seed {seed} commit {COMMIT}\nprofile {p:?}\n{o:#?}");
+                let p = match profile.as_deref().map(str::parse::<sim::swarm::Profile>) {
+                    Some(Ok(p)) => p,
+                    Some(Err(e)) => {
+                        eprintln!("mta-sim: --profile: {e}");
+                        return ExitCode::from(2);
+                    }
+                    None => sim::swarm::Profile::draw(seed),
+                };
+                plant_canary(canary);
+                let o = sim::swarm::run_profile(seed, &p);
+                plant_canary(false);
+                println!("seed {seed} commit {COMMIT}\nprofile {p}\n{o:#?}");
                 exit(o.violations.is_empty())
             }
             other => {
@@ -175,11 +207,58 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Some(Cmd::Shrink {
+            seed,
+            profile,
+            canary,
+        }) => {
+            let start = match profile.as_deref().map(str::parse::<sim::swarm::Profile>) {
+                Some(Ok(p)) => p,
+                Some(Err(e)) => {
+                    eprintln!("mta-sim: --profile: {e}");
+                    return ExitCode::from(2);
+                }
+                None => sim::swarm::Profile::draw(seed),
+            };
+            plant_canary(canary);
+            let fails = |o: &sim::swarm::Outcome| !o.violations.is_empty();
+            let first = sim::swarm::run_profile(seed, &start);
+            if !fails(&first) {
+                plant_canary(false);
+                println!("seed {seed} passes with profile {start}: nothing to shrink");
+                return ExitCode::SUCCESS;
+            }
+            let (min, runs) = sim::swarm::shrink(seed, &start, |o| {
+                plant_canary(canary);
+                fails(o)
+            });
+            let last = sim::swarm::run_profile(seed, &min);
+            plant_canary(false);
+            println!(
+                "start:   {start}\nminimal: {min}  ({runs} runs)\nfails with: {}",
+                last.violations.join("; ")
+            );
+            println!(
+                "replay: mta-sim run swarm --seed {seed} --profile '{min}'{}",
+                if canary { " --canary" } else { "" }
+            );
+            ExitCode::FAILURE
+        }
         None => campaign(&cli.report, cli.seed),
     }
 }
 
 const COMMIT: &str = env!("MTA_GIT_COMMIT");
+
+/// Plant (or remove) the canary bug; a planted canary fires on the second message taken.
+fn plant_canary(on: bool) {
+    let bugs: &[mta::planted::Bug] = if on {
+        &[mta::planted::Bug::CanaryLoseSecondMessage]
+    } else {
+        &[]
+    };
+    mta::planted::plant(bugs);
+}
 
 fn parse_shard(s: &str) -> Option<(u64, u64)> {
     let (k, n) = s.split_once('/')?;
@@ -214,7 +293,7 @@ fn swarm(seeds: &[u64]) -> SwarmTotals {
         if !o.violations.is_empty() {
             t.failed += 1;
             eprintln!(
-                "FAIL seed={seed} commit={COMMIT} profile={p:?}: {} | replay: mta-sim run swarm --seed {seed}",
+                "FAIL seed={seed} commit={COMMIT} profile={p}: {} | replay: mta-sim run swarm --seed {seed}",
                 o.violations.join("; ")
             );
         }
@@ -446,6 +525,40 @@ fn campaign(report: &str, seed: u64) -> ExitCode {
         st.eio,
         seeds.len() as f64 / secs.max(1e-9),
         sample.len()
+    ));
+
+    eprintln!("      canary");
+    let canary_seeds: Vec<u64> = (seed * 1000 + 500..seed * 1000 + 540).collect();
+    let t = Instant::now();
+    let mut caught = 0;
+    let mut wrong = 0;
+    for &s in &canary_seeds {
+        let planted = s % 4 == 0;
+        plant_canary(planted);
+        let (_, o) = sim::swarm::run(s);
+        plant_canary(false);
+        let failed = !o.violations.is_empty();
+        caught += usize::from(failed);
+        wrong += usize::from(failed != planted);
+    }
+    let expected = canary_seeds.iter().filter(|s| *s % 4 == 0).count();
+    ok &= wrong == 0 && caught == expected;
+    let shrink_seed = canary_seeds
+        .iter()
+        .copied()
+        .find(|s| s % 4 == 0)
+        .unwrap_or(0);
+    plant_canary(true);
+    let start = sim::swarm::Profile::draw(shrink_seed);
+    let (min, runs) = sim::swarm::shrink(shrink_seed, &start, |o| {
+        plant_canary(true);
+        !o.violations.is_empty()
+    });
+    plant_canary(false);
+    md.push_str(&format!(
+        "\n## Canary\n\nA deliberate bug (the receiver acknowledges its second message without queueing it) is planted on the seeds divisible by 4: exactly that quarter of the seeds must fail, the rest pass.\n\n| seeds | planted on | caught | misjudged | wall s |\n|---:|---:|---:|---:|---:|\n| {} | {expected} | {caught} | {wrong} | {:.1} |\n\nShrinking seed {shrink_seed} (canary planted) from `{start}` gives `{min}` in {runs} runs; replay: `mta-sim run swarm --seed {shrink_seed} --profile '{min}' --canary`.\n",
+        canary_seeds.len(),
+        t.elapsed().as_secs_f64()
     ));
 
     eprintln!("[2/3] fsync audit (each fsync switched off in turn)");

@@ -45,6 +45,85 @@ pub struct Profile {
     pub remote_pct: u32,
 }
 
+impl std::fmt::Display for Profile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |v: Vec<String>| v.join(",");
+        write!(
+            f,
+            "crashes={};persist={};partition={};eio={};clients={};messages={};remote={}",
+            list(self.crashes.iter().map(|c| c.to_string()).collect()),
+            list(self.persist.iter().map(|p| format!("{p:?}")).collect()),
+            self.partition
+                .map_or("-".into(), |(a, b)| format!("{a}+{b}")),
+            self.eio_at.map_or("-".into(), |e| e.to_string()),
+            self.clients,
+            self.messages,
+            self.remote_pct
+        )
+    }
+}
+
+fn parse_persist(s: &str) -> Option<Persist> {
+    Some(match s {
+        "Synced" => Persist::Synced,
+        "All" => Persist::All,
+        "TornLastWrite" => Persist::TornLastWrite,
+        _ => {
+            let (k, n) = s.strip_suffix(')')?.split_once('(')?;
+            let n = n.parse().ok()?;
+            match k {
+                "AllBut" => Persist::AllBut(n),
+                "TornLastWriteBut" => Persist::TornLastWriteBut(n),
+                _ => return None,
+            }
+        }
+    })
+}
+
+impl std::str::FromStr for Profile {
+    type Err = String;
+    /// The form [`Profile`]'s Display writes (what a failure line prints).
+    fn from_str(s: &str) -> Result<Profile, String> {
+        let mut p = Profile {
+            crashes: vec![],
+            persist: vec![],
+            partition: None,
+            eio_at: None,
+            clients: 1,
+            messages: 2,
+            remote_pct: 0,
+        };
+        for part in s.split(';') {
+            let (k, v) = part.split_once('=').ok_or(format!("bad part {part:?}"))?;
+            let num = |v: &str| {
+                v.parse::<u64>()
+                    .map_err(|_| format!("bad number in {part:?}"))
+            };
+            let items = || v.split(',').filter(|x| !x.is_empty());
+            match k {
+                "crashes" => p.crashes = items().map(num).collect::<Result<_, _>>()?,
+                "persist" => {
+                    p.persist = items()
+                        .map(|x| parse_persist(x).ok_or(format!("bad persist {x:?}")))
+                        .collect::<Result<_, _>>()?
+                }
+                "partition" if v == "-" => p.partition = None,
+                "partition" => {
+                    let (a, b) = v.split_once('+').ok_or(format!("bad partition {v:?}"))?;
+                    p.partition = Some((num(a)?, num(b)?));
+                }
+                "eio" if v == "-" => p.eio_at = None,
+                "eio" => p.eio_at = Some(num(v)?),
+                "clients" => p.clients = num(v)? as usize,
+                "messages" => p.messages = num(v)? as usize,
+                "remote" => p.remote_pct = num(v)? as u32,
+                _ => return Err(format!("unknown key {k:?}")),
+            }
+        }
+        Ok(p)
+    }
+}
+
 impl Profile {
     /// The profile a seed draws (BUGGIFY style: each fault on or off, then its parameters).
     pub fn draw(seed: u64) -> Profile {
@@ -195,9 +274,16 @@ async fn send(
     Ok(line.starts_with("250 ok"))
 }
 
-/// Run one seed.
+/// Run one seed with the profile it draws.
 pub fn run(seed: u64) -> (Profile, Outcome) {
     let p = Profile::draw(seed);
+    let o = run_profile(seed, &p);
+    (p, o)
+}
+
+/// Run one seed with an explicit fault profile (replays and shrinking).
+pub fn run_profile(seed: u64, p: &Profile) -> Outcome {
+    let p = p.clone();
     let clock = Clock::new(EPOCH_MS);
     // Clients relay to far.example: allow relaying for everyone in this world.
     let img = image(&[("rcpthosts", "heaven.af.mil\nfar.example\n")], &[]);
@@ -360,5 +446,65 @@ pub fn run(seed: u64) -> (Profile, Outcome) {
     out.trace_hash = disk.live().map_or(0, |f| f.trace_hash())
         ^ (out.local_delivered as u64) << 40
         ^ (out.remote_delivered as u64) << 48;
-    (p, out)
+    out
+}
+
+/// Shrink a failing run: remove faults and load one at a time while it still fails, until
+/// nothing more can go. Returns the minimal profile and how many runs it took.
+pub fn shrink(seed: u64, start: &Profile, fails: impl Fn(&Outcome) -> bool) -> (Profile, usize) {
+    let mut p = start.clone();
+    let mut runs = 0;
+    loop {
+        let mut candidates = Vec::new();
+        for i in 0..p.crashes.len() {
+            let mut c = p.clone();
+            c.crashes.remove(i);
+            if i < c.persist.len() {
+                c.persist.remove(i);
+            }
+            candidates.push(c);
+        }
+        if p.partition.is_some() {
+            candidates.push(Profile {
+                partition: None,
+                ..p.clone()
+            });
+        }
+        if p.eio_at.is_some() {
+            candidates.push(Profile {
+                eio_at: None,
+                ..p.clone()
+            });
+        }
+        if p.clients > 1 {
+            candidates.push(Profile {
+                clients: p.clients - 1,
+                ..p.clone()
+            });
+        }
+        if p.messages > 1 {
+            candidates.push(Profile {
+                messages: p.messages - 1,
+                ..p.clone()
+            });
+        }
+        if p.remote_pct > 0 {
+            candidates.push(Profile {
+                remote_pct: 0,
+                ..p.clone()
+            });
+        }
+        let mut smaller = None;
+        for c in candidates {
+            runs += 1;
+            if fails(&run_profile(seed, &c)) {
+                smaller = Some(c);
+                break;
+            }
+        }
+        match smaller {
+            Some(c) => p = c,
+            None => return (p, runs),
+        }
+    }
 }

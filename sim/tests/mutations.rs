@@ -10,3 +10,37 @@ fn campaign_catches_every_planted_bug() {
         assert!(m.violations > 0, "not caught: {}", m.bug);
     }
 }
+
+#[test]
+fn canary_fails_exactly_where_planted_and_shrinks_to_a_minimal_profile() {
+    use mta::planted::{plant, Bug};
+    for seed in 0..8u64 {
+        let planted = seed % 4 == 0;
+        plant(if planted {
+            &[Bug::CanaryLoseSecondMessage]
+        } else {
+            &[]
+        });
+        let (_, o) = sim::swarm::run(seed);
+        plant(&[]);
+        assert_eq!(
+            !o.violations.is_empty(),
+            planted,
+            "seed {seed}: {:?}",
+            o.violations
+        );
+    }
+    let start: sim::swarm::Profile =
+        "crashes=30,60;persist=All,Synced;partition=10+20;eio=50;clients=3;messages=4;remote=50"
+            .parse()
+            .unwrap();
+    let (min, _) = sim::swarm::shrink(4, &start, |o| {
+        plant(&[Bug::CanaryLoseSecondMessage]);
+        !o.violations.is_empty()
+    });
+    plant(&[]);
+    assert_eq!(
+        min.to_string(),
+        "crashes=;persist=;partition=-;eio=-;clients=1;messages=2;remote=0"
+    );
+}

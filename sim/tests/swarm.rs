@@ -33,3 +33,14 @@ fn profiles_differ_by_seed() {
     assert!(ps.iter().any(|p| p.crashes.is_empty()) && ps.iter().any(|p| !p.crashes.is_empty()));
     assert!(ps.iter().any(|p| p.partition.is_some()) && ps.iter().any(|p| p.partition.is_none()));
 }
+
+#[test]
+fn profiles_print_and_parse_back() {
+    for seed in 0..30 {
+        let p = sim::swarm::Profile::draw(seed);
+        let q: sim::swarm::Profile = p.to_string().parse().unwrap();
+        assert_eq!(p, q);
+    }
+    assert!("crashes=x".parse::<sim::swarm::Profile>().is_err());
+    assert!("nonsense".parse::<sim::swarm::Profile>().is_err());
+}
