@@ -1,8 +1,12 @@
 //! Every planted bug is caught, and the same scenarios pass without it. A test binary of its
 //! own: planted bugs are process-wide.
 
+/// Planted bugs are process-wide: the tests of this binary take turns.
+static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn campaign_catches_every_planted_bug() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
     assert!(sim::remote_world::dns_failures(2).is_empty());
     assert!(sim::remote_world::huge_mx(2).is_empty());
     for m in sim::mutation::run_all(2) {
@@ -13,6 +17,7 @@ fn campaign_catches_every_planted_bug() {
 
 #[test]
 fn canary_fails_exactly_where_planted_and_shrinks_to_a_minimal_profile() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
     use mta::planted::{plant, Bug};
     for seed in 0..8u64 {
         let planted = seed % 4 == 0;
