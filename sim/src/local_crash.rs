@@ -182,3 +182,57 @@ pub fn enumerate_mbox(seed: u64, off: Disabled) -> Report {
     }
     rep
 }
+
+/// bounce-storm: many messages to unknown users at once, half of them from unknown senders
+/// (their bounces bounce again, to the postmaster). Every bounce and double bounce arrives
+/// exactly once; the queue drains.
+pub fn bounce_storm(seed: u64, n: usize) -> Vec<String> {
+    let w = World::new(image(&[], &[]), seed);
+    for i in 0..n {
+        let sender = if i % 2 == 0 {
+            "joe@heaven.af.mil".to_string()
+        } else {
+            format!("ghost{i}@heaven.af.mil")
+        };
+        w.inject(
+            &sender,
+            &[&format!("nobody{i}")],
+            &format!("Subject: storm {i}\n\nx\n"),
+        );
+    }
+    let m = w
+        .run_with(None, 7 * DAY, Disabled::none())
+        .expect("the queue opens");
+    let mut bad = Vec::new();
+    let joe = w.maildir("home/joe/Maildir");
+    let fred = w.maildir("home/fred/Maildir");
+    for i in 0..n {
+        let (who, box_) = if i % 2 == 0 {
+            ("joe", &joe)
+        } else {
+            ("fred", &fred)
+        };
+        let c = box_
+            .iter()
+            .filter(|b| b.contains(&format!("<nobody{i}@heaven.af.mil>:")))
+            .count();
+        if c != 1 {
+            bad.push(format!("bounce of message {i} reached {who} {c} times"));
+        }
+    }
+    let singles = n.div_ceil(2);
+    if m.counts.bounces != (n + n / 2) as u64 {
+        bad.push(format!(
+            "{} bounces made, wants {}",
+            m.counts.bounces,
+            n + n / 2
+        ));
+    }
+    if joe.len() != singles || fred.len() != n / 2 {
+        bad.push(format!("joe has {}, fred has {}", joe.len(), fred.len()));
+    }
+    if m.queue().messages().next().is_some() {
+        bad.push("queue not empty".into());
+    }
+    bad
+}

@@ -326,3 +326,44 @@ pub fn crash_mid_receive(n: usize, spool_threshold: usize, seed: u64) -> Campaig
     );
     c
 }
+
+/// disk-full: the disk holds the installation and nothing more; SMTP clients get 451 with
+/// nothing half-queued; once space is back, every message goes through exactly once.
+pub fn disk_full(seed: u64) -> Vec<String> {
+    let installed: u64 = installation(&[])
+        .files()
+        .iter()
+        .map(|(_, b)| b.len() as u64)
+        .sum();
+    let o = run_with(
+        3,
+        Faults {
+            capacity: Some(installed + 16),
+            ..Faults::default()
+        },
+        Persist::Synced,
+        seed,
+        |disk, refusals| {
+            if refusals >= 3 {
+                if let Some(fs) = disk.live() {
+                    fs.set_faults(Faults::default());
+                }
+            }
+        },
+    );
+    let mut bad = Vec::new();
+    if o.refusals.len() < 3
+        || o.refusals
+            .iter()
+            .any(|r| r != "451 qq write error or disk full (#4.3.0)")
+    {
+        bad.push(format!("refusals while full: {:?}", o.refusals));
+    }
+    if o.acked != vec![0, 1, 2] || o.stored != vec![0, 1, 2] || o.corrupt != 0 {
+        bad.push(format!(
+            "acked {:?}, stored {:?}, corrupt {}",
+            o.acked, o.stored, o.corrupt
+        ));
+    }
+    bad
+}

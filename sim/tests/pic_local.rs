@@ -331,3 +331,9 @@ fn pic_log_lines() {
     let (_, lines) = w.run_logged(DAY);
     insta::assert_snapshot!("local2alias-log", sim::deliver::redact_ids(&lines));
 }
+
+#[test]
+fn bounce_storm_delivers_every_bounce_exactly_once() {
+    let bad = sim::local_crash::bounce_storm(2, 20);
+    assert!(bad.is_empty(), "{bad:?}");
+}

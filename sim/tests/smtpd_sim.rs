@@ -168,3 +168,8 @@ fn host_name_rules_use_confirmed_ptr_names() {
     }
     sim.run().unwrap();
 }
+
+#[test]
+fn disk_full_scenario_passes() {
+    assert!(receive::disk_full(4).is_empty());
+}
