@@ -66,6 +66,14 @@ enum Cmd {
         #[arg(long)]
         canary: bool,
     },
+    /// Replay a failure line as printed by `swarm` or the campaign (`FAIL seed=... profile=...`).
+    Replay {
+        /// The whole line (quote it).
+        line: String,
+        /// Plant the canary bug, as when the line came from a canary run.
+        #[arg(long)]
+        canary: bool,
+    },
     /// Shrink a failing swarm seed to a minimal fault profile.
     Shrink {
         #[arg(long)]
@@ -187,14 +195,14 @@ fn main() -> ExitCode {
             profile,
             canary,
         }) => match scenario.as_str() {
-            "swarm" => {
+            "swarm" | "mixed" | "partition" => {
                 let p = match profile.as_deref().map(str::parse::<sim::swarm::Profile>) {
                     Some(Ok(p)) => p,
                     Some(Err(e)) => {
                         eprintln!("mta-sim: --profile: {e}");
                         return ExitCode::from(2);
                     }
-                    None => sim::swarm::Profile::draw(seed),
+                    None => named_profile(&scenario, seed),
                 };
                 plant_canary(canary);
                 let o = sim::swarm::run_profile(seed, &p);
@@ -203,10 +211,41 @@ fn main() -> ExitCode {
                 exit(o.violations.is_empty())
             }
             other => {
-                eprintln!("mta-sim: run knows the scenario swarm (got {other:?}); see crash-points for the enumerations");
+                eprintln!("mta-sim: run knows swarm, mixed and partition (got {other:?}); see crash-points for the enumerations");
                 ExitCode::from(2)
             }
         },
+        Some(Cmd::Replay { line, canary }) => {
+            let field = |k: &str| {
+                line.split_whitespace()
+                    .find_map(|w| w.strip_prefix(k))
+                    .map(|v| v.trim_end_matches(':').to_string())
+            };
+            let (Some(seed), Some(profile)) = (
+                field("seed=").and_then(|s| s.parse().ok()),
+                field("profile="),
+            ) else {
+                eprintln!("mta-sim: replay needs a line with seed=N and profile=...");
+                return ExitCode::from(2);
+            };
+            let p: sim::swarm::Profile = match profile.parse() {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("mta-sim: profile: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            if let Some(c) = field("commit=") {
+                if c != COMMIT {
+                    eprintln!("note: the line came from commit {c}; this is {COMMIT}");
+                }
+            }
+            plant_canary(canary);
+            let o = sim::swarm::run_profile(seed, &p);
+            plant_canary(false);
+            println!("seed {seed} commit {COMMIT}\nprofile {p}\n{o:#?}");
+            exit(o.violations.is_empty())
+        }
         Some(Cmd::Shrink {
             seed,
             profile,
@@ -249,6 +288,20 @@ fn main() -> ExitCode {
 }
 
 const COMMIT: &str = env!("MTA_GIT_COMMIT");
+
+/// The profile of a named swarm-style scenario: `mixed` is the seed's own draw (every fault
+/// kind may be on); `partition` forces a long MTA ↔ peer partition and all-remote mail.
+fn named_profile(scenario: &str, seed: u64) -> sim::swarm::Profile {
+    let p = sim::swarm::Profile::draw(seed);
+    match scenario {
+        "partition" => sim::swarm::Profile {
+            partition: Some((0, 300)),
+            remote_pct: 100,
+            ..p
+        },
+        _ => p,
+    }
+}
 
 /// Plant (or remove) the canary bug; a planted canary fires on the second message taken.
 fn plant_canary(on: bool) {
@@ -523,7 +576,7 @@ fn campaign(report: &str, seed: u64) -> ExitCode {
     }
     ok &= same == sample.len();
     md.push_str(&format!(
-        "\n## Swarm\n\nEach seed draws its own fault profile (crashes of the MTA at drawn fs operations with drawn persistence, a partition between the MTA and the remote peer, an I/O error, client count, message count, local/remote mix) for a world with SMTP clients, the full MTA (receiver, queue manager, local and remote delivery), a DNS host and remote peers; a safety phase with the faults, then a liveness phase with them healed (2200 simulated seconds). Oracle: every acknowledged local message in the Maildir exactly once, every acknowledged remote message at the peer (duplicates counted), nothing invented, queue empty.\n\n| seeds | failed | acknowledged | delivered local / remote | remote duplicates | crashes | partitions | I/O errors | wall s | seeds/s | determinism re-runs |\n|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|\n| {} | {} | {} | {} / {} | {} | {} | {} | {} | {secs:.1} | {:.0} | {same}/{} same |\n",
+        "\n## Swarm (mixed)\n\nEach seed draws its own fault profile (crashes of the MTA at drawn fs operations with drawn persistence, a partition between the MTA and the remote peer, an I/O error, client count, message count, local/remote mix) for a world with SMTP clients, the full MTA (receiver, queue manager, local and remote delivery), a DNS host and remote peers; a safety phase with the faults, then a liveness phase with them healed (2200 simulated seconds). Oracle: every acknowledged local message in the Maildir exactly once, every acknowledged remote message at the peer (duplicates counted), nothing invented, queue empty.\n\n| seeds | failed | acknowledged | delivered local / remote | remote duplicates | crashes | partitions | I/O errors | wall s | seeds/s | simulated s per wall s | determinism re-runs |\n|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|\n| {} | {} | {} | {} / {} | {} | {} | {} | {} | {secs:.1} | {:.0} | {:.0} | {same}/{} same |\n",
         seeds.len(),
         st.failed,
         st.acked,
@@ -534,6 +587,7 @@ fn campaign(report: &str, seed: u64) -> ExitCode {
         st.partitions,
         st.eio,
         seeds.len() as f64 / secs.max(1e-9),
+        2200.0 * seeds.len() as f64 / secs.max(1e-9),
         sample.len()
     ));
 
