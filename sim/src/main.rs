@@ -576,7 +576,7 @@ fn campaign(report: &str, seed: u64) -> ExitCode {
     }
     ok &= same == sample.len();
     md.push_str(&format!(
-        "\n## Swarm (mixed)\n\nEach seed draws its own fault profile (crashes of the MTA at drawn fs operations with drawn persistence, a partition between the MTA and the remote peer, an I/O error, client count, message count, local/remote mix) for a world with SMTP clients, the full MTA (receiver, queue manager, local and remote delivery), a DNS host and remote peers; a safety phase with the faults, then a liveness phase with them healed (2200 simulated seconds). Oracle: every acknowledged local message in the Maildir exactly once, every acknowledged remote message at the peer (duplicates counted), nothing invented, queue empty.\n\n| seeds | failed | acknowledged | delivered local / remote | remote duplicates | crashes | partitions | I/O errors | wall s | seeds/s | simulated s per wall s | determinism re-runs |\n|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|\n| {} | {} | {} | {} / {} | {} | {} | {} | {} | {secs:.1} | {:.0} | {:.0} | {same}/{} same |\n",
+        "\n## Swarm (mixed)\n\nEach seed draws its own fault profile (crashes of the MTA at drawn fs operations with drawn persistence, a partition between the MTA and the remote peer, an I/O error, client count, message count, local/remote mix) for a world with SMTP clients, the full MTA (receiver, queue manager, local and remote delivery), a DNS host and remote peers; a safety phase with the faults, then a liveness phase with them healed (1800 simulated seconds). Oracle: every acknowledged local message in the Maildir exactly once, every acknowledged remote message at the peer (duplicates counted), nothing invented, queue empty.\n\n| seeds | failed | acknowledged | delivered local / remote | remote duplicates | crashes | partitions | I/O errors | wall s | seeds/s | simulated s per wall s | determinism re-runs |\n|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|\n| {} | {} | {} | {} / {} | {} | {} | {} | {} | {secs:.1} | {:.0} | {:.0} | {same}/{} same |\n",
         seeds.len(),
         st.failed,
         st.acked,
@@ -587,7 +587,7 @@ fn campaign(report: &str, seed: u64) -> ExitCode {
         st.partitions,
         st.eio,
         seeds.len() as f64 / secs.max(1e-9),
-        2200.0 * seeds.len() as f64 / secs.max(1e-9),
+        sim::swarm::SIMULATED_SECS as f64 * seeds.len() as f64 / secs.max(1e-9),
         sample.len()
     ));
 

@@ -28,6 +28,12 @@ use crate::receive::{EPOCH_MS, PORT};
 use crate::remote_world::{dns_host, peer_host, Peer, PeerLog};
 use crate::world::Disk;
 
+/// Simulated time per seed: the safety phase (faults within the first ~150 s) and the liveness
+/// phase up to just after the third remote attempt (1600 s after a message's birth).
+pub const SIMULATED_SECS: u64 = 1800;
+/// turmoil's tick: coarse enough to be fast, fine against the 10 s and 30 s timeouts.
+const TICK_MS: u64 = 1000;
+
 /// The faults one seed runs with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Profile {
@@ -295,7 +301,7 @@ pub fn run_profile(seed: u64, p: &Profile) -> Outcome {
     });
     let mut sim = turmoil::Builder::new()
         .epoch(std::time::UNIX_EPOCH + Duration::from_millis(EPOCH_MS))
-        .tick_duration(Duration::from_millis(200))
+        .tick_duration(Duration::from_millis(TICK_MS))
         .simulation_duration(Duration::from_secs(4000))
         .rng_seed(seed)
         .build();
@@ -346,7 +352,7 @@ pub fn run_profile(seed: u64, p: &Profile) -> Outcome {
     let mut out = Outcome::default();
     let (mut boot_crashes, mut partitioned, mut restarts) = (0usize, false, 0usize);
     // Safety phase (faults on) then liveness (healed) until every retry had its chance.
-    let end = Duration::from_secs(2200);
+    let end = Duration::from_secs(SIMULATED_SECS);
     while sim.elapsed() < end {
         if let Err(e) = sim.step() {
             out.violations.push(format!("simulation: {e}"));
