@@ -68,7 +68,8 @@ impl SimEnv {
     }
     fn sync_clock(&self) {
         if let (Some(e), Some(el)) = (self.epoch_ms, turmoil::sim_elapsed()) {
-            self.clock.set_ms(e + el.as_millis() as u64);
+            self.clock
+                .set_ms(e + el.as_millis() as u64 + self.clock.skew_ms());
         }
     }
 }

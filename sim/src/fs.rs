@@ -211,11 +211,23 @@ pub struct Faults {
 
 /// A simulated clock shared by the fs and the env: unix time in milliseconds.
 #[derive(Clone, Debug)]
-pub struct Clock(Arc<AtomicU64>);
+pub struct Clock(Arc<AtomicU64>, Arc<AtomicU64>);
 
 impl Clock {
     pub fn new(unix_ms: u64) -> Self {
-        Clock(Arc::new(AtomicU64::new(unix_ms)))
+        Clock(
+            Arc::new(AtomicU64::new(unix_ms)),
+            Arc::new(AtomicU64::new(0)),
+        )
+    }
+    /// The wall clock jumps forward by `d` (and stays ahead): a fault, not time passing.
+    pub fn jump(&self, d: Duration) {
+        self.1.fetch_add(d.as_millis() as u64, Ordering::SeqCst);
+        self.0.fetch_add(d.as_millis() as u64, Ordering::SeqCst);
+    }
+    /// How far the clock has jumped in all.
+    pub fn skew_ms(&self) -> u64 {
+        self.1.load(Ordering::SeqCst)
     }
     pub fn now_ms(&self) -> u64 {
         self.0.load(Ordering::SeqCst)

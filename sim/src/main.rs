@@ -177,7 +177,7 @@ fn main() -> ExitCode {
             let list: Vec<u64> = (start..start + seeds).filter(|s| s % n == k - 1).collect();
             let s = swarm(&list);
             println!(
-                "swarm: {} seeds in {:.1}s ({:.0} seeds/s), {} failed; {} acknowledged, {} crashes, {} partitions, {} I/O errors",
+                "swarm: {} seeds in {:.1}s ({:.0} seeds/s), {} failed; {} acknowledged, {} crashes, {} partitions, {} I/O errors, {} clock jumps",
                 list.len(),
                 t.elapsed().as_secs_f64(),
                 list.len() as f64 / t.elapsed().as_secs_f64().max(1e-9),
@@ -185,7 +185,8 @@ fn main() -> ExitCode {
                 s.acked,
                 s.crashes,
                 s.partitions,
-                s.eio
+                s.eio,
+                s.jumps
             );
             exit(s.failed == 0)
         }
@@ -329,6 +330,7 @@ struct SwarmTotals {
     crashes: usize,
     partitions: usize,
     eio: usize,
+    jumps: usize,
 }
 
 /// Run seeds; print one line per failure with everything needed to replay it.
@@ -343,6 +345,7 @@ fn swarm(seeds: &[u64]) -> SwarmTotals {
         t.crashes += o.crashes;
         t.partitions += usize::from(p.partition.is_some());
         t.eio += usize::from(p.eio_at.is_some());
+        t.jumps += usize::from(p.jump.is_some());
         if !o.violations.is_empty() {
             t.failed += 1;
             eprintln!(
@@ -576,7 +579,7 @@ fn campaign(report: &str, seed: u64) -> ExitCode {
     }
     ok &= same == sample.len();
     md.push_str(&format!(
-        "\n## Swarm (mixed)\n\nEach seed draws its own fault profile (crashes of the MTA at drawn fs operations with drawn persistence, a partition between the MTA and the remote peer, an I/O error, client count, message count, local/remote mix) for a world with SMTP clients, the full MTA (receiver, queue manager, local and remote delivery), a DNS host and remote peers; a safety phase with the faults, then a liveness phase with them healed (1800 simulated seconds). Oracle: every acknowledged local message in the Maildir exactly once, every acknowledged remote message at the peer (duplicates counted), nothing invented, queue empty.\n\n| seeds | failed | acknowledged | delivered local / remote | remote duplicates | crashes | partitions | I/O errors | wall s | seeds/s | simulated s per wall s | determinism re-runs |\n|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|\n| {} | {} | {} | {} / {} | {} | {} | {} | {} | {secs:.1} | {:.0} | {:.0} | {same}/{} same |\n",
+        "\n## Swarm (mixed)\n\nEach seed draws its own fault profile (crashes of the MTA at drawn fs operations with drawn persistence, a partition between the MTA and the remote peer, an I/O error, a forward clock jump, client count, message count, local/remote mix) for a world with SMTP clients, the full MTA (receiver, queue manager, local and remote delivery), a DNS host and remote peers; a safety phase with the faults, then a liveness phase with them healed (1800 simulated seconds, longer after a clock jump until the next remote pass is due). Oracle: every acknowledged local message in the Maildir exactly once, every acknowledged remote message at the peer (duplicates counted), nothing invented, queue empty.\n\n| seeds | failed | acknowledged | delivered local / remote | remote duplicates | crashes | partitions | I/O errors | clock jumps | wall s | seeds/s | simulated s per wall s | determinism re-runs |\n|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n| {} | {} | {} | {} / {} | {} | {} | {} | {} | {} | {secs:.1} | {:.0} | {:.0} | {same}/{} same |\n",
         seeds.len(),
         st.failed,
         st.acked,
@@ -586,6 +589,7 @@ fn campaign(report: &str, seed: u64) -> ExitCode {
         st.crashes,
         st.partitions,
         st.eio,
+        st.jumps,
         seeds.len() as f64 / secs.max(1e-9),
         sim::swarm::SIMULATED_SECS as f64 * seeds.len() as f64 / secs.max(1e-9),
         sample.len()

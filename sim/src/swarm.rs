@@ -45,6 +45,8 @@ pub struct Profile {
     pub partition: Option<(u64, u64)>,
     /// The fs operation of the first boot that fails with EIO.
     pub eio_at: Option<u64>,
+    /// At `.0` seconds the MTA's wall clock jumps `.1` seconds forward.
+    pub jump: Option<(u64, u64)>,
     pub clients: usize,
     pub messages: usize,
     /// Percent of messages addressed to the remote peer.
@@ -56,12 +58,13 @@ impl std::fmt::Display for Profile {
         let list = |v: Vec<String>| v.join(",");
         write!(
             f,
-            "crashes={};persist={};partition={};eio={};clients={};messages={};remote={}",
+            "crashes={};persist={};partition={};eio={};jump={};clients={};messages={};remote={}",
             list(self.crashes.iter().map(|c| c.to_string()).collect()),
             list(self.persist.iter().map(|p| format!("{p:?}")).collect()),
             self.partition
                 .map_or("-".into(), |(a, b)| format!("{a}+{b}")),
             self.eio_at.map_or("-".into(), |e| e.to_string()),
+            self.jump.map_or("-".into(), |(a, b)| format!("{a}+{b}")),
             self.clients,
             self.messages,
             self.remote_pct
@@ -95,6 +98,7 @@ impl std::str::FromStr for Profile {
             persist: vec![],
             partition: None,
             eio_at: None,
+            jump: None,
             clients: 1,
             messages: 2,
             remote_pct: 0,
@@ -117,6 +121,11 @@ impl std::str::FromStr for Profile {
                 "partition" => {
                     let (a, b) = v.split_once('+').ok_or(format!("bad partition {v:?}"))?;
                     p.partition = Some((num(a)?, num(b)?));
+                }
+                "jump" if v == "-" => p.jump = None,
+                "jump" => {
+                    let (a, b) = v.split_once('+').ok_or(format!("bad jump {v:?}"))?;
+                    p.jump = Some((num(a)?, num(b)?));
                 }
                 "eio" if v == "-" => p.eio_at = None,
                 "eio" => p.eio_at = Some(num(v)?),
@@ -155,6 +164,12 @@ impl Profile {
                 .random_bool(0.4)
                 .then(|| (r.random_range(0..60), r.random_range(5..90))),
             eio_at: r.random_bool(0.3).then(|| r.random_range(3..80)),
+            jump: r.random_bool(0.15).then(|| {
+                (
+                    r.random_range(0..100),
+                    [60, 600, 3600, 86_400][r.random_range(0..4)],
+                )
+            }),
             clients: r.random_range(1..=3),
             messages: r.random_range(2..=6),
             remote_pct: [0, 30, 50, 100][r.random_range(0..4)],
@@ -302,7 +317,7 @@ pub fn run_profile(seed: u64, p: &Profile) -> Outcome {
     let mut sim = turmoil::Builder::new()
         .epoch(std::time::UNIX_EPOCH + Duration::from_millis(EPOCH_MS))
         .tick_duration(Duration::from_millis(TICK_MS))
-        .simulation_duration(Duration::from_secs(4000))
+        .simulation_duration(Duration::from_secs(400_000))
         .rng_seed(seed)
         .build();
     let peer = Arc::new(Mutex::new(PeerLog::default()));
@@ -351,14 +366,28 @@ pub fn run_profile(seed: u64, p: &Profile) -> Outcome {
     }
     let mut out = Outcome::default();
     let (mut boot_crashes, mut partitioned, mut restarts) = (0usize, false, 0usize);
+    let mut jumped = false;
     // Safety phase (faults on) then liveness (healed) until every retry had its chance.
-    let end = Duration::from_secs(SIMULATED_SECS);
+    // A forward jump makes queued mail look older: qmail's schedule then waits longer (it
+    // continues from isqrt(elapsed)), so liveness waits until the next remote pass is due.
+    let extra = p.jump.map_or(0, |(_, j)| {
+        let age = j + SIMULATED_SECS;
+        let n = mta::send::schedule::isqrt(age) + 20;
+        n * n - age + 600
+    });
+    let end = Duration::from_secs(SIMULATED_SECS + extra);
     while sim.elapsed() < end {
         if let Err(e) = sim.step() {
             out.violations.push(format!("simulation: {e}"));
             break;
         }
         let t = sim.elapsed().as_secs();
+        if let Some((at, secs)) = p.jump {
+            if !jumped && t >= at {
+                disk.clock().jump(Duration::from_secs(secs));
+                jumped = true;
+            }
+        }
         if let Some((s, len)) = p.partition {
             if !partitioned && t >= s && t < s + len {
                 sim.partition("mta", "peer");
@@ -418,7 +447,7 @@ pub fn run_profile(seed: u64, p: &Profile) -> Outcome {
             let n = local.iter().filter(|m| m.ends_with(&text)).count();
             if n == 0 || n > sent {
                 out.violations.push(format!(
-                    "local message {:?}: {n} copies for {sent} sent",
+                    "local message {:?}: {n} copies for {sent} sent (0: lost or still queued)",
                     text.lines().next().unwrap_or("")
                 ));
             }
@@ -430,7 +459,7 @@ pub fn run_profile(seed: u64, p: &Profile) -> Outcome {
                 .count();
             if n == 0 {
                 out.violations.push(format!(
-                    "remote message {:?} lost",
+                    "remote message {:?} not delivered by the end (lost or still queued)",
                     text.lines().next().unwrap_or("")
                 ));
             }
@@ -479,6 +508,12 @@ pub fn shrink(seed: u64, start: &Profile, fails: impl Fn(&Outcome) -> bool) -> (
         if p.eio_at.is_some() {
             candidates.push(Profile {
                 eio_at: None,
+                ..p.clone()
+            });
+        }
+        if p.jump.is_some() {
+            candidates.push(Profile {
+                jump: None,
                 ..p.clone()
             });
         }
