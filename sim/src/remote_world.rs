@@ -36,6 +36,38 @@ pub enum Peer {
     DropAfterDot,
     /// Accept the connection and never say anything.
     Hang,
+    /// Accept, but wait this many seconds before every reply.
+    Slow(u64),
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self:?}")
+    }
+}
+
+impl std::str::FromStr for Peer {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Peer, String> {
+        let arg = |s: &str| -> Result<u64, String> {
+            s.split_once('(')
+                .and_then(|(_, r)| r.strip_suffix(')'))
+                .and_then(|n| n.parse().ok())
+                .ok_or(format!("bad peer step {s:?}"))
+        };
+        Ok(match s.split('(').next().unwrap_or("") {
+            "Accept" => Peer::Accept,
+            "DropAfterDot" => Peer::DropAfterDot,
+            "Hang" => Peer::Hang,
+            "Greeting" => Peer::Greeting(arg(s)? as u16),
+            "Mail" => Peer::Mail(arg(s)? as u16),
+            "Rcpt" => Peer::Rcpt(arg(s)? as u16),
+            "Data" => Peer::Data(arg(s)? as u16),
+            "AfterDot" => Peer::AfterDot(arg(s)? as u16),
+            "Slow" => Peer::Slow(arg(s)?),
+            _ => return Err(format!("bad peer step {s:?}")),
+        })
+    }
 }
 
 /// Messages the peer acknowledged (bodies), and connections it saw.
@@ -45,7 +77,10 @@ pub struct PeerLog {
     pub connections: usize,
 }
 
-async fn w(r: &mut BufReader<turmoil::net::TcpStream>, c: u16) -> std::io::Result<()> {
+async fn w(r: &mut BufReader<turmoil::net::TcpStream>, delay: u64, c: u16) -> std::io::Result<()> {
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_secs(delay)).await;
+    }
     r.get_mut()
         .write_all(format!("{c} scripted reply\r\n").as_bytes())
         .await
@@ -70,7 +105,8 @@ async fn peer_session(
     if script == Peer::Hang {
         return std::future::pending().await;
     }
-    w(&mut r, code(Peer::Greeting(0))).await?;
+    let delay = if let Peer::Slow(n) = script { n } else { 0 };
+    w(&mut r, delay, code(Peer::Greeting(0))).await?;
     let mut line = String::new();
     loop {
         line.clear();
@@ -79,12 +115,12 @@ async fn peer_session(
         }
         let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
         match verb.as_str() {
-            "EHLO" | "HELO" => w(&mut r, 250).await?,
-            "MAIL" => w(&mut r, code(Peer::Mail(0))).await?,
-            "RCPT" => w(&mut r, code(Peer::Rcpt(0))).await?,
+            "EHLO" | "HELO" => w(&mut r, delay, 250).await?,
+            "MAIL" => w(&mut r, delay, code(Peer::Mail(0))).await?,
+            "RCPT" => w(&mut r, delay, code(Peer::Rcpt(0))).await?,
             "DATA" => {
                 let c = code(Peer::Data(0));
-                w(&mut r, c).await?;
+                w(&mut r, delay, c).await?;
                 if c != 354 {
                     continue;
                 }
@@ -114,13 +150,13 @@ async fn peer_session(
                         .accepted
                         .push(String::from_utf8_lossy(&body).into_owned());
                 }
-                w(&mut r, c).await?;
+                w(&mut r, delay, c).await?;
             }
             "QUIT" => {
-                w(&mut r, 221).await?;
+                w(&mut r, delay, 221).await?;
                 return Ok(());
             }
-            _ => w(&mut r, 502).await?,
+            _ => w(&mut r, delay, 502).await?,
         }
     }
 }

@@ -28,9 +28,12 @@ use crate::receive::{EPOCH_MS, PORT};
 use crate::remote_world::{dns_host, peer_host, Peer, PeerLog};
 use crate::world::Disk;
 
-/// Simulated time per seed: the safety phase (faults within the first ~150 s) and the liveness
-/// phase up to just after the third remote attempt (1600 s after a message's birth).
-pub const SIMULATED_SECS: u64 = 1800;
+/// When the faults are over (partitions end by 150 s, jumps by 100 s, crashes and I/O errors
+/// come early): the liveness phase starts with a flush, as an operator would after an outage,
+/// and flushes again every 150 s.
+pub const HEAL_SECS: u64 = 250;
+/// Simulated time per seed: everything must be delivered by then.
+pub const SIMULATED_SECS: u64 = 700;
 /// turmoil's tick: coarse enough to be fast, fine against the 10 s and 30 s timeouts.
 const TICK_MS: u64 = 1000;
 
@@ -47,6 +50,8 @@ pub struct Profile {
     pub eio_at: Option<u64>,
     /// At `.0` seconds the MTA's wall clock jumps `.1` seconds forward.
     pub jump: Option<(u64, u64)>,
+    /// What the remote peer does on its 1st, 2nd, ... connection (the last repeats).
+    pub peer: Vec<Peer>,
     pub clients: usize,
     pub messages: usize,
     /// Percent of messages addressed to the remote peer.
@@ -58,13 +63,14 @@ impl std::fmt::Display for Profile {
         let list = |v: Vec<String>| v.join(",");
         write!(
             f,
-            "crashes={};persist={};partition={};eio={};jump={};clients={};messages={};remote={}",
+            "crashes={};persist={};partition={};eio={};jump={};peer={};clients={};messages={};remote={}",
             list(self.crashes.iter().map(|c| c.to_string()).collect()),
             list(self.persist.iter().map(|p| format!("{p:?}")).collect()),
             self.partition
                 .map_or("-".into(), |(a, b)| format!("{a}+{b}")),
             self.eio_at.map_or("-".into(), |e| e.to_string()),
             self.jump.map_or("-".into(), |(a, b)| format!("{a}+{b}")),
+            list(self.peer.iter().map(|p| p.to_string()).collect()),
             self.clients,
             self.messages,
             self.remote_pct
@@ -99,6 +105,7 @@ impl std::str::FromStr for Profile {
             partition: None,
             eio_at: None,
             jump: None,
+            peer: vec![Peer::Accept],
             clients: 1,
             messages: 2,
             remote_pct: 0,
@@ -122,6 +129,7 @@ impl std::str::FromStr for Profile {
                     let (a, b) = v.split_once('+').ok_or(format!("bad partition {v:?}"))?;
                     p.partition = Some((num(a)?, num(b)?));
                 }
+                "peer" => p.peer = items().map(str::parse).collect::<Result<_, _>>()?,
                 "jump" if v == "-" => p.jump = None,
                 "jump" => {
                     let (a, b) = v.split_once('+').ok_or(format!("bad jump {v:?}"))?;
@@ -164,6 +172,21 @@ impl Profile {
                 .random_bool(0.4)
                 .then(|| (r.random_range(0..60), r.random_range(5..90))),
             eio_at: r.random_bool(0.3).then(|| r.random_range(3..80)),
+            peer: if r.random_bool(0.5) {
+                let first = [
+                    Peer::Greeting(421),
+                    Peer::Mail(451),
+                    Peer::Rcpt(450),
+                    Peer::Data(451),
+                    Peer::AfterDot(451),
+                    Peer::DropAfterDot,
+                    Peer::Slow(40),
+                    Peer::Slow(2),
+                ][r.random_range(0..8)];
+                vec![first, Peer::Accept]
+            } else {
+                vec![Peer::Accept]
+            },
             jump: r.random_bool(0.15).then(|| {
                 (
                     r.random_range(0..100),
@@ -194,7 +217,11 @@ pub struct Outcome {
 }
 
 /// The whole MTA on one host: recovery, queue manager with local and remote delivery, SMTP.
-async fn mta_host(disk: Disk, seed: u64) -> turmoil::Result {
+async fn mta_host(
+    disk: Disk,
+    seed: u64,
+    flush: Arc<std::sync::atomic::AtomicU64>,
+) -> turmoil::Result {
     let fs = disk.boot();
     let env = SimEnv::turmoil(
         fs,
@@ -231,6 +258,19 @@ async fn mta_host(disk: Disk, seed: u64) -> turmoil::Result {
     let (handle, inbox) = service::channel();
     let manager = Manager::new(env.clone(), q, rw, send, Some(remote));
     let mut manager = tokio::spawn(manager.run(inbox, Until::HandlesGone));
+    // The operator's flush (SIGALRM) when the world's faults heal.
+    let flusher = handle.clone();
+    let mut seen = flush.load(std::sync::atomic::Ordering::SeqCst);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let now = flush.load(std::sync::atomic::Ordering::SeqCst);
+            if now != seen {
+                seen = now;
+                flusher.flush();
+            }
+        }
+    });
     let listener = env
         .net()
         .listen(SocketAddr::new(std::net::IpAddr::from([0, 0, 0, 0]), PORT))
@@ -322,12 +362,19 @@ pub fn run_profile(seed: u64, p: &Profile) -> Outcome {
         .build();
     let peer = Arc::new(Mutex::new(PeerLog::default()));
     let pl = peer.clone();
-    sim.host("peer", move || peer_host(vec![Peer::Accept], pl.clone()));
+    let script = if p.peer.is_empty() {
+        vec![Peer::Accept]
+    } else {
+        p.peer.clone()
+    };
+    sim.host("peer", move || peer_host(script.clone(), pl.clone()));
     let p2 = Arc::new(Mutex::new(PeerLog::default()));
     sim.host("peer2", move || peer_host(vec![Peer::Accept], p2.clone()));
     sim.host("dns", dns_host);
     let d = disk.clone();
-    sim.host("mta", move || mta_host(d.clone(), seed));
+    let flush = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let f2 = flush.clone();
+    sim.host("mta", move || mta_host(d.clone(), seed, f2.clone()));
     let acked = Arc::new(Mutex::new(Vec::<(String, String, Arc<Mutex<usize>>)>::new()));
     let mut r = ChaCha8Rng::seed_from_u64(seed);
     for c in 0..p.clients {
@@ -367,15 +414,9 @@ pub fn run_profile(seed: u64, p: &Profile) -> Outcome {
     let mut out = Outcome::default();
     let (mut boot_crashes, mut partitioned, mut restarts) = (0usize, false, 0usize);
     let mut jumped = false;
-    // Safety phase (faults on) then liveness (healed) until every retry had its chance.
-    // A forward jump makes queued mail look older: qmail's schedule then waits longer (it
-    // continues from isqrt(elapsed)), so liveness waits until the next remote pass is due.
-    let extra = p.jump.map_or(0, |(_, j)| {
-        let age = j + SIMULATED_SECS;
-        let n = mta::send::schedule::isqrt(age) + 20;
-        n * n - age + 600
-    });
-    let end = Duration::from_secs(SIMULATED_SECS + extra);
+    // Safety phase (faults on), then at HEAL_SECS a flush, then liveness until the end.
+    let end = Duration::from_secs(SIMULATED_SECS);
+    let mut flushed = 0;
     while sim.elapsed() < end {
         if let Err(e) = sim.step() {
             out.violations.push(format!("simulation: {e}"));
@@ -403,6 +444,12 @@ pub fn run_profile(seed: u64, p: &Profile) -> Outcome {
             disk.crash(&Persist::All);
             restarts += 1;
             sim.bounce("mta");
+        }
+        // Flush at the heal point and every 150 s after: a scripted peer failure that only
+        // happens after a flush (its earlier attempts were partitioned away) is retried too.
+        if t >= HEAL_SECS && (t - HEAL_SECS) % 150 == 0 && flushed != t {
+            flush.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            flushed = t;
         }
         if disk.frozen() {
             let how = p
@@ -472,9 +519,30 @@ pub fn run_profile(seed: u64, p: &Profile) -> Outcome {
         }
     }
     match w.manager_with(None, mta::queue::Disabled::none()) {
-        Some((m, _, _)) if m.queue().messages().next().is_some() => out
-            .violations
-            .push("queue not empty after the liveness phase".into()),
+        Some((m, _, _)) if m.queue().messages().next().is_some() => {
+            let left: Vec<String> = m
+                .queue()
+                .messages()
+                .map(|x| {
+                    let st: Vec<String> = x
+                        .rcpts
+                        .iter()
+                        .map(|r| format!("{}={:?}", r.rcpt.addr, r.status))
+                        .collect();
+                    format!(
+                        "{} born {} from <{}> [{}]",
+                        x.id(),
+                        x.env.birth,
+                        x.env.sender,
+                        st.join(", ")
+                    )
+                })
+                .collect();
+            out.violations.push(format!(
+                "queue not empty after the liveness phase: {}",
+                left.join("; ")
+            ))
+        }
         Some(_) => {}
         None => out.violations.push("the final disk does not open".into()),
     }
@@ -514,6 +582,12 @@ pub fn shrink(seed: u64, start: &Profile, fails: impl Fn(&Outcome) -> bool) -> (
         if p.jump.is_some() {
             candidates.push(Profile {
                 jump: None,
+                ..p.clone()
+            });
+        }
+        if p.peer != [Peer::Accept] {
+            candidates.push(Profile {
+                peer: vec![Peer::Accept],
                 ..p.clone()
             });
         }
