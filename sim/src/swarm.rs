@@ -447,7 +447,7 @@ pub fn run_profile(seed: u64, p: &Profile) -> Outcome {
         }
         // Flush at the heal point and every 150 s after: a scripted peer failure that only
         // happens after a flush (its earlier attempts were partitioned away) is retried too.
-        if t >= HEAL_SECS && (t - HEAL_SECS) % 150 == 0 && flushed != t {
+        if t >= HEAL_SECS && (t - HEAL_SECS).is_multiple_of(150) && flushed != t {
             flush.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             flushed = t;
         }
