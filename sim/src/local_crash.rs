@@ -1,5 +1,5 @@
 //! crash-mid-delivery-local: the queue manager delivering locally (Maildir, a forward, a
-//! bounce) is crashed after every filesystem operation; after a reboot from each persisted
+//! bounce, a double bounce) is crashed after every filesystem operation; after a reboot from each persisted
 //! state it finishes, and every message must be in its mailbox exactly once.
 
 use std::time::Duration;
@@ -28,6 +28,12 @@ fn setup(seed: u64) -> (Image, World) {
         "Subject: B\n\nbounces\n",
     );
     w.inject("fred@heaven.af.mil", &["help"], "Subject: C\n\nforwarded\n");
+    // From a sender that does not exist: its bounce bounces, to the postmaster (fred).
+    w.inject(
+        "ghost@heaven.af.mil",
+        &["nosuchuser"],
+        "Subject: D\n\ndouble\n",
+    );
     (w.env.sim_fs().crash_image(&Persist::All), w)
 }
 
@@ -44,6 +50,7 @@ fn check(b: &Boxes) -> Vec<String> {
     let count = |v: &Vec<String>, s: &str| v.iter().filter(|m| m.contains(s)).count();
     for (who, v, subj, want) in [
         ("fred", &b.0, "Subject: A", 1),
+        ("fred", &b.0, "but the bounce bounced!", 1),
         ("joe", &b.1, "Subject: A", 1),
         ("joe", &b.1, "Subject: failure notice", 1),
         ("john", &b.2, "Subject: C", 1),
@@ -53,11 +60,9 @@ fn check(b: &Boxes) -> Vec<String> {
             bad.push(format!("{who} has {n} × {subj:?}, wants {want}"));
         }
     }
-    if b.0.len() + b.1.len() + b.2.len() != 4 {
-        bad.push(format!(
-            "{} messages delivered in all, wants 4",
-            b.0.len() + b.1.len() + b.2.len()
-        ));
+    let total = b.0.len() + b.1.len() + b.2.len();
+    if total != 5 {
+        bad.push(format!("{total} messages delivered in all, wants 5"));
     }
     bad
 }

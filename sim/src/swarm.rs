@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use mta::control::{ControlDir, Rewrite};
 use mta::dns::Resolver;
-use mta::env::{Env, Net};
+use mta::env::{Env, Fs, Net};
 use mta::queue::{service, Config, Paths, Queue};
 use mta::remote::{RemoteConfig, Smtp};
 use mta::send::manager::{Manager, Remote, Settings as SendSettings, Until};
@@ -52,6 +52,10 @@ pub struct Profile {
     pub jump: Option<(u64, u64)>,
     /// What the remote peer does on its 1st, 2nd, ... connection (the last repeats).
     pub peer: Vec<Peer>,
+    /// Milliseconds of latency on every link (0: turmoil's default).
+    pub latency_ms: u64,
+    /// Seconds a client pauses before each SMTP command (a slow client).
+    pub client_pause: u64,
     pub clients: usize,
     pub messages: usize,
     /// Percent of messages addressed to the remote peer.
@@ -63,7 +67,7 @@ impl std::fmt::Display for Profile {
         let list = |v: Vec<String>| v.join(",");
         write!(
             f,
-            "crashes={};persist={};partition={};eio={};jump={};peer={};clients={};messages={};remote={}",
+            "crashes={};persist={};partition={};eio={};jump={};peer={};latency={};pause={};clients={};messages={};remote={}",
             list(self.crashes.iter().map(|c| c.to_string()).collect()),
             list(self.persist.iter().map(|p| format!("{p:?}")).collect()),
             self.partition
@@ -71,6 +75,8 @@ impl std::fmt::Display for Profile {
             self.eio_at.map_or("-".into(), |e| e.to_string()),
             self.jump.map_or("-".into(), |(a, b)| format!("{a}+{b}")),
             list(self.peer.iter().map(|p| p.to_string()).collect()),
+            self.latency_ms,
+            self.client_pause,
             self.clients,
             self.messages,
             self.remote_pct
@@ -106,6 +112,8 @@ impl std::str::FromStr for Profile {
             eio_at: None,
             jump: None,
             peer: vec![Peer::Accept],
+            latency_ms: 0,
+            client_pause: 0,
             clients: 1,
             messages: 2,
             remote_pct: 0,
@@ -130,6 +138,8 @@ impl std::str::FromStr for Profile {
                     p.partition = Some((num(a)?, num(b)?));
                 }
                 "peer" => p.peer = items().map(str::parse).collect::<Result<_, _>>()?,
+                "latency" => p.latency_ms = num(v)?,
+                "pause" => p.client_pause = num(v)?,
                 "jump" if v == "-" => p.jump = None,
                 "jump" => {
                     let (a, b) = v.split_once('+').ok_or(format!("bad jump {v:?}"))?;
@@ -187,6 +197,8 @@ impl Profile {
             } else {
                 vec![Peer::Accept]
             },
+            latency_ms: [0, 0, 20, 300][r.random_range(0..4)],
+            client_pause: [0, 0, 0, 5][r.random_range(0..4)],
             jump: r.random_bool(0.15).then(|| {
                 (
                     r.random_range(0..100),
@@ -310,6 +322,7 @@ async fn send(
     rcpt: &str,
     data: &str,
     sent: &Mutex<usize>,
+    pause: u64,
 ) -> std::io::Result<bool> {
     let mut r = BufReader::new(SimNet.connect(to).await?);
     let mut line = String::new();
@@ -317,8 +330,20 @@ async fn send(
     if !line.starts_with("220") {
         return Ok(false);
     }
-    let cmds = format!("MAIL FROM:<client@example.net>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n");
-    r.get_mut().write_all(cmds.as_bytes()).await?;
+    let cmds = [
+        "MAIL FROM:<client@example.net>\r\n".to_string(),
+        format!("RCPT TO:<{rcpt}>\r\n"),
+        "DATA\r\n".to_string(),
+    ];
+    if pause > 0 {
+        // A slow client: one command at a time, with a pause before each.
+        for cmd in &cmds {
+            tokio::time::sleep(Duration::from_secs(pause)).await;
+            r.get_mut().write_all(cmd.as_bytes()).await?;
+        }
+    } else {
+        r.get_mut().write_all(cmds.concat().as_bytes()).await?;
+    }
     for _ in 0..3 {
         line.clear();
         r.read_line(&mut line).await?;
@@ -360,6 +385,9 @@ pub fn run_profile(seed: u64, p: &Profile) -> Outcome {
         .simulation_duration(Duration::from_secs(400_000))
         .rng_seed(seed)
         .build();
+    if p.latency_ms > 0 {
+        sim.set_max_message_latency(Duration::from_millis(p.latency_ms));
+    }
     let peer = Arc::new(Mutex::new(PeerLog::default()));
     let pl = peer.clone();
     let script = if p.peer.is_empty() {
@@ -388,15 +416,18 @@ pub fn run_profile(seed: u64, p: &Profile) -> Outcome {
             })
             .collect();
         let a = acked.clone();
+        let pause = p.client_pause;
         sim.client(format!("client{c}"), async move {
             let to = SocketAddr::new(turmoil::lookup("mta"), PORT);
             for (i, rcpt) in rcpts.iter().enumerate() {
                 let data = body(c, i);
                 let sent = Arc::new(Mutex::new(0));
                 loop {
-                    let ok =
-                        tokio::time::timeout(Duration::from_secs(20), send(to, rcpt, &data, &sent))
-                            .await;
+                    let ok = tokio::time::timeout(
+                        Duration::from_secs(20 + 4 * pause),
+                        send(to, rcpt, &data, &sent, pause),
+                    )
+                    .await;
                     if let Ok(Ok(true)) = ok {
                         a.lock().unwrap_or_else(|e| e.into_inner()).push((
                             rcpt.clone(),
@@ -518,6 +549,14 @@ pub fn run_profile(seed: u64, p: &Profile) -> Outcome {
             out.violations.push("an invented local message".into());
         }
     }
+    // No orphans at quiescence: nothing waiting in todo/, nothing left in tmp/.
+    for d in ["queue/todo", "queue/tmp"] {
+        let left = w.env.fs().list_dir(&root().join(d)).unwrap_or_default();
+        if !left.is_empty() {
+            out.violations
+                .push(format!("{d} not empty at the end: {left:?}"));
+        }
+    }
     match w.manager_with(None, mta::queue::Disabled::none()) {
         Some((m, _, _)) if m.queue().messages().next().is_some() => {
             let left: Vec<String> = m
@@ -582,6 +621,13 @@ pub fn shrink(seed: u64, start: &Profile, fails: impl Fn(&Outcome) -> bool) -> (
         if p.jump.is_some() {
             candidates.push(Profile {
                 jump: None,
+                ..p.clone()
+            });
+        }
+        if p.latency_ms > 0 || p.client_pause > 0 {
+            candidates.push(Profile {
+                latency_ms: 0,
+                client_pause: 0,
                 ..p.clone()
             });
         }
