@@ -336,7 +336,18 @@ struct SwarmTotals {
 /// Run seeds; print one line per failure with everything needed to replay it.
 fn swarm(seeds: &[u64]) -> SwarmTotals {
     let mut t = SwarmTotals::default();
-    for &seed in seeds {
+    use std::io::IsTerminal;
+    let tty = std::io::stderr().is_terminal();
+    for (i, &seed) in seeds.iter().enumerate() {
+        if tty && i % 10 == 0 {
+            let done = i * 30 / seeds.len().max(1);
+            eprint!(
+                "\r  [{}{}] {i}/{} seeds",
+                "#".repeat(done),
+                " ".repeat(30 - done),
+                seeds.len()
+            );
+        }
         let (p, o) = sim::swarm::run(seed);
         t.acked += o.acked;
         t.local += o.local_delivered;
@@ -348,11 +359,17 @@ fn swarm(seeds: &[u64]) -> SwarmTotals {
         t.jumps += usize::from(p.jump.is_some());
         if !o.violations.is_empty() {
             t.failed += 1;
+            if tty {
+                eprintln!();
+            }
             eprintln!(
                 "FAIL seed={seed} commit={COMMIT} profile={p}: {} | replay: mta-sim run swarm --seed {seed}",
                 o.violations.join("; ")
             );
         }
+    }
+    if tty {
+        eprintln!("\r  [{}] {n}/{n} seeds", "#".repeat(30), n = seeds.len());
     }
     t
 }

@@ -38,6 +38,10 @@ pub enum Peer {
     Hang,
     /// Accept, but wait this many seconds before every reply.
     Slow(u64),
+    /// Refuse EHLO with this code (the client must fall back to HELO), then accept.
+    Ehlo(u16),
+    /// Accept the message, then the peer host crashes (the driver restarts it).
+    AcceptThenCrash,
 }
 
 impl std::fmt::Display for Peer {
@@ -65,6 +69,8 @@ impl std::str::FromStr for Peer {
             "Data" => Peer::Data(arg(s)? as u16),
             "AfterDot" => Peer::AfterDot(arg(s)? as u16),
             "Slow" => Peer::Slow(arg(s)?),
+            "Ehlo" => Peer::Ehlo(arg(s)? as u16),
+            "AcceptThenCrash" => Peer::AcceptThenCrash,
             _ => return Err(format!("bad peer step {s:?}")),
         })
     }
@@ -90,6 +96,7 @@ async fn peer_session(
     s: turmoil::net::TcpStream,
     script: Peer,
     log: Arc<Mutex<PeerLog>>,
+    crash: Arc<tokio::sync::Notify>,
 ) -> std::io::Result<()> {
     let mut r = BufReader::new(s);
     let code = |stage: Peer| match (script, stage) {
@@ -115,7 +122,11 @@ async fn peer_session(
         }
         let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
         match verb.as_str() {
-            "EHLO" | "HELO" => w(&mut r, delay, 250).await?,
+            "EHLO" => {
+                let c = if let Peer::Ehlo(c) = script { c } else { 250 };
+                w(&mut r, delay, c).await?
+            }
+            "HELO" => w(&mut r, delay, 250).await?,
             "MAIL" => w(&mut r, delay, code(Peer::Mail(0))).await?,
             "RCPT" => w(&mut r, delay, code(Peer::Rcpt(0))).await?,
             "DATA" => {
@@ -151,6 +162,10 @@ async fn peer_session(
                         .push(String::from_utf8_lossy(&body).into_owned());
                 }
                 w(&mut r, delay, c).await?;
+                if script == Peer::AcceptThenCrash {
+                    crash.notify_one();
+                    return Ok(());
+                }
             }
             "QUIT" => {
                 w(&mut r, delay, 221).await?;
@@ -166,8 +181,14 @@ pub async fn peer_host(scripts: Vec<Peer>, log: Arc<Mutex<PeerLog>>) -> turmoil:
     let l = SimNet
         .listen(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 25))
         .await?;
+    let crash = Arc::new(tokio::sync::Notify::new());
     loop {
-        let (s, _) = l.accept().await?;
+        let (s, _) = tokio::select! {
+            biased;
+            // An AcceptThenCrash session took its message: the host goes down.
+            _ = crash.notified() => return Ok(()),
+            r = l.accept() => r?,
+        };
         let n = {
             let mut g = log.lock().unwrap_or_else(|e| e.into_inner());
             g.connections += 1;
@@ -175,8 +196,9 @@ pub async fn peer_host(scripts: Vec<Peer>, log: Arc<Mutex<PeerLog>>) -> turmoil:
         };
         let script = scripts[(n - 1).min(scripts.len() - 1)];
         let log = log.clone();
+        let crash = crash.clone();
         tokio::spawn(async move {
-            let _ = peer_session(s, script, log).await;
+            let _ = peer_session(s, script, log, crash).await;
         });
     }
 }

@@ -192,7 +192,9 @@ impl Profile {
                     Peer::DropAfterDot,
                     Peer::Slow(40),
                     Peer::Slow(2),
-                ][r.random_range(0..8)];
+                    Peer::Ehlo(502),
+                    Peer::AcceptThenCrash,
+                ][r.random_range(0..10)];
                 vec![first, Peer::Accept]
             } else {
                 vec![Peer::Accept]
@@ -481,6 +483,10 @@ pub fn run_profile(seed: u64, p: &Profile) -> Outcome {
         if t >= HEAL_SECS && (t - HEAL_SECS).is_multiple_of(150) && flushed != t {
             flush.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             flushed = t;
+        }
+        if !sim.is_host_running("peer") {
+            // The peer crashed after accepting a message: it comes back.
+            sim.bounce("peer");
         }
         if disk.frozen() {
             let how = p
