@@ -240,6 +240,9 @@ pub async fn dns_host() -> turmoil::Result {
     z.mx("giant.example", 1, "best.giant.example")
         .ip("best.giant.example", peer);
     z.fail("silent.example", crate::dns_server::Answer::Silent);
+    // relay.example is served by a second, real MTA (in worlds that have one).
+    z.mx("relay.example", 10, "mx.relay.example")
+        .ip("mx.relay.example", turmoil::lookup("mta2"));
     // The relay host of nullclient setups (an address nobody answers on when absent).
     z.ip("bigbang.af.mil", turmoil::lookup("relay"));
     let z = Arc::new(z);

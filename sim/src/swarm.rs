@@ -235,6 +235,7 @@ async fn mta_host(
     disk: Disk,
     seed: u64,
     flush: Arc<std::sync::atomic::AtomicU64>,
+    name: &'static str,
 ) -> turmoil::Result {
     let fs = disk.boot();
     let env = SimEnv::turmoil(
@@ -255,7 +256,7 @@ async fn mta_host(
     send.todo_poll = Duration::from_secs(5);
     rcfg.timeout_connect = Duration::from_secs(10);
     rcfg.timeout_remote = Duration::from_secs(30);
-    rcfg.local_ips.push(turmoil::lookup("mta"));
+    rcfg.local_ips.push(turmoil::lookup(name));
     let paths = Paths::new(r.join("queue"));
     let Ok((q, _)) = Queue::open(env.clone(), paths.clone(), Config::default(), &rw) else {
         return std::future::pending().await;
@@ -374,7 +375,10 @@ pub fn run_profile(seed: u64, p: &Profile) -> Outcome {
     let p = p.clone();
     let clock = Clock::new(EPOCH_MS);
     // Clients relay to far.example: allow relaying for everyone in this world.
-    let img = image(&[("rcpthosts", "heaven.af.mil\nfar.example\n")], &[]);
+    let img = image(
+        &[("rcpthosts", "heaven.af.mil\nfar.example\nrelay.example\n")],
+        &[],
+    );
     let disk = Disk::with_image(img, clock);
     disk.arm(Faults {
         crash_after: p.crashes.first().copied(),
@@ -404,14 +408,25 @@ pub fn run_profile(seed: u64, p: &Profile) -> Outcome {
     let d = disk.clone();
     let flush = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let f2 = flush.clone();
-    sim.host("mta", move || mta_host(d.clone(), seed, f2.clone()));
+    sim.host("mta", move || mta_host(d.clone(), seed, f2.clone(), "mta"));
+    // A second, real MTA: relay.example's MX, delivering to its own user bill.
+    let disk2 = Disk::with_image(relay_image(), Clock::new(EPOCH_MS));
+    let d2 = disk2.clone();
+    let f3 = flush.clone();
+    sim.host("mta2", move || {
+        mta_host(d2.clone(), seed ^ 0x2222, f3.clone(), "mta2")
+    });
     let acked = Arc::new(Mutex::new(Vec::<(String, String, Arc<Mutex<usize>>)>::new()));
     let mut r = ChaCha8Rng::seed_from_u64(seed);
     for c in 0..p.clients {
         let rcpts: Vec<String> = (0..p.messages)
             .map(|_| {
                 if r.random_range(0..100) < p.remote_pct {
-                    "bill@far.example".to_string()
+                    if r.random_range(0..3) == 0 {
+                        "bill@relay.example".to_string()
+                    } else {
+                        "bill@far.example".to_string()
+                    }
                 } else {
                     "fred@heaven.af.mil".to_string()
                 }
@@ -519,8 +534,21 @@ pub fn run_profile(seed: u64, p: &Profile) -> Outcome {
         .unwrap_or_else(|e| e.into_inner())
         .accepted
         .clone();
+    let w2 = World::new(
+        disk2
+            .live()
+            .map_or_else(|| disk2.image(), |f| f.live_image()),
+        0,
+    );
+    let relayed = w2.maildir("home/bill/Maildir");
+    if let Some((m, _, _)) = w2.manager_with(None, mta::queue::Disabled::none()) {
+        if m.queue().messages().next().is_some() {
+            out.violations
+                .push("the second MTA's queue is not empty at the end".into());
+        }
+    }
     out.local_delivered = local.len();
-    out.remote_delivered = remote.len();
+    out.remote_delivered = remote.len() + relayed.len();
     let unstuffed = |s: &str| s.replace("\r\n", "\n");
     for (rcpt, data, sent) in &acked {
         let text = unstuffed(data);
@@ -536,6 +564,15 @@ pub fn run_profile(seed: u64, p: &Profile) -> Outcome {
                 ));
             }
             out.unacked_kept += n.saturating_sub(1);
+        } else if rcpt.ends_with("@relay.example") {
+            let n = relayed.iter().filter(|m| m.ends_with(&text)).count();
+            if n == 0 {
+                out.violations.push(format!(
+                    "relayed message {:?} not delivered by the second MTA",
+                    text.lines().next().unwrap_or("")
+                ));
+            }
+            out.duplicates_remote += n.saturating_sub(1);
         } else {
             let n = remote
                 .iter()
@@ -674,4 +711,20 @@ pub fn shrink(seed: u64, start: &Profile, fails: impl Fn(&Outcome) -> bool) -> (
             None => return (p, runs),
         }
     }
+}
+
+/// The second MTA's disk: relay.example, user bill.
+fn relay_image() -> crate::fs::Image {
+    let clock = Clock::new(EPOCH_MS);
+    let env = SimEnv::manual(crate::fs::SimFs::new(clock.clone()), clock, 0);
+    let o = mta::init::InitOptions {
+        me: "relay.example".into(),
+        users: vec!["bill".into()],
+        force: false,
+        uid: 1000,
+        gid: 1000,
+        disabled: Default::default(),
+    };
+    mta::init::init(&env, &root(), &o).expect("init");
+    env.sim_fs().crash_image(&Persist::Synced)
 }
