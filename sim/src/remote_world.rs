@@ -42,6 +42,8 @@ pub enum Peer {
     Ehlo(u16),
     /// Accept the message, then the peer host crashes (the driver restarts it).
     AcceptThenCrash,
+    /// Close the connection after sending this many replies (any point of the dialogue).
+    DropAfter(u16),
 }
 
 impl std::fmt::Display for Peer {
@@ -71,6 +73,7 @@ impl std::str::FromStr for Peer {
             "Slow" => Peer::Slow(arg(s)?),
             "Ehlo" => Peer::Ehlo(arg(s)? as u16),
             "AcceptThenCrash" => Peer::AcceptThenCrash,
+            "DropAfter" => Peer::DropAfter(arg(s)? as u16),
             _ => return Err(format!("bad peer step {s:?}")),
         })
     }
@@ -84,12 +87,22 @@ pub struct PeerLog {
 }
 
 async fn w(r: &mut BufReader<turmoil::net::TcpStream>, delay: u64, c: u16) -> std::io::Result<()> {
+    // DropAfter: the session's reply budget (u16::MAX for "never"), kept per task.
+    let left = BUDGET.try_with(|b| b.get()).unwrap_or(u16::MAX);
+    if left == 0 {
+        return Err(std::io::ErrorKind::ConnectionAborted.into());
+    }
+    let _ = BUDGET.try_with(|b| b.set(left.saturating_sub(u16::from(left != u16::MAX))));
     if delay > 0 {
         tokio::time::sleep(Duration::from_secs(delay)).await;
     }
     r.get_mut()
         .write_all(format!("{c} scripted reply\r\n").as_bytes())
         .await
+}
+
+tokio::task_local! {
+    static BUDGET: std::cell::Cell<u16>;
 }
 
 async fn peer_session(
@@ -197,9 +210,14 @@ pub async fn peer_host(scripts: Vec<Peer>, log: Arc<Mutex<PeerLog>>) -> turmoil:
         let script = scripts[(n - 1).min(scripts.len() - 1)];
         let log = log.clone();
         let crash = crash.clone();
-        tokio::spawn(async move {
+        let budget = if let Peer::DropAfter(n) = script {
+            n
+        } else {
+            u16::MAX
+        };
+        tokio::spawn(BUDGET.scope(std::cell::Cell::new(budget), async move {
             let _ = peer_session(s, script, log, crash).await;
-        });
+        }));
     }
 }
 

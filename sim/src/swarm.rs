@@ -56,6 +56,8 @@ pub struct Profile {
     pub latency_ms: u64,
     /// Seconds a client pauses before each SMTP command (a slow client).
     pub client_pause: u64,
+    /// Messages injected locally on the MTA host (like `mta inject`), one every 20 s.
+    pub injects: usize,
     pub clients: usize,
     pub messages: usize,
     /// Percent of messages addressed to the remote peer.
@@ -67,7 +69,7 @@ impl std::fmt::Display for Profile {
         let list = |v: Vec<String>| v.join(",");
         write!(
             f,
-            "crashes={};persist={};partition={};eio={};jump={};peer={};latency={};pause={};clients={};messages={};remote={}",
+            "crashes={};persist={};partition={};eio={};jump={};peer={};latency={};pause={};inject={};clients={};messages={};remote={}",
             list(self.crashes.iter().map(|c| c.to_string()).collect()),
             list(self.persist.iter().map(|p| format!("{p:?}")).collect()),
             self.partition
@@ -77,6 +79,7 @@ impl std::fmt::Display for Profile {
             list(self.peer.iter().map(|p| p.to_string()).collect()),
             self.latency_ms,
             self.client_pause,
+            self.injects,
             self.clients,
             self.messages,
             self.remote_pct
@@ -114,6 +117,7 @@ impl std::str::FromStr for Profile {
             peer: vec![Peer::Accept],
             latency_ms: 0,
             client_pause: 0,
+            injects: 0,
             clients: 1,
             messages: 2,
             remote_pct: 0,
@@ -140,6 +144,7 @@ impl std::str::FromStr for Profile {
                 "peer" => p.peer = items().map(str::parse).collect::<Result<_, _>>()?,
                 "latency" => p.latency_ms = num(v)?,
                 "pause" => p.client_pause = num(v)?,
+                "inject" => p.injects = num(v)? as usize,
                 "jump" if v == "-" => p.jump = None,
                 "jump" => {
                     let (a, b) = v.split_once('+').ok_or(format!("bad jump {v:?}"))?;
@@ -194,13 +199,15 @@ impl Profile {
                     Peer::Slow(2),
                     Peer::Ehlo(502),
                     Peer::AcceptThenCrash,
-                ][r.random_range(0..10)];
+                    Peer::DropAfter(r.random_range(0..7)),
+                ][r.random_range(0..11)];
                 vec![first, Peer::Accept]
             } else {
                 vec![Peer::Accept]
             },
             latency_ms: [0, 0, 20, 300][r.random_range(0..4)],
             client_pause: [0, 0, 0, 5][r.random_range(0..4)],
+            injects: r.random_range(0..3),
             jump: r.random_bool(0.15).then(|| {
                 (
                     r.random_range(0..100),
@@ -259,7 +266,12 @@ async fn mta_host(
     rcfg.local_ips.push(turmoil::lookup(name));
     let paths = Paths::new(r.join("queue"));
     let Ok((q, _)) = Queue::open(env.clone(), paths.clone(), Config::default(), &rw) else {
-        return std::future::pending().await;
+        if env.sim_fs().is_frozen() {
+            // The crash point: the driver takes the host down.
+            return std::future::pending().await;
+        }
+        // Like `mta run`: exit, and let the supervisor start us again.
+        return Ok(());
     };
     let dns = Resolver::new(
         env.clone(),
@@ -462,6 +474,9 @@ pub fn run_profile(seed: u64, p: &Profile) -> Outcome {
     let mut out = Outcome::default();
     let (mut boot_crashes, mut partitioned, mut restarts) = (0usize, false, 0usize);
     let mut jumped = false;
+    let (mut injected, mut injected_ok) = (0usize, Vec::<String>::new());
+    // Injections that failed may still have committed (like a lost 250): never invented.
+    let mut attempted = Vec::<String>::new();
     // Safety phase (faults on), then at HEAL_SECS a flush, then liveness until the end.
     let end = Duration::from_secs(SIMULATED_SECS);
     let mut flushed = 0;
@@ -498,6 +513,26 @@ pub fn run_profile(seed: u64, p: &Profile) -> Outcome {
         if t >= HEAL_SECS && (t - HEAL_SECS).is_multiple_of(150) && flushed != t {
             flush.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             flushed = t;
+        }
+        // Local injection on the MTA host (`mta inject`): acknowledged when it returns Ok.
+        if injected < p.injects && t >= 20 * (injected as u64 + 1) {
+            let data = format!("Subject: local {injected}\n\ninjected message {injected}\n");
+            if let Some(fs) = disk.live().filter(|f| !f.is_frozen()) {
+                let env = SimEnv::manual(fs, disk.clock().clone(), seed ^ 0x1a1a ^ injected as u64);
+                let m = mta::queue::NewMessage {
+                    sender: "joe@heaven.af.mil".into(),
+                    recipients: vec!["fred".into()],
+                    data: data.clone().into_bytes(),
+                    qp: 1,
+                    uid: 1000,
+                };
+                let paths = Paths::new(root().join("queue"));
+                attempted.push(data.clone());
+                if mta::queue::inject(&env, &paths, &Config::default(), &[m]).is_ok() {
+                    injected_ok.push(data);
+                }
+            }
+            injected += 1;
         }
         if !sim.is_host_running("peer") {
             // The peer crashed after accepting a message: it comes back.
@@ -588,13 +623,31 @@ pub fn run_profile(seed: u64, p: &Profile) -> Outcome {
         }
     }
     for m in &local {
-        if !m.contains("swarm message ") {
+        if !m.contains("swarm message ") && !attempted.iter().any(|d| m.ends_with(d.as_str())) {
             out.violations.push("an invented local message".into());
         }
     }
-    // No orphans at quiescence: nothing waiting in todo/, nothing left in tmp/.
+    for data in &injected_ok {
+        let n = local.iter().filter(|m| m.ends_with(data.as_str())).count();
+        if n != 1 {
+            out.violations.push(format!(
+                "locally injected {:?}: {n} copies",
+                data.lines().next().unwrap_or("")
+            ));
+        }
+    }
+    out.acked += injected_ok.len();
+    // No orphans at quiescence: nothing waiting in todo/, and nothing in tmp/ once a recovery
+    // has run after the 36-hour cutoff for interrupted injections.
+    let later = World::new(
+        disk.live().map_or_else(|| disk.image(), |f| f.live_image()),
+        0,
+    );
+    // Far enough past any clock jump too.
+    later.env.clock().advance(Duration::from_secs(10 * 86_400));
+    drop(later.manager_with(None, mta::queue::Disabled::none()));
     for d in ["queue/todo", "queue/tmp"] {
-        let left = w.env.fs().list_dir(&root().join(d)).unwrap_or_default();
+        let left = later.env.fs().list_dir(&root().join(d)).unwrap_or_default();
         if !left.is_empty() {
             out.violations
                 .push(format!("{d} not empty at the end: {left:?}"));
@@ -671,6 +724,12 @@ pub fn shrink(seed: u64, start: &Profile, fails: impl Fn(&Outcome) -> bool) -> (
             candidates.push(Profile {
                 latency_ms: 0,
                 client_pause: 0,
+                ..p.clone()
+            });
+        }
+        if p.injects > 0 {
+            candidates.push(Profile {
+                injects: 0,
                 ..p.clone()
             });
         }

@@ -643,7 +643,11 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
             }
             if now >= last_poll + self.s.todo_poll.as_secs().max(1) {
                 last_poll = now;
-                self.preprocess(now);
+                if !self.preprocess(now) {
+                    // The log could not take the injections: restart and re-read the disk.
+                    self.failed = true;
+                    break;
+                }
             }
             if inbox_open || until != Until::HandlesGone {
                 self.start_due(now);
@@ -717,14 +721,16 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
         self
     }
 
-    fn preprocess(&mut self, now: u64) {
+    /// Move `todo/` into the queue; false when the queue failed doing it.
+    fn preprocess(&mut self, now: u64) -> bool {
         if let Err(e) = self.q.preprocess(&self.classify) {
-            tracing::warn!("preprocessing todo/: {e}");
-            return;
+            tracing::error!("preprocessing todo/: {e}");
+            return false;
         }
         for id in self.q.take_new() {
             self.log_new(id);
             self.schedule_new(id, now);
         }
+        true
     }
 }
