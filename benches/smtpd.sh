@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build -q --release -p mta -p mta-benches
 root=$(mktemp -d "${MTA_BENCH_DIR:-/tmp}/mta-smtpd.XXXXXX")
-trap 'kill $pid 2>/dev/null || true; rm -rf "$root"' EXIT
+trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$root" || true' EXIT
 ./target/release/mta init --root "$root" --me heaven.af.mil --user fred >/dev/null
 echo 2000 > "$root/control/concurrencyincoming"
 ./target/release/mta run --root "$root" --listen 127.0.0.1:0 > "$root/out" 2>/dev/null &

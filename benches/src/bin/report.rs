@@ -85,7 +85,7 @@ fn main() {
         eprintln!("bench-report: no criterion results under {criterion}");
         std::process::exit(1);
     }
-    md.push_str("\nFor scale: Postfix was measured at about 250–325 messages/s SMTP → Maildir on this kind of machine (the end-to-end comparison comes with the delivery issue).\n");
+    md.push_str("\nThese are queue commits only; SMTP receive rates are in `smtpd.md` and the same-run end-to-end comparison with Postfix (SMTP in → Maildir) is in `e2e.md`.\n");
     std::fs::write(&out, md).expect("write report");
     println!("wrote {out}");
 }
