@@ -55,7 +55,9 @@ enum Cmd {
     },
     /// Run one scenario with one seed and print what it did (replays a failure exactly).
     Run {
-        /// Scenario: swarm.
+        /// Scenario: swarm, mixed, partition, canary, crash-mid-receive, crash-mid-delivery-local,
+        /// crash-mid-delivery-remote, retry-schedule-40, dns-failures, huge-mx, disk-full,
+        /// bounce-storm or queue-lifecycle.
         scenario: String,
         #[arg(long)]
         seed: u64,
@@ -211,10 +213,25 @@ fn main() -> ExitCode {
                 println!("seed {seed} commit {COMMIT}\nprofile {p}\n{o:#?}");
                 exit(o.violations.is_empty())
             }
-            other => {
-                eprintln!("mta-sim: run knows swarm, mixed and partition (got {other:?}); see crash-points for the enumerations");
-                ExitCode::from(2)
-            }
+            other => match run_named(other, seed) {
+                Some(v) => {
+                    println!(
+                        "{other} seed {seed} commit {COMMIT}: {} violations",
+                        v.len()
+                    );
+                    for x in &v {
+                        println!("  {x}");
+                    }
+                    exit(v.is_empty())
+                }
+                None => {
+                    eprintln!(
+                        "mta-sim: unknown scenario {other:?}; known: {}",
+                        NAMED.join(", ")
+                    );
+                    ExitCode::from(2)
+                }
+            },
         },
         Some(Cmd::Replay { line, canary }) => {
             let field = |k: &str| {
@@ -289,6 +306,64 @@ fn main() -> ExitCode {
 }
 
 const COMMIT: &str = env!("MTA_GIT_COMMIT");
+
+/// Scenarios `run` knows besides the swarm-style ones.
+const NAMED: [&str; 13] = [
+    "swarm",
+    "mixed",
+    "partition",
+    "canary",
+    "crash-mid-receive",
+    "crash-mid-delivery-local",
+    "crash-mid-delivery-remote",
+    "retry-schedule-40",
+    "dns-failures",
+    "huge-mx",
+    "disk-full",
+    "bounce-storm",
+    "queue-lifecycle",
+];
+
+/// Run one named scenario with a seed; its violations, or `None` for an unknown name.
+fn run_named(name: &str, seed: u64) -> Option<Vec<String>> {
+    Some(match name {
+        "canary" => {
+            plant_canary(true);
+            let (_, o) = sim::swarm::run(seed);
+            plant_canary(false);
+            // The canary must be caught: its absence is the failure.
+            if o.violations.is_empty() {
+                vec!["the planted canary went unnoticed".into()]
+            } else {
+                vec![]
+            }
+        }
+        "crash-mid-receive" => {
+            sim::receive::crash_mid_receive(4, mta::smtpd::SPOOL_THRESHOLD, seed).violations
+        }
+        "crash-mid-delivery-local" => {
+            let mut v = sim::local_crash::enumerate(seed, mta::queue::Disabled::none()).violations;
+            v.extend(
+                sim::local_crash::enumerate_mbox(seed, mta::queue::Disabled::none()).violations,
+            );
+            v
+        }
+        "crash-mid-delivery-remote" => {
+            sim::remote_world::crash_mid_delivery_remote(seed).violations
+        }
+        "retry-schedule-40" => sim::schedule_scenario::run(100, seed).violations,
+        "dns-failures" => sim::remote_world::dns_failures(seed),
+        "huge-mx" => sim::remote_world::huge_mx(seed),
+        "disk-full" => sim::receive::disk_full(seed),
+        "bounce-storm" => sim::local_crash::bounce_storm(seed, 60),
+        "queue-lifecycle" => crash::by_name("queue-lifecycle", seed, true)?
+            .violations
+            .iter()
+            .map(|v| format!("{v:?}"))
+            .collect(),
+        _ => return None,
+    })
+}
 
 /// The profile of a named swarm-style scenario: `mixed` is the seed's own draw (every fault
 /// kind may be on); `partition` forces a long MTA ↔ peer partition and all-remote mail.
@@ -610,6 +685,28 @@ fn campaign(report: &str, seed: u64) -> ExitCode {
         seeds.len() as f64 / secs.max(1e-9),
         sim::swarm::SIMULATED_SECS as f64 * seeds.len() as f64 / secs.max(1e-9),
         sample.len()
+    ));
+
+    eprintln!("      partition");
+    let t = Instant::now();
+    let mut pfail = 0;
+    let pseeds: Vec<u64> = (seed * 1000 + 700..seed * 1000 + 760).collect();
+    for &s in &pseeds {
+        let p = named_profile("partition", s);
+        let out = sim::swarm::run_profile(s, &p);
+        if !out.violations.is_empty() {
+            pfail += 1;
+            eprintln!(
+                "FAIL seed={s} commit={COMMIT} profile={p}: {} | replay: mta-sim run partition --seed {s}",
+                out.violations.join("; ")
+            );
+        }
+    }
+    ok &= pfail == 0;
+    md.push_str(&format!(
+        "\n## Partition\n\nThe swarm world with all mail remote and the MTA cut off from the peer for the first 300 s (longer than the heal point): deliveries defer, then complete after the partition heals.\n\n| seeds | failed | wall s |\n|---:|---:|---:|\n| {} | {pfail} | {:.1} |\n",
+        pseeds.len(),
+        t.elapsed().as_secs_f64()
     ));
 
     eprintln!("      canary");
