@@ -487,7 +487,7 @@ fn campaign(report: &str, seed: u64) -> ExitCode {
 
     eprintln!("[1/3] exhaustive crash enumeration");
     md.push_str("## Exhaustive crash enumeration\n\n");
-    md.push_str("Every mutating filesystem operation is a crash point; at each, every persisted state the crash model allows (only synced, all, all but one pending operation, last write torn) is recovered and checked by the oracle (acknowledged mail present and intact, acknowledged outcomes kept, retired mail never back, nothing invented, no debris, recovery idempotent).\n\n");
+    md.push_str("Every mutating filesystem operation is a crash point; at each, every persisted state the crash model allows (only synced, all, all but one pending operation, last write torn, last write torn with one earlier operation lost) is recovered and checked by the oracle (acknowledged mail present and intact, acknowledged outcomes kept, retired mail never back, nothing invented, no debris, recovery idempotent).\n\n");
     md.push_str("| scenario | variant | crash points | states checked | in crashed recoveries | violations | wall s | states/s |\n|---|---|---:|---:|---:|---:|---:|---:|\n");
     type Run = Box<dyn Fn() -> Report>;
     let runs: Vec<(&str, &str, Run)> = vec![
