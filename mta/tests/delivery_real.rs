@@ -1,5 +1,7 @@
 //! `mta run` delivering on a real host: SMTP in → Maildir, bounces, injection while running.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -38,23 +40,7 @@ fn start_as(me: &str, users: &[&str], controls: &[(&str, String)]) -> Server {
     for (f, text) in controls {
         std::fs::write(root.path().join("control").join(f), text).unwrap();
     }
-    let mut child = Command::new(mta())
-        .args(["run", "--listen", "127.0.0.1:0", "--root"])
-        .arg(root.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("mta: listening on ")
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (child, addr) = common::spawn_run(mta(), root.path());
     Server { child, addr, root }
 }
 

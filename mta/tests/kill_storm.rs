@@ -1,10 +1,12 @@
 //! SIGKILL storm on a real host: `mta run` is killed with SIGKILL and restarted over and over
 //! while a client sends; every message that got `250` must end up in the Maildir exactly once.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 fn mta() -> &'static str {
@@ -12,24 +14,7 @@ fn mta() -> &'static str {
 }
 
 fn start(root: &Path) -> (Child, std::net::SocketAddr) {
-    let mut child = Command::new(mta())
-        .args(["run", "--listen", "127.0.0.1:0", "--root"])
-        .arg(root)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("mta: listening on ")
-        .unwrap_or_else(|| panic!("{line:?}"))
-        .parse()
-        .unwrap();
-    (child, addr)
+    common::spawn_run(mta(), root)
 }
 
 /// Send message `i`; true when the server said 250 after the data.

@@ -1,9 +1,11 @@
 //! `mta run` on a real host: real TCP on loopback, a real SMTP client library, signals.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use conformance::{fixtures, Dialogue, Match};
@@ -48,23 +50,7 @@ fn start(extra: &[(&str, &str)]) -> Server {
     for (f, text) in extra {
         std::fs::write(root.path().join("control").join(f), text).unwrap();
     }
-    let mut child = Command::new(mta)
-        .args(["run", "--listen", "127.0.0.1:0", "--root"])
-        .arg(root.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("mta: listening on ")
-        .unwrap_or_else(|| panic!("unexpected output {line:?}"))
-        .parse()
-        .unwrap();
+    let (child, addr) = common::spawn_run(mta, root.path());
     Server { child, addr, root }
 }
 
