@@ -5,25 +5,14 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use conformance::{fixtures, Dialogue, Match};
 use mta::env::real::RealEnv;
 use mta::queue::{Paths, View};
 
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    root: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::Server;
 
 fn start(extra: &[(&str, &str)]) -> Server {
     let root = tempfile::tempdir().unwrap();

@@ -75,19 +75,24 @@ pub struct Report {
     pub violations: Vec<String>,
 }
 
-/// Enumerate every crash point of the delivery run, with local-delivery fsyncs `off`.
-pub fn enumerate(seed: u64, off: Disabled) -> Report {
-    let mut rep = Report::default();
-    let (img, _) = setup(seed);
-    // Clean run: counts the operations and must itself pass.
-    let w = World::new(img.clone(), seed);
-    let before = w.env.sim_fs().ops();
-    let m = w.run_with(None, DAY, off).expect("the queue opens");
-    rep.crash_points = w.env.sim_fs().ops() - before;
-    let clean = check(&boxes(&w));
-    if !clean.is_empty() || m.queue().messages().next().is_some() {
-        rep.violations.push(format!("clean run: {clean:?}"));
-    }
+/// Crash a delivery run from `img` after each of its filesystem operations; boot a world on
+/// every persisted state, let `after_crash` act on it, run it to quiescence and record what
+/// `check` finds, and a queue that did not drain. Returns the crash-free run's world and
+/// whether its queue drained.
+fn crash_every_op(
+    img: &Image,
+    seed: u64,
+    off: Disabled,
+    label: &str,
+    after_crash: &dyn Fn(&World),
+    check: &dyn Fn(&World) -> Vec<String>,
+    rep: &mut Report,
+) -> (World, bool) {
+    let clean = World::new(img.clone(), seed);
+    let before = clean.env.sim_fs().ops();
+    let m = clean.run_with(None, DAY, off).expect("the queue opens");
+    let drained = m.queue().messages().next().is_none();
+    rep.crash_points = clean.env.sim_fs().ops() - before;
     for k in 1..=rep.crash_points {
         let w = World::new(img.clone(), seed);
         w.env.sim_fs().set_faults(Faults {
@@ -97,10 +102,10 @@ pub fn enumerate(seed: u64, off: Disabled) -> Report {
         let _ = w.run_with(None, 3600, off);
         for p in w.env.sim_fs().persist_choices() {
             let after = World::new(w.env.sim_fs().crash_image(&p), seed ^ k);
-            after.env.clock().advance(Duration::from_secs(60));
+            after_crash(&after);
             let m = after.run_with(None, 7 * DAY, off);
             rep.states += 1;
-            let mut problems = check(&boxes(&after));
+            let mut problems = check(&after);
             match m {
                 Some(m) if m.queue().messages().next().is_some() => {
                     problems.push("queue not empty after recovery".into())
@@ -110,11 +115,33 @@ pub fn enumerate(seed: u64, off: Disabled) -> Report {
             }
             if !problems.is_empty() {
                 rep.violations.push(format!(
-                    "crash_after={k} persist={p:?}: {}",
+                    "{label}crash_after={k} persist={p:?}: {}",
                     problems.join("; ")
                 ));
             }
         }
+    }
+    (clean, drained)
+}
+
+/// Enumerate every crash point of the delivery run, with local-delivery fsyncs `off`.
+pub fn enumerate(seed: u64, off: Disabled) -> Report {
+    let mut rep = Report::default();
+    let (img, _) = setup(seed);
+    let (clean, drained) = crash_every_op(
+        &img,
+        seed,
+        off,
+        "",
+        &|w: &World| {
+            w.env.clock().advance(Duration::from_secs(60));
+        },
+        &|w: &World| check(&boxes(w)),
+        &mut rep,
+    );
+    let problems = check(&boxes(&clean));
+    if !problems.is_empty() || !drained {
+        rep.violations.push(format!("clean run: {problems:?}"));
     }
     rep
 }
@@ -152,39 +179,15 @@ pub fn enumerate_mbox(seed: u64, off: Disabled) -> Report {
         }
         bad
     };
-    let w = World::new(img.clone(), seed);
-    let before = w.env.sim_fs().ops();
-    w.run_with(None, DAY, off).expect("the queue opens");
-    rep.crash_points = w.env.sim_fs().ops() - before;
-    for k in 1..=rep.crash_points {
-        let w = World::new(img.clone(), seed);
-        w.env.sim_fs().set_faults(Faults {
-            crash_after: Some(w.env.sim_fs().ops() + k),
-            ..Faults::default()
-        });
-        let _ = w.run_with(None, 3600, off);
-        for p in w.env.sim_fs().persist_choices() {
-            let after = World::new(w.env.sim_fs().crash_image(&p), seed ^ k);
-            // A delivery after the crash: a stale append marker would cut an earlier message.
-            after.inject(
-                "joe@heaven.af.mil",
-                &["fred"],
-                "Subject: M\n\nFrom the mbox test\nend\n",
-            );
-            let m = after.run_with(None, 7 * DAY, off);
-            rep.states += 1;
-            let mut problems = check(&after);
-            if m.is_none_or(|m| m.queue().messages().next().is_some()) {
-                problems.push("queue not empty after recovery".into());
-            }
-            if !problems.is_empty() {
-                rep.violations.push(format!(
-                    "mbox crash_after={k} persist={p:?}: {}",
-                    problems.join("; ")
-                ));
-            }
-        }
-    }
+    // A delivery after the crash: a stale append marker would cut an earlier message.
+    let again = |w: &World| {
+        w.inject(
+            "joe@heaven.af.mil",
+            &["fred"],
+            "Subject: M\n\nFrom the mbox test\nend\n",
+        )
+    };
+    crash_every_op(&img, seed, off, "mbox ", &again, &check, &mut rep);
     rep
 }
 

@@ -464,15 +464,25 @@ pub fn crash_mid_delivery_remote(seed: u64) -> CrashReport {
     rep
 }
 
-/// The outcome of one message to `rcpt` after `secs` simulated seconds: (accepted by the
-/// peers, bounced to the sender, still queued).
-pub fn deliver_one(rcpt: &str, secs: u64, seed: u64) -> (usize, bool, bool) {
+/// What became of one message from joe to `rcpt`, the peer following `peer`'s script, after
+/// `secs` simulated seconds.
+#[derive(Debug, Clone)]
+pub struct OneMessage {
+    /// Copies the peer and the second peer accepted.
+    pub peer: usize,
+    pub peer2: usize,
+    /// The sender's mailbox (bounces end up there).
+    pub bounces: String,
+    pub queued: bool,
+}
+
+pub fn deliver_one(rcpt: &str, peer: Vec<Peer>, secs: u64, seed: u64) -> OneMessage {
     let w = World::new(image(&[], &[]), 0);
     w.inject("joe@heaven.af.mil", &[rcpt], "Subject: one\n\nx\n");
     let img = w.env.sim_fs().crash_image(&Persist::All);
     let r = run_world(
         img,
-        vec![Peer::Accept],
+        peer,
         None,
         Faults::default(),
         Persist::Synced,
@@ -480,35 +490,32 @@ pub fn deliver_one(rcpt: &str, secs: u64, seed: u64) -> (usize, bool, bool) {
         seed,
     );
     let w = r.world();
-    let queued = w
-        .manager_with(None, mta::queue::Disabled::none())
-        .is_none_or(|(m, _, _)| m.queue().messages().next().is_some());
-    let accepted = r
-        .peer
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .accepted
-        .len()
-        + r.peer2
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .accepted
-            .len();
-    (accepted, !w.maildir("home/joe/Maildir").is_empty(), queued)
+    let count =
+        |l: &Arc<Mutex<PeerLog>>| l.lock().unwrap_or_else(|e| e.into_inner()).accepted.len();
+    OneMessage {
+        peer: count(&r.peer),
+        peer2: count(&r.peer2),
+        bounces: w.maildir("home/joe/Maildir").concat(),
+        queued: w
+            .manager_with(None, mta::queue::Disabled::none())
+            .is_none_or(|(m, _, _)| m.queue().messages().next().is_some()),
+    }
 }
 
 /// dns-failures: SERVFAIL and silence defer (no bounce, still queued); NXDOMAIN bounces.
 pub fn dns_failures(seed: u64) -> Vec<String> {
     let mut bad = Vec::new();
     for rcpt in ["bill@broken.example", "bill@silent.example"] {
-        let (acc, bounced, queued) = deliver_one(rcpt, 120, seed);
+        let o = deliver_one(rcpt, vec![Peer::Accept], 120, seed);
+        let (acc, bounced, queued) = (o.peer + o.peer2, !o.bounces.is_empty(), o.queued);
         if acc != 0 || bounced || !queued {
             bad.push(format!(
                 "{rcpt}: accepted {acc}, bounced {bounced}, queued {queued}: should defer"
             ));
         }
     }
-    let (acc, bounced, queued) = deliver_one("bill@nowhere.example", 120, seed);
+    let o = deliver_one("bill@nowhere.example", vec![Peer::Accept], 120, seed);
+    let (acc, bounced, queued) = (o.peer + o.peer2, !o.bounces.is_empty(), o.queued);
     if acc != 0 || !bounced || queued {
         bad.push(format!(
             "bill@nowhere.example: bounced {bounced}, queued {queued}: NXDOMAIN should bounce"
@@ -520,7 +527,8 @@ pub fn dns_failures(seed: u64) -> Vec<String> {
 /// huge-mx: an MX answer of about 50 KB (truncated on UDP) is fetched whole over TCP and the
 /// message reaches the best MX, which only the whole answer names.
 pub fn huge_mx(seed: u64) -> Vec<String> {
-    let (acc, bounced, queued) = deliver_one("bill@giant.example", 60, seed);
+    let o = deliver_one("bill@giant.example", vec![Peer::Accept], 60, seed);
+    let (acc, bounced, queued) = (o.peer + o.peer2, !o.bounces.is_empty(), o.queued);
     if acc == 1 && !bounced && !queued {
         Vec::new()
     } else {

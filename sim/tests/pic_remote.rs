@@ -109,28 +109,9 @@ fn unknown_domain_bounces_temporary_dns_trouble_defers() {
     );
 }
 
-fn to(rcpt: &str) -> sim::fs::Image {
-    let w = World::new(image(&[], &[]), 0);
-    w.inject("joe@heaven.af.mil", &[rcpt], "Subject: mx\n\nx\n");
-    w.env.sim_fs().crash_image(&Persist::All)
-}
-
 fn outcome(rcpt: &str, peer: Vec<Peer>, secs: u64, seed: u64) -> (usize, usize, String, bool) {
-    let r = run_world(
-        to(rcpt),
-        peer,
-        None,
-        Faults::default(),
-        Persist::Synced,
-        secs,
-        seed,
-    );
-    let w = r.world();
-    let (m, _, _) = w.manager(None);
-    let queued = m.queue().messages().next().is_some();
-    let a = r.peer.lock().unwrap().accepted.len();
-    let b = r.peer2.lock().unwrap().accepted.len();
-    (a, b, w.maildir("home/joe/Maildir").concat(), queued)
+    let o = sim::remote_world::deliver_one(rcpt, peer, secs, seed);
+    (o.peer, o.peer2, o.bounces, o.queued)
 }
 
 #[test]
