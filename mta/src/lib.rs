@@ -5,6 +5,7 @@
 //! inject/smtpd → [`queue`] → send → local | remote → (bounce → queue).
 
 pub mod control;
+pub mod daemon;
 pub mod date;
 pub mod dns;
 pub mod env;

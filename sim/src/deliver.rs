@@ -24,7 +24,10 @@ pub fn root() -> PathBuf {
 /// (path relative to the root, contents).
 pub fn image(controls: &[(&str, &str)], files: &[(&str, &str)]) -> Image {
     let clock = Clock::new(EPOCH_MS);
-    let base = installation(controls);
+    // Timeouts short enough for scripted peers (a scenario's own controls come later).
+    let mut all = vec![("timeoutconnect", "10"), ("timeoutremote", "30")];
+    all.extend_from_slice(controls);
+    let base = installation(&all);
     let fs = SimFs::from_image(base, clock.clone());
     let env = SimEnv::manual(fs.clone(), clock, 0);
     // john: a third user, as in the PIC alias scenario.

@@ -12,7 +12,7 @@ use rand_chacha::ChaCha8Rng;
 
 use std::collections::BTreeMap;
 
-use mta::env::{Env, Exit, Listener, Net, Program, Udp};
+use mta::env::{Env, Exit, Listener, Net, Program, Signal, Signals, Udp};
 
 use crate::fs::{Clock, SimFs};
 
@@ -27,6 +27,36 @@ pub struct SimEnv {
     programs: Arc<Mutex<BTreeMap<String, ProgramFn>>>,
     /// Every program run, in order (for checks).
     pub runs: Arc<Mutex<Vec<Program>>>,
+    process: Process,
+}
+
+/// What the world sees of a simulated process: the signals it is sent and what it prints.
+#[derive(Clone, Default)]
+pub struct Process(Arc<Mutex<ProcState>>);
+
+#[derive(Default)]
+struct ProcState {
+    signals: Option<tokio::sync::mpsc::UnboundedSender<Signal>>,
+    stdout: Vec<String>,
+    stderr: Vec<String>,
+}
+
+impl Process {
+    fn st(&self) -> std::sync::MutexGuard<'_, ProcState> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    /// Send a signal (`kill -HUP`); false when the process is not listening for signals.
+    pub fn kill(&self, s: Signal) -> bool {
+        self.st().signals.as_ref().is_some_and(|tx| tx.send(s).is_ok())
+    }
+    /// Lines printed on standard output so far.
+    pub fn stdout(&self) -> Vec<String> {
+        self.st().stdout.clone()
+    }
+    /// Lines printed on standard error so far.
+    pub fn stderr(&self) -> Vec<String> {
+        self.st().stderr.clone()
+    }
 }
 
 /// A scripted program of the simulated host.
@@ -43,7 +73,16 @@ impl SimEnv {
             rng: Arc::new(Mutex::new(ChaCha8Rng::seed_from_u64(seed))),
             programs: Arc::new(Mutex::new(BTreeMap::new())),
             runs: Arc::new(Mutex::new(Vec::new())),
+            process: Process::default(),
         }
+    }
+
+    /// This env's process as the world sees it (the same for every clone).
+    pub fn with_process(self, process: Process) -> Self {
+        SimEnv { process, ..self }
+    }
+    pub fn process(&self) -> &Process {
+        &self.process
     }
 
     /// Script what `command` does when a .qmail line runs it.
@@ -129,6 +168,32 @@ impl Env for SimEnv {
         };
         self.runs.lock().unwrap_or_else(|e| e.into_inner()).push(p);
         async move { Ok(exit) }
+    }
+    fn signals(&self) -> io::Result<Signals> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.process.st().signals = Some(tx);
+        Ok(rx)
+    }
+    fn stdout(&self, line: &str) {
+        self.process.st().stdout.push(line.to_string());
+    }
+    fn stderr(&self, line: &str) {
+        self.process.st().stderr.push(line.to_string());
+    }
+    fn pid(&self) -> u32 {
+        1000
+    }
+    fn spawn_worker<T, F>(
+        &self,
+        _threads: usize,
+        f: F,
+    ) -> impl std::future::Future<Output = Option<T>> + Send + use<T, F>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = T> + Send + 'static,
+    {
+        let h = tokio::spawn(f);
+        async move { h.await.ok() }
     }
 }
 

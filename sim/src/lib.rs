@@ -7,6 +7,7 @@ pub mod deliver;
 pub mod dns_server;
 pub mod env;
 pub mod fs;
+pub mod host;
 pub mod install;
 pub mod lifecycle;
 pub mod local_crash;

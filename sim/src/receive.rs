@@ -1,23 +1,21 @@
 //! The receiving MTA in a turmoil world: `smtpd` and the queue service on the simulated env,
 //! SMTP clients over the simulated network, and crashes at exact filesystem operations.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::sync::watch;
 
 use mta::control::{ControlDir, Rewrite};
 use mta::env::{Env, Fs, FsFile, Net};
 use mta::init::{self, InitOptions};
-use mta::queue::{service, Config, Paths, Queue};
-use mta::smtpd::filter::{Filter, NoFilter};
-use mta::smtpd::{self, Receiver, Settings, Stats};
+use mta::queue::{Config, Paths, Queue};
 
 use crate::env::{SimEnv, SimNet};
 use crate::fs::{Clock, Faults, Image, Persist, SimFs};
+use crate::host::MtaHost;
 use crate::world::Disk;
 
 pub const ROOT: &str = "/mta";
@@ -51,63 +49,6 @@ pub fn installation(controls: &[(&str, &str)]) -> Image {
         fs.sync_dir(p.parent().expect("dir")).expect("sync dir");
     }
     fs.crash_image(&Persist::Synced)
-}
-
-/// The MTA host: recover the queue, serve it, accept SMTP forever.
-pub async fn mta_host(disk: Disk, seed: u64) -> turmoil::Result {
-    let fs = disk.boot();
-    // A rebooted machine does not replay its randomness.
-    let env = SimEnv::turmoil(
-        fs,
-        disk.clock().clone(),
-        EPOCH_MS,
-        seed ^ (u64::from(disk.boots()) << 32),
-    );
-    let root = Path::new(ROOT);
-    let (Ok(settings), Ok(rw)) = (
-        Settings::load(env.fs(), root),
-        Rewrite::load(&ControlDir::new(env.fs(), root)),
-    ) else {
-        return std::future::pending().await;
-    };
-    let paths = Paths::new(root.join("queue"));
-    let Ok((q, _)) = Queue::open(env.clone(), paths.clone(), Config::default(), &rw) else {
-        // The disk froze during recovery: wait to be crashed.
-        return std::future::pending().await;
-    };
-    let (handle, inbox) = service::channel();
-    tokio::spawn(service::serve(q, rw, inbox));
-    let listener = env
-        .net()
-        .listen(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), PORT))
-        .await?;
-    let filter: Arc<dyn Filter> = Arc::new(NoFilter);
-    let (_stop_tx, stop_rx) = watch::channel(false);
-    // Client host names come from the world's DNS host (asked only when a rule needs them).
-    let dns = mta::dns::Resolver::new(
-        env.clone(),
-        vec![SocketAddr::new(turmoil::lookup("dns"), 53)],
-        Duration::from_secs(2),
-    );
-    let host_lookup: mta::smtpd::HostLookup = Arc::new(move |ip| {
-        let dns = dns.clone();
-        Box::pin(async move { dns.host_of(ip).await })
-    });
-    let rx = Receiver {
-        host_lookup: Some(host_lookup),
-        env,
-        settings: watch::channel(Arc::new(settings)).1,
-        queue: handle,
-        spool: smtpd::SpoolTo {
-            paths,
-            cfg: Config::default(),
-            threshold: SPOOL_THRESHOLD.load(std::sync::atomic::Ordering::Relaxed),
-        },
-        filter: watch::channel(filter).1,
-        stats: Arc::new(Stats::default()),
-    };
-    smtpd::serve(rx, listener, stop_rx).await;
-    Ok(())
 }
 
 /// The bytes a client sends as message `i`.
@@ -199,8 +140,8 @@ pub fn run_with(
         .simulation_duration(Duration::from_secs(600))
         .rng_seed(seed)
         .build();
-    let d = disk.clone();
-    sim.host("mta", move || mta_host(d.clone(), seed));
+    let host = MtaHost::new("mta", disk.clone(), seed, false);
+    host.install(&mut sim);
     let acked = Arc::new(Mutex::new(Vec::new()));
     let refusals = Arc::new(Mutex::new(Vec::new()));
     let a = acked.clone();
@@ -232,11 +173,7 @@ pub fn run_with(
             &disk,
             refusals.lock().unwrap_or_else(|e| e.into_inner()).len(),
         );
-        if disk.frozen() {
-            sim.crash("mta");
-            disk.crash(&persist);
-            sim.bounce("mta");
-        }
+        host.tend(&mut sim, || persist.clone());
         if done {
             break;
         }
@@ -251,17 +188,22 @@ pub fn run_with(
     let env = SimEnv::manual(SimFs::from_image(image, clock.clone()), clock, 0);
     let rw = Rewrite::load(&ControlDir::new(env.fs(), Path::new(ROOT))).expect("controls");
     let (mut q, _) = Queue::open(
-        env,
+        env.clone(),
         Paths::new(Path::new(ROOT).join("queue")),
         Config::default(),
         &rw,
     )
     .expect("final recovery");
     let ids: Vec<_> = q.messages().map(|m| m.id()).collect();
+    let mut found: Vec<Vec<u8>> = ids
+        .into_iter()
+        .map(|id| q.read_data(id).expect("readable"))
+        .collect();
+    found.extend(delivered(&env, "home/fred/Maildir"));
     let mut stored = Vec::new();
     let mut corrupt = 0;
-    for id in ids {
-        let data = q.read_data(id).expect("readable");
+    for data in found {
+        let data = strip_delivery_headers(&data);
         match (0..n).find(|&i| data.ends_with(&stored_tail(i))) {
             Some(i) if data.starts_with(b"Received: (qmail ") => stored.push(i),
             _ => corrupt += 1,
@@ -279,6 +221,31 @@ pub fn run_with(
         trace_hash,
         ops,
     }
+}
+
+/// Every message in a Maildir's new/ and cur/.
+fn delivered(env: &SimEnv, dir: &str) -> Vec<Vec<u8>> {
+    let fs = env.fs();
+    let base = Path::new(ROOT).join(dir);
+    let mut out = Vec::new();
+    for sub in ["new", "cur"] {
+        for name in fs.list_dir(&base.join(sub)).unwrap_or_default() {
+            out.extend(fs.read(&base.join(sub).join(name)).ok());
+        }
+    }
+    out
+}
+
+/// A delivered message starts with qmail-local's Return-Path and Delivered-To lines.
+fn strip_delivery_headers(data: &[u8]) -> &[u8] {
+    let mut rest = data;
+    for h in [&b"Return-Path: "[..], b"Delivered-To: "] {
+        if rest.starts_with(h) {
+            let end = rest.iter().position(|&b| b == b'\n').map_or(rest.len(), |p| p + 1);
+            rest = &rest[end..];
+        }
+    }
+    rest
 }
 
 /// Totals of a crash-mid-receive enumeration.

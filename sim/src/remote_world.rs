@@ -8,14 +8,12 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use mta::dns::Resolver;
 use mta::env::{Listener, Net};
-use mta::remote::{RemoteConfig, Smtp};
-use mta::send::manager::{Manager, Remote, Settings, Until};
 
-use crate::deliver::{image, root, World};
+use crate::deliver::{image, World};
+use crate::host::MtaHost;
 use crate::dns_server::{serve_tcp, serve_udp, Zone};
-use crate::env::{SimEnv, SimNet};
+use crate::env::SimNet;
 use crate::fs::{Faults, Image, Persist};
 use crate::receive::EPOCH_MS;
 use crate::world::Disk;
@@ -272,49 +270,6 @@ pub async fn dns_host() -> turmoil::Result {
     Ok(())
 }
 
-/// The MTA host: recover, then run the queue manager with SMTP remote delivery.
-pub async fn mta_host(
-    disk: Disk,
-    seed: u64,
-    lines: Option<Arc<Mutex<Vec<String>>>>,
-) -> turmoil::Result {
-    let fs = disk.boot();
-    let env = SimEnv::turmoil(
-        fs,
-        disk.clock().clone(),
-        EPOCH_MS,
-        seed ^ (u64::from(disk.boots()) << 32),
-    );
-    let w = World {
-        env: env.clone(),
-        paths: mta::queue::Paths::new(root().join("queue")),
-    };
-    let r = root();
-    let (Ok(mut cfg), Ok(settings)) = (
-        RemoteConfig::load(mta::env::Env::fs(&env), &r),
-        Settings::load(mta::env::Env::fs(&env), &r),
-    ) else {
-        return std::future::pending().await;
-    };
-    cfg.timeout_connect = Duration::from_secs(10);
-    cfg.local_ips.push(turmoil::lookup("mta"));
-    cfg.timeout_remote = Duration::from_secs(30);
-    let dns = SocketAddr::new(turmoil::lookup("dns"), 53);
-    let resolver = Resolver::new(env.clone(), vec![dns], Duration::from_secs(5));
-    let remote: Arc<dyn Remote<SimEnv>> = Arc::new(Smtp {
-        cfg,
-        resolver: Arc::new(resolver),
-    });
-    let Some((mut m, h, inbox)) = w.manager_with(Some(remote), mta::queue::Disabled::none()) else {
-        return std::future::pending().await;
-    };
-    m.lines = lines;
-    let _ = settings;
-    let _m: Manager<SimEnv, mta::control::Rewrite> = m.run(inbox, Until::Empty).await;
-    drop(h);
-    std::future::pending().await
-}
-
 /// One run: joe@heaven.af.mil sends to bill@far.example; returns the peer's log and the
 /// final state of the MTA's disk.
 pub struct Run {
@@ -371,20 +326,15 @@ pub fn run_world(
     let p2 = peer2.clone();
     sim.host("peer2", move || peer_host(vec![Peer::Accept], p2.clone()));
     sim.host("dns", dns_host);
-    let d = disk.clone();
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let l2 = lines.clone();
-    sim.host("mta", move || mta_host(d.clone(), seed, Some(l2.clone())));
+    let host = MtaHost::new("mta", disk.clone(), seed, true);
+    host.install(&mut sim);
+    let lines = host.lines.clone();
     // Only hosts here (no client to finish): run for the given simulated time.
     while sim.elapsed() < Duration::from_secs(secs) {
         if let Err(e) = sim.step() {
             panic!("simulation failed: {e}");
         }
-        if disk.frozen() {
-            sim.crash("mta");
-            disk.crash(&persist);
-            sim.bounce("mta");
-        }
+        host.tend(&mut sim, || persist.clone());
     }
     Run {
         peer,

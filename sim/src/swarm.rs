@@ -10,20 +10,14 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::sync::watch;
 
-use mta::control::{ControlDir, Rewrite};
-use mta::dns::Resolver;
-use mta::env::{Env, Fs, Net};
-use mta::queue::{service, Config, Paths, Queue};
-use mta::remote::{RemoteConfig, Smtp};
-use mta::send::manager::{Manager, Remote, Settings as SendSettings, Until};
-use mta::smtpd::filter::{Filter, NoFilter};
-use mta::smtpd::{self, Receiver, Settings, SpoolTo, Stats};
+use mta::env::{Env, Fs, FsFile, Net, Signal};
+use mta::queue::{Config, Paths};
 
 use crate::deliver::{image, root, World};
 use crate::env::{SimEnv, SimNet};
 use crate::fs::{Clock, Faults, Persist};
+use crate::host::{Event, MtaHost};
 use crate::receive::{EPOCH_MS, PORT};
 use crate::remote_world::{dns_host, peer_host, Peer, PeerLog};
 use crate::world::Disk;
@@ -237,95 +231,6 @@ pub struct Outcome {
     pub trace_hash: u64,
 }
 
-/// The whole MTA on one host: recovery, queue manager with local and remote delivery, SMTP.
-async fn mta_host(
-    disk: Disk,
-    seed: u64,
-    flush: Arc<std::sync::atomic::AtomicU64>,
-    name: &'static str,
-) -> turmoil::Result {
-    let fs = disk.boot();
-    let env = SimEnv::turmoil(
-        fs,
-        disk.clock().clone(),
-        EPOCH_MS,
-        seed ^ (u64::from(disk.boots()) << 32),
-    );
-    let r = root();
-    let (Ok(settings), Ok(rw), Ok(mut rcfg), Ok(mut send)) = (
-        Settings::load(env.fs(), &r),
-        Rewrite::load(&ControlDir::new(env.fs(), &r)),
-        RemoteConfig::load(env.fs(), &r),
-        SendSettings::load(env.fs(), &r),
-    ) else {
-        return std::future::pending().await;
-    };
-    send.todo_poll = Duration::from_secs(5);
-    rcfg.timeout_connect = Duration::from_secs(10);
-    rcfg.timeout_remote = Duration::from_secs(30);
-    rcfg.local_ips.push(turmoil::lookup(name));
-    let paths = Paths::new(r.join("queue"));
-    let Ok((q, _)) = Queue::open(env.clone(), paths.clone(), Config::default(), &rw) else {
-        if env.sim_fs().is_frozen() {
-            // The crash point: the driver takes the host down.
-            return std::future::pending().await;
-        }
-        // Like `mta run`: exit, and let the supervisor start us again.
-        return Ok(());
-    };
-    let dns = Resolver::new(
-        env.clone(),
-        vec![SocketAddr::new(turmoil::lookup("dns"), 53)],
-        Duration::from_secs(5),
-    );
-    let remote: Arc<dyn Remote<SimEnv>> = Arc::new(Smtp {
-        cfg: rcfg,
-        resolver: Arc::new(dns),
-    });
-    let (handle, inbox) = service::channel();
-    let manager = Manager::new(env.clone(), q, rw, send, Some(remote));
-    let mut manager = tokio::spawn(manager.run(inbox, Until::HandlesGone));
-    // The operator's flush (SIGALRM) when the world's faults heal.
-    let flusher = handle.clone();
-    let mut seen = flush.load(std::sync::atomic::Ordering::SeqCst);
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            let now = flush.load(std::sync::atomic::Ordering::SeqCst);
-            if now != seen {
-                seen = now;
-                flusher.flush();
-            }
-        }
-    });
-    let listener = env
-        .net()
-        .listen(SocketAddr::new(std::net::IpAddr::from([0, 0, 0, 0]), PORT))
-        .await?;
-    let filter: Arc<dyn Filter> = Arc::new(NoFilter);
-    let (_stop, stop_rx) = watch::channel(false);
-    let rx = Receiver {
-        host_lookup: None,
-        env,
-        settings: watch::channel(Arc::new(settings)).1,
-        queue: handle,
-        spool: SpoolTo {
-            paths,
-            cfg: Config::default(),
-            threshold: mta::smtpd::SPOOL_THRESHOLD,
-        },
-        filter: watch::channel(filter).1,
-        stats: Arc::new(Stats::default()),
-    };
-    // Like `mta run`: if the queue manager gives up (its log failed), the process exits and
-    // is restarted, re-reading what reached the disk.
-    tokio::select! {
-        _ = smtpd::serve(rx, listener, stop_rx) => {}
-        _ = &mut manager => {}
-    }
-    Ok(())
-}
-
 fn body(client: usize, i: usize) -> String {
     format!("Subject: swarm {client}-{i}\r\n\r\nswarm message {client}-{i}\r\n")
 }
@@ -388,7 +293,10 @@ pub fn run_profile(seed: u64, p: &Profile) -> Outcome {
     let clock = Clock::new(EPOCH_MS);
     // Clients relay to far.example: allow relaying for everyone in this world.
     let img = image(
-        &[("rcpthosts", "heaven.af.mil\nfar.example\nrelay.example\n")],
+        &[(
+            "rcpthosts",
+            "heaven.af.mil\nfar.example\nrelay.example\n",
+        )],
         &[],
     );
     let disk = Disk::with_image(img, clock);
@@ -417,17 +325,12 @@ pub fn run_profile(seed: u64, p: &Profile) -> Outcome {
     let p2 = Arc::new(Mutex::new(PeerLog::default()));
     sim.host("peer2", move || peer_host(vec![Peer::Accept], p2.clone()));
     sim.host("dns", dns_host);
-    let d = disk.clone();
-    let flush = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let f2 = flush.clone();
-    sim.host("mta", move || mta_host(d.clone(), seed, f2.clone(), "mta"));
+    let host = MtaHost::new("mta", disk.clone(), seed, true);
+    host.install(&mut sim);
     // A second, real MTA: relay.example's MX, delivering to its own user bill.
     let disk2 = Disk::with_image(relay_image(), Clock::new(EPOCH_MS));
-    let d2 = disk2.clone();
-    let f3 = flush.clone();
-    sim.host("mta2", move || {
-        mta_host(d2.clone(), seed ^ 0x2222, f3.clone(), "mta2")
-    });
+    let host2 = MtaHost::new("mta2", disk2.clone(), seed ^ 0x2222, true);
+    host2.install(&mut sim);
     let acked = Arc::new(Mutex::new(Vec::<(String, String, Arc<Mutex<usize>>)>::new()));
     let mut r = ChaCha8Rng::seed_from_u64(seed);
     for c in 0..p.clients {
@@ -472,7 +375,7 @@ pub fn run_profile(seed: u64, p: &Profile) -> Outcome {
         });
     }
     let mut out = Outcome::default();
-    let (mut boot_crashes, mut partitioned, mut restarts) = (0usize, false, 0usize);
+    let (mut boot_crashes, mut partitioned) = (0usize, false);
     let mut jumped = false;
     let (mut injected, mut injected_ok) = (0usize, Vec::<String>::new());
     // Injections that failed may still have committed (like a lost 250): never invented.
@@ -501,17 +404,11 @@ pub fn run_profile(seed: u64, p: &Profile) -> Outcome {
                 partitioned = false;
             }
         }
-        if !sim.is_host_running("mta") && !disk.frozen() {
-            // The process exited (its queue failed): everything it wrote is in the page
-            // cache, so all of it survives; a supervisor restarts it.
-            disk.crash(&Persist::All);
-            restarts += 1;
-            sim.bounce("mta");
-        }
-        // Flush at the heal point and every 150 s after: a scripted peer failure that only
-        // happens after a flush (its earlier attempts were partitioned away) is retried too.
+        // Flush at the heal point and every 150 s after (SIGALRM, as an operator would): a
+        // scripted peer failure that only happens after a flush is retried too.
         if t >= HEAL_SECS && (t - HEAL_SECS).is_multiple_of(150) && flushed != t {
-            flush.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            host.kill(Signal::Alrm);
+            host2.kill(Signal::Alrm);
             flushed = t;
         }
         // Local injection on the MTA host (`mta inject`): acknowledged when it returns Ok.
@@ -538,24 +435,28 @@ pub fn run_profile(seed: u64, p: &Profile) -> Outcome {
             // The peer crashed after accepting a message: it comes back.
             sim.bounce("peer");
         }
-        if disk.frozen() {
-            let how = p
-                .persist
-                .get(boot_crashes)
-                .cloned()
-                .unwrap_or(Persist::Synced);
-            sim.crash("mta");
-            disk.crash(&how);
-            boot_crashes += 1;
-            disk.arm(Faults {
-                crash_after: p.crashes.get(boot_crashes).copied(),
-                ..Faults::default()
-            });
-            sim.bounce("mta");
+        let how = p.persist.get(boot_crashes).cloned();
+        match host.tend(&mut sim, || how.unwrap_or(Persist::Synced)) {
+            Event::Crashed => {
+                boot_crashes += 1;
+                disk.arm(Faults {
+                    crash_after: p.crashes.get(boot_crashes).copied(),
+                    ..Faults::default()
+                });
+            }
+            Event::Exited(code) => {
+                out.violations.push(format!("the MTA exited with {code} at {t} s"));
+                break;
+            }
+            Event::Nothing | Event::Restarted => {}
+        }
+        if let Event::Exited(code) = host2.tend(&mut sim, || Persist::Synced) {
+            out.violations.push(format!("the second MTA exited with {code} at {t} s"));
+            break;
         }
     }
     out.crashes = boot_crashes;
-    out.restarts = restarts;
+    out.restarts = host.restarts() + host2.restarts();
     // The oracle.
     let w = World::new(
         disk.live().map_or_else(|| disk.image(), |f| f.live_image()),
@@ -785,5 +686,10 @@ fn relay_image() -> crate::fs::Image {
         disabled: Default::default(),
     };
     mta::init::init(&env, &root(), &o).expect("init");
-    env.sim_fs().crash_image(&Persist::Synced)
+    for (name, text) in [("timeoutconnect", "10"), ("timeoutremote", "30")] {
+        let p = root().join("control").join(name);
+        let mut f = env.fs().create_new(&p).expect("control file");
+        f.write_at(0, text.as_bytes()).expect("write");
+    }
+    env.sim_fs().crash_image(&Persist::All)
 }

@@ -21,6 +21,8 @@ struct DiskState {
     /// Faults for the next boot only.
     next_faults: Faults,
     boots: u32,
+    /// The next boot is a process restart, not a reboot: it sees the same page cache.
+    restart: bool,
 }
 
 impl Disk {
@@ -35,6 +37,7 @@ impl Disk {
                 mounted: None,
                 next_faults: Faults::default(),
                 boots: 0,
+                restart: false,
             })),
             clock,
         }
@@ -49,14 +52,25 @@ impl Disk {
     pub fn arm(&self, f: Faults) {
         self.st().next_faults = f;
     }
-    /// Mount the current image (called by the host closure at each boot).
+    /// Mount the current image (called by the host closure at each boot). After a process
+    /// exit the running filesystem is kept as it is, pending operations and all.
     pub fn boot(&self) -> SimFs {
         let mut st = self.st();
+        st.boots += 1;
+        if std::mem::take(&mut st.restart) {
+            if let Some(fs) = st.mounted.clone() {
+                return fs;
+            }
+        }
         let fs = SimFs::from_image(st.image.clone(), self.clock.clone());
         fs.set_faults(std::mem::take(&mut st.next_faults));
         st.mounted = Some(fs.clone());
-        st.boots += 1;
         fs
+    }
+
+    /// The process exited while the machine stayed up: its next start sees the same files.
+    pub fn process_exited(&self) {
+        self.st().restart = true;
     }
     pub fn boots(&self) -> u32 {
         self.st().boots

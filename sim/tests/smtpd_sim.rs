@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use conformance::{fixtures, Dialogue, Match};
 use sim::fs::Persist;
-use sim::receive::{self, installation, mta_host, EPOCH_MS, PORT};
+use sim::host::MtaHost;
+use sim::receive::{self, installation, EPOCH_MS, PORT};
 use sim::world::Disk;
 
 /// Message ids and times in `250 ok <time> qp <id>` vary with the seed and the clock.
@@ -35,8 +36,7 @@ fn every_conformance_dialogue_over_the_simulated_network() {
     let mut sim = turmoil::Builder::new()
         .simulation_duration(Duration::from_secs(600))
         .build();
-    let d = disk.clone();
-    sim.host("mta", move || mta_host(d.clone(), 1));
+    MtaHost::new("mta", disk.clone(), 1, false).install(&mut sim);
     sim.client("client", async {
         let to = std::net::SocketAddr::new(turmoil::lookup("mta"), PORT);
         for d in Dialogue::load_dir(&fixtures().join("smtp")).unwrap() {
@@ -147,8 +147,7 @@ fn host_name_rules_use_confirmed_ptr_names() {
         sim::dns_server::serve_tcp(tcp, z).await;
         Ok(())
     });
-    let d = disk.clone();
-    sim.host("mta", move || mta_host(d.clone(), 1));
+    MtaHost::new("mta", disk.clone(), 1, true).install(&mut sim);
     for (name, want) in [("trusted", "250 ok"), ("liar", "553 ")] {
         sim.client(name, async move {
             let to = std::net::SocketAddr::new(turmoil::lookup("mta"), PORT);

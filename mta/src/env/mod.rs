@@ -29,7 +29,42 @@ pub trait Env: Clone + Send + Sync + 'static {
     fn random_u64(&self) -> u64;
     /// Run a program (`/bin/sh -c command` on a real host; scripted in the simulator).
     fn run_program(&self, p: Program) -> impl Future<Output = io::Result<Exit>> + Send;
+
+    /// Start receiving this process's signals. Called once, inside the runtime.
+    fn signals(&self) -> io::Result<Signals>;
+    /// A line for the operator on standard output (`mta: listening on ADDR`).
+    fn stdout(&self, line: &str);
+    /// A line for the operator on standard error.
+    fn stderr(&self, line: &str);
+    /// This process's id (`mta queue flush` finds the queue manager by it).
+    fn pid(&self) -> u32;
+    /// Run `f` to completion where it may block in fsync without stalling the network side
+    /// (a runtime of `threads` threads of its own on a real host). `None` if it panicked.
+    fn spawn_worker<T, F>(
+        &self,
+        threads: usize,
+        f: F,
+    ) -> impl Future<Output = Option<T>> + Send + use<Self, T, F>
+    where
+        T: Send + 'static,
+        F: Future<Output = T> + Send + 'static;
 }
+
+/// The signals `mta run` reacts to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// Reread the control files.
+    Hup,
+    /// Finish the sessions in progress and exit.
+    Term,
+    /// As `Term`.
+    Int,
+    /// Make every pending delivery due now.
+    Alrm,
+}
+
+/// The signals a process receives, in order.
+pub type Signals = tokio::sync::mpsc::UnboundedReceiver<Signal>;
 
 /// A program run for delivery (`|command` in a .qmail file).
 #[derive(Debug, Clone, PartialEq, Eq)]

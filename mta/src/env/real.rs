@@ -9,7 +9,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::{Env, Exit, Fs, FsFile, Listener, Metadata, Net, Program, Udp, MAX_PROGRAM_OUTPUT};
+use super::{
+    Env, Exit, Fs, FsFile, Listener, Metadata, Net, Program, Signal, Signals, Udp,
+    MAX_PROGRAM_OUTPUT,
+};
 
 #[derive(Clone, Default)]
 pub struct RealEnv {
@@ -83,6 +86,65 @@ impl Env for RealEnv {
             code: status.code(),
             output: out,
         })
+    }
+
+    fn signals(&self) -> io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let kinds = [
+            (SignalKind::hangup(), Signal::Hup),
+            (SignalKind::terminate(), Signal::Term),
+            (SignalKind::interrupt(), Signal::Int),
+            (SignalKind::alarm(), Signal::Alrm),
+        ];
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        for (kind, sig) in kinds {
+            let mut s = signal(kind)?;
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while s.recv().await.is_some() && tx.send(sig).is_ok() {}
+            });
+        }
+        Ok(rx)
+    }
+    fn stdout(&self, line: &str) {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        // A closed stdout (the operator went away) must not stop the server.
+        let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+    }
+    fn stderr(&self, line: &str) {
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr().lock(), "{line}");
+    }
+    fn pid(&self) -> u32 {
+        std::process::id()
+    }
+    fn spawn_worker<T, F>(
+        &self,
+        threads: usize,
+        f: F,
+    ) -> impl std::future::Future<Output = Option<T>> + Send + use<T, F>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = T> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let started = std::thread::Builder::new()
+            .name("mta-send".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(threads.max(1))
+                    .thread_name("mta-send")
+                    .enable_all()
+                    .build();
+                if let Ok(rt) = rt {
+                    let _ = tx.send(rt.block_on(f));
+                }
+            });
+        async move {
+            started.ok()?;
+            rx.await.ok()
+        }
     }
 }
 

@@ -21,11 +21,13 @@ pub(super) struct Log<F: Fs> {
     dir: PathBuf,
     /// Live segment numbers, oldest first; the last is the head.
     segs: Vec<u64>,
+    /// The segment appends go to; `None` after a failed fsync abandoned it (the next append
+    /// starts a new one) or a failed start of a new one.
     head: Option<F::File>,
     head_len: u64,
+    /// The number the next new segment gets (never reused, even after a failed start).
+    next_seg: u64,
     stats: LogStats,
-    /// Set when an fsync failed: what reached the disk is unknown until a restart re-reads it.
-    poisoned: bool,
 }
 
 fn seg_name(n: u64) -> String {
@@ -118,25 +120,31 @@ impl<F: Fs> Log<F> {
             segs: live,
             head: None,
             head_len,
+            next_seg: segs.last().map_or(1, |s| s + 1),
             stats,
-            poisoned: false,
         };
         if repair {
             if let Some(&h) = log.segs.last() {
                 let p = log.dir.join(seg_name(h));
                 log.head = Some(ctx(fs.open_rw(&p), || format!("open {}", p.display()))?);
             } else {
-                log.roll(fs, cfg, segs.last().map_or(1, |s| s + 1))?;
+                log.roll(fs, cfg)?;
             }
         }
         Ok(log)
     }
 
-    /// Start segment `n` as the new head and make its directory entry durable.
-    fn roll(&mut self, fs: &F, cfg: &Config, n: u64) -> Result<(), QueueError> {
+    /// Start a new segment as the head and make its directory entry durable.
+    fn roll(&mut self, fs: &F, cfg: &Config) -> Result<(), QueueError> {
+        let n = self.next_seg;
+        self.next_seg += 1;
         let p = self.dir.join(seg_name(n));
         let f = ctx(fs.create_new(&p), || format!("create {}", p.display()))?;
-        sync_dir(fs, cfg, SyncPoint::LogDir, &self.dir)?;
+        if let Err(e) = sync_dir(fs, cfg, SyncPoint::LogDir, &self.dir) {
+            // Its name may never reach the disk: records appended there could vanish.
+            let _ = fs.unlink(&p);
+            return Err(e);
+        }
         self.segs.push(n);
         self.head = Some(f);
         self.head_len = 0;
@@ -151,12 +159,6 @@ impl<F: Fs> Log<F> {
         cfg: &Config,
         recs: &[Record],
     ) -> Result<Vec<(u64, u64)>, QueueError> {
-        if self.poisoned {
-            return Err(QueueError::Io {
-                context: "queue log".into(),
-                source: std::io::Error::other("an earlier fsync failed; restart to recover"),
-            });
-        }
         let mut buf = Vec::new();
         let mut ends = Vec::with_capacity(recs.len());
         for r in recs {
@@ -176,21 +178,24 @@ impl<F: Fs> Log<F> {
                 _ => ends.push(buf.len() as u64),
             }
         }
-        if self.head_len > 0 && self.head_len + buf.len() as u64 > cfg.segment_size {
-            let next = self.segs.last().map_or(1, |s| s + 1);
-            self.roll(fs, cfg, next)?;
+        let full = self.head_len > 0 && self.head_len + buf.len() as u64 > cfg.segment_size;
+        if self.head.is_none() || full {
+            self.roll(fs, cfg)?;
         }
         let seg = *self.segs.last().expect("log has a head");
         let at = self.head_len;
-        let f = self.head.as_mut().expect("log opened for writing");
+        let f = self.head.as_mut().expect("rolled above");
         if let Err(e) = f.write_at(at, &buf) {
-            // Cut a partial write so the next batch starts on a record boundary.
+            // Cut a partial write (ENOSPC midway) so the next batch starts on a record boundary.
             let _ = f.set_len(at);
             return ctx(Err(e), || format!("append to log segment {seg}"));
         }
         if !cfg.disabled.contains(SyncPoint::LogData) {
             if let Err(e) = f.sync() {
-                self.poisoned = true;
+                // Linux may have dropped this batch from the disk while reads still return it:
+                // never append behind it again (a recovery would cut later batches with it).
+                // The next append starts a new segment; this one keeps its synced prefix.
+                self.head = None;
                 return ctx(Err(e), || format!("fsync log segment {seg}"));
             }
         }
@@ -241,8 +246,7 @@ impl<F: Fs> Log<F> {
             }
             Ok(())
         };
-        if Some(&seg) == self.segs.last() {
-            let f = self.head.as_mut().expect("log opened for writing");
+        if let Some(f) = self.head.as_mut().filter(|_| Some(&seg) == self.segs.last()) {
             ctx(read(f, &mut buf), || format!("read log segment {seg}"))?;
         } else {
             let p: &Path = &self.dir.join(seg_name(seg));

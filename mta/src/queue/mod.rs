@@ -295,6 +295,9 @@ pub struct Queue<E: Env> {
     refs: SegRefs,
     /// Messages added since the last [`Queue::take_new`].
     fresh: Vec<MsgId>,
+    /// `todo/` names removed while their removal is not known durable (the directory fsync
+    /// failed): until it is, a crash could bring them back, so no segment may be collected.
+    todo_unsynced: Vec<String>,
     _lock: <E::Fs as Fs>::Lock,
 }
 
@@ -330,6 +333,7 @@ impl<E: Env> Queue<E> {
             msgs,
             refs,
             fresh: Vec::new(),
+            todo_unsynced: Vec::new(),
             _lock: lock,
         };
         rec.tmp_removed = q.clean_tmp()?;
@@ -362,6 +366,7 @@ impl<E: Env> Queue<E> {
         let env = self.env.clone();
         let fs = env.fs();
         let todo = self.paths.todo();
+        self.resync_todo()?;
         let names = ctx(fs.list_dir(&todo), || format!("list {}", todo.display()))?;
         if names.is_empty() {
             return Ok((0, 0));
@@ -403,8 +408,35 @@ impl<E: Env> Queue<E> {
         }
         // Until these removals are durable a crash could resurrect a todo entry; the log must
         // not lose that message's records (segment collection) before then.
-        sync_dir(fs, &self.cfg, SyncPoint::TodoUnlink, &todo)?;
+        if let Err(e) = sync_dir(fs, &self.cfg, SyncPoint::TodoUnlink, &todo) {
+            let names = done.iter().filter_map(|p| p.file_name());
+            self.todo_unsynced
+                .extend(names.map(|n| n.to_string_lossy().into_owned()));
+            return Err(e);
+        }
         Ok((n, bad))
+    }
+
+    /// Make removals whose directory fsync failed durable. Linux may have dropped them from
+    /// the disk while the directory in memory no longer shows them, so fsyncing again is not
+    /// enough: each name is made and removed again, then the directory is fsynced.
+    fn resync_todo(&mut self) -> Result<(), QueueError> {
+        if self.todo_unsynced.is_empty() {
+            return Ok(());
+        }
+        let fs = self.env.fs();
+        let todo = self.paths.todo();
+        for name in &self.todo_unsynced {
+            let p = todo.join(name);
+            if fs.metadata(&p).is_ok() {
+                continue; // not ours any more: never remove an injection
+            }
+            drop(ctx(fs.create_new(&p), || format!("create {}", p.display()))?);
+            ctx(fs.unlink(&p), || format!("remove {}", p.display()))?;
+        }
+        sync_dir(fs, &self.cfg, SyncPoint::TodoUnlink, &todo)?;
+        self.todo_unsynced.clear();
+        Ok(())
     }
 
     /// Append records as one durable batch and apply them to the in-memory state.
@@ -539,6 +571,9 @@ impl<E: Env> Queue<E> {
             }
         }
         self.append(ids.iter().map(|id| Record::Retire { id: *id }).collect())?;
+        if !self.todo_unsynced.is_empty() {
+            return Ok(());
+        }
         let live = self.live_segments();
         self.log.collect(self.env.fs(), &self.cfg, &live)
     }

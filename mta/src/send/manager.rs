@@ -147,10 +147,12 @@ pub struct Manager<E: Env, C: Classify> {
     pub lines: Option<Arc<std::sync::Mutex<Vec<String>>>>,
     /// Rereads address rewriting and settings on a reload request (SIGHUP).
     pub reloader: Option<Reloader<C>>,
-    /// Set when the queue log failed (an append or fsync error): only a restart, which
-    /// re-reads what reached the disk, can continue safely.
-    pub failed: bool,
+    /// Finishing `unfinished` failed (the queue could not take the records): not before this.
+    finish_retry_at: u64,
 }
+
+/// Seconds before finishing messages is tried again after the queue refused the records.
+const FINISH_RETRY_SECS: u64 = 30;
 
 /// Reads fresh address rewriting and settings from the control files.
 pub type Reloader<C> = Box<dyn Fn() -> Option<(C, Settings)> + Send>;
@@ -196,7 +198,7 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
             attempt_log: None,
             lines: None,
             reloader: None,
-            failed: false,
+            finish_retry_at: 0,
         };
         // After a start (crash or not) every pending delivery is tried at once; the
         // birth-anchored schedule continues from there.
@@ -211,6 +213,10 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
 
     pub fn queue(&self) -> &Queue<E> {
         &self.q
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.s
     }
 
     fn now(&self) -> u64 {
@@ -487,8 +493,10 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
 
     /// Records that finish messages: a bounce (if any recipient failed) grouped with the
     /// retirement, so a crash cannot leave one without the other.
-    fn finish_records(&mut self, ids: &[MsgId], now: u64) -> Vec<Record> {
+    /// Also returns the messages that could not be finished now (their data unreadable).
+    fn finish_records(&mut self, ids: &[MsgId], now: u64) -> (Vec<Record>, Vec<MsgId>) {
         let mut recs = Vec::new();
+        let mut later = Vec::new();
         for &id in ids {
             let Some(m) = self.q.get(id) else { continue };
             let failures: Vec<(String, String)> = m
@@ -510,6 +518,7 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
                 Ok(d) => d,
                 Err(e) => {
                     tracing::error!("msg {id}: cannot read it to bounce: {e}");
+                    later.push(id);
                     continue;
                 }
             };
@@ -544,7 +553,7 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
             }
             self.log(&format!("end msg {id}"));
         }
-        recs
+        (recs, later)
     }
 
     fn log(&mut self, text: &str) {
@@ -569,16 +578,16 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
         self.log(&info);
     }
 
-    /// One round: new messages, results, finishes; returns false on a fatal queue error.
+    /// One round: new messages, results, finishes. A queue that cannot take the records (a
+    /// full disk, an I/O error) refuses the new messages and turns the results into deferrals:
+    /// the deliveries are tried again on the schedule, and nothing is acknowledged that is
+    /// not durable.
     fn commit(
         &mut self,
-        subs: Vec<(
-            NewMessage,
-            tokio::sync::oneshot::Sender<Result<MsgId, Refusal>>,
-        )>,
-        results: Vec<JobResult>,
+        subs: Vec<(NewMessage, Reply)>,
+        mut results: Vec<JobResult>,
         now: u64,
-    ) -> bool {
+    ) {
         let mut recs = Vec::new();
         let mut replies = Vec::new();
         for (m, reply) in subs {
@@ -591,42 +600,94 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
             replies.push((id, reply));
         }
         recs.extend(self.result_records(&results, now));
-        if !recs.is_empty() {
-            if let Err(e) = self.q.commit(recs) {
+        let written = if recs.is_empty() {
+            Ok(())
+        } else {
+            self.q.commit(recs)
+        };
+        match written {
+            Ok(()) => replies.into_iter().for_each(|(id, r)| {
+                let _ = r.send(Ok(id));
+            }),
+            Err(e) => {
                 tracing::error!("queue append failed: {e}");
-                let r = Refusal::from(&e);
-                for (_, reply) in replies {
-                    let _ = reply.send(Err(r.clone()));
+                let refusal = Refusal::from(&e);
+                replies.into_iter().for_each(|(_, r)| {
+                    let _ = r.send(Err(refusal.clone()));
+                });
+                for r in &mut results {
+                    self.log(&format!("delivery {}: not recorded: {e}", r.delivery));
+                    r.outcome = Outcome::Deferred(format!("Unable to record the outcome: {e}. (#4.3.0)"));
                 }
-                // Results could not be recorded: the deliveries are retried after a restart.
-                return false;
             }
         }
-        for (id, reply) in replies {
-            let _ = reply.send(Ok(id));
-        }
-        let mut finished = self.settle(&results);
-        finished.append(&mut self.unfinished);
-        let mut fin = self.finish_records(&finished, now);
-        if !fin.is_empty() {
-            let n = fin.len();
-            if let Err(e) = self.q.commit(std::mem::take(&mut fin)) {
-                tracing::error!("queue append failed finishing {n} messages: {e}");
-                return false;
-            }
-            if let Err(e) = self.q.retire(&[]) {
-                tracing::warn!("log collection: {e}");
-            }
-        }
+        let finished = self.settle(&results);
+        self.finish(finished, now);
         for id in self.q.take_new() {
             self.log_new(id);
             self.schedule_new(id, now);
         }
-        true
+    }
+
+    /// Bounce and retire messages with nothing pending; what cannot be finished now is
+    /// tried again after [`FINISH_RETRY_SECS`].
+    fn finish(&mut self, mut ids: Vec<MsgId>, now: u64) {
+        if now >= self.finish_retry_at {
+            ids.append(&mut self.unfinished);
+            ids.sort();
+            ids.dedup();
+        }
+        let (fin, mut later) = self.finish_records(&ids, now);
+        if !fin.is_empty() {
+            let n = fin.len();
+            match self.q.commit(fin) {
+                Ok(()) => {
+                    if let Err(e) = self.q.retire(&[]) {
+                        tracing::warn!("log collection: {e}");
+                    }
+                }
+                Err(e) => {
+                    tracing::error!("queue append failed finishing {n} messages: {e}");
+                    later = ids;
+                }
+            }
+        }
+        if !later.is_empty() {
+            self.unfinished.extend(later);
+            self.finish_retry_at = now + FINISH_RETRY_SECS;
+        }
     }
 
     fn idle(&self) -> bool {
         self.q.messages().next().is_none() && self.running == [0, 0]
+    }
+
+    /// How long the loop may sleep: until the next due pass or `todo/` poll, at once for
+    /// messages waiting to be finished.
+    fn wait_time(&self, now: u64, busy: bool, last_poll: u64) -> Duration {
+        let poll_at = last_poll + self.s.todo_poll.as_secs().max(1);
+        let mut wake = self.due.first().map_or(poll_at, |d| d.0.min(poll_at));
+        if !self.unfinished.is_empty() {
+            wake = wake.min(self.finish_retry_at);
+        }
+        let floor = if busy || wake <= now { 0 } else { 1 };
+        Duration::from_secs(wake.saturating_sub(now).max(floor))
+    }
+
+    /// Apply an operator's request (SIGALRM, SIGHUP).
+    fn control(&mut self, req: Control, now: u64) {
+        match req {
+            Control::Flush => self.flush(now),
+            Control::Reload => match self.reloader.as_ref().and_then(|r| r()) {
+                Some((c, mut s)) => {
+                    s.todo_poll = self.s.todo_poll;
+                    self.classify = c;
+                    self.s = s;
+                    self.log("control files reread");
+                }
+                None => self.log("unable to reread control files; keeping the old ones"),
+            },
+        }
     }
 
     /// Run until `until`. Returns the manager (for inspection in tests).
@@ -643,11 +704,7 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
             }
             if now >= last_poll + self.s.todo_poll.as_secs().max(1) {
                 last_poll = now;
-                if !self.preprocess(now) {
-                    // The log could not take the injections: restart and re-read the disk.
-                    self.failed = true;
-                    break;
-                }
+                self.preprocess(now);
             }
             if inbox_open || until != Until::HandlesGone {
                 self.start_due(now);
@@ -659,78 +716,76 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
                 Until::Empty | Until::EmptyBy(_) if self.idle() => break,
                 _ => {}
             }
-            let next_due = self.due.first().map(|d| d.0);
-            let poll_at = last_poll + self.s.todo_poll.as_secs().max(1);
-            let wake = next_due.map_or(poll_at, |t| t.min(poll_at));
-            // Messages found finished at start are settled right away, not after a wait.
-            let wait = if self.unfinished.is_empty() {
-                Duration::from_secs(wake.saturating_sub(now).max(if busy { 0 } else { 1 }))
-            } else {
-                Duration::ZERO
-            };
-            let mut subs = Vec::new();
-            let mut results = Vec::new();
-            let mut flush = false;
-            let mut reload = false;
+            let wait = self.wait_time(now, busy, last_poll);
+            let mut round = Round::default();
             tokio::select! {
                 biased;
-                Some(r) = self.results_rx.recv(), if busy => results.push(r),
+                Some(r) = self.results_rx.recv(), if busy => round.results.push(r),
                 req = inbox.recv(), if inbox_open => match req {
-                    Some(Request::Submit(m, reply)) => subs.push((m, reply)),
-                    Some(Request::Poke) => last_poll = 0,
-                    Some(Request::Flush) => flush = true,
-                    Some(Request::Reload) => reload = true,
+                    Some(r) => round.take(r),
                     None => inbox_open = false,
                 },
-                _ = self.env.sleep(wait), if !busy || wait > Duration::ZERO || !self.unfinished.is_empty() => {}
+                _ = self.env.sleep(wait), if !busy || wait > Duration::ZERO => {}
             }
             // Group commit: take whatever else is waiting.
             while let Ok(r) = self.results_rx.try_recv() {
-                results.push(r);
+                round.results.push(r);
             }
-            while subs.len() < crate::queue::service::MAX_BATCH {
+            while round.subs.len() < crate::queue::service::MAX_BATCH {
                 match inbox.try_recv() {
-                    Ok(Request::Submit(m, reply)) => subs.push((m, reply)),
-                    Ok(Request::Poke) => last_poll = 0,
-                    Ok(Request::Flush) => flush = true,
-                    Ok(Request::Reload) => reload = true,
+                    Ok(r) => round.take(r),
                     Err(_) => break,
                 }
             }
+            if round.poked {
+                last_poll = 0;
+            }
             let now = self.now();
-            if flush {
-                self.flush(now);
+            for c in std::mem::take(&mut round.control) {
+                self.control(c, now);
             }
-            if reload {
-                match self.reloader.as_ref().and_then(|r| r()) {
-                    Some((c, mut s)) => {
-                        s.todo_poll = self.s.todo_poll;
-                        self.classify = c;
-                        self.s = s;
-                        self.log("control files reread");
-                    }
-                    None => self.log("unable to reread control files; keeping the old ones"),
-                }
-            }
-            if !self.commit(subs, results, now) {
-                // The log is unusable until a restart re-reads it.
-                self.failed = true;
-                break;
-            }
+            self.commit(round.subs, round.results, now);
         }
         self
     }
 
-    /// Move `todo/` into the queue; false when the queue failed doing it.
-    fn preprocess(&mut self, now: u64) -> bool {
+    /// Move `todo/` into the queue. A failure (full disk) leaves the entries for the next poll.
+    fn preprocess(&mut self, now: u64) {
         if let Err(e) = self.q.preprocess(&self.classify) {
             tracing::error!("preprocessing todo/: {e}");
-            return false;
         }
         for id in self.q.take_new() {
             self.log_new(id);
             self.schedule_new(id, now);
         }
-        true
+    }
+}
+
+/// An operator's request.
+#[derive(Clone, Copy)]
+enum Control {
+    Flush,
+    Reload,
+}
+
+type Reply = tokio::sync::oneshot::Sender<Result<MsgId, Refusal>>;
+
+/// What one turn of the loop collected.
+#[derive(Default)]
+struct Round {
+    subs: Vec<(NewMessage, Reply)>,
+    results: Vec<JobResult>,
+    control: Vec<Control>,
+    poked: bool,
+}
+
+impl Round {
+    fn take(&mut self, r: Request) {
+        match r {
+            Request::Submit(m, reply) => self.subs.push((m, reply)),
+            Request::Poke => self.poked = true,
+            Request::Flush => self.control.push(Control::Flush),
+            Request::Reload => self.control.push(Control::Reload),
+        }
     }
 }

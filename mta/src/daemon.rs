@@ -1,0 +1,262 @@
+//! `mta run`: the whole server — control files, queue recovery, the queue manager, the SMTP
+//! receiver, signals, reload and shutdown — generic over the environment, so the real binary
+//! and every simulated host start and fail the same way.
+//!
+//! It exits only when told to (SIGTERM/SIGINT: 0) or when it cannot start (111: control files
+//! unreadable, queue not recoverable, port taken), which is what a supervisor restarts. Once
+//! running, trouble (a full disk, an I/O error, no file descriptors) is answered with temporary
+//! refusals and deferrals while the process keeps serving.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::control::{ControlDir, Rewrite};
+use crate::env::{Env, Fs, FsFile, Listener, Net, Signal, Signals};
+use crate::queue::service::{self, Inbox, QueueHandle};
+use crate::queue::{Config, Paths, Queue, QueueError};
+use crate::send::manager::{self, Manager, Remote, Until};
+use crate::smtpd::filter::{Commands, Filter, NoFilter};
+use crate::smtpd::{self, Receiver, Settings, Stats};
+
+/// qmail's exit code for a temporary failure.
+pub const EXIT_TEMP: i32 = 111;
+
+/// How to start.
+#[derive(Clone)]
+pub struct Options {
+    pub root: PathBuf,
+    /// Where the SMTP receiver listens.
+    pub listen: SocketAddr,
+    /// DNS servers; `None` reads them from `/etc/resolv.conf`.
+    pub nameservers: Option<Vec<SocketAddr>>,
+    /// Addresses of this host besides loopback and the listen address (never a mail target).
+    pub local_ips: Vec<IpAddr>,
+    /// Keep every qmail-format log line here too (scenario snapshots).
+    pub log_lines: Option<Arc<Mutex<Vec<String>>>>,
+}
+
+/// Why `mta run` could not start (or, for a panic in the queue manager, stopped).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("unable to read controls: {0}")]
+    Controls(String),
+    #[error("another queue manager is running on {0}")]
+    Locked(PathBuf),
+    #[error("cannot open the queue: {0}")]
+    Queue(QueueError),
+    #[error("cannot listen on {0}: {1}")]
+    Listen(SocketAddr, std::io::Error),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+    #[error("the queue manager stopped unexpectedly")]
+    QueueStopped,
+}
+
+/// Run until SIGTERM/SIGINT (exit 0) or a failed start (exit 111, reason on stderr).
+pub async fn run<E: Env>(env: E, opts: Options) -> i32 {
+    match serve(env.clone(), opts).await {
+        Ok(()) => 0,
+        Err(e) => {
+            env.stderr(&format!("mta run: {e}"));
+            EXIT_TEMP
+        }
+    }
+}
+
+/// The receiver's settings, with the listen address counted as our own.
+fn receiver_settings<E: Env>(env: &E, opts: &Options) -> Result<Settings, StartError> {
+    let mut s =
+        Settings::load(env.fs(), &opts.root).map_err(|e| StartError::Controls(e.to_string()))?;
+    add_own_ips(&mut s.local_ips, opts);
+    Ok(s)
+}
+
+fn add_own_ips(ips: &mut Vec<IpAddr>, opts: &Options) {
+    let listen = (!opts.listen.ip().is_unspecified()).then_some(opts.listen.ip());
+    for ip in listen.into_iter().chain(opts.local_ips.iter().copied()) {
+        if !ips.contains(&ip) {
+            ips.push(ip);
+        }
+    }
+}
+
+fn filter_for(s: &Settings) -> Arc<dyn Filter> {
+    if s.filters.is_empty() {
+        Arc::new(NoFilter)
+    } else {
+        Arc::new(Commands(s.filters.clone()))
+    }
+}
+
+fn nameservers<E: Env>(env: &E, opts: &Options) -> Vec<SocketAddr> {
+    opts.nameservers.clone().unwrap_or_else(|| {
+        let conf = env.fs().read("/etc/resolv.conf".as_ref()).unwrap_or_default();
+        crate::dns::nameservers(&String::from_utf8_lossy(&conf))
+    })
+}
+
+/// Read the queue manager's controls and build it on the recovered queue.
+fn manager<E: Env>(
+    env: &E,
+    opts: &Options,
+    queue: Queue<E>,
+    rewrite: Rewrite,
+) -> Result<Manager<E, Rewrite>, StartError> {
+    let ctl = |e: &dyn std::fmt::Display| StartError::Controls(e.to_string());
+    let send = manager::Settings::load(env.fs(), &opts.root).map_err(|e| ctl(&e))?;
+    let mut rcfg = crate::remote::RemoteConfig::load(env.fs(), &opts.root).map_err(|e| ctl(&e))?;
+    add_own_ips(&mut rcfg.local_ips, opts);
+    let resolver = crate::dns::Resolver::new(
+        env.clone(),
+        nameservers(env, opts),
+        Duration::from_secs(10),
+    );
+    let remote: Arc<dyn Remote<E>> = Arc::new(crate::remote::Smtp {
+        cfg: rcfg,
+        resolver: Arc::new(resolver),
+    });
+    let mut m = Manager::new(env.clone(), queue, rewrite, send, Some(remote));
+    m.lines = opts.log_lines.clone();
+    let (renv, root) = (env.clone(), opts.root.clone());
+    m.reloader = Some(Box::new(move || {
+        let rw = Rewrite::load(&ControlDir::new(renv.fs(), &root)).ok()?;
+        let s = manager::Settings::load(renv.fs(), &root).ok()?;
+        Some((rw, s))
+    }));
+    Ok(m)
+}
+
+/// Recover the queue and start the queue manager where its fsyncs may block.
+fn start_queue<E: Env>(
+    env: &E,
+    opts: &Options,
+) -> Result<(QueueHandle, impl std::future::Future<Output = Option<()>> + Send + use<E>), StartError> {
+    let rewrite = Rewrite::load(&ControlDir::new(env.fs(), &opts.root))
+        .map_err(|e| StartError::Controls(e.to_string()))?;
+    let paths = Paths::new(opts.root.join("queue"));
+    let (queue, rec) = match Queue::open(env.clone(), paths.clone(), Config::default(), &rewrite) {
+        Ok(q) => q,
+        Err(QueueError::Locked) => return Err(StartError::Locked(opts.root.clone())),
+        Err(e) => return Err(StartError::Queue(e)),
+    };
+    tracing::info!(?rec, "queue recovered");
+    write_pid(env, &paths);
+    let m = manager(env, opts, queue, rewrite)?;
+    // One thread per concurrent local delivery plus one, so their fsyncs overlap (the
+    // filesystem groups them into shared journal commits) instead of queueing.
+    let threads = (m.settings().concurrency_local + 1).clamp(2, 64);
+    let (handle, inbox) = service::channel();
+    let done = env.spawn_worker(threads, run_manager(m, inbox));
+    Ok((handle, done))
+}
+
+async fn run_manager<E: Env>(m: Manager<E, Rewrite>, inbox: Inbox) {
+    m.run(inbox, Until::HandlesGone).await;
+}
+
+/// `mta queue flush` finds the queue manager through the pid in the lock file.
+fn write_pid<E: Env>(env: &E, paths: &Paths) {
+    let pid = format!("{}\n", env.pid());
+    if let Ok(mut f) = env.fs().open_rw(&paths.lock()) {
+        let _ = f.set_len(0).and_then(|()| f.write_at(0, pid.as_bytes()));
+    }
+}
+
+fn receiver<E: Env>(
+    env: &E,
+    opts: &Options,
+    queue: QueueHandle,
+    settings: watch::Receiver<Arc<Settings>>,
+    filter: watch::Receiver<Arc<dyn Filter>>,
+) -> Receiver<E> {
+    let ptr = crate::dns::Resolver::new(
+        env.clone(),
+        nameservers(env, opts),
+        Duration::from_secs(5),
+    );
+    let host_lookup: smtpd::HostLookup = Arc::new(move |ip| {
+        let ptr = ptr.clone();
+        Box::pin(async move { ptr.host_of(ip).await })
+    });
+    Receiver {
+        host_lookup: Some(host_lookup),
+        env: env.clone(),
+        settings,
+        queue,
+        spool: smtpd::SpoolTo {
+            paths: Paths::new(opts.root.join("queue")),
+            cfg: Config::default(),
+            threshold: smtpd::SPOOL_THRESHOLD,
+        },
+        filter,
+        stats: Arc::new(Stats::default()),
+    }
+}
+
+/// Start everything, then react to signals until told to stop.
+async fn serve<E: Env>(env: E, opts: Options) -> Result<(), StartError> {
+    let settings = receiver_settings(&env, &opts)?;
+    let (handle, manager_done) = start_queue(&env, &opts)?;
+    let listener = match env.net().listen(opts.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            drop(handle);
+            manager_done.await;
+            return Err(StartError::Listen(opts.listen, e));
+        }
+    };
+    let signals = env.signals().map_err(StartError::Signals)?;
+    let bound = listener.local_addr().unwrap_or(opts.listen);
+    env.stdout(&format!("mta: listening on {bound}"));
+    let (set_tx, set_rx) = watch::channel(Arc::new(settings.clone()));
+    let (filter_tx, filter_rx) = watch::channel(filter_for(&settings));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let rx = receiver(&env, &opts, handle.clone(), set_rx, filter_rx);
+    let server = tokio::spawn(smtpd::serve(rx, listener, stop_rx));
+    let reload = |s: Settings| {
+        let _ = filter_tx.send(filter_for(&s));
+        let _ = set_tx.send(Arc::new(s));
+    };
+    let mut manager_done = std::pin::pin!(manager_done);
+    let crashed = tokio::select! {
+        () = on_signals(&env, &opts, signals, &handle, reload) => false,
+        // Only a panic ends the queue manager while handles exist.
+        _ = &mut manager_done => true,
+    };
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    drop(handle);
+    if crashed {
+        return Err(StartError::QueueStopped);
+    }
+    manager_done.await;
+    Ok(())
+}
+
+/// qmail-send's signals: HUP rereads the controls, ALRM flushes, TERM and INT stop.
+async fn on_signals<E: Env>(
+    env: &E,
+    opts: &Options,
+    mut signals: Signals,
+    queue: &QueueHandle,
+    reload: impl Fn(Settings),
+) {
+    while let Some(sig) = signals.recv().await {
+        match sig {
+            Signal::Term | Signal::Int => return,
+            Signal::Alrm => queue.flush(),
+            Signal::Hup => match receiver_settings(env, opts) {
+                Ok(s) => {
+                    tracing::info!("control files reread");
+                    reload(s);
+                    queue.reload();
+                }
+                Err(e) => env.stderr(&format!("mta run: SIGHUP: {e}; keeping the old settings")),
+            },
+        }
+    }
+}
