@@ -7,7 +7,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::fs::{Clock, Faults, Image, Persist, SimFs};
+use crate::fs::{Clock, Faults, Fired, Image, Persist, SimFs};
 
 #[derive(Clone)]
 pub struct Disk {
@@ -21,6 +21,8 @@ struct DiskState {
     /// Faults for the next boot only.
     next_faults: Faults,
     boots: u32,
+    /// Faults fired by the fs of earlier boots (each boot mounts a new fs).
+    fired: Fired,
 }
 
 impl Disk {
@@ -35,6 +37,7 @@ impl Disk {
                 mounted: None,
                 next_faults: Faults::default(),
                 boots: 0,
+                fired: Fired::default(),
             })),
             clock,
         }
@@ -54,7 +57,9 @@ impl Disk {
         let mut st = self.st();
         let fs = SimFs::from_image(st.image.clone(), self.clock.clone());
         fs.set_faults(std::mem::take(&mut st.next_faults));
-        st.mounted = Some(fs.clone());
+        if let Some(old) = st.mounted.replace(fs.clone()) {
+            st.fired += old.fired();
+        }
         st.boots += 1;
         fs
     }
@@ -70,7 +75,17 @@ impl Disk {
         let mut st = self.st();
         if let Some(fs) = st.mounted.take() {
             st.image = fs.crash_image(p);
+            st.fired += fs.fired();
         }
+    }
+    /// Faults that fired over every boot so far (what a report should count).
+    pub fn fired(&self) -> Fired {
+        let st = self.st();
+        let mut f = st.fired;
+        if let Some(fs) = &st.mounted {
+            f += fs.fired();
+        }
+        f
     }
     /// The image a boot would mount now.
     pub fn image(&self) -> Image {
