@@ -876,7 +876,7 @@ fn enumerated_crash(img: &mut Image, pending: &[Op], p: &Persist, now: u64) {
 fn seeded_crash(img: &mut Image, pending: &[Op], seed: u64, subset: bool, now: u64) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     for op in pending {
-        if subset && !rng.random_bool(0.5) || !img.holds(op) {
+        if (subset && !rng.random_bool(0.5)) || !img.holds(op) {
             continue;
         }
         match op {
