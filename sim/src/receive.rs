@@ -297,11 +297,7 @@ pub fn crash_mid_receive(n: usize, spool_threshold: usize, seed: u64) -> Campaig
 /// disk-full: the disk holds the installation and nothing more; SMTP clients get 451 with
 /// nothing half-queued; once space is back, every message goes through exactly once.
 pub fn disk_full(seed: u64) -> Vec<String> {
-    let installed: u64 = installation(&[])
-        .files()
-        .iter()
-        .map(|(_, b)| b.len() as u64)
-        .sum();
+    let installed = installation(&[]).used_bytes();
     let o = run_with(
         3,
         Faults {

@@ -7,7 +7,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::fs::{Clock, Faults, Image, Persist, SimFs};
+use crate::fs::{Clock, Faults, Fired, Image, Persist, SimFs};
 
 #[derive(Clone)]
 pub struct Disk {
@@ -23,6 +23,8 @@ struct DiskState {
     boots: u32,
     /// The next boot is a process restart, not a reboot: it sees the same page cache.
     restart: bool,
+    /// Faults fired by the fs of earlier boots (each boot mounts a new fs).
+    fired: Fired,
 }
 
 impl Disk {
@@ -38,6 +40,7 @@ impl Disk {
                 next_faults: Faults::default(),
                 boots: 0,
                 restart: false,
+                fired: Fired::default(),
             })),
             clock,
         }
@@ -64,7 +67,9 @@ impl Disk {
         }
         let fs = SimFs::from_image(st.image.clone(), self.clock.clone());
         fs.set_faults(std::mem::take(&mut st.next_faults));
-        st.mounted = Some(fs.clone());
+        if let Some(old) = st.mounted.replace(fs.clone()) {
+            st.fired += old.fired();
+        }
         fs
     }
 
@@ -84,7 +89,17 @@ impl Disk {
         let mut st = self.st();
         if let Some(fs) = st.mounted.take() {
             st.image = fs.crash_image(p);
+            st.fired += fs.fired();
         }
+    }
+    /// Faults that fired over every boot so far (what a report should count).
+    pub fn fired(&self) -> Fired {
+        let st = self.st();
+        let mut f = st.fired;
+        if let Some(fs) = &st.mounted {
+            f += fs.fired();
+        }
+        f
     }
     /// The image a boot would mount now.
     pub fn image(&self) -> Image {
