@@ -94,7 +94,10 @@ fn filter_for(s: &Settings) -> Arc<dyn Filter> {
 
 fn nameservers<E: Env>(env: &E, opts: &Options) -> Vec<SocketAddr> {
     opts.nameservers.clone().unwrap_or_else(|| {
-        let conf = env.fs().read("/etc/resolv.conf".as_ref()).unwrap_or_default();
+        let conf = env
+            .fs()
+            .read("/etc/resolv.conf".as_ref())
+            .unwrap_or_default();
         crate::dns::nameservers(&String::from_utf8_lossy(&conf))
     })
 }
@@ -110,11 +113,8 @@ fn manager<E: Env>(
     let send = manager::Settings::load(env.fs(), &opts.root).map_err(|e| ctl(&e))?;
     let mut rcfg = crate::remote::RemoteConfig::load(env.fs(), &opts.root).map_err(|e| ctl(&e))?;
     add_own_ips(&mut rcfg.local_ips, opts);
-    let resolver = crate::dns::Resolver::new(
-        env.clone(),
-        nameservers(env, opts),
-        Duration::from_secs(10),
-    );
+    let resolver =
+        crate::dns::Resolver::new(env.clone(), nameservers(env, opts), Duration::from_secs(10));
     let remote: Arc<dyn Remote<E>> = Arc::new(crate::remote::Smtp {
         cfg: rcfg,
         resolver: Arc::new(resolver),
@@ -134,7 +134,13 @@ fn manager<E: Env>(
 fn start_queue<E: Env>(
     env: &E,
     opts: &Options,
-) -> Result<(QueueHandle, impl std::future::Future<Output = Option<()>> + Send + use<E>), StartError> {
+) -> Result<
+    (
+        QueueHandle,
+        impl std::future::Future<Output = Option<()>> + Send + use<E>,
+    ),
+    StartError,
+> {
     let rewrite = Rewrite::load(&ControlDir::new(env.fs(), &opts.root))
         .map_err(|e| StartError::Controls(e.to_string()))?;
     let paths = Paths::new(opts.root.join("queue"));
@@ -173,11 +179,8 @@ fn receiver<E: Env>(
     settings: watch::Receiver<Arc<Settings>>,
     filter: watch::Receiver<Arc<dyn Filter>>,
 ) -> Receiver<E> {
-    let ptr = crate::dns::Resolver::new(
-        env.clone(),
-        nameservers(env, opts),
-        Duration::from_secs(5),
-    );
+    let ptr =
+        crate::dns::Resolver::new(env.clone(), nameservers(env, opts), Duration::from_secs(5));
     let host_lookup: smtpd::HostLookup = Arc::new(move |ip| {
         let ptr = ptr.clone();
         Box::pin(async move { ptr.host_of(ip).await })

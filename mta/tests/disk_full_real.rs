@@ -136,7 +136,10 @@ fn full_tmpfs_answers_4xx_keeps_serving_and_loses_nothing() {
             acked.push(token);
             refused = 0;
         } else {
-            assert!(got.starts_with('4'), "a temporary refusal while full: {got:?}");
+            assert!(
+                got.starts_with('4'),
+                "a temporary refusal while full: {got:?}"
+            );
             refused += 1;
             if refused == 6 {
                 break;

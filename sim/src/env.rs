@@ -47,7 +47,10 @@ impl Process {
     }
     /// Send a signal (`kill -HUP`); false when the process is not listening for signals.
     pub fn kill(&self, s: Signal) -> bool {
-        self.st().signals.as_ref().is_some_and(|tx| tx.send(s).is_ok())
+        self.st()
+            .signals
+            .as_ref()
+            .is_some_and(|tx| tx.send(s).is_ok())
     }
     /// Lines printed on standard output so far.
     pub fn stdout(&self) -> Vec<String> {

@@ -77,8 +77,8 @@ impl MtaHost {
         let seed = self.seed ^ (u64::from(self.disk.boots()) << 32);
         let process = Process::default();
         self.st().process = process.clone();
-        let env = SimEnv::turmoil(fs, self.disk.clock().clone(), EPOCH_MS, seed)
-            .with_process(process);
+        let env =
+            SimEnv::turmoil(fs, self.disk.clock().clone(), EPOCH_MS, seed).with_process(process);
         let opts = Options {
             root: root(),
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), PORT),

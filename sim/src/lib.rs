@@ -12,6 +12,8 @@ pub mod install;
 pub mod lifecycle;
 pub mod local_crash;
 pub mod mutation;
+pub mod oracle;
+pub mod profile;
 pub mod receive;
 pub mod remote_world;
 pub mod schedule_scenario;

@@ -241,7 +241,10 @@ fn strip_delivery_headers(data: &[u8]) -> &[u8] {
     let mut rest = data;
     for h in [&b"Return-Path: "[..], b"Delivered-To: "] {
         if rest.starts_with(h) {
-            let end = rest.iter().position(|&b| b == b'\n').map_or(rest.len(), |p| p + 1);
+            let end = rest
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(rest.len(), |p| p + 1);
             rest = &rest[end..];
         }
     }

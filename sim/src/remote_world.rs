@@ -11,10 +11,10 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use mta::env::{Listener, Net};
 
 use crate::deliver::{image, World};
-use crate::host::MtaHost;
 use crate::dns_server::{serve_tcp, serve_udp, Zone};
 use crate::env::SimNet;
 use crate::fs::{Faults, Image, Persist};
+use crate::host::MtaHost;
 use crate::receive::EPOCH_MS;
 use crate::world::Disk;
 
@@ -81,7 +81,36 @@ impl std::str::FromStr for Peer {
 #[derive(Debug, Default)]
 pub struct PeerLog {
     pub accepted: Vec<String>,
+    /// Per accepted message (same order): when it took it, and whether its 250 left in time
+    /// for the sender to see it (the oracle's test for an allowed duplicate).
+    pub copies: Vec<PeerCopy>,
     pub connections: usize,
+}
+
+/// One message the peer took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerCopy {
+    /// Simulated milliseconds when the final dot arrived.
+    pub at_ms: u64,
+    /// The 250 was written before the sender's 30-second timeout (false: it never left,
+    /// left too late, or the peer went down with it).
+    pub told: bool,
+}
+
+fn now_ms() -> u64 {
+    turmoil::sim_elapsed().map_or(0, |d| d.as_millis() as u64)
+}
+
+impl PeerLog {
+    fn took(&mut self, body: &[u8], told: bool) -> usize {
+        self.accepted
+            .push(String::from_utf8_lossy(body).into_owned());
+        self.copies.push(PeerCopy {
+            at_ms: now_ms(),
+            told,
+        });
+        self.copies.len() - 1
+    }
 }
 
 async fn w(r: &mut BufReader<turmoil::net::TcpStream>, delay: u64, c: u16) -> std::io::Result<()> {
@@ -157,22 +186,21 @@ async fn peer_session(
                     }
                     body.extend_from_slice(&l);
                 }
+                let lock = || log.lock().unwrap_or_else(|e| e.into_inner());
                 if script == Peer::DropAfterDot {
                     // It took the message, but the reply never leaves: the sender cannot know.
-                    log.lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .accepted
-                        .push(String::from_utf8_lossy(&body).into_owned());
+                    lock().took(&body, false);
                     return Ok(());
                 }
                 let c = code(Peer::AfterDot(0));
-                if c / 100 == 2 {
-                    log.lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .accepted
-                        .push(String::from_utf8_lossy(&body).into_owned());
-                }
+                let copy = (c / 100 == 2).then(|| lock().took(&body, false));
+                let dot = now_ms();
                 w(&mut r, delay, c).await?;
+                if let Some(i) = copy {
+                    // Going down right after the reply: whether it got out is unknowable.
+                    lock().copies[i].told =
+                        script != Peer::AcceptThenCrash && now_ms() - dot < 30_000;
+                }
                 if script == Peer::AcceptThenCrash {
                     crash.notify_one();
                     return Ok(());

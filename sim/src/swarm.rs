@@ -1,7 +1,8 @@
-//! Swarm testing: each seed draws its own fault profile (which faults are on, when, how
-//! often) for a whole world — SMTP clients, the full MTA (receiver, queue manager, local and
-//! remote delivery), a DNS host and a remote peer — then runs a safety phase with the faults
-//! and a liveness phase with them healed, and checks the oracle.
+//! Swarm testing: each seed draws its own fault profile for a whole world — SMTP clients, two
+//! full MTA hosts booted as `mta run` (one relaying for the other), a DNS host and scripted
+//! peers — runs a safety phase with the faults and a liveness phase with them healed, and
+//! checks the oracle: every transmission carries a unique token and is counted wherever it
+//! ends up.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -16,242 +17,87 @@ use mta::queue::{Config, Paths};
 
 use crate::deliver::{image, root, World};
 use crate::env::{SimEnv, SimNet};
-use crate::fs::{Clock, Faults, Persist};
+use crate::fs::{Clock, Faults, Fired, Image, Persist};
 use crate::host::{Event, MtaHost};
+use crate::oracle::{self, Excuses, Found, Sent};
+pub use crate::profile::{shrink as shrink_profile, Profile};
 use crate::receive::{EPOCH_MS, PORT};
-use crate::remote_world::{dns_host, peer_host, Peer, PeerLog};
+use crate::remote_world::{dns_host, peer_host, PeerLog};
 use crate::world::Disk;
 
-/// When the faults are over (partitions end by 150 s, jumps by 100 s, crashes and I/O errors
-/// come early): the liveness phase starts with a flush, as an operator would after an outage,
-/// and flushes again every 150 s.
+/// When the faults are over (partitions end by 150 s, full disks by 250 s, jumps by 100 s,
+/// crashes and I/O errors come early): an operator flushes then, and every 150 s after.
 pub const HEAL_SECS: u64 = 250;
-/// Simulated time per seed: everything must be delivered by then.
+/// Simulated time per seed with operator flushes: everything must be delivered by then.
 pub const SIMULATED_SECS: u64 = 700;
+/// Simulated time per seed on the natural retry schedule alone (no flushes): past the
+/// local attempt at birth + 1600 s and the remote one at birth + 1600 s.
+pub const NATURAL_SECS: u64 = 2200;
+/// How long a seed runs: with flushes, [`SIMULATED_SECS`]; on the natural schedule, past the
+/// next remote attempt even when a clock jump put the message's birth far behind (attempts
+/// at birth + n^2 come about 40·sqrt(age) + 400 seconds apart).
+pub fn run_secs(p: &Profile) -> u64 {
+    if p.flush {
+        return SIMULATED_SECS;
+    }
+    let since_birth = p.jump.map_or(0, |(_, j)| (j as f64).sqrt().ceil() as u64);
+    NATURAL_SECS + 40 * since_birth + 400
+}
 /// turmoil's tick: coarse enough to be fast, fine against the 10 s and 30 s timeouts.
 const TICK_MS: u64 = 1000;
-
-/// The faults one seed runs with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Profile {
-    /// Crash the MTA after this many fs operations of boot 1, 2, ... (then run clean).
-    pub crashes: Vec<u64>,
-    /// How a crash persists pending operations.
-    pub persist: Vec<Persist>,
-    /// Partition MTA ↔ peer from `.0` for `.1` seconds.
-    pub partition: Option<(u64, u64)>,
-    /// The fs operation of the first boot that fails with EIO.
-    pub eio_at: Option<u64>,
-    /// At `.0` seconds the MTA's wall clock jumps `.1` seconds forward.
-    pub jump: Option<(u64, u64)>,
-    /// What the remote peer does on its 1st, 2nd, ... connection (the last repeats).
-    pub peer: Vec<Peer>,
-    /// Milliseconds of latency on every link (0: turmoil's default).
-    pub latency_ms: u64,
-    /// Seconds a client pauses before each SMTP command (a slow client).
-    pub client_pause: u64,
-    /// Messages injected locally on the MTA host (like `mta inject`), one every 20 s.
-    pub injects: usize,
-    pub clients: usize,
-    pub messages: usize,
-    /// Percent of messages addressed to the remote peer.
-    pub remote_pct: u32,
-}
-
-impl std::fmt::Display for Profile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let list = |v: Vec<String>| v.join(",");
-        write!(
-            f,
-            "crashes={};persist={};partition={};eio={};jump={};peer={};latency={};pause={};inject={};clients={};messages={};remote={}",
-            list(self.crashes.iter().map(|c| c.to_string()).collect()),
-            list(self.persist.iter().map(|p| format!("{p:?}")).collect()),
-            self.partition
-                .map_or("-".into(), |(a, b)| format!("{a}+{b}")),
-            self.eio_at.map_or("-".into(), |e| e.to_string()),
-            self.jump.map_or("-".into(), |(a, b)| format!("{a}+{b}")),
-            list(self.peer.iter().map(|p| p.to_string()).collect()),
-            self.latency_ms,
-            self.client_pause,
-            self.injects,
-            self.clients,
-            self.messages,
-            self.remote_pct
-        )
-    }
-}
-
-fn parse_persist(s: &str) -> Option<Persist> {
-    Some(match s {
-        "Synced" => Persist::Synced,
-        "All" => Persist::All,
-        "TornLastWrite" => Persist::TornLastWrite,
-        _ => {
-            let (k, n) = s.strip_suffix(')')?.split_once('(')?;
-            let n = n.parse().ok()?;
-            match k {
-                "AllBut" => Persist::AllBut(n),
-                "TornLastWriteBut" => Persist::TornLastWriteBut(n),
-                _ => return None,
-            }
-        }
-    })
-}
-
-impl std::str::FromStr for Profile {
-    type Err = String;
-    /// The form [`Profile`]'s Display writes (what a failure line prints).
-    fn from_str(s: &str) -> Result<Profile, String> {
-        let mut p = Profile {
-            crashes: vec![],
-            persist: vec![],
-            partition: None,
-            eio_at: None,
-            jump: None,
-            peer: vec![Peer::Accept],
-            latency_ms: 0,
-            client_pause: 0,
-            injects: 0,
-            clients: 1,
-            messages: 2,
-            remote_pct: 0,
-        };
-        for part in s.split(';') {
-            let (k, v) = part.split_once('=').ok_or(format!("bad part {part:?}"))?;
-            let num = |v: &str| {
-                v.parse::<u64>()
-                    .map_err(|_| format!("bad number in {part:?}"))
-            };
-            let items = || v.split(',').filter(|x| !x.is_empty());
-            match k {
-                "crashes" => p.crashes = items().map(num).collect::<Result<_, _>>()?,
-                "persist" => {
-                    p.persist = items()
-                        .map(|x| parse_persist(x).ok_or(format!("bad persist {x:?}")))
-                        .collect::<Result<_, _>>()?
-                }
-                "partition" if v == "-" => p.partition = None,
-                "partition" => {
-                    let (a, b) = v.split_once('+').ok_or(format!("bad partition {v:?}"))?;
-                    p.partition = Some((num(a)?, num(b)?));
-                }
-                "peer" => p.peer = items().map(str::parse).collect::<Result<_, _>>()?,
-                "latency" => p.latency_ms = num(v)?,
-                "pause" => p.client_pause = num(v)?,
-                "inject" => p.injects = num(v)? as usize,
-                "jump" if v == "-" => p.jump = None,
-                "jump" => {
-                    let (a, b) = v.split_once('+').ok_or(format!("bad jump {v:?}"))?;
-                    p.jump = Some((num(a)?, num(b)?));
-                }
-                "eio" if v == "-" => p.eio_at = None,
-                "eio" => p.eio_at = Some(num(v)?),
-                "clients" => p.clients = num(v)? as usize,
-                "messages" => p.messages = num(v)? as usize,
-                "remote" => p.remote_pct = num(v)? as u32,
-                _ => return Err(format!("unknown key {k:?}")),
-            }
-        }
-        Ok(p)
-    }
-}
-
-impl Profile {
-    /// The profile a seed draws (BUGGIFY style: each fault on or off, then its parameters).
-    pub fn draw(seed: u64) -> Profile {
-        let mut r = ChaCha8Rng::seed_from_u64(seed ^ 0x5a5a_5a5a);
-        let n = if r.random_bool(0.7) {
-            r.random_range(1..=3)
-        } else {
-            0
-        };
-        let crashes = (0..n).map(|_| r.random_range(3..120)).collect();
-        let persist = (0..n)
-            .map(|_| match r.random_range(0..4) {
-                0 => Persist::Synced,
-                1 => Persist::All,
-                2 => Persist::AllBut(0),
-                _ => Persist::TornLastWrite,
-            })
-            .collect();
-        Profile {
-            crashes,
-            persist,
-            partition: r
-                .random_bool(0.4)
-                .then(|| (r.random_range(0..60), r.random_range(5..90))),
-            eio_at: r.random_bool(0.3).then(|| r.random_range(3..80)),
-            peer: if r.random_bool(0.5) {
-                let first = [
-                    Peer::Greeting(421),
-                    Peer::Mail(451),
-                    Peer::Rcpt(450),
-                    Peer::Data(451),
-                    Peer::AfterDot(451),
-                    Peer::DropAfterDot,
-                    Peer::Slow(40),
-                    Peer::Slow(2),
-                    Peer::Ehlo(502),
-                    Peer::AcceptThenCrash,
-                    Peer::DropAfter(r.random_range(0..7)),
-                ][r.random_range(0..11)];
-                vec![first, Peer::Accept]
-            } else {
-                vec![Peer::Accept]
-            },
-            latency_ms: [0, 0, 20, 300][r.random_range(0..4)],
-            client_pause: [0, 0, 0, 5][r.random_range(0..4)],
-            injects: r.random_range(0..3),
-            jump: r.random_bool(0.15).then(|| {
-                (
-                    r.random_range(0..100),
-                    [60, 600, 3600, 86_400][r.random_range(0..4)],
-                )
-            }),
-            clients: r.random_range(1..=3),
-            messages: r.random_range(2..=6),
-            remote_pct: [0, 30, 50, 100][r.random_range(0..4)],
-        }
-    }
-}
 
 /// What one seed did and found.
 #[derive(Debug, Clone, Default)]
 pub struct Outcome {
     pub acked: usize,
+    /// Transmissions in all (acknowledged or not).
+    pub sent: usize,
     pub local_delivered: usize,
     pub remote_delivered: usize,
+    /// Second copies the oracle allowed (the sender could not know of the first).
     pub duplicates_remote: usize,
     pub crashes: usize,
-    /// Restarts after the MTA exited on its own (a failed queue log).
+    /// Restarts by the supervisor (a process that could not start).
     pub restarts: usize,
-    /// Local copies beyond the first: accepted but unacknowledged, then resent by the client.
-    pub unacked_kept: usize,
+    /// Storage faults that actually fired on the MTA's disk.
+    pub fired: Fired,
+    /// Seconds the MTA's disk was full.
+    pub full_secs: u64,
     pub violations: Vec<String>,
     pub trace_hash: u64,
 }
 
-fn body(client: usize, i: usize) -> String {
-    format!("Subject: swarm {client}-{i}\r\n\r\nswarm message {client}-{i}\r\n")
+/// Transmissions so far, shared with the client tasks.
+type Ledger = Arc<Mutex<Vec<Sent>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Send one message; `sent` counts the attempts whose final dot went out (each may have been
-/// accepted even if its reply never came back).
+fn body(token: &str) -> String {
+    format!(
+        "Subject: swarm {token}\r\n\r\n{}\r\n",
+        oracle::token_line(token)
+    )
+}
+
+/// One SMTP transmission: the ledger gets its token as soon as the dot is on its way (it
+/// may be accepted though the reply never comes back), marked acked on `250`.
 async fn send(
     to: SocketAddr,
     rcpt: &str,
-    data: &str,
-    sent: &Mutex<usize>,
+    token: &str,
+    ledger: &Ledger,
     pause: u64,
-) -> std::io::Result<bool> {
+) -> std::io::Result<()> {
     let mut r = BufReader::new(SimNet.connect(to).await?);
     let mut line = String::new();
     r.read_line(&mut line).await?;
     if !line.starts_with("220") {
-        return Ok(false);
+        return Ok(());
     }
     let cmds = [
-        "MAIL FROM:<client@example.net>\r\n".to_string(),
+        "MAIL FROM:<fred@heaven.af.mil>\r\n".to_string(),
         format!("RCPT TO:<{rcpt}>\r\n"),
         "DATA\r\n".to_string(),
     ];
@@ -269,15 +115,319 @@ async fn send(
         r.read_line(&mut line).await?;
     }
     if !line.starts_with("354") {
-        return Ok(false);
+        return Ok(());
     }
+    let i = {
+        let mut l = lock(ledger);
+        l.push(Sent {
+            token: token.to_string(),
+            acked: false,
+        });
+        l.len() - 1
+    };
     r.get_mut()
-        .write_all(format!("{data}.\r\n").as_bytes())
+        .write_all(format!("{}.\r\n", body(token)).as_bytes())
         .await?;
-    *sent.lock().unwrap_or_else(|e| e.into_inner()) += 1;
     line.clear();
     r.read_line(&mut line).await?;
-    Ok(line.starts_with("250 ok"))
+    if line.starts_with("250 ok") {
+        lock(ledger)[i].acked = true;
+    }
+    Ok(())
+}
+
+/// A client sends its messages one after another, each until it is acknowledged; every
+/// attempt is a new transmission with its own token.
+async fn client(c: usize, rcpts: Vec<String>, pause: u64, ledger: Ledger) -> turmoil::Result {
+    let to = SocketAddr::new(turmoil::lookup("mta"), PORT);
+    for (i, rcpt) in rcpts.iter().enumerate() {
+        for k in 0.. {
+            let token = format!("c{c}m{i}t{k}");
+            let limit = Duration::from_secs(20 + 4 * pause);
+            let _ = tokio::time::timeout(limit, send(to, rcpt, &token, &ledger, pause)).await;
+            if lock(&ledger).iter().any(|s| s.token == token && s.acked) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+    }
+    Ok(())
+}
+
+fn recipients(r: &mut ChaCha8Rng, p: &Profile) -> Vec<String> {
+    (0..p.messages)
+        .map(|_| {
+            if r.random_range(0..100) >= p.remote_pct {
+                "fred@heaven.af.mil"
+            } else if r.random_range(0..3) == 0 {
+                "bill@relay.example"
+            } else {
+                "bill@far.example"
+            }
+            .to_string()
+        })
+        .collect()
+}
+
+/// The world of one seed and what the driver tracks while it runs.
+struct Swarm<'a> {
+    sim: turmoil::Sim<'a>,
+    p: Profile,
+    seed: u64,
+    host: MtaHost,
+    host2: MtaHost,
+    peer: Arc<Mutex<PeerLog>>,
+    peer2: Arc<Mutex<PeerLog>>,
+    ledger: Ledger,
+    excuses: Excuses,
+    lines_seen: usize,
+    partitioned: bool,
+    jumped: bool,
+    injected: usize,
+    full_secs: u64,
+    violations: Vec<String>,
+}
+
+fn boot_faults(p: &Profile) -> Faults {
+    Faults {
+        crash_after: p.crashes.first().copied(),
+        eio_at: p.eio_at,
+        fsync_fail_at: p.fsync_fail.iter().copied().collect(),
+        read_eio_at: p.read_eio.iter().copied().collect(),
+        ..Faults::default()
+    }
+}
+
+impl<'a> Swarm<'a> {
+    fn build(seed: u64, p: &Profile) -> Swarm<'a> {
+        let img = image(
+            &[("rcpthosts", "heaven.af.mil\nfar.example\nrelay.example\n")],
+            &[],
+        );
+        let disk = Disk::with_image(img, Clock::new(EPOCH_MS));
+        disk.arm(boot_faults(p));
+        let mut sim = turmoil::Builder::new()
+            .epoch(std::time::UNIX_EPOCH + Duration::from_millis(EPOCH_MS))
+            .tick_duration(Duration::from_millis(TICK_MS))
+            .simulation_duration(Duration::from_secs(400_000))
+            .rng_seed(seed)
+            .build();
+        if p.latency_ms > 0 {
+            sim.set_max_message_latency(Duration::from_millis(p.latency_ms));
+        }
+        let peer: Arc<Mutex<PeerLog>> = Arc::default();
+        let peer2: Arc<Mutex<PeerLog>> = Arc::default();
+        let (pl, p2, script) = (Arc::clone(&peer), peer2.clone(), p.peer.clone());
+        sim.host("peer", move || peer_host(script.clone(), pl.clone()));
+        sim.host("peer2", move || {
+            peer_host(vec![crate::remote_world::Peer::Accept], p2.clone())
+        });
+        sim.host("dns", dns_host);
+        let host = MtaHost::new("mta", disk, seed, true);
+        host.install(&mut sim);
+        // A second MTA: relay.example's MX, delivering to its own user bill.
+        let disk2 = Disk::with_image(relay_image(), Clock::new(EPOCH_MS));
+        let host2 = MtaHost::new("mta2", disk2, seed ^ 0x2222, true);
+        host2.install(&mut sim);
+        let ledger = Ledger::default();
+        let mut r = ChaCha8Rng::seed_from_u64(seed);
+        for c in 0..p.clients {
+            let (rcpts, l, pause) = (recipients(&mut r, p), ledger.clone(), p.client_pause);
+            sim.client(format!("client{c}"), client(c, rcpts, pause, l));
+        }
+        Swarm {
+            sim,
+            p: p.clone(),
+            seed,
+            host,
+            host2,
+            peer,
+            peer2,
+            ledger,
+            excuses: Excuses::default(),
+            lines_seen: 0,
+            partitioned: false,
+            jumped: false,
+            injected: 0,
+            full_secs: 0,
+            violations: Vec::new(),
+        }
+    }
+
+    /// Time-driven faults: clock jump, partition, a full disk.
+    fn faults(&mut self, t: u64) {
+        let disk = &self.host.disk;
+        if let Some((at, secs)) = self.p.jump.filter(|&(at, _)| !self.jumped && t >= at) {
+            let _ = at;
+            disk.clock().jump(Duration::from_secs(secs));
+            self.jumped = true;
+        }
+        if let Some((s, len)) = self.p.partition {
+            if !self.partitioned && t >= s && t < s + len {
+                self.sim.partition("mta", "peer");
+                self.partitioned = true;
+                self.excuses.windows.push((s * 1000, (s + len) * 1000));
+            } else if self.partitioned && t >= s + len {
+                self.sim.repair("mta", "peer");
+                self.partitioned = false;
+            }
+        }
+        if let (Some((s, len)), Some(fs)) = (self.p.full, disk.live()) {
+            if t == s {
+                fs.set_capacity(Some(fs.used_bytes()));
+            } else if t == s + len {
+                fs.set_capacity(None);
+            }
+            if t >= s && t < s + len {
+                self.full_secs += 1;
+            }
+        }
+    }
+
+    /// Local injection on the MTA host (`mta inject`): acknowledged when it returns Ok.
+    fn inject(&mut self, t: u64) {
+        if self.injected >= self.p.injects || t < 20 * (self.injected as u64 + 1) {
+            return;
+        }
+        let disk = &self.host.disk;
+        let token = format!("inject{}", self.injected);
+        if let Some(fs) = disk.live().filter(|f| !f.is_frozen()) {
+            let seed = self.seed ^ 0x1a1a ^ self.injected as u64;
+            let env = SimEnv::manual(fs, disk.clock().clone(), seed);
+            let m = mta::queue::NewMessage {
+                sender: "joe@heaven.af.mil".into(),
+                recipients: vec!["fred".into()],
+                data: body(&token).replace("\r\n", "\n").into_bytes(),
+                qp: 1,
+                uid: 1000,
+            };
+            let paths = Paths::new(root().join("queue"));
+            let acked = mta::queue::inject(&env, &paths, &Config::default(), &[m]).is_ok();
+            lock(&self.ledger).push(Sent { token, acked });
+        }
+        self.injected += 1;
+    }
+
+    /// Crash, restart and "not recorded" moments: when the MTA could lose track of a delivery.
+    fn tend_hosts(&mut self, t_ms: u64, crashes: &mut usize) -> bool {
+        let how = self
+            .p
+            .persist
+            .get(*crashes)
+            .cloned()
+            .unwrap_or(Persist::Synced);
+        match self.host.tend(&mut self.sim, || how) {
+            Event::Crashed => {
+                *crashes += 1;
+                self.excuses.points.push(t_ms);
+                self.host.disk.arm(Faults {
+                    crash_after: self.p.crashes.get(*crashes).copied(),
+                    ..Faults::default()
+                });
+            }
+            Event::Exited(code) => {
+                self.violations
+                    .push(format!("the MTA exited with {code} at {t_ms} ms"));
+                return false;
+            }
+            Event::Nothing | Event::Restarted => {}
+        }
+        if let Event::Exited(code) = self.host2.tend(&mut self.sim, || Persist::Synced) {
+            self.violations
+                .push(format!("the second MTA exited with {code} at {t_ms} ms"));
+            return false;
+        }
+        let lines = lock(&self.host.lines);
+        if lines[self.lines_seen..]
+            .iter()
+            .any(|l| l.contains(": not recorded: "))
+        {
+            self.excuses.points.push(t_ms);
+        }
+        self.lines_seen = lines.len();
+        true
+    }
+
+    /// Safety phase with the faults, then liveness with them healed (with or without
+    /// operator flushes) until the end.
+    fn drive(&mut self) -> usize {
+        let secs = run_secs(&self.p);
+        let (mut crashes, mut flushed) = (0, u64::MAX);
+        while self.sim.elapsed() < Duration::from_secs(secs) {
+            if let Err(e) = self.sim.step() {
+                self.violations.push(format!("simulation: {e}"));
+                break;
+            }
+            let t_ms = self.sim.elapsed().as_millis() as u64;
+            let t = t_ms / 1000;
+            self.faults(t);
+            let due = t >= HEAL_SECS && (t - HEAL_SECS).is_multiple_of(150);
+            if self.p.flush && due && flushed != t {
+                self.host.kill(Signal::Alrm);
+                self.host2.kill(Signal::Alrm);
+                flushed = t;
+            }
+            self.inject(t);
+            if !self.sim.is_host_running("peer") {
+                // The peer crashed after accepting a message: it comes back.
+                self.sim.bounce("peer");
+            }
+            if !self.tend_hosts(t_ms, &mut crashes) {
+                break;
+            }
+        }
+        crashes
+    }
+}
+
+fn final_image(disk: &Disk) -> Image {
+    disk.live().map_or_else(|| disk.image(), |f| f.live_image())
+}
+
+/// Every message in every Maildir of an image.
+fn mailboxes(img: &Image) -> Vec<String> {
+    img.files()
+        .into_iter()
+        .filter(|(p, _)| p.contains("/Maildir/new/") || p.contains("/Maildir/cur/"))
+        .map(|(_, b)| String::from_utf8_lossy(&b).into_owned())
+        .collect()
+}
+
+/// Liveness at the end: both queues empty, nothing left in todo/ or tmp/ once a recovery has
+/// run past the 36-hour cutoff for interrupted injections.
+fn quiescent(name: &str, img: Image) -> Vec<String> {
+    let mut bad = Vec::new();
+    let w = World::new(img, 0);
+    w.env.clock().advance(Duration::from_secs(10 * 86_400));
+    match w.manager_with(None, mta::queue::Disabled::none()) {
+        Some((m, _, _)) => {
+            let left: Vec<String> = m
+                .queue()
+                .messages()
+                .map(|x| format!("{} born {} [{:?}]", x.id(), x.env.birth, x.rcpts))
+                .collect();
+            if !left.is_empty() {
+                bad.push(format!(
+                    "{name}: queue not empty at the end: {}",
+                    left.join("; ")
+                ));
+            }
+        }
+        None => bad.push(format!("{name}: the final disk does not open")),
+    }
+    for d in ["queue/todo", "queue/tmp"] {
+        let left = w.env.fs().list_dir(&root().join(d)).unwrap_or_default();
+        if !left.is_empty() {
+            bad.push(format!("{name}: {d} not empty at the end: {left:?}"));
+        }
+    }
+    bad
+}
+
+/// FNV-1a over strings, for the determinism hash.
+fn fnv(h: u64, s: &str) -> u64 {
+    s.bytes()
+        .fold(h, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// Run one seed with the profile it draws.
@@ -289,388 +439,64 @@ pub fn run(seed: u64) -> (Profile, Outcome) {
 
 /// Run one seed with an explicit fault profile (replays and shrinking).
 pub fn run_profile(seed: u64, p: &Profile) -> Outcome {
-    let p = p.clone();
-    let clock = Clock::new(EPOCH_MS);
-    // Clients relay to far.example: allow relaying for everyone in this world.
-    let img = image(
-        &[(
-            "rcpthosts",
-            "heaven.af.mil\nfar.example\nrelay.example\n",
-        )],
-        &[],
-    );
-    let disk = Disk::with_image(img, clock);
-    disk.arm(Faults {
-        crash_after: p.crashes.first().copied(),
-        eio_at: p.eio_at,
-        ..Faults::default()
-    });
-    let mut sim = turmoil::Builder::new()
-        .epoch(std::time::UNIX_EPOCH + Duration::from_millis(EPOCH_MS))
-        .tick_duration(Duration::from_millis(TICK_MS))
-        .simulation_duration(Duration::from_secs(400_000))
-        .rng_seed(seed)
-        .build();
-    if p.latency_ms > 0 {
-        sim.set_max_message_latency(Duration::from_millis(p.latency_ms));
+    let mut w = Swarm::build(seed, p);
+    let crashes = w.drive();
+    let sent = lock(&w.ledger).clone();
+    if std::env::var_os("SWARM_DEBUG").is_some() {
+        eprintln!("ran {:?} of {} s", w.sim.elapsed(), run_secs(p));
+        lock(&w.host.lines)
+            .iter()
+            .for_each(|l| eprintln!("mta: {l}"));
+        w.host
+            .stderr()
+            .iter()
+            .for_each(|l| eprintln!("mta stderr: {l}"));
     }
-    let peer = Arc::new(Mutex::new(PeerLog::default()));
-    let pl = peer.clone();
-    let script = if p.peer.is_empty() {
-        vec![Peer::Accept]
-    } else {
-        p.peer.clone()
+    let peer = lock(&w.peer);
+    let found = Found {
+        mailboxes: mailboxes(&final_image(&w.host.disk)),
+        peer: peer
+            .accepted
+            .iter()
+            .cloned()
+            .zip(peer.copies.iter().cloned())
+            .collect(),
+        others: mailboxes(&final_image(&w.host2.disk))
+            .into_iter()
+            .chain(lock(&w.peer2).accepted.iter().cloned())
+            .collect(),
     };
-    sim.host("peer", move || peer_host(script.clone(), pl.clone()));
-    let p2 = Arc::new(Mutex::new(PeerLog::default()));
-    sim.host("peer2", move || peer_host(vec![Peer::Accept], p2.clone()));
-    sim.host("dns", dns_host);
-    let host = MtaHost::new("mta", disk.clone(), seed, true);
-    host.install(&mut sim);
-    // A second, real MTA: relay.example's MX, delivering to its own user bill.
-    let disk2 = Disk::with_image(relay_image(), Clock::new(EPOCH_MS));
-    let host2 = MtaHost::new("mta2", disk2.clone(), seed ^ 0x2222, true);
-    host2.install(&mut sim);
-    let acked = Arc::new(Mutex::new(Vec::<(String, String, Arc<Mutex<usize>>)>::new()));
-    let mut r = ChaCha8Rng::seed_from_u64(seed);
-    for c in 0..p.clients {
-        let rcpts: Vec<String> = (0..p.messages)
-            .map(|_| {
-                if r.random_range(0..100) < p.remote_pct {
-                    if r.random_range(0..3) == 0 {
-                        "bill@relay.example".to_string()
-                    } else {
-                        "bill@far.example".to_string()
-                    }
-                } else {
-                    "fred@heaven.af.mil".to_string()
-                }
-            })
-            .collect();
-        let a = acked.clone();
-        let pause = p.client_pause;
-        sim.client(format!("client{c}"), async move {
-            let to = SocketAddr::new(turmoil::lookup("mta"), PORT);
-            for (i, rcpt) in rcpts.iter().enumerate() {
-                let data = body(c, i);
-                let sent = Arc::new(Mutex::new(0));
-                loop {
-                    let ok = tokio::time::timeout(
-                        Duration::from_secs(20 + 4 * pause),
-                        send(to, rcpt, &data, &sent, pause),
-                    )
-                    .await;
-                    if let Ok(Ok(true)) = ok {
-                        a.lock().unwrap_or_else(|e| e.into_inner()).push((
-                            rcpt.clone(),
-                            data.clone(),
-                            sent.clone(),
-                        ));
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_secs(3)).await;
-                }
-            }
-            Ok(())
-        });
+    let (mut violations, dups) = oracle::check(&sent, &found, &w.excuses);
+    violations.extend(oracle::invented(&sent, &found));
+    violations.extend(quiescent("mta", final_image(&w.host.disk)));
+    violations.extend(quiescent("mta2", final_image(&w.host2.disk)));
+    violations.splice(0..0, w.violations.drain(..));
+    let disk_hash = w.host.disk.live().map_or(0, |f| f.trace_hash());
+    let net = sent.iter().map(|s| format!("{}{}", s.token, s.acked));
+    let trace_hash = found
+        .peer
+        .iter()
+        .map(|(m, _)| m.clone())
+        .chain(net)
+        .fold(disk_hash, |h, s| fnv(h, &s));
+    Outcome {
+        acked: sent.iter().filter(|s| s.acked).count(),
+        sent: sent.len(),
+        local_delivered: found.mailboxes.len(),
+        remote_delivered: found.peer.len() + found.others.len(),
+        duplicates_remote: dups,
+        crashes,
+        restarts: w.host.restarts() + w.host2.restarts(),
+        fired: w.host.disk.fired(),
+        full_secs: w.full_secs,
+        violations,
+        trace_hash,
     }
-    let mut out = Outcome::default();
-    let (mut boot_crashes, mut partitioned) = (0usize, false);
-    let mut jumped = false;
-    let (mut injected, mut injected_ok) = (0usize, Vec::<String>::new());
-    // Injections that failed may still have committed (like a lost 250): never invented.
-    let mut attempted = Vec::<String>::new();
-    // Safety phase (faults on), then at HEAL_SECS a flush, then liveness until the end.
-    let end = Duration::from_secs(SIMULATED_SECS);
-    let mut flushed = 0;
-    while sim.elapsed() < end {
-        if let Err(e) = sim.step() {
-            out.violations.push(format!("simulation: {e}"));
-            break;
-        }
-        let t = sim.elapsed().as_secs();
-        if let Some((at, secs)) = p.jump {
-            if !jumped && t >= at {
-                disk.clock().jump(Duration::from_secs(secs));
-                jumped = true;
-            }
-        }
-        if let Some((s, len)) = p.partition {
-            if !partitioned && t >= s && t < s + len {
-                sim.partition("mta", "peer");
-                partitioned = true;
-            } else if partitioned && t >= s + len {
-                sim.repair("mta", "peer");
-                partitioned = false;
-            }
-        }
-        // Flush at the heal point and every 150 s after (SIGALRM, as an operator would): a
-        // scripted peer failure that only happens after a flush is retried too.
-        if t >= HEAL_SECS && (t - HEAL_SECS).is_multiple_of(150) && flushed != t {
-            host.kill(Signal::Alrm);
-            host2.kill(Signal::Alrm);
-            flushed = t;
-        }
-        // Local injection on the MTA host (`mta inject`): acknowledged when it returns Ok.
-        if injected < p.injects && t >= 20 * (injected as u64 + 1) {
-            let data = format!("Subject: local {injected}\n\ninjected message {injected}\n");
-            if let Some(fs) = disk.live().filter(|f| !f.is_frozen()) {
-                let env = SimEnv::manual(fs, disk.clock().clone(), seed ^ 0x1a1a ^ injected as u64);
-                let m = mta::queue::NewMessage {
-                    sender: "joe@heaven.af.mil".into(),
-                    recipients: vec!["fred".into()],
-                    data: data.clone().into_bytes(),
-                    qp: 1,
-                    uid: 1000,
-                };
-                let paths = Paths::new(root().join("queue"));
-                attempted.push(data.clone());
-                if mta::queue::inject(&env, &paths, &Config::default(), &[m]).is_ok() {
-                    injected_ok.push(data);
-                }
-            }
-            injected += 1;
-        }
-        if !sim.is_host_running("peer") {
-            // The peer crashed after accepting a message: it comes back.
-            sim.bounce("peer");
-        }
-        let how = p.persist.get(boot_crashes).cloned();
-        match host.tend(&mut sim, || how.unwrap_or(Persist::Synced)) {
-            Event::Crashed => {
-                boot_crashes += 1;
-                disk.arm(Faults {
-                    crash_after: p.crashes.get(boot_crashes).copied(),
-                    ..Faults::default()
-                });
-            }
-            Event::Exited(code) => {
-                out.violations.push(format!("the MTA exited with {code} at {t} s"));
-                break;
-            }
-            Event::Nothing | Event::Restarted => {}
-        }
-        if let Event::Exited(code) = host2.tend(&mut sim, || Persist::Synced) {
-            out.violations.push(format!("the second MTA exited with {code} at {t} s"));
-            break;
-        }
-    }
-    out.crashes = boot_crashes;
-    out.restarts = host.restarts() + host2.restarts();
-    // The oracle.
-    let w = World::new(
-        disk.live().map_or_else(|| disk.image(), |f| f.live_image()),
-        0,
-    );
-    let acked = acked.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    out.acked = acked.len();
-    let local = w.maildir("home/fred/Maildir");
-    let remote = peer
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .accepted
-        .clone();
-    let w2 = World::new(
-        disk2
-            .live()
-            .map_or_else(|| disk2.image(), |f| f.live_image()),
-        0,
-    );
-    let relayed = w2.maildir("home/bill/Maildir");
-    if let Some((m, _, _)) = w2.manager_with(None, mta::queue::Disabled::none()) {
-        if m.queue().messages().next().is_some() {
-            out.violations
-                .push("the second MTA's queue is not empty at the end".into());
-        }
-    }
-    out.local_delivered = local.len();
-    out.remote_delivered = remote.len() + relayed.len();
-    let unstuffed = |s: &str| s.replace("\r\n", "\n");
-    for (rcpt, data, sent) in &acked {
-        let text = unstuffed(data);
-        let sent = *sent.lock().unwrap_or_else(|e| e.into_inner());
-        if rcpt.ends_with("@heaven.af.mil") {
-            // Exactly once per queued message: more copies only if the client sent it more
-            // than once (an earlier copy was accepted but its 250 was lost).
-            let n = local.iter().filter(|m| m.ends_with(&text)).count();
-            if n == 0 || n > sent {
-                out.violations.push(format!(
-                    "local message {:?}: {n} copies for {sent} sent (0: lost or still queued)",
-                    text.lines().next().unwrap_or("")
-                ));
-            }
-            out.unacked_kept += n.saturating_sub(1);
-        } else if rcpt.ends_with("@relay.example") {
-            let n = relayed.iter().filter(|m| m.ends_with(&text)).count();
-            if n == 0 {
-                out.violations.push(format!(
-                    "relayed message {:?} not delivered by the second MTA",
-                    text.lines().next().unwrap_or("")
-                ));
-            }
-            out.duplicates_remote += n.saturating_sub(1);
-        } else {
-            let n = remote
-                .iter()
-                .filter(|m| m.replace("\r\n", "\n").ends_with(&text))
-                .count();
-            if n == 0 {
-                out.violations.push(format!(
-                    "remote message {:?} not delivered by the end (lost or still queued)",
-                    text.lines().next().unwrap_or("")
-                ));
-            }
-            out.duplicates_remote += n.saturating_sub(1);
-        }
-    }
-    for m in &local {
-        if !m.contains("swarm message ") && !attempted.iter().any(|d| m.ends_with(d.as_str())) {
-            out.violations.push("an invented local message".into());
-        }
-    }
-    for data in &injected_ok {
-        let n = local.iter().filter(|m| m.ends_with(data.as_str())).count();
-        if n != 1 {
-            out.violations.push(format!(
-                "locally injected {:?}: {n} copies",
-                data.lines().next().unwrap_or("")
-            ));
-        }
-    }
-    out.acked += injected_ok.len();
-    // No orphans at quiescence: nothing waiting in todo/, and nothing in tmp/ once a recovery
-    // has run after the 36-hour cutoff for interrupted injections.
-    let later = World::new(
-        disk.live().map_or_else(|| disk.image(), |f| f.live_image()),
-        0,
-    );
-    // Far enough past any clock jump too.
-    later.env.clock().advance(Duration::from_secs(10 * 86_400));
-    drop(later.manager_with(None, mta::queue::Disabled::none()));
-    for d in ["queue/todo", "queue/tmp"] {
-        let left = later.env.fs().list_dir(&root().join(d)).unwrap_or_default();
-        if !left.is_empty() {
-            out.violations
-                .push(format!("{d} not empty at the end: {left:?}"));
-        }
-    }
-    match w.manager_with(None, mta::queue::Disabled::none()) {
-        Some((m, _, _)) if m.queue().messages().next().is_some() => {
-            let left: Vec<String> = m
-                .queue()
-                .messages()
-                .map(|x| {
-                    let st: Vec<String> = x
-                        .rcpts
-                        .iter()
-                        .map(|r| format!("{}={:?}", r.rcpt.addr, r.status))
-                        .collect();
-                    format!(
-                        "{} born {} from <{}> [{}]",
-                        x.id(),
-                        x.env.birth,
-                        x.env.sender,
-                        st.join(", ")
-                    )
-                })
-                .collect();
-            out.violations.push(format!(
-                "queue not empty after the liveness phase: {}",
-                left.join("; ")
-            ))
-        }
-        Some(_) => {}
-        None => out.violations.push("the final disk does not open".into()),
-    }
-    out.trace_hash = disk.live().map_or(0, |f| f.trace_hash())
-        ^ (out.local_delivered as u64) << 40
-        ^ (out.remote_delivered as u64) << 48;
-    out
 }
 
-/// Shrink a failing run: remove faults and load one at a time while it still fails, until
-/// nothing more can go. Returns the minimal profile and how many runs it took.
+/// Shrink a failing run to a minimal profile; returns it and how many runs it took.
 pub fn shrink(seed: u64, start: &Profile, fails: impl Fn(&Outcome) -> bool) -> (Profile, usize) {
-    let mut p = start.clone();
-    let mut runs = 0;
-    loop {
-        let mut candidates = Vec::new();
-        for i in 0..p.crashes.len() {
-            let mut c = p.clone();
-            c.crashes.remove(i);
-            if i < c.persist.len() {
-                c.persist.remove(i);
-            }
-            candidates.push(c);
-        }
-        if p.partition.is_some() {
-            candidates.push(Profile {
-                partition: None,
-                ..p.clone()
-            });
-        }
-        if p.eio_at.is_some() {
-            candidates.push(Profile {
-                eio_at: None,
-                ..p.clone()
-            });
-        }
-        if p.jump.is_some() {
-            candidates.push(Profile {
-                jump: None,
-                ..p.clone()
-            });
-        }
-        if p.latency_ms > 0 || p.client_pause > 0 {
-            candidates.push(Profile {
-                latency_ms: 0,
-                client_pause: 0,
-                ..p.clone()
-            });
-        }
-        if p.injects > 0 {
-            candidates.push(Profile {
-                injects: 0,
-                ..p.clone()
-            });
-        }
-        if p.peer != [Peer::Accept] {
-            candidates.push(Profile {
-                peer: vec![Peer::Accept],
-                ..p.clone()
-            });
-        }
-        if p.clients > 1 {
-            candidates.push(Profile {
-                clients: p.clients - 1,
-                ..p.clone()
-            });
-        }
-        if p.messages > 1 {
-            candidates.push(Profile {
-                messages: p.messages - 1,
-                ..p.clone()
-            });
-        }
-        if p.remote_pct > 0 {
-            candidates.push(Profile {
-                remote_pct: 0,
-                ..p.clone()
-            });
-        }
-        let mut smaller = None;
-        for c in candidates {
-            runs += 1;
-            if fails(&run_profile(seed, &c)) {
-                smaller = Some(c);
-                break;
-            }
-        }
-        match smaller {
-            Some(c) => p = c,
-            None => return (p, runs),
-        }
-    }
+    shrink_profile(start, |p| fails(&run_profile(seed, p)))
 }
 
 /// The second MTA's disk: relay.example, user bill.

@@ -134,4 +134,3 @@ fn host_name_rules_use_confirmed_ptr_names() {
     }
     sim.run().unwrap();
 }
-

@@ -100,9 +100,7 @@ impl Env for RealEnv {
         for (kind, sig) in kinds {
             let mut s = signal(kind)?;
             let tx = tx.clone();
-            tokio::spawn(async move {
-                while s.recv().await.is_some() && tx.send(sig).is_ok() {}
-            });
+            tokio::spawn(async move { while s.recv().await.is_some() && tx.send(sig).is_ok() {} });
         }
         Ok(rx)
     }

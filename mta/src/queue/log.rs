@@ -246,7 +246,11 @@ impl<F: Fs> Log<F> {
             }
             Ok(())
         };
-        if let Some(f) = self.head.as_mut().filter(|_| Some(&seg) == self.segs.last()) {
+        if let Some(f) = self
+            .head
+            .as_mut()
+            .filter(|_| Some(&seg) == self.segs.last())
+        {
             ctx(read(f, &mut buf), || format!("read log segment {seg}"))?;
         } else {
             let p: &Path = &self.dir.join(seg_name(seg));

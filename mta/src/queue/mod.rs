@@ -431,7 +431,9 @@ impl<E: Env> Queue<E> {
             if fs.metadata(&p).is_ok() {
                 continue; // not ours any more: never remove an injection
             }
-            drop(ctx(fs.create_new(&p), || format!("create {}", p.display()))?);
+            drop(ctx(fs.create_new(&p), || {
+                format!("create {}", p.display())
+            })?);
             ctx(fs.unlink(&p), || format!("remove {}", p.display()))?;
         }
         sync_dir(fs, &self.cfg, SyncPoint::TodoUnlink, &todo)?;

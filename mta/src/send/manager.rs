@@ -582,12 +582,7 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
     /// full disk, an I/O error) refuses the new messages and turns the results into deferrals:
     /// the deliveries are tried again on the schedule, and nothing is acknowledged that is
     /// not durable.
-    fn commit(
-        &mut self,
-        subs: Vec<(NewMessage, Reply)>,
-        mut results: Vec<JobResult>,
-        now: u64,
-    ) {
+    fn commit(&mut self, subs: Vec<(NewMessage, Reply)>, mut results: Vec<JobResult>, now: u64) {
         let mut recs = Vec::new();
         let mut replies = Vec::new();
         for (m, reply) in subs {
@@ -617,7 +612,8 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
                 });
                 for r in &mut results {
                     self.log(&format!("delivery {}: not recorded: {e}", r.delivery));
-                    r.outcome = Outcome::Deferred(format!("Unable to record the outcome: {e}. (#4.3.0)"));
+                    r.outcome =
+                        Outcome::Deferred(format!("Unable to record the outcome: {e}. (#4.3.0)"));
                 }
             }
         }
