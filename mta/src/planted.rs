@@ -1,7 +1,9 @@
 //! Planted bugs, for verification only: the simulator switches one on and shows that its
-//! campaign catches it. Production never sets any (the flags start at zero and only the
-//! simulator's mutation runs write them, one process at a time).
+//! campaign catches it. They exist only with the `planted` cargo feature, which the simulator
+//! turns on; without it (`cargo build -p mta`, the production binary) [`on`] is the constant
+//! `false` and every hook compiles away.
 
+#[cfg(feature = "planted")]
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// A realistic bug the simulator must catch.
@@ -18,35 +20,56 @@ pub enum Bug {
     /// The canary: the receiver answers 250 for the second message it takes in a process
     /// without queueing it.
     CanaryLoseSecondMessage,
+    /// After a failed fsync the queue log trusts its cached file and keeps appending behind
+    /// the batch Linux may have dropped.
+    AppendAfterFailedFsync,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 5] = [
+    pub const ALL: [Bug; 6] = [
         Bug::RetryFromLastAttempt,
         Bug::LoseBounceStateOnRestart,
         Bug::ServfailPermanent,
         Bug::IgnoreTruncation,
         Bug::CanaryLoseSecondMessage,
+        Bug::AppendAfterFailedFsync,
     ];
+    #[cfg(feature = "planted")]
     fn bit(self) -> u32 {
         1 << (self as u32)
     }
 }
 
+#[cfg(feature = "planted")]
 static PLANTED: AtomicU32 = AtomicU32::new(0);
+#[cfg(feature = "planted")]
 static CANARY_COUNT: AtomicU32 = AtomicU32::new(0);
 
 /// The canary's trigger: true for the second message taken while it is planted.
+#[cfg(feature = "planted")]
 pub fn canary_fires() -> bool {
     on(Bug::CanaryLoseSecondMessage) && CANARY_COUNT.fetch_add(1, Ordering::Relaxed) == 1
 }
 
+#[cfg(not(feature = "planted"))]
+pub fn canary_fires() -> bool {
+    false
+}
+
 /// Is this bug planted right now?
+#[cfg(feature = "planted")]
 pub fn on(b: Bug) -> bool {
     PLANTED.load(Ordering::Relaxed) & b.bit() != 0
 }
 
+/// Never, in a build without the `planted` feature.
+#[cfg(not(feature = "planted"))]
+pub fn on(_: Bug) -> bool {
+    false
+}
+
 /// Plant exactly these bugs (an empty slice removes them all).
+#[cfg(feature = "planted")]
 pub fn plant(bugs: &[Bug]) {
     CANARY_COUNT.store(0, Ordering::Relaxed);
     PLANTED.store(bugs.iter().fold(0, |a, b| a | b.bit()), Ordering::Relaxed);

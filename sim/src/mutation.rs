@@ -5,7 +5,7 @@
 use mta::planted::{self, Bug};
 use mta::queue::{Disabled, SyncPoint};
 
-use crate::{crash, local_crash, remote_world, schedule_scenario};
+use crate::{crash, local_crash, receive, remote_world, schedule_scenario};
 
 /// One planted bug and what the campaign found.
 #[derive(Debug, Clone)]
@@ -68,6 +68,13 @@ pub fn run_all(seed: u64) -> Vec<Mutant> {
         bug: "ignore TC (use a truncated UDP answer as it is)",
         caught_by: "huge-mx",
         violations: planted_run(Bug::IgnoreTruncation, || remote_world::huge_mx(seed).len()),
+    });
+    v.push(Mutant {
+        bug: "keep appending to the queue log behind a failed fsync",
+        caught_by: "failed-fsync",
+        violations: planted_run(Bug::AppendAfterFailedFsync, || {
+            receive::failed_fsyncs(3, seed).violations.len()
+        }),
     });
     v
 }

@@ -132,95 +132,173 @@ pub fn run_with(
     seed: u64,
     during: impl Fn(&Disk, usize),
 ) -> Outcome {
-    let clock = Clock::new(EPOCH_MS);
-    let disk = Disk::with_image(installation(&[]), clock.clone());
-    disk.arm(faults);
-    let mut sim = turmoil::Builder::new()
-        .epoch(std::time::UNIX_EPOCH + Duration::from_millis(EPOCH_MS))
-        .simulation_duration(Duration::from_secs(600))
-        .rng_seed(seed)
-        .build();
-    let host = MtaHost::new("mta", disk.clone(), seed, false);
-    host.install(&mut sim);
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let refusals = Arc::new(Mutex::new(Vec::new()));
-    let a = acked.clone();
-    let rf = refusals.clone();
-    sim.client("client", async move {
-        let to = SocketAddr::new(turmoil::lookup("mta"), PORT);
-        for i in 0..n {
-            loop {
-                let r = tokio::time::timeout(Duration::from_secs(5), send(to, i)).await;
-                match r {
-                    Ok(Ok(Ok(()))) => {
-                        a.lock().unwrap_or_else(|e| e.into_inner()).push(i);
-                        break;
+    let world = Receive {
+        image: installation(&[]),
+        crash_at_end: false,
+    };
+    world.run(n, faults, persist, seed, during)
+}
+
+/// A receiving world: the disk it starts from, and whether the machine goes down once the
+/// client is done (keeping only what was made durable), before the final check.
+pub struct Receive {
+    pub image: Image,
+    pub crash_at_end: bool,
+}
+
+impl Receive {
+    /// Send `n` messages with `faults` armed for the first boot.
+    pub fn run(
+        self,
+        n: usize,
+        faults: Faults,
+        persist: Persist,
+        seed: u64,
+        during: impl Fn(&Disk, usize),
+    ) -> Outcome {
+        let clock = Clock::new(EPOCH_MS);
+        let disk = Disk::with_image(self.image, clock.clone());
+        disk.arm(faults);
+        let mut sim = turmoil::Builder::new()
+            .epoch(std::time::UNIX_EPOCH + Duration::from_millis(EPOCH_MS))
+            .simulation_duration(Duration::from_secs(600))
+            .rng_seed(seed)
+            .build();
+        let host = MtaHost::new("mta", disk.clone(), seed, false);
+        host.install(&mut sim);
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let refusals = Arc::new(Mutex::new(Vec::new()));
+        let a = acked.clone();
+        let rf = refusals.clone();
+        sim.client("client", async move {
+            let to = SocketAddr::new(turmoil::lookup("mta"), PORT);
+            for i in 0..n {
+                loop {
+                    let r = tokio::time::timeout(Duration::from_secs(5), send(to, i)).await;
+                    match r {
+                        Ok(Ok(Ok(()))) => {
+                            a.lock().unwrap_or_else(|e| e.into_inner()).push(i);
+                            break;
+                        }
+                        Ok(Ok(Err(reply))) => rf
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(reply.trim_end().to_string()),
+                        _ => {}
                     }
-                    Ok(Ok(Err(reply))) => rf
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(reply.trim_end().to_string()),
-                    _ => {}
+                    tokio::time::sleep(Duration::from_millis(500)).await;
                 }
-                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Ok(())
+        });
+        loop {
+            let done = sim.step().expect("simulation step");
+            during(
+                &disk,
+                refusals.lock().unwrap_or_else(|e| e.into_inner()).len(),
+            );
+            host.tend(&mut sim, || persist.clone());
+            if done {
+                break;
             }
         }
-        Ok(())
-    });
-    loop {
-        let done = sim.step().expect("simulation step");
-        during(
-            &disk,
-            refusals.lock().unwrap_or_else(|e| e.into_inner()).len(),
-        );
-        host.tend(&mut sim, || persist.clone());
-        if done {
-            break;
+        // The crash may have come in the last step, with no reboot after it: then the disk image
+        // is what the next boot would find.
+        let (image, trace_hash, ops) = match disk.live() {
+            Some(fs) if self.crash_at_end => {
+                (fs.crash_image(&Persist::Synced), fs.trace_hash(), fs.ops())
+            }
+            Some(fs) => (fs.live_image(), fs.trace_hash(), fs.ops()),
+            None => (disk.image(), 0, 0),
+        };
+        drop(sim);
+        let env = SimEnv::manual(SimFs::from_image(image, clock.clone()), clock, 0);
+        let rw = Rewrite::load(&ControlDir::new(env.fs(), Path::new(ROOT))).expect("controls");
+        let (mut q, _) = Queue::open(
+            env.clone(),
+            Paths::new(Path::new(ROOT).join("queue")),
+            Config::default(),
+            &rw,
+        )
+        .expect("final recovery");
+        let ids: Vec<_> = q.messages().map(|m| m.id()).collect();
+        let mut found: Vec<Vec<u8>> = ids
+            .into_iter()
+            .map(|id| q.read_data(id).expect("readable"))
+            .collect();
+        found.extend(delivered(&env, "home/fred/Maildir"));
+        let mut stored = Vec::new();
+        let mut corrupt = 0;
+        for data in found {
+            let data = strip_delivery_headers(&data);
+            match (0..n).find(|&i| data.ends_with(&stored_tail(i))) {
+                Some(i) if data.starts_with(b"Received: (qmail ") => stored.push(i),
+                _ => corrupt += 1,
+            }
+        }
+        stored.sort_unstable();
+        let acked = acked.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let refusals = refusals.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        Outcome {
+            refusals,
+            acked,
+            stored,
+            corrupt,
+            boots: disk.boots(),
+            trace_hash,
+            ops,
         }
     }
-    // The crash may have come in the last step, with no reboot after it: then the disk image
-    // is what the next boot would find.
-    let (image, trace_hash, ops) = match disk.live() {
-        Some(fs) => (fs.live_image(), fs.trace_hash(), fs.ops()),
-        None => (disk.image(), 0, 0),
+}
+
+/// Fail each fsync of a run in turn (Linux semantics: the data it covered may be gone from
+/// the disk while reads still return it), let the client finish, then take the machine down
+/// keeping only what was made durable: every acknowledged message must survive. Local
+/// delivery defers (fred's .qmail runs a missing program), so the mail stays in the queue.
+pub fn failed_fsyncs(n: usize, seed: u64) -> Campaign {
+    let image = || {
+        let fs = SimFs::from_image(installation(&[]), Clock::new(EPOCH_MS));
+        let p = Path::new(ROOT).join("home/fred/.qmail");
+        let mut f = fs.create_new(&p).expect(".qmail");
+        f.write_at(0, b"|deferme\n").expect("write");
+        fs.crash_image(&Persist::All)
     };
-    drop(sim);
-    let env = SimEnv::manual(SimFs::from_image(image, clock.clone()), clock, 0);
-    let rw = Rewrite::load(&ControlDir::new(env.fs(), Path::new(ROOT))).expect("controls");
-    let (mut q, _) = Queue::open(
-        env.clone(),
-        Paths::new(Path::new(ROOT).join("queue")),
-        Config::default(),
-        &rw,
-    )
-    .expect("final recovery");
-    let ids: Vec<_> = q.messages().map(|m| m.id()).collect();
-    let mut found: Vec<Vec<u8>> = ids
-        .into_iter()
-        .map(|id| q.read_data(id).expect("readable"))
-        .collect();
-    found.extend(delivered(&env, "home/fred/Maildir"));
-    let mut stored = Vec::new();
-    let mut corrupt = 0;
-    for data in found {
-        let data = strip_delivery_headers(&data);
-        match (0..n).find(|&i| data.ends_with(&stored_tail(i))) {
-            Some(i) if data.starts_with(b"Received: (qmail ") => stored.push(i),
-            _ => corrupt += 1,
+    let world = |k: Option<u64>| {
+        Receive {
+            image: image(),
+            crash_at_end: true,
+        }
+        .run(
+            n,
+            Faults {
+                fsync_fail_at: k.into_iter().collect(),
+                ..Faults::default()
+            },
+            Persist::Synced,
+            seed,
+            |_, _| {},
+        )
+    };
+    let clean = world(None);
+    let mut c = Campaign {
+        crash_points: clean.ops,
+        ..Campaign::default()
+    };
+    for k in 1..=clean.ops {
+        let o = world(Some(k));
+        c.runs += 1;
+        c.acked += o.acked.len();
+        c.unacked_kept += o.stored.len().saturating_sub(o.acked.len());
+        let lost: Vec<_> = o.acked.iter().filter(|i| !o.stored.contains(i)).collect();
+        if !lost.is_empty() || o.corrupt > 0 || o.acked.len() != n {
+            c.violations.push(format!(
+                "seed={seed} fsync_fail_at={k}: lost {lost:?}, corrupt {}, acked {}/{n}",
+                o.corrupt,
+                o.acked.len()
+            ));
         }
     }
-    stored.sort_unstable();
-    let acked = acked.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let refusals = refusals.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    Outcome {
-        refusals,
-        acked,
-        stored,
-        corrupt,
-        boots: disk.boots(),
-        trace_hash,
-        ops,
-    }
+    c
 }
 
 /// Every message in a Maildir's new/ and cur/.

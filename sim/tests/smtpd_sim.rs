@@ -134,3 +134,10 @@ fn host_name_rules_use_confirmed_ptr_names() {
     }
     sim.run().unwrap();
 }
+
+#[test]
+fn a_failed_fsync_at_any_operation_loses_no_acknowledged_message() {
+    let c = receive::failed_fsyncs(3, 7);
+    assert!(c.runs >= 10, "{} runs", c.runs);
+    assert!(c.violations.is_empty(), "{:?}", c.violations);
+}

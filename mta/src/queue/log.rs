@@ -195,7 +195,12 @@ impl<F: Fs> Log<F> {
                 // Linux may have dropped this batch from the disk while reads still return it:
                 // never append behind it again (a recovery would cut later batches with it).
                 // The next append starts a new segment; this one keeps its synced prefix.
-                self.head = None;
+                if crate::planted::on(crate::planted::Bug::AppendAfterFailedFsync) {
+                    // The planted bug trusts the cached file: it appends behind the batch.
+                    self.head_len += buf.len() as u64;
+                } else {
+                    self.head = None;
+                }
                 return ctx(Err(e), || format!("fsync log segment {seg}"));
             }
         }
