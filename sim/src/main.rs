@@ -179,15 +179,19 @@ fn main() -> ExitCode {
             let list: Vec<u64> = (start..start + seeds).filter(|s| s % n == k - 1).collect();
             let s = swarm(&list);
             println!(
-                "swarm: {} seeds in {:.1}s ({:.0} seeds/s), {} failed; {} acknowledged, {} crashes, {} partitions, {} I/O errors, {} clock jumps",
+                "swarm: {} seeds in {:.1}s ({:.0} seeds/s), {} failed; {} acknowledged; fired: {} crashes, {} failed fsyncs, {} EIO, {} read EIO, {} ENOSPC, {} full-disk s, {} partitions, {} clock jumps",
                 list.len(),
                 t.elapsed().as_secs_f64(),
                 list.len() as f64 / t.elapsed().as_secs_f64().max(1e-9),
                 s.failed,
                 s.acked,
                 s.crashes,
-                s.partitions,
+                s.fsync_failed,
                 s.eio,
+                s.read_errors,
+                s.enospc,
+                s.full_secs,
+                s.partitions,
                 s.jumps
             );
             exit(s.failed == 0)
@@ -404,8 +408,14 @@ struct SwarmTotals {
     dups: usize,
     crashes: usize,
     partitions: usize,
-    eio: usize,
+    eio: u64,
     jumps: usize,
+    fsync_failed: u64,
+    read_errors: u64,
+    enospc: u64,
+    full_secs: u64,
+    natural: usize,
+    restarts: usize,
 }
 
 /// Run seeds; print one line per failure with everything needed to replay it.
@@ -429,9 +439,16 @@ fn swarm(seeds: &[u64]) -> SwarmTotals {
         t.remote += o.remote_delivered;
         t.dups += o.duplicates_remote;
         t.crashes += o.crashes;
+        // Faults that fired (a drawn fault may never be reached).
         t.partitions += usize::from(p.partition.is_some());
-        t.eio += usize::from(p.eio_at.is_some());
         t.jumps += usize::from(p.jump.is_some());
+        t.eio += o.fired.eio;
+        t.fsync_failed += o.fired.fsync;
+        t.read_errors += o.fired.read;
+        t.enospc += o.fired.enospc;
+        t.full_secs += o.full_secs;
+        t.natural += usize::from(!p.flush);
+        t.restarts += o.restarts;
         if !o.violations.is_empty() {
             t.failed += 1;
             if tty {
@@ -447,6 +464,29 @@ fn swarm(seeds: &[u64]) -> SwarmTotals {
         eprintln!("\r  [{}] {n}/{n} seeds", "#".repeat(30), n = seeds.len());
     }
     t
+}
+
+/// The swarm's part of the report: what the world is, and the faults that fired.
+fn swarm_section(st: &SwarmTotals, seeds: usize, secs: f64, same: usize, sample: usize) -> String {
+    let rate = seeds as f64 / secs.max(1e-9);
+    format!(
+        "\n## Swarm (mixed)\n\nEach seed draws its own fault profile for a world of SMTP clients (some slow), two MTA hosts booted exactly as `mta run` (one relaying for relay.example), a DNS host and scripted peers (temporary and permanent refusals at each stage, EHLO refusal, slowness, drop after the dot, accept then crash), with link latency. Faults: crashes of the MTA at drawn fs operations persisted as synced only, all, all but one, torn last write, torn sectors of every pending write, or a random POSIX-legal subset; failed fsyncs with Linux semantics; EIO on writes and on reads; a full disk for a while; a partition; a forward clock jump. The only supervisor restarts a process that exited 111 (it could not start). A safety phase with the faults, then liveness: with operator flushes (SIGALRM at 250 s and every 150 s, until 700 s) or, for a fifth of the seeds, on the natural retry schedule alone. Oracle: every transmission carries a unique token; an acknowledged one appears exactly once wherever it ends (a mailbox, the peer, the second MTA, inside a bounce), an unacknowledged one at most once, and a second copy only where the sender could not know of the first (its 250 never arrived in time, or the MTA crashed, could not record the outcome or was cut off in between); nothing invented; both queues empty; no orphan files.\n\n| seeds | failed | acknowledged | delivered local / remote | allowed duplicates | natural-schedule seeds | determinism re-runs | wall s | seeds/s |\n|---:|---:|---:|---|---:|---:|---|---:|---:|\n| {seeds} | {} | {} | {} / {} | {} | {} | {same}/{sample} same | {secs:.1} | {rate:.0} |\n\nFaults that fired (not merely drawn):\n\n| crashes | supervisor restarts | failed fsyncs | write/op EIO | read EIO | ENOSPC refusals | disk-full seconds | partitions | clock jumps |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+        st.failed,
+        st.acked,
+        st.local,
+        st.remote,
+        st.dups,
+        st.natural,
+        st.crashes,
+        st.restarts,
+        st.fsync_failed,
+        st.eio,
+        st.read_errors,
+        st.enospc,
+        st.full_secs,
+        st.partitions,
+        st.jumps,
+    )
 }
 
 fn exit(ok: bool) -> ExitCode {
@@ -533,7 +573,7 @@ fn campaign(report: &str, seed: u64) -> ExitCode {
     }
 
     eprintln!("      crash-mid-receive (SMTP over turmoil)");
-    md.push_str("\n## Crash while receiving over SMTP\n\nA turmoil world: SMTP clients send messages to the MTA host (smtpd + queue service on the simulated env), which is crashed after each filesystem operation of a clean run and restarted from the persisted state (only synced, all, all but the first pending operation, last write torn). Clients resend what was not acknowledged.\n\n| path | crash points | runs | acknowledged | kept without acknowledgement | lost | wall s |\n|---|---:|---:|---:|---:|---:|---:|\n");
+    md.push_str("\n## Crash while receiving over SMTP\n\nA turmoil world: SMTP clients send messages to the MTA host (booted as `mta run`: control files, recovery, queue manager, receiver), which is crashed after each filesystem operation of a clean run and restarted from the persisted state (only synced, all, all but the first pending operation, last write torn). Clients resend what was not acknowledged.\n\n| path | crash points | runs | acknowledged | kept without acknowledgement | lost | wall s |\n|---|---:|---:|---:|---:|---:|---:|\n");
     for (label, threshold) in [
         (
             "in memory → log (group commit)",
@@ -557,6 +597,22 @@ fn campaign(report: &str, seed: u64) -> ExitCode {
             c.violations.len()
         ));
     }
+
+    let t = Instant::now();
+    let c = sim::receive::failed_fsyncs(4, seed);
+    for v in c.violations.iter().take(10) {
+        eprintln!("FAIL failed-fsync {v}");
+    }
+    ok &= c.violations.is_empty();
+    md.push_str(&format!(
+        "| failed fsync at each operation (Linux semantics), then a crash keeping only synced data | {} | {} | {} | {} | {} | {:.2} |\n",
+        c.crash_points,
+        c.runs,
+        c.acked,
+        c.unacked_kept,
+        c.violations.len(),
+        t.elapsed().as_secs_f64()
+    ));
 
     eprintln!("      delivery scenarios");
     md.push_str("\n## Delivery\n\n| scenario | what is checked | size | violations | wall s |\n|---|---|---|---:|---:|\n");
@@ -670,22 +726,7 @@ fn campaign(report: &str, seed: u64) -> ExitCode {
         same += usize::from(a == b);
     }
     ok &= same == sample.len();
-    md.push_str(&format!(
-        "\n## Swarm (mixed)\n\nEach seed draws its own fault profile (crashes of the MTA at drawn fs operations with drawn persistence, a partition between the MTA and the remote peer, an I/O error, a forward clock jump, client count, message count, local/remote mix) for a world with SMTP clients (some slow), the full MTA (receiver, queue manager, local and remote delivery), a second full MTA relaying for relay.example, a DNS host and scripted remote peers (temporary failures at each stage, EHLO refusal, slowness, drop after the dot, accept then crash), with link latency; a safety phase with the faults, then a liveness phase: at 250 s the faults are over and the queue is flushed (an operator's SIGALRM, repeated every 150 s), and by 700 s everything must be delivered. Oracle: every acknowledged local message in the Maildir exactly once, every acknowledged remote message at the peer or in the second MTA's Maildir (duplicates counted), nothing invented, both queues empty, no orphan files.\n\n| seeds | failed | acknowledged | delivered local / remote | remote duplicates | crashes | partitions | I/O errors | clock jumps | wall s | seeds/s | simulated s per wall s | determinism re-runs |\n|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n| {} | {} | {} | {} / {} | {} | {} | {} | {} | {} | {secs:.1} | {:.0} | {:.0} | {same}/{} same |\n",
-        seeds.len(),
-        st.failed,
-        st.acked,
-        st.local,
-        st.remote,
-        st.dups,
-        st.crashes,
-        st.partitions,
-        st.eio,
-        st.jumps,
-        seeds.len() as f64 / secs.max(1e-9),
-        sim::swarm::SIMULATED_SECS as f64 * seeds.len() as f64 / secs.max(1e-9),
-        sample.len()
-    ));
+    md.push_str(&swarm_section(&st, seeds.len(), secs, same, sample.len()));
 
     eprintln!("      partition");
     let t = Instant::now();

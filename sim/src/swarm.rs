@@ -30,18 +30,20 @@ use crate::world::Disk;
 pub const HEAL_SECS: u64 = 250;
 /// Simulated time per seed with operator flushes: everything must be delivered by then.
 pub const SIMULATED_SECS: u64 = 700;
-/// Simulated time per seed on the natural retry schedule alone (no flushes): past the
-/// local attempt at birth + 1600 s and the remote one at birth + 1600 s.
-pub const NATURAL_SECS: u64 = 2200;
-/// How long a seed runs: with flushes, [`SIMULATED_SECS`]; on the natural schedule, past the
-/// next remote attempt even when a clock jump put the message's birth far behind (attempts
-/// at birth + n^2 come about 40·sqrt(age) + 400 seconds apart).
+/// The longest a seed runs: with flushes, [`SIMULATED_SECS`]; on the natural schedule, past
+/// three more remote passes after the faults heal (a scripted peer failure, a partition and
+/// a drop may each cost one), counted from the message's age then, which a clock jump adds to.
+/// A seed stops earlier once every client is done and both queues are empty.
 pub fn run_secs(p: &Profile) -> u64 {
     if p.flush {
         return SIMULATED_SECS;
     }
-    let since_birth = p.jump.map_or(0, |(_, j)| (j as f64).sqrt().ceil() as u64);
-    NATURAL_SECS + 40 * since_birth + 400
+    let start = HEAL_SECS + p.jump.map_or(0, |(_, j)| j);
+    let mut age = start;
+    for _ in 0..3 {
+        age = mta::send::schedule::next_pass(0, age, mta::queue::Channel::Remote);
+    }
+    HEAL_SECS + age - start + 60
 }
 /// turmoil's tick: coarse enough to be fast, fine against the 10 s and 30 s timeouts.
 const TICK_MS: u64 = 1000;
@@ -352,11 +354,14 @@ impl<'a> Swarm<'a> {
     /// operator flushes) until the end.
     fn drive(&mut self) -> usize {
         let secs = run_secs(&self.p);
-        let (mut crashes, mut flushed) = (0, u64::MAX);
+        let (mut crashes, mut flushed, mut clients_done) = (0, u64::MAX, false);
         while self.sim.elapsed() < Duration::from_secs(secs) {
-            if let Err(e) = self.sim.step() {
-                self.violations.push(format!("simulation: {e}"));
-                break;
+            match self.sim.step() {
+                Ok(done) => clients_done |= done,
+                Err(e) => {
+                    self.violations.push(format!("simulation: {e}"));
+                    break;
+                }
             }
             let t_ms = self.sim.elapsed().as_millis() as u64;
             let t = t_ms / 1000;
@@ -375,8 +380,26 @@ impl<'a> Swarm<'a> {
             if !self.tend_hosts(t_ms, &mut crashes) {
                 break;
             }
+            let injected = self.injected >= self.p.injects;
+            if t >= HEAL_SECS && clients_done && injected && t % 10 == 0 && self.settled() {
+                break;
+            }
         }
         crashes
+    }
+
+    /// Both queues are empty (log and todo/), so nothing more can happen; the oracle still
+    /// checks the disks. Read from a copy, so the check never takes a fault meant for the MTA.
+    fn settled(&self) -> bool {
+        [&self.host, &self.host2].iter().all(|h| {
+            let Some(fs) = h.disk.live() else {
+                return false;
+            };
+            let copy = crate::fs::SimFs::from_image(fs.live_image(), h.disk.clock().clone());
+            let env = SimEnv::manual(copy, h.disk.clock().clone(), 0);
+            mta::queue::View::load(&env, &Paths::new(root().join("queue")))
+                .is_ok_and(|v| v.messages.is_empty() && v.todo.is_empty())
+        })
     }
 }
 
