@@ -257,7 +257,7 @@ impl Profile {
             }));
         }
         let d = Profile::default();
-        let fields: [(bool, &dyn Fn(&mut Profile)); 11] = [
+        let fields: [(bool, &Edit); 11] = [
             (self.partition.is_some(), &|c| c.partition = None),
             (self.eio_at.is_some(), &|c| c.eio_at = None),
             (self.full.is_some(), &|c| c.full = None),
@@ -281,6 +281,9 @@ impl Profile {
         v
     }
 }
+
+/// A change to a profile (one shrinking step).
+type Edit = dyn Fn(&mut Profile);
 
 /// Shrink a failing run: remove faults and load one at a time while it still fails, until
 /// nothing more can go. Returns the minimal profile and how many runs it took.

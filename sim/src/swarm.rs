@@ -381,7 +381,8 @@ impl<'a> Swarm<'a> {
                 break;
             }
             let injected = self.injected >= self.p.injects;
-            if t >= HEAL_SECS && clients_done && injected && t % 10 == 0 && self.settled() {
+            if t >= HEAL_SECS && clients_done && injected && t.is_multiple_of(10) && self.settled()
+            {
                 break;
             }
         }
