@@ -26,16 +26,28 @@ pub fn deliver<F: Fs>(
         _ => {}
     }
     let mut f = fs.create_new(&tmp)?;
-    f.write_at(0, data)?;
-    if !off.contains(SyncPoint::MaildirFile) {
-        f.sync()?;
+    let written = f.write_at(0, data).and_then(|()| {
+        if off.contains(SyncPoint::MaildirFile) {
+            Ok(())
+        } else {
+            f.sync()
+        }
+    });
+    if let Err(e) = written {
+        let _ = fs.unlink(&tmp);
+        return Err(e);
     }
     match fs.link(&tmp, &new) {
         Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
         _ => {}
     }
     if !off.contains(SyncPoint::MaildirNew) {
-        fs.sync_dir(&dir.join("new"))?;
+        if let Err(e) = fs.sync_dir(&dir.join("new")) {
+            // Linux may have dropped the new name from the disk while it still shows: take it
+            // back, or the next attempt would find it and call the message delivered.
+            let _ = fs.unlink(&new);
+            return Err(e);
+        }
     }
     // Not synced: a tmp/ name that survives a crash is removed by the next attempt or by
     // the reader's usual tmp/ cleaning.
