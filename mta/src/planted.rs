@@ -23,16 +23,20 @@ pub enum Bug {
     /// After a failed fsync the queue log trusts its cached file and keeps appending behind
     /// the batch Linux may have dropped.
     AppendAfterFailedFsync,
+    /// A Maildir delivery whose directory fsync failed leaves its new/ name in place, so the
+    /// retry finds it and reports the message delivered.
+    KeepMaildirNameAfterFailedFsync,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 6] = [
+    pub const ALL: [Bug; 7] = [
         Bug::RetryFromLastAttempt,
         Bug::LoseBounceStateOnRestart,
         Bug::ServfailPermanent,
         Bug::IgnoreTruncation,
         Bug::CanaryLoseSecondMessage,
         Bug::AppendAfterFailedFsync,
+        Bug::KeepMaildirNameAfterFailedFsync,
     ];
     #[cfg(feature = "planted")]
     fn bit(self) -> u32 {

@@ -146,6 +146,40 @@ pub fn enumerate(seed: u64, off: Disabled) -> Report {
     rep
 }
 
+/// Fail each fsync of a delivery run in turn (Linux semantics: what it covered may be gone
+/// from the disk while reads still return it); the manager retries on its schedule, then the
+/// machine goes down keeping only what was made durable. After a reboot every message must
+/// be in its mailbox exactly once.
+pub fn failed_fsyncs(seed: u64) -> Report {
+    let mut rep = Report::default();
+    let (img, _) = setup(seed);
+    let clean = World::new(img.clone(), seed);
+    let before = clean.env.sim_fs().ops();
+    let _ = clean.run_with(None, DAY, Disabled::none());
+    rep.crash_points = clean.env.sim_fs().ops() - before;
+    for k in 1..=rep.crash_points {
+        let w = World::new(img.clone(), seed);
+        let at = w.env.sim_fs().ops() + k;
+        w.env.sim_fs().set_faults(Faults {
+            fsync_fail_at: [at].into_iter().collect(),
+            ..Faults::default()
+        });
+        let _ = w.run_with(None, 7 * DAY, Disabled::none());
+        let after = World::new(w.env.sim_fs().crash_image(&Persist::Synced), seed ^ k);
+        let m = after.run_with(None, 7 * DAY, Disabled::none());
+        rep.states += 1;
+        let mut problems = check(&boxes(&after));
+        if m.is_none_or(|m| m.queue().messages().next().is_some()) {
+            problems.push("queue not empty after recovery".into());
+        }
+        if !problems.is_empty() {
+            rep.violations
+                .push(format!("fsync_fail_at={k}: {}", problems.join("; ")));
+        }
+    }
+    rep
+}
+
 /// mbox delivery across crashes: at least once (a crash between the append and the durable
 /// outcome repeats it, as in qmail) and never a partial message, which qmail cannot promise.
 /// Two messages, so a stale append marker would cut the first.

@@ -648,6 +648,18 @@ fn campaign(report: &str, seed: u64) -> ExitCode {
         t.elapsed().as_secs_f64()
     ));
     let t = Instant::now();
+    let ff = sim::local_crash::failed_fsyncs(seed);
+    for v in ff.violations.iter().take(5) {
+        eprintln!("FAIL failed-fsync-local {v}");
+    }
+    ok &= ff.violations.is_empty();
+    md.push_str(&format!(
+        "| failed-fsync-local | each fsync of the same delivery run fails in turn (Linux semantics), the manager retries, then a crash keeps only synced data: every message exactly once | {} runs | {} | {:.2} |\n",
+        ff.states,
+        ff.violations.len(),
+        t.elapsed().as_secs_f64()
+    ));
+    let t = Instant::now();
     let rr = sim::remote_world::crash_mid_delivery_remote(seed);
     for v in rr.violations.iter().take(5) {
         eprintln!("FAIL crash-mid-delivery-remote {v}");

@@ -76,5 +76,12 @@ pub fn run_all(seed: u64) -> Vec<Mutant> {
             receive::failed_fsyncs(3, seed).violations.len()
         }),
     });
+    v.push(Mutant {
+        bug: "keep a Maildir new/ name whose directory fsync failed",
+        caught_by: "failed-fsync-local",
+        violations: planted_run(Bug::KeepMaildirNameAfterFailedFsync, || {
+            local_crash::failed_fsyncs(seed).violations.len()
+        }),
+    });
     v
 }

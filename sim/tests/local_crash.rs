@@ -51,3 +51,10 @@ fn mbox_delivery_is_at_least_once_and_never_partial() {
         assert!(!r.violations.is_empty(), "removing {p:?} went unnoticed");
     }
 }
+
+#[test]
+fn a_failed_fsync_at_any_operation_of_local_delivery_loses_and_duplicates_nothing() {
+    let r = sim::local_crash::failed_fsyncs(3);
+    assert!(r.states > 20, "{} states", r.states);
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+}

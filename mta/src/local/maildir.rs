@@ -45,7 +45,9 @@ pub fn deliver<F: Fs>(
         if let Err(e) = fs.sync_dir(&dir.join("new")) {
             // Linux may have dropped the new name from the disk while it still shows: take it
             // back, or the next attempt would find it and call the message delivered.
-            let _ = fs.unlink(&new);
+            if !crate::planted::on(crate::planted::Bug::KeepMaildirNameAfterFailedFsync) {
+                let _ = fs.unlink(&new);
+            }
             return Err(e);
         }
     }
