@@ -26,10 +26,12 @@ pub enum Bug {
     /// A Maildir delivery whose directory fsync failed leaves its new/ name in place, so the
     /// retry finds it and reports the message delivered.
     KeepMaildirNameAfterFailedFsync,
+    /// Recovery takes any damaged record for a torn tail and drops everything after it.
+    CutAtFirstDamage,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 7] = [
+    pub const ALL: [Bug; 8] = [
         Bug::RetryFromLastAttempt,
         Bug::LoseBounceStateOnRestart,
         Bug::ServfailPermanent,
@@ -37,6 +39,7 @@ impl Bug {
         Bug::CanaryLoseSecondMessage,
         Bug::AppendAfterFailedFsync,
         Bug::KeepMaildirNameAfterFailedFsync,
+        Bug::CutAtFirstDamage,
     ];
     #[cfg(feature = "planted")]
     fn bit(self) -> u32 {

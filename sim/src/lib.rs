@@ -2,6 +2,7 @@
 //! simulated environment (turmoil network and time), scenarios with their oracles, and the
 //! crash-point enumerator.
 
+pub mod corruption;
 pub mod crash;
 pub mod deliver;
 pub mod dns_server;

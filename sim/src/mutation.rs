@@ -5,7 +5,7 @@
 use mta::planted::{self, Bug};
 use mta::queue::{Disabled, SyncPoint};
 
-use crate::{crash, local_crash, receive, remote_world, schedule_scenario};
+use crate::{corruption, crash, local_crash, receive, remote_world, schedule_scenario};
 
 /// One planted bug and what the campaign found.
 #[derive(Debug, Clone)]
@@ -81,6 +81,13 @@ pub fn run_all(seed: u64) -> Vec<Mutant> {
         caught_by: "failed-fsync-local",
         violations: planted_run(Bug::KeepMaildirNameAfterFailedFsync, || {
             local_crash::failed_fsyncs(seed).violations.len()
+        }),
+    });
+    v.push(Mutant {
+        bug: "take damage in the middle of a log segment for a torn tail",
+        caught_by: "latent-corruption",
+        violations: planted_run(Bug::CutAtFirstDamage, || {
+            corruption::enumerate(60, seed).violations.len()
         }),
     });
     v

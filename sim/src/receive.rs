@@ -109,6 +109,9 @@ pub struct Outcome {
     pub trace_hash: u64,
     /// Mutating filesystem operations of the last boot (all of them in a crash-free run).
     pub ops: u64,
+    /// Damage the final recovery found in the middle of log segments (crashes and failed
+    /// fsyncs alone must never leave any).
+    pub damaged_bytes: u64,
     /// Replies the client saw after the data that were not `250`.
     pub refusals: Vec<String>,
 }
@@ -214,7 +217,7 @@ impl Receive {
         drop(sim);
         let env = SimEnv::manual(SimFs::from_image(image, clock.clone()), clock, 0);
         let rw = Rewrite::load(&ControlDir::new(env.fs(), Path::new(ROOT))).expect("controls");
-        let (mut q, _) = Queue::open(
+        let (mut q, rec) = Queue::open(
             env.clone(),
             Paths::new(Path::new(ROOT).join("queue")),
             Config::default(),
@@ -247,6 +250,7 @@ impl Receive {
             boots: disk.boots(),
             trace_hash,
             ops,
+            damaged_bytes: rec.damaged_bytes,
         }
     }
 }
@@ -290,11 +294,12 @@ pub fn failed_fsyncs(n: usize, seed: u64) -> Campaign {
         c.acked += o.acked.len();
         c.unacked_kept += o.stored.len().saturating_sub(o.acked.len());
         let lost: Vec<_> = o.acked.iter().filter(|i| !o.stored.contains(i)).collect();
-        if !lost.is_empty() || o.corrupt > 0 || o.acked.len() != n {
+        if !lost.is_empty() || o.corrupt > 0 || o.acked.len() != n || o.damaged_bytes > 0 {
             c.violations.push(format!(
-                "seed={seed} fsync_fail_at={k}: lost {lost:?}, corrupt {}, acked {}/{n}",
+                "seed={seed} fsync_fail_at={k}: lost {lost:?}, corrupt {}, acked {}/{n}, {} damaged log bytes",
                 o.corrupt,
-                o.acked.len()
+                o.acked.len(),
+                o.damaged_bytes
             ));
         }
     }

@@ -89,3 +89,11 @@ fn real_backend_runs_the_same_scenario() {
     let problems = lifecycle::check(&env, dir.path(), &l);
     assert!(problems.is_empty(), "{problems:?}");
 }
+
+#[test]
+fn latent_corruption_of_any_sector_drops_only_what_it_hit() {
+    let r = sim::corruption::enumerate(60, 5);
+    assert!(r.states > 30, "{} states", r.states);
+    assert!(r.kept > r.lost_in_damage, "{r:?}");
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+}

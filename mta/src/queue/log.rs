@@ -13,6 +13,8 @@ pub struct LogStats {
     pub head: u64,
     pub head_len: u64,
     pub torn_bytes_cut: u64,
+    /// Bytes of damage found in the middle of segments (records after them were kept).
+    pub damaged_bytes: u64,
     pub appends: u64,
     pub records: u64,
 }
@@ -40,20 +42,84 @@ fn parse_seg(name: &str) -> Option<u64> {
         .flatten()
 }
 
-/// Scan one segment's bytes: calls `f(record, end_offset)` for each whole record and returns
-/// the length of the valid prefix.
+/// What scanning a segment found.
+struct Scanned {
+    /// End of the last whole record: what lies after it is a torn tail.
+    keep: u64,
+    /// Damaged stretches with whole records after them (latent corruption, not a torn tail).
+    damaged: Vec<(u64, u64)>,
+}
+
+/// The next offset at or after `from` where a whole, valid record starts.
+fn resync(buf: &[u8], from: usize) -> Option<usize> {
+    (from..buf.len().saturating_sub(8)).find(|&o| matches!(frame(&buf[o..]), Frame::Whole(..)))
+}
+
+/// Scan one segment's bytes: calls `f(record, end_offset)` for each whole record. A bad
+/// stretch followed by whole records is damage in the middle (every record after it is
+/// kept); one that runs to the end is a torn tail.
 fn scan(
     buf: &[u8],
     mut f: impl FnMut(Record, u64) -> Result<(), QueueError>,
-) -> Result<u64, QueueError> {
-    let mut at = 0usize;
-    while let Frame::Whole(body, n) = frame(&buf[at..]) {
-        for (r, end) in Record::decode_flat(body)? {
-            f(r, (at + 8 + end) as u64)?;
+) -> Result<Scanned, QueueError> {
+    let (mut at, mut keep, mut damaged) = (0usize, 0usize, Vec::new());
+    while at < buf.len() {
+        match frame(&buf[at..]) {
+            Frame::Whole(body, n) => {
+                match Record::decode_flat(body) {
+                    Ok(recs) => {
+                        for (r, end) in recs {
+                            f(r, (at + 8 + end) as u64)?;
+                        }
+                    }
+                    // A valid checksum over a body that does not decode: damage all the same.
+                    Err(_) => damaged.push((at as u64, (at + n) as u64)),
+                }
+                at += n;
+                keep = at;
+            }
+            Frame::End if crate::planted::on(crate::planted::Bug::CutAtFirstDamage) => break,
+            Frame::End => match resync(buf, at + 1) {
+                Some(next) => {
+                    damaged.push((at as u64, next as u64));
+                    at = next;
+                }
+                None => break,
+            },
         }
-        at += n;
     }
-    Ok(at as u64)
+    Ok(Scanned {
+        keep: keep as u64,
+        damaged,
+    })
+}
+
+/// Damage in the middle of a segment is latent corruption, not a crash: say so loudly and
+/// keep a copy of the segment as found in `corrupt/` for the administrator.
+fn set_aside<F: Fs>(
+    fs: &F,
+    paths: &Paths,
+    seg: u64,
+    buf: &[u8],
+    damaged: &[(u64, u64)],
+    repair: bool,
+) {
+    tracing::error!(
+        "queue log segment {seg}: damaged bytes at {damaged:?}; every whole record after them is kept; records inside them are lost"
+    );
+    if !repair {
+        return;
+    }
+    let to = paths.corrupt().join(format!("log-{}", seg_name(seg)));
+    match fs.create_new(&to) {
+        Ok(mut f) => {
+            if let Err(e) = f.write_at(0, buf).and_then(|()| f.sync()) {
+                tracing::error!("cannot keep a copy of segment {seg} in corrupt/: {e}");
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => tracing::error!("cannot keep a copy of segment {seg} in corrupt/: {e}"),
+    }
 }
 
 impl<F: Fs> Log<F> {
@@ -98,10 +164,15 @@ impl<F: Fs> Log<F> {
                 continue;
             }
             let buf = ctx(fs.read(&path), || format!("read {}", path.display()))?;
-            let valid = scan(&buf, |r, end| {
+            let found = scan(&buf, |r, end| {
                 apply(s, end, r);
                 Ok(())
             })?;
+            if !found.damaged.is_empty() {
+                stats.damaged_bytes += found.damaged.iter().map(|(a, b)| b - a).sum::<u64>();
+                set_aside(fs, paths, s, &buf, &found.damaged, repair);
+            }
+            let valid = found.keep;
             let len = buf.len() as u64;
             if valid < len {
                 stats.torn_bytes_cut += len - valid;

@@ -283,6 +283,8 @@ pub struct Recovery {
     pub torn_bytes_cut: u64,
     pub tmp_removed: usize,
     pub corrupt_todo: usize,
+    /// Bytes of latent damage in the middle of log segments (see `corrupt/`).
+    pub damaged_bytes: u64,
 }
 
 /// The queue manager's handle: owns the lock and the log.
@@ -325,6 +327,7 @@ impl<E: Env> Queue<E> {
             apply(&mut msgs, &mut refs, seg, end, planted_on_replay(r))
         })?;
         rec.torn_bytes_cut = log.stats().torn_bytes_cut;
+        rec.damaged_bytes = log.stats().damaged_bytes;
         let mut q = Queue {
             env,
             paths,

@@ -263,3 +263,60 @@ fn view_reads_while_the_manager_holds_the_lock() {
     assert_eq!(v.messages.len(), 1);
     assert_eq!(v.todo.len(), 1);
 }
+
+/// The one log segment's path.
+fn segment(t: &T) -> std::path::PathBuf {
+    let log = t.paths.log();
+    log.join(&names(&log)[0])
+}
+
+fn three_separate_appends(t: &T) -> Vec<MsgId> {
+    let (mut q, _) = open(t);
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.extend(
+            q.submit(vec![msg(&format!("message {i}\n"), &["fred"])], &rw())
+                .unwrap(),
+        );
+    }
+    ids
+}
+
+#[test]
+fn damage_in_the_middle_keeps_every_record_after_it_and_sets_the_segment_aside() {
+    let t = setup();
+    let ids = three_separate_appends(&t);
+    let seg = segment(&t);
+    let mut bytes = fs::read(&seg).unwrap();
+    let at = bytes.windows(9).position(|w| w == b"message 1").unwrap();
+    bytes[at] ^= 0x20; // a bit flip inside the second record
+    fs::write(&seg, &bytes).unwrap();
+    let (q, rec) = open(&t);
+    assert!(rec.damaged_bytes > 0, "{rec:?}");
+    assert_eq!(
+        rec.torn_bytes_cut, 0,
+        "damage in the middle is not a torn tail"
+    );
+    assert!(
+        q.contains(ids[0]) && q.contains(ids[2]),
+        "records after the damage are kept"
+    );
+    assert!(!q.contains(ids[1]));
+    assert_eq!(fs::read(&seg).unwrap().len(), bytes.len(), "nothing cut");
+    let aside = names(&t.paths.corrupt());
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert_eq!(fs::read(t.paths.corrupt().join(&aside[0])).unwrap(), bytes);
+}
+
+#[test]
+fn a_torn_last_record_is_cut_and_nothing_set_aside() {
+    let t = setup();
+    let ids = three_separate_appends(&t);
+    let seg = segment(&t);
+    let bytes = fs::read(&seg).unwrap();
+    fs::write(&seg, &bytes[..bytes.len() - 5]).unwrap();
+    let (q, rec) = open(&t);
+    assert!(rec.torn_bytes_cut > 0 && rec.damaged_bytes == 0, "{rec:?}");
+    assert!(q.contains(ids[0]) && q.contains(ids[1]) && !q.contains(ids[2]));
+    assert!(names(&t.paths.corrupt()).is_empty());
+}
