@@ -26,6 +26,13 @@ pub struct Profile {
     pub full: Option<(u64, u64)>,
     /// At `.0` seconds the MTA's wall clock jumps `.1` seconds forward.
     pub jump: Option<(u64, u64)>,
+    /// At this second the MTA's machine reboots (whatever it is doing), keeping a random
+    /// POSIX-legal subset of what was not yet durable.
+    pub reboot: Option<u64>,
+    /// A mail reader moves fred's new messages to cur/ every 30 s (as an IMAP server would).
+    pub reader: bool,
+    /// Every third message is over the receiver's 256 KiB streaming threshold.
+    pub big: bool,
     /// What the remote peer does on its 1st, 2nd, ... connection (the last repeats).
     pub peer: Vec<Peer>,
     /// Milliseconds of latency on every link (0: turmoil's default).
@@ -55,7 +62,7 @@ impl std::fmt::Display for Profile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "crashes={};persist={};partition={};eio={};fsyncfail={};readeio={};full={};jump={};peer={};latency={};pause={};inject={};clients={};messages={};remote={};flush={}",
+            "crashes={};persist={};partition={};eio={};fsyncfail={};readeio={};full={};jump={};reboot={};reader={};big={};peer={};latency={};pause={};inject={};clients={};messages={};remote={};flush={}",
             list(&self.crashes),
             list(&self.persist),
             span(self.partition),
@@ -64,6 +71,9 @@ impl std::fmt::Display for Profile {
             list(&self.read_eio),
             span(self.full),
             span(self.jump),
+            self.reboot.map_or("-".into(), |r| r.to_string()),
+            u8::from(self.reader),
+            u8::from(self.big),
             list(&self.peer),
             self.latency_ms,
             self.client_pause,
@@ -87,6 +97,9 @@ impl Default for Profile {
             read_eio: vec![],
             full: None,
             jump: None,
+            reboot: None,
+            reader: false,
+            big: false,
             peer: vec![Peer::Accept],
             latency_ms: 0,
             client_pause: 0,
@@ -137,6 +150,10 @@ impl std::str::FromStr for Profile {
                 "readeio" => p.read_eio = items(v)?,
                 "full" => p.full = parse_span(v)?,
                 "jump" => p.jump = parse_span(v)?,
+                "reboot" if v == "-" => p.reboot = None,
+                "reboot" => p.reboot = Some(num()?),
+                "reader" => p.reader = num()? != 0,
+                "big" => p.big = num()? != 0,
                 "peer" => p.peer = items(v)?,
                 "latency" => p.latency_ms = num()?,
                 "pause" => p.client_pause = num()?,
@@ -227,6 +244,9 @@ impl Profile {
             messages: r.random_range(2..=6),
             remote_pct: [0, 30, 50, 100][r.random_range(0..4)],
             flush: r.random_bool(0.8),
+            reboot: some(&mut r, 0.2, |r| r.random_range(5..200)),
+            reader: r.random_bool(0.3),
+            big: r.random_bool(0.1),
         }
     }
 
@@ -257,7 +277,10 @@ impl Profile {
             }));
         }
         let d = Profile::default();
-        let fields: [(bool, &Edit); 11] = [
+        let fields: [(bool, &Edit); 14] = [
+            (self.reboot.is_some(), &|c| c.reboot = None),
+            (self.reader, &|c| c.reader = false),
+            (self.big, &|c| c.big = false),
             (self.partition.is_some(), &|c| c.partition = None),
             (self.eio_at.is_some(), &|c| c.eio_at = None),
             (self.full.is_some(), &|c| c.full = None),

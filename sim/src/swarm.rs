@@ -83,12 +83,17 @@ fn body(token: &str) -> String {
     )
 }
 
+/// A body over the receiver's 256 KiB streaming threshold.
+fn big_body(token: &str) -> String {
+    let line = format!("{}\r\n", "b".repeat(78));
+    format!("{}{}", body(token), line.repeat(300 * 1024 / line.len()))
+}
+
 /// One SMTP transmission: the ledger gets its token as soon as the dot is on its way (it
 /// may be accepted though the reply never comes back), marked acked on `250`.
 async fn send(
     to: SocketAddr,
-    rcpt: &str,
-    token: &str,
+    (rcpt, token, data): (&str, &str, &str),
     ledger: &Ledger,
     pause: u64,
 ) -> std::io::Result<()> {
@@ -128,7 +133,7 @@ async fn send(
         l.len() - 1
     };
     r.get_mut()
-        .write_all(format!("{}.\r\n", body(token)).as_bytes())
+        .write_all(format!("{data}.\r\n").as_bytes())
         .await?;
     line.clear();
     r.read_line(&mut line).await?;
@@ -140,13 +145,20 @@ async fn send(
 
 /// A client sends its messages one after another, each until it is acknowledged; every
 /// attempt is a new transmission with its own token.
-async fn client(c: usize, rcpts: Vec<String>, pause: u64, ledger: Ledger) -> turmoil::Result {
+async fn client(c: usize, rcpts: Vec<String>, p: Profile, ledger: Ledger) -> turmoil::Result {
     let to = SocketAddr::new(turmoil::lookup("mta"), PORT);
+    let pause = p.client_pause;
     for (i, rcpt) in rcpts.iter().enumerate() {
         for k in 0.. {
             let token = format!("c{c}m{i}t{k}");
+            let data = if p.big && i % 3 == 2 {
+                big_body(&token)
+            } else {
+                body(&token)
+            };
             let limit = Duration::from_secs(20 + 4 * pause);
-            let _ = tokio::time::timeout(limit, send(to, rcpt, &token, &ledger, pause)).await;
+            let what = (rcpt.as_str(), token.as_str(), data.as_str());
+            let _ = tokio::time::timeout(limit, send(to, what, &ledger, pause)).await;
             if lock(&ledger).iter().any(|s| s.token == token && s.acked) {
                 break;
             }
@@ -186,6 +198,7 @@ struct Swarm<'a> {
     partitioned: bool,
     jumped: bool,
     injected: usize,
+    reboots: usize,
     full_secs: u64,
     violations: Vec<String>,
 }
@@ -234,8 +247,8 @@ impl<'a> Swarm<'a> {
         let ledger = Ledger::default();
         let mut r = ChaCha8Rng::seed_from_u64(seed);
         for c in 0..p.clients {
-            let (rcpts, l, pause) = (recipients(&mut r, p), ledger.clone(), p.client_pause);
-            sim.client(format!("client{c}"), client(c, rcpts, pause, l));
+            let (rcpts, l) = (recipients(&mut r, p), ledger.clone());
+            sim.client(format!("client{c}"), client(c, rcpts, p.clone(), l));
         }
         Swarm {
             sim,
@@ -251,6 +264,7 @@ impl<'a> Swarm<'a> {
             partitioned: false,
             jumped: false,
             injected: 0,
+            reboots: 0,
             full_secs: 0,
             violations: Vec::new(),
         }
@@ -283,6 +297,32 @@ impl<'a> Swarm<'a> {
             if t >= s && t < s + len {
                 self.full_secs += 1;
             }
+        }
+    }
+
+    /// The machine reboots at the drawn second, whatever it is doing (an SMTP transfer being
+    /// streamed to tmp/, a delivery), keeping a random subset of what was not durable.
+    fn reboot(&mut self, t_ms: u64, t: u64) {
+        if self.p.reboot != Some(t) || self.host.disk.frozen() {
+            return;
+        }
+        self.sim.crash("mta");
+        self.host.disk.crash(&Persist::Subset(self.seed ^ t));
+        self.sim.bounce("mta");
+        self.excuses.points.push(t_ms);
+        self.reboots += 1;
+    }
+
+    /// A mail reader moves fred's new messages to cur/ (`NAME:2,S`), as an IMAP server would.
+    fn read_mail(&mut self, t: u64) {
+        let live = self.host.disk.live().filter(|f| !f.is_frozen());
+        let (true, Some(fs)) = (self.p.reader && t.is_multiple_of(30), live) else {
+            return;
+        };
+        let dir = root().join("home/fred/Maildir");
+        for name in fs.list_dir(&dir.join("new")).unwrap_or_default() {
+            let to = dir.join("cur").join(format!("{name}:2,S"));
+            let _ = fs.rename(&dir.join("new").join(&name), &to);
         }
     }
 
@@ -373,6 +413,8 @@ impl<'a> Swarm<'a> {
                 flushed = t;
             }
             self.inject(t);
+            self.reboot(t_ms, t);
+            self.read_mail(t);
             if !self.sim.is_host_running("peer") {
                 // The peer crashed after accepting a message: it comes back.
                 self.sim.bounce("peer");
@@ -509,7 +551,7 @@ pub fn run_profile(seed: u64, p: &Profile) -> Outcome {
         local_delivered: found.mailboxes.len(),
         remote_delivered: found.peer.len() + found.others.len(),
         duplicates_remote: dups,
-        crashes,
+        crashes: crashes + w.reboots,
         restarts: w.host.restarts() + w.host2.restarts(),
         fired: w.host.disk.fired(),
         full_secs: w.full_secs,
