@@ -34,9 +34,12 @@ fn queue_dir() -> PathBuf {
     PathBuf::from("/q")
 }
 
+/// A message in the log: its id, its bytes, and the byte range of its record.
+type Stored = (MsgId, Vec<u8>, (u64, u64));
+
 /// A log of `n` messages, each its own durable append; returns the disk and, per message,
 /// its id, bytes and the byte range of its record in the one segment.
-fn setup(n: usize, seed: u64) -> (Image, PathBuf, Vec<(MsgId, Vec<u8>, (u64, u64))>) {
+fn setup(n: usize, seed: u64) -> (Image, PathBuf, Vec<Stored>) {
     let e = env(Image::default(), seed);
     let paths = Paths::new(queue_dir());
     let (mut q, _) = Queue::open(e.clone(), paths.clone(), Config::default(), &classifier())
@@ -73,13 +76,7 @@ fn setup(n: usize, seed: u64) -> (Image, PathBuf, Vec<(MsgId, Vec<u8>, (u64, u64
 }
 
 /// Recover from `img` (damaged in `hit`) and check what the oracle demands.
-fn check(
-    img: Image,
-    msgs: &[(MsgId, Vec<u8>, (u64, u64))],
-    hit: (u64, u64),
-    seed: u64,
-    rep: &mut Report,
-) {
+fn check(img: Image, msgs: &[Stored], hit: (u64, u64), seed: u64, rep: &mut Report) {
     let e = env(img, seed);
     let paths = Paths::new(queue_dir());
     let Ok((mut q, rec)) = Queue::open(e.clone(), paths.clone(), Config::default(), &classifier())

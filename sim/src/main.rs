@@ -166,147 +166,161 @@ fn main() -> ExitCode {
             seeds,
             start,
             shard,
-        }) => {
-            let (k, n) = match shard.as_deref().map(parse_shard) {
-                Some(Some(kn)) => kn,
-                Some(None) => {
-                    eprintln!("mta-sim: --shard takes K/N with 1 <= K <= N");
-                    return ExitCode::from(2);
-                }
-                None => (1, 1),
-            };
-            let t = Instant::now();
-            let list: Vec<u64> = (start..start + seeds).filter(|s| s % n == k - 1).collect();
-            let s = swarm(&list);
-            println!(
-                "swarm: {} seeds in {:.1}s ({:.0} seeds/s), {} failed; {} acknowledged; fired: {} crashes, {} failed fsyncs, {} EIO, {} read EIO, {} ENOSPC, {} full-disk s, {} partitions, {} clock jumps",
-                list.len(),
-                t.elapsed().as_secs_f64(),
-                list.len() as f64 / t.elapsed().as_secs_f64().max(1e-9),
-                s.failed,
-                s.acked,
-                s.crashes,
-                s.fsync_failed,
-                s.eio,
-                s.read_errors,
-                s.enospc,
-                s.full_secs,
-                s.partitions,
-                s.jumps
-            );
-            exit(s.failed == 0)
-        }
+        }) => cmd_swarm(seeds, start, shard),
         Some(Cmd::Run {
             scenario,
             seed,
             profile,
             canary,
-        }) => match scenario.as_str() {
-            "swarm" | "mixed" | "partition" => {
-                let p = match profile.as_deref().map(str::parse::<sim::swarm::Profile>) {
-                    Some(Ok(p)) => p,
-                    Some(Err(e)) => {
-                        eprintln!("mta-sim: --profile: {e}");
-                        return ExitCode::from(2);
-                    }
-                    None => named_profile(&scenario, seed),
-                };
-                plant_canary(canary);
-                let o = sim::swarm::run_profile(seed, &p);
-                plant_canary(false);
-                println!("seed {seed} commit {COMMIT}\nprofile {p}\n{o:#?}");
-                exit(o.violations.is_empty())
-            }
-            other => match run_named(other, seed) {
-                Some(v) => {
-                    println!(
-                        "{other} seed {seed} commit {COMMIT}: {} violations",
-                        v.len()
-                    );
-                    for x in &v {
-                        println!("  {x}");
-                    }
-                    exit(v.is_empty())
-                }
-                None => {
-                    eprintln!(
-                        "mta-sim: unknown scenario {other:?}; known: {}",
-                        NAMED.join(", ")
-                    );
-                    ExitCode::from(2)
-                }
-            },
-        },
-        Some(Cmd::Replay { line, canary }) => {
-            let field = |k: &str| {
-                line.split_whitespace()
-                    .find_map(|w| w.strip_prefix(k))
-                    .map(|v| v.trim_end_matches(':').to_string())
-            };
-            let (Some(seed), Some(profile)) = (
-                field("seed=").and_then(|s| s.parse().ok()),
-                field("profile="),
-            ) else {
-                eprintln!("mta-sim: replay needs a line with seed=N and profile=...");
-                return ExitCode::from(2);
-            };
-            let p: sim::swarm::Profile = match profile.parse() {
-                Ok(p) => p,
-                Err(e) => {
-                    eprintln!("mta-sim: profile: {e}");
+        }) => cmd_run(&scenario, seed, profile, canary),
+        Some(Cmd::Replay { line, canary }) => cmd_replay(&line, canary),
+        Some(Cmd::Shrink {
+            seed,
+            profile,
+            canary,
+        }) => cmd_shrink(seed, profile, canary),
+        None => campaign(&cli.report, cli.seed),
+    }
+}
+
+/// `mta-sim swarm`: run seeds (one shard of them), print failures and totals.
+fn cmd_swarm(seeds: u64, start: u64, shard: Option<String>) -> ExitCode {
+    let (k, n) = match shard.as_deref().map(parse_shard) {
+        Some(Some(kn)) => kn,
+        Some(None) => {
+            eprintln!("mta-sim: --shard takes K/N with 1 <= K <= N");
+            return ExitCode::from(2);
+        }
+        None => (1, 1),
+    };
+    let t = Instant::now();
+    let list: Vec<u64> = (start..start + seeds).filter(|s| s % n == k - 1).collect();
+    let s = swarm(&list);
+    println!(
+        "swarm: {} seeds in {:.1}s ({:.0} seeds/s), {} failed; {} acknowledged; fired: {} crashes, {} failed fsyncs, {} EIO, {} read EIO, {} ENOSPC, {} full-disk s, {} partitions, {} clock jumps",
+        list.len(),
+        t.elapsed().as_secs_f64(),
+        list.len() as f64 / t.elapsed().as_secs_f64().max(1e-9),
+        s.failed,
+        s.acked,
+        s.crashes,
+        s.fsync_failed,
+        s.eio,
+        s.read_errors,
+        s.enospc,
+        s.full_secs,
+        s.partitions,
+        s.jumps
+    );
+    exit(s.failed == 0)
+}
+
+/// `mta-sim run`: one named scenario, or one swarm seed with its (or a given) profile.
+fn cmd_run(scenario: &str, seed: u64, profile: Option<String>, canary: bool) -> ExitCode {
+    match scenario {
+        "swarm" | "mixed" | "partition" => {
+            let p = match profile.as_deref().map(str::parse::<sim::swarm::Profile>) {
+                Some(Ok(p)) => p,
+                Some(Err(e)) => {
+                    eprintln!("mta-sim: --profile: {e}");
                     return ExitCode::from(2);
                 }
+                None => named_profile(scenario, seed),
             };
-            if let Some(c) = field("commit=") {
-                if c != COMMIT {
-                    eprintln!("note: the line came from commit {c}; this is {COMMIT}");
-                }
-            }
             plant_canary(canary);
             let o = sim::swarm::run_profile(seed, &p);
             plant_canary(false);
             println!("seed {seed} commit {COMMIT}\nprofile {p}\n{o:#?}");
             exit(o.violations.is_empty())
         }
-        Some(Cmd::Shrink {
-            seed,
-            profile,
-            canary,
-        }) => {
-            let start = match profile.as_deref().map(str::parse::<sim::swarm::Profile>) {
-                Some(Ok(p)) => p,
-                Some(Err(e)) => {
-                    eprintln!("mta-sim: --profile: {e}");
-                    return ExitCode::from(2);
+        other => match run_named(other, seed) {
+            Some(v) => {
+                println!(
+                    "{other} seed {seed} commit {COMMIT}: {} violations",
+                    v.len()
+                );
+                for x in &v {
+                    println!("  {x}");
                 }
-                None => sim::swarm::Profile::draw(seed),
-            };
-            plant_canary(canary);
-            let fails = |o: &sim::swarm::Outcome| !o.violations.is_empty();
-            let first = sim::swarm::run_profile(seed, &start);
-            if !fails(&first) {
-                plant_canary(false);
-                println!("seed {seed} passes with profile {start}: nothing to shrink");
-                return ExitCode::SUCCESS;
+                exit(v.is_empty())
             }
-            let (min, runs) = sim::swarm::shrink(seed, &start, |o| {
-                plant_canary(canary);
-                fails(o)
-            });
-            let last = sim::swarm::run_profile(seed, &min);
-            plant_canary(false);
-            println!(
-                "start:   {start}\nminimal: {min}  ({runs} runs)\nfails with: {}",
-                last.violations.join("; ")
-            );
-            println!(
-                "replay: mta-sim run swarm --seed {seed} --profile '{min}'{}",
-                if canary { " --canary" } else { "" }
-            );
-            ExitCode::FAILURE
-        }
-        None => campaign(&cli.report, cli.seed),
+            None => {
+                eprintln!(
+                    "mta-sim: unknown scenario {other:?}; known: {}",
+                    NAMED.join(", ")
+                );
+                ExitCode::from(2)
+            }
+        },
     }
+}
+
+/// `mta-sim replay`: rerun a failure line exactly.
+fn cmd_replay(line: &str, canary: bool) -> ExitCode {
+    let field = |k: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(k))
+            .map(|v| v.trim_end_matches(':').to_string())
+    };
+    let (Some(seed), Some(profile)) = (
+        field("seed=").and_then(|s| s.parse().ok()),
+        field("profile="),
+    ) else {
+        eprintln!("mta-sim: replay needs a line with seed=N and profile=...");
+        return ExitCode::from(2);
+    };
+    let p: sim::swarm::Profile = match profile.parse() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("mta-sim: profile: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(c) = field("commit=") {
+        if c != COMMIT {
+            eprintln!("note: the line came from commit {c}; this is {COMMIT}");
+        }
+    }
+    plant_canary(canary);
+    let o = sim::swarm::run_profile(seed, &p);
+    plant_canary(false);
+    println!("seed {seed} commit {COMMIT}\nprofile {p}\n{o:#?}");
+    exit(o.violations.is_empty())
+}
+
+/// `mta-sim shrink`: reduce a failing seed to a minimal fault profile.
+fn cmd_shrink(seed: u64, profile: Option<String>, canary: bool) -> ExitCode {
+    let start = match profile.as_deref().map(str::parse::<sim::swarm::Profile>) {
+        Some(Ok(p)) => p,
+        Some(Err(e)) => {
+            eprintln!("mta-sim: --profile: {e}");
+            return ExitCode::from(2);
+        }
+        None => sim::swarm::Profile::draw(seed),
+    };
+    plant_canary(canary);
+    let fails = |o: &sim::swarm::Outcome| !o.violations.is_empty();
+    let first = sim::swarm::run_profile(seed, &start);
+    if !fails(&first) {
+        plant_canary(false);
+        println!("seed {seed} passes with profile {start}: nothing to shrink");
+        return ExitCode::SUCCESS;
+    }
+    let (min, runs) = sim::swarm::shrink(seed, &start, |o| {
+        plant_canary(canary);
+        fails(o)
+    });
+    let last = sim::swarm::run_profile(seed, &min);
+    plant_canary(false);
+    println!(
+        "start:   {start}\nminimal: {min}  ({runs} runs)\nfails with: {}",
+        last.violations.join("; ")
+    );
+    println!(
+        "replay: mta-sim run swarm --seed {seed} --profile '{min}'{}",
+        if canary { " --canary" } else { "" }
+    );
+    ExitCode::FAILURE
 }
 
 const COMMIT: &str = env!("MTA_GIT_COMMIT");
@@ -525,6 +539,35 @@ fn campaign(report: &str, seed: u64) -> ExitCode {
         machine()
     ));
 
+    ok &= section_enumeration(seed, &mut md);
+    ok &= section_receive(seed, &mut md);
+    ok &= section_storage_faults(seed, &mut md);
+    ok &= section_delivery(seed, &mut md);
+    ok &= section_remote_scenarios(seed, &mut md);
+    ok &= section_planted(seed, &mut md);
+    ok &= section_swarm_campaign(seed, &mut md);
+    ok &= section_partition(seed, &mut md);
+    ok &= section_canary(seed, &mut md);
+    ok &= section_fsync_audit(seed, &mut md);
+    ok &= section_determinism(seed, &mut md);
+    let total = started.elapsed().as_secs_f64();
+    md.push_str(&format!(
+        "\nVerdict: **{}** in {total:.1} s of wall time.\n",
+        if ok { "pass" } else { "FAIL" }
+    ));
+    if let Some(dir) = std::path::Path::new(report).parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    match std::fs::write(report, &md) {
+        Ok(()) => eprintln!("report written to {report}"),
+        Err(e) => eprintln!("mta-sim: cannot write {report}: {e}"),
+    }
+    println!("{md}");
+    exit(ok)
+}
+
+fn section_enumeration(seed: u64, md: &mut String) -> bool {
+    let mut ok = true;
     eprintln!("[1/3] exhaustive crash enumeration");
     md.push_str("## Exhaustive crash enumeration\n\n");
     md.push_str("Every mutating filesystem operation is a crash point; at each, every persisted state the crash model allows (only synced, all, all but one pending operation, last write torn, last write torn with one earlier operation lost) is recovered and checked by the oracle (acknowledged mail present and intact, acknowledged outcomes kept, retired mail never back, nothing invented, no debris, recovery idempotent).\n\n");
@@ -572,6 +615,11 @@ fn campaign(report: &str, seed: u64) -> ExitCode {
         ));
     }
 
+    ok
+}
+
+fn section_receive(seed: u64, md: &mut String) -> bool {
+    let mut ok = true;
     eprintln!("      crash-mid-receive (SMTP over turmoil)");
     md.push_str("\n## Crash while receiving over SMTP\n\nA turmoil world: SMTP clients send messages to the MTA host (booted as `mta run`: control files, recovery, queue manager, receiver), which is crashed after each filesystem operation of a clean run and restarted from the persisted state (only synced, all, all but the first pending operation, last write torn). Clients resend what was not acknowledged.\n\n| path | crash points | runs | acknowledged | kept without acknowledgement | lost | wall s |\n|---|---:|---:|---:|---:|---:|---:|\n");
     for (label, threshold) in [
@@ -598,6 +646,11 @@ fn campaign(report: &str, seed: u64) -> ExitCode {
         ));
     }
 
+    ok
+}
+
+fn section_storage_faults(seed: u64, md: &mut String) -> bool {
+    let mut ok = true;
     let t = Instant::now();
     let c = sim::receive::failed_fsyncs(4, seed);
     for v in c.violations.iter().take(10) {
@@ -629,6 +682,11 @@ fn campaign(report: &str, seed: u64) -> ExitCode {
         t.elapsed().as_secs_f64()
     ));
 
+    ok
+}
+
+fn section_delivery(seed: u64, md: &mut String) -> bool {
+    let mut ok = true;
     eprintln!("      delivery scenarios");
     md.push_str("\n## Delivery\n\n| scenario | what is checked | size | violations | wall s |\n|---|---|---|---:|---:|\n");
     let t = Instant::now();
@@ -674,6 +732,11 @@ fn campaign(report: &str, seed: u64) -> ExitCode {
         ff.violations.len(),
         t.elapsed().as_secs_f64()
     ));
+    ok
+}
+
+fn section_remote_scenarios(seed: u64, md: &mut String) -> bool {
+    let mut ok = true;
     let t = Instant::now();
     let rr = sim::remote_world::crash_mid_delivery_remote(seed);
     for v in rr.violations.iter().take(5) {
@@ -724,6 +787,11 @@ fn campaign(report: &str, seed: u64) -> ExitCode {
         ));
     }
 
+    ok
+}
+
+fn section_planted(seed: u64, md: &mut String) -> bool {
+    let mut ok = true;
     eprintln!("      planted bugs");
     md.push_str("\n## Verification power: planted bugs\n\nEach realistic bug is applied alone; the named scenario must find violations (the same scenarios pass above without it).\n\n| planted bug | caught by | violations | caught |\n|---|---|---:|---|\n");
     for m in sim::mutation::run_all(seed) {
@@ -738,6 +806,11 @@ fn campaign(report: &str, seed: u64) -> ExitCode {
         ));
     }
 
+    ok
+}
+
+fn section_swarm_campaign(seed: u64, md: &mut String) -> bool {
+    let mut ok = true;
     eprintln!("      swarm");
     let seeds: Vec<u64> = (seed * 1000..seed * 1000 + 200).collect();
     let t = Instant::now();
@@ -755,6 +828,11 @@ fn campaign(report: &str, seed: u64) -> ExitCode {
     ok &= same == sample.len();
     md.push_str(&swarm_section(&st, seeds.len(), secs, same, sample.len()));
 
+    ok
+}
+
+fn section_partition(seed: u64, md: &mut String) -> bool {
+    let mut ok = true;
     eprintln!("      partition");
     let t = Instant::now();
     let mut pfail = 0;
@@ -777,6 +855,11 @@ fn campaign(report: &str, seed: u64) -> ExitCode {
         t.elapsed().as_secs_f64()
     ));
 
+    ok
+}
+
+fn section_canary(seed: u64, md: &mut String) -> bool {
+    let mut ok = true;
     eprintln!("      canary");
     let canary_seeds: Vec<u64> = (seed * 1000 + 500..seed * 1000 + 540).collect();
     let t = Instant::now();
@@ -811,6 +894,11 @@ fn campaign(report: &str, seed: u64) -> ExitCode {
         t.elapsed().as_secs_f64()
     ));
 
+    ok
+}
+
+fn section_fsync_audit(seed: u64, md: &mut String) -> bool {
+    let mut ok = true;
     eprintln!("[2/3] fsync audit (each fsync switched off in turn)");
     md.push_str("\n## Every fsync earns its place\n\nEach fsync of the queue's commit paths and of `mta init` switched off alone; the enumeration of the scenario that exercises it must then find violations.\n\n| fsync switched off | violating states | of states | caught |\n|---|---:|---:|---|\n");
     for (p, caught, states) in crash::fsync_audit(seed) {
@@ -822,6 +910,11 @@ fn campaign(report: &str, seed: u64) -> ExitCode {
         ));
     }
 
+    ok
+}
+
+fn section_determinism(seed: u64, md: &mut String) -> bool {
+    let mut ok = true;
     eprintln!("[3/3] determinism self-check");
     md.push_str("\n## Determinism\n\n| seed | trace hash (run 1) | trace hash (run 2) | same |\n|---|---|---|---|\n");
     for s in [seed, seed + 1, seed + 2] {
@@ -833,18 +926,5 @@ fn campaign(report: &str, seed: u64) -> ExitCode {
             if a == b { "yes" } else { "**NO**" }
         ));
     }
-    let total = started.elapsed().as_secs_f64();
-    md.push_str(&format!(
-        "\nVerdict: **{}** in {total:.1} s of wall time.\n",
-        if ok { "pass" } else { "FAIL" }
-    ));
-    if let Some(dir) = std::path::Path::new(report).parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    match std::fs::write(report, &md) {
-        Ok(()) => eprintln!("report written to {report}"),
-        Err(e) => eprintln!("mta-sim: cannot write {report}: {e}"),
-    }
-    println!("{md}");
-    exit(ok)
+    ok
 }
