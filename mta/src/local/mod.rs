@@ -123,15 +123,107 @@ fn ext_n(ext: &str, n: usize) -> String {
     e.to_string()
 }
 
-/// Deliver one recipient.
-pub async fn deliver<E: Env>(env: &E, cfg: &LocalConfig, d: &Delivery<'_>) -> Outcome {
-    let fs = env.fs();
+/// Where a recipient's mail goes: the user, the address split, and the .qmail instructions.
+struct Target<'a> {
+    user: User,
+    local: &'a str,
+    domain: &'a str,
+    ins: Vec<Instruction>,
+    /// The part of the extension a `-default` file matched.
+    default: String,
+    /// Forwards go out from local-owner@domain when a -owner file exists.
+    forward_sender: String,
+}
+
+/// The lines qmail-local adds: Return-Path, Delivered-To, and the mbox From_ line.
+struct Lines {
+    rp: String,
+    dt: String,
+    ufline: String,
+}
+
+impl Lines {
+    fn new(d: &Delivery<'_>, now: u64) -> Lines {
+        let from = if d.sender.is_empty() {
+            "MAILER-DAEMON"
+        } else {
+            d.sender
+        };
+        Lines {
+            rp: format!("Return-Path: <{}>\n", d.sender),
+            dt: dtline(d.recipient),
+            ufline: format!("From {from} {}\n", date::ctime(now)),
+        }
+    }
+    /// Return-Path and Delivered-To, as files and programs' input start.
+    fn header(&self) -> Vec<u8> {
+        format!("{}{}", self.rp, self.dt).into_bytes()
+    }
+}
+
+/// The recipient's home directory, checked as qmail-local does.
+fn home_checked<F: crate::env::Fs>(fs: &F, user: &User) -> Result<(), Outcome> {
+    match fs.metadata(&user.home) {
+        Ok(m) if m.is_dir && m.mode & 0o022 != 0 => Err(Outcome::Deferred(
+            "Uh-oh: home directory is writable. (#4.7.0)".into(),
+        )),
+        Ok(m) if m.is_dir => Ok(()),
+        _ => Err(Outcome::Deferred(
+            "Unable to switch to home directory. (#4.3.0)".into(),
+        )),
+    }
+}
+
+/// The first .qmail file that exists: (name, the part `-default` matched, contents).
+fn find_dotqmail<F: crate::env::Fs>(
+    fs: &F,
+    user: &User,
+) -> Result<Option<(String, String, String)>, Outcome> {
+    for (name, default) in dotqmail::candidates(&user.dash, &user.ext) {
+        let p = user.home.join(&name);
+        match fs.metadata(&p) {
+            Ok(m) if m.mode & 0o002 != 0 => {
+                return Err(Outcome::Deferred(
+                    "Uh-oh: .qmail file is writable. (#4.7.0)".into(),
+                ))
+            }
+            Ok(_) => match fs.read(&p) {
+                Ok(b) => {
+                    return Ok(Some((
+                        name,
+                        default,
+                        String::from_utf8_lossy(&b).into_owned(),
+                    )))
+                }
+                Err(_) => {
+                    return Err(Outcome::Deferred(format!(
+                        "Unable to read {name}. (#4.3.0)"
+                    )))
+                }
+            },
+            Err(_) => continue,
+        }
+    }
+    Ok(None)
+}
+
+/// Find the user and the instructions for a recipient (qmail-lspawn + qmail-local's lookup).
+fn resolve<'a, F: crate::env::Fs>(
+    fs: &F,
+    cfg: &'a LocalConfig,
+    d: &Delivery<'a>,
+    dt: &str,
+) -> Result<Target<'a>, Outcome> {
     let (local, domain) = d
         .recipient
         .rsplit_once('@')
         .unwrap_or((d.recipient, &cfg.me));
     if local.is_empty() {
-        return delivered("empty local part; dropped.".into(), Vec::new(), d);
+        return Err(delivered(
+            "empty local part; dropped.".into(),
+            Vec::new(),
+            d,
+        ));
     }
     let user = cfg.assign.lookup(local).unwrap_or_else(|| User {
         user: "alias".into(),
@@ -141,174 +233,186 @@ pub async fn deliver<E: Env>(env: &E, cfg: &LocalConfig, d: &Delivery<'_>) -> Ou
         dash: "-".into(),
         ext: local.to_string(),
     });
-    match fs.metadata(&user.home) {
-        Ok(m) if m.is_dir && m.mode & 0o022 != 0 => {
-            return Outcome::Deferred("Uh-oh: home directory is writable. (#4.7.0)".into())
-        }
-        Ok(m) if m.is_dir => {}
-        _ => return Outcome::Deferred("Unable to switch to home directory. (#4.3.0)".into()),
-    }
-    let dt = dtline(d.recipient);
-    if looping(d.message, &dt) {
-        return Outcome::Failed(
+    home_checked(fs, &user)?;
+    if looping(d.message, dt) {
+        return Err(Outcome::Failed(
             "This message is looping: it already has my Delivered-To line. (#5.4.6)".into(),
-        );
+        ));
     }
-    // Find the .qmail file.
-    let mut found = None;
-    for (name, default) in dotqmail::candidates(&user.dash, &user.ext) {
-        let p = user.home.join(&name);
-        match fs.metadata(&p) {
-            Ok(m) if m.mode & 0o002 != 0 => {
-                return Outcome::Deferred("Uh-oh: .qmail file is writable. (#4.7.0)".into())
-            }
-            Ok(_) => match fs.read(&p) {
-                Ok(b) => {
-                    found = Some((name, default, String::from_utf8_lossy(&b).into_owned()));
-                    break;
-                }
-                Err(_) => return Outcome::Deferred(format!("Unable to read {name}. (#4.3.0)")),
-            },
-            Err(_) => continue,
-        }
-    }
-    let (text, default, owner_file) = match found {
+    let (text, default, owner_file) = match find_dotqmail(fs, &user)? {
         Some((name, default, text)) => (text, default, Some(format!("{name}-owner"))),
         None if !user.dash.is_empty() => {
-            return Outcome::Failed("Sorry, no mailbox here by that name. (#5.1.1)".into())
+            return Err(Outcome::Failed(
+                "Sorry, no mailbox here by that name. (#5.1.1)".into(),
+            ))
         }
         None => (String::new(), String::new(), None),
     };
-    let mut ins = match dotqmail::parse(&text) {
-        Ok(i) => i,
-        Err(_) => {
-            return Outcome::Deferred("Uh-oh: first line of .qmail file is blank. (#4.2.1)".into())
-        }
+    let Ok(mut ins) = dotqmail::parse(&text) else {
+        return Err(Outcome::Deferred(
+            "Uh-oh: first line of .qmail file is blank. (#4.2.1)".into(),
+        ));
     };
     if ins.is_empty() {
         ins = dotqmail::parse(&cfg.defaultdelivery).unwrap_or_default();
     }
-    // Forwards go out from local-owner@domain when a -owner file exists.
     let forward_sender = match owner_file {
         Some(o) if fs.metadata(&user.home.join(&o)).is_ok() => format!("{local}-owner@{domain}"),
         _ => d.sender.to_string(),
     };
-    let rp = format!("Return-Path: <{}>\n", d.sender);
-    let now = crate::env::unix_secs(env.now());
-    let ufline = format!(
-        "From {} {}\n",
-        if d.sender.is_empty() {
-            "MAILER-DAEMON"
-        } else {
-            d.sender
-        },
-        date::ctime(now)
-    );
-    let mut header = rp.clone().into_bytes();
-    header.extend_from_slice(dt.as_bytes());
+    Ok(Target {
+        user,
+        local,
+        domain,
+        ins,
+        default,
+        forward_sender,
+    })
+}
+
+/// qmail-command's environment for a `|program` line.
+fn program_vars(t: &Target<'_>, d: &Delivery<'_>, l: &Lines) -> Vec<(String, String)> {
+    let (domain, ext) = (t.domain, &t.user.ext);
+    let vars = [
+        ("SENDER", d.sender.to_string()),
+        ("NEWSENDER", t.forward_sender.clone()),
+        ("RECIPIENT", d.recipient.to_string()),
+        ("USER", t.user.user.clone()),
+        ("HOME", t.user.home.display().to_string()),
+        ("HOST", domain.to_string()),
+        ("HOST2", host_n(domain, 2)),
+        ("HOST3", host_n(domain, 3)),
+        ("HOST4", host_n(domain, 4)),
+        ("LOCAL", t.local.to_string()),
+        ("EXT", ext.clone()),
+        ("EXT2", ext_n(ext, 2)),
+        ("EXT3", ext_n(ext, 3)),
+        ("EXT4", ext_n(ext, 4)),
+        ("DEFAULT", t.default.clone()),
+        ("DTLINE", l.dt.clone()),
+        ("RPLINE", l.rp.clone()),
+        ("UFLINE", l.ufline.clone()),
+    ];
+    vars.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+/// What one instruction did.
+enum Step {
+    /// A file was written.
+    File,
+    /// A program succeeded (with its output for the report); `stop` for exit 99.
+    Program {
+        output: String,
+        stop: bool,
+    },
+    Forward(String),
+}
+
+/// Run a `|program` line (qmail-command's exit codes).
+async fn program<E: Env>(env: &E, cmd: &str, p: Program) -> Result<Step, Outcome> {
+    let out = |e: &Exit| String::from_utf8_lossy(&e.output).trim_end().to_string();
+    match env.run_program(p).await {
+        Ok(e) if e.code == Some(0) || e.code == Some(99) => Ok(Step::Program {
+            output: out(&e),
+            stop: e.code == Some(99),
+        }),
+        Ok(e) if e.code.is_some_and(perm_code) => Err(Outcome::Failed(out(&e))),
+        Ok(e) => {
+            let why = out(&e);
+            Err(Outcome::Deferred(if why.is_empty() {
+                "Unable to run the delivery program. (#4.3.0)".into()
+            } else {
+                why
+            }))
+        }
+        Err(e) => Err(Outcome::Deferred(format!(
+            "Unable to run {cmd}: {e}. (#4.3.0)"
+        ))),
+    }
+}
+
+/// Carry out one .qmail instruction.
+async fn step<E: Env>(
+    env: &E,
+    cfg: &LocalConfig,
+    d: &Delivery<'_>,
+    t: &Target<'_>,
+    l: &Lines,
+    i: &Instruction,
+) -> Result<Step, Outcome> {
+    match i {
+        Instruction::Maildir(p) => {
+            let id = (d.id.secs, d.id.rand, d.rcpt, safe_host(&cfg.me));
+            let name = format!("{}.M{:016x}R{}.{}", id.0, id.1, id.2, id.3);
+            let mut data = l.header();
+            data.extend_from_slice(d.message);
+            maildir::deliver(env.fs(), &t.user.home.join(p), &name, &data, cfg.disabled)
+                .map(|()| Step::File)
+                .map_err(|e| {
+                    Outcome::Deferred(format!("Unable to deliver to Maildir {p}: {e}. (#4.2.1)"))
+                })
+        }
+        Instruction::Mbox(p) => {
+            let mut head = l.ufline.clone().into_bytes();
+            head.extend_from_slice(&l.header());
+            let path = t.user.home.join(p);
+            match mbox::deliver(env, &path, &head, d.message, cfg.disabled).await {
+                Ok(()) => Ok(Step::File),
+                Err(mbox::MboxError::Locked) => {
+                    Err(Outcome::Deferred(format!("Unable to lock {p}. (#4.2.1)")))
+                }
+                Err(mbox::MboxError::Io(e)) => Err(Outcome::Deferred(format!(
+                    "Unable to write {p}: {e}. (#4.3.0)"
+                ))),
+            }
+        }
+        Instruction::Program(cmd) => {
+            let p = Program {
+                command: cmd.clone(),
+                dir: t.user.home.clone(),
+                vars: program_vars(t, d, l),
+                stdin: d.message.to_vec(),
+            };
+            program(env, cmd, p).await
+        }
+        Instruction::Forward(a) => Ok(Step::Forward(a.clone())),
+    }
+}
+
+/// Deliver one recipient.
+pub async fn deliver<E: Env>(env: &E, cfg: &LocalConfig, d: &Delivery<'_>) -> Outcome {
+    let lines = Lines::new(d, crate::env::unix_secs(env.now()));
+    let t = match resolve(env.fs(), cfg, d, &lines.dt) {
+        Ok(t) => t,
+        Err(o) => return o,
+    };
     let (mut files, mut programs) = (0, 0);
     let mut forwards = Vec::new();
     let mut report = String::new();
-    for i in ins {
-        match i {
-            Instruction::Maildir(p) => {
-                let dir = user.home.join(&p);
-                let name = format!(
-                    "{}.M{:016x}R{}.{}",
-                    d.id.secs,
-                    d.id.rand,
-                    d.rcpt,
-                    safe_host(&cfg.me)
-                );
-                let mut data = header.clone();
-                data.extend_from_slice(d.message);
-                if let Err(e) = maildir::deliver(fs, &dir, &name, &data, cfg.disabled) {
-                    return Outcome::Deferred(format!(
-                        "Unable to deliver to Maildir {p}: {e}. (#4.2.1)"
-                    ));
-                }
-                files += 1;
-            }
-            Instruction::Mbox(p) => {
-                let mut head = ufline.clone().into_bytes();
-                head.extend_from_slice(&header);
-                match mbox::deliver(env, &user.home.join(&p), &head, d.message, cfg.disabled).await
-                {
-                    Ok(()) => files += 1,
-                    Err(mbox::MboxError::Locked) => {
-                        return Outcome::Deferred(format!("Unable to lock {p}. (#4.2.1)"))
-                    }
-                    Err(mbox::MboxError::Io(e)) => {
-                        return Outcome::Deferred(format!("Unable to write {p}: {e}. (#4.3.0)"))
-                    }
+    for i in &t.ins {
+        match step(env, cfg, d, &t, &lines, i).await {
+            Ok(Step::File) => files += 1,
+            Ok(Step::Program { output, stop }) => {
+                programs += 1;
+                report.push_str(&output);
+                if stop {
+                    break;
                 }
             }
-            Instruction::Program(cmd) => {
-                let vars = vec![
-                    ("SENDER", d.sender.to_string()),
-                    ("NEWSENDER", forward_sender.clone()),
-                    ("RECIPIENT", d.recipient.to_string()),
-                    ("USER", user.user.clone()),
-                    ("HOME", user.home.display().to_string()),
-                    ("HOST", domain.to_string()),
-                    ("HOST2", host_n(domain, 2)),
-                    ("HOST3", host_n(domain, 3)),
-                    ("HOST4", host_n(domain, 4)),
-                    ("LOCAL", local.to_string()),
-                    ("EXT", user.ext.clone()),
-                    ("EXT2", ext_n(&user.ext, 2)),
-                    ("EXT3", ext_n(&user.ext, 3)),
-                    ("EXT4", ext_n(&user.ext, 4)),
-                    ("DEFAULT", default.clone()),
-                    ("DTLINE", dt.clone()),
-                    ("RPLINE", rp.clone()),
-                    ("UFLINE", ufline.clone()),
-                ];
-                let p = Program {
-                    command: cmd.clone(),
-                    dir: user.home.clone(),
-                    vars: vars.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
-                    stdin: d.message.to_vec(),
-                };
-                let exit = env.run_program(p).await;
-                let out = |e: &Exit| String::from_utf8_lossy(&e.output).trim_end().to_string();
-                match exit {
-                    Ok(e) if e.code == Some(0) => {
-                        programs += 1;
-                        report.push_str(&out(&e));
-                    }
-                    Ok(e) if e.code == Some(99) => {
-                        programs += 1;
-                        report.push_str(&out(&e));
-                        break;
-                    }
-                    Ok(e) if e.code.is_some_and(perm_code) => return Outcome::Failed(out(&e)),
-                    Ok(e) => {
-                        let why = out(&e);
-                        return Outcome::Deferred(if why.is_empty() {
-                            "Unable to run the delivery program. (#4.3.0)".into()
-                        } else {
-                            why
-                        });
-                    }
-                    Err(e) => {
-                        return Outcome::Deferred(format!("Unable to run {cmd}: {e}. (#4.3.0)"))
-                    }
-                }
-            }
-            Instruction::Forward(a) => forwards.push(a),
+            Ok(Step::Forward(a)) => forwards.push(a),
+            Err(o) => return o,
         }
     }
     let mut fwd = Vec::new();
     if !forwards.is_empty() {
-        fwd = dt.clone().into_bytes();
+        fwd = lines.dt.clone().into_bytes();
         fwd.extend_from_slice(d.message);
     }
     let report = format!("{}did {}+{}+{}/", report, files, forwards.len(), programs);
     Outcome::Delivered {
         report,
         forwards,
-        forward_sender,
+        forward_sender: t.forward_sender,
         forward_data: fwd,
     }
 }
