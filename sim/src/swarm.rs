@@ -508,7 +508,7 @@ pub fn run_profile(seed: u64, p: &Profile) -> Outcome {
     let mut w = Swarm::build(seed, p);
     let crashes = w.drive();
     let sent = lock(&w.ledger).clone();
-    if std::env::var_os("SWARM_DEBUG").is_some() {
+    if std::env::var_os("MTA_SIM_LOG").is_some() {
         eprintln!("ran {:?} of {} s", w.sim.elapsed(), run_secs(p));
         lock(&w.host.lines)
             .iter()

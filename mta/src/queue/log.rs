@@ -50,9 +50,19 @@ struct Scanned {
     damaged: Vec<(u64, u64)>,
 }
 
-/// The next offset at or after `from` where a whole, valid record starts.
-fn resync(buf: &[u8], from: usize) -> Option<usize> {
-    (from..buf.len().saturating_sub(8)).find(|&o| matches!(frame(&buf[o..]), Frame::Whole(..)))
+/// Where whole records start again after a bad one at `at`. If the bad record's length
+/// still leads to a whole record, that is where: its own bytes (a message's data may hold
+/// anything, even bytes shaped like a record) are never searched. Otherwise the first whole
+/// record after it.
+fn resync(buf: &[u8], at: usize) -> Option<usize> {
+    let whole = |o: usize| matches!(frame(&buf[o..]), Frame::Whole(..));
+    let claimed = buf
+        .get(at..at + 4)
+        .map(|b| at + 8 + u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
+    if let Some(next) = claimed.filter(|&n| n > at + 8 && n + 8 <= buf.len() && whole(n)) {
+        return Some(next);
+    }
+    (at + 1..buf.len().saturating_sub(8)).find(|&o| whole(o))
 }
 
 /// Scan one segment's bytes: calls `f(record, end_offset)` for each whole record. A bad
@@ -79,7 +89,7 @@ fn scan(
                 keep = at;
             }
             Frame::End if crate::planted::on(crate::planted::Bug::CutAtFirstDamage) => break,
-            Frame::End => match resync(buf, at + 1) {
+            Frame::End => match resync(buf, at) {
                 Some(next) => {
                     damaged.push((at as u64, next as u64));
                     at = next;

@@ -251,7 +251,7 @@ impl Record {
             Record::Group(recs) => {
                 e.u8(K_GROUP);
                 for r in recs {
-                    r.encode(&mut e.0);
+                    r.encode_framed(&mut e.0, MEMBER);
                 }
             }
         }
@@ -259,6 +259,16 @@ impl Record {
         out.extend_from_slice(&(body.len() as u32).to_le_bytes());
         out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
         out.extend_from_slice(&body);
+    }
+
+    /// Encode with the checksum flipped by `tweak`: a group's members carry
+    /// [`MEMBER`], so recovery looking for whole records after damage can never take a member
+    /// alone for a record of its own (a group is all or nothing).
+    fn encode_framed(&self, out: &mut Vec<u8>, tweak: u32) {
+        let start = out.len();
+        self.encode(out);
+        let crc = u32::from_le_bytes(out[start + 4..start + 8].try_into().expect("4 bytes"));
+        out[start + 4..start + 8].copy_from_slice(&(crc ^ tweak).to_le_bytes());
     }
 
     /// Decode a record body into the records it applies, each with the offset (within the
@@ -270,7 +280,7 @@ impl Record {
         let mut out = Vec::new();
         let mut at = 1;
         while at < body.len() {
-            match frame(&body[at..]) {
+            match frame_with(&body[at..], MEMBER) {
                 Frame::Whole(inner, n) => {
                     if inner.first() == Some(&K_GROUP) {
                         return Err(QueueError::Corrupt("nested group".into()));
@@ -345,8 +355,16 @@ pub enum Frame<'a> {
     End,
 }
 
+/// What a group member's checksum is flipped by (see [`Record::encode`]).
+const MEMBER: u32 = 0x6d65_6d62;
+
 /// Parse the frame at the start of `buf`.
 pub fn frame(buf: &[u8]) -> Frame<'_> {
+    frame_with(buf, 0)
+}
+
+/// Parse a frame whose checksum is flipped by `tweak`.
+fn frame_with(buf: &[u8], tweak: u32) -> Frame<'_> {
     if buf.len() < 8 {
         return Frame::End;
     }
@@ -356,7 +374,7 @@ pub fn frame(buf: &[u8]) -> Frame<'_> {
         return Frame::End;
     }
     let body = &buf[8..8 + len];
-    if crc32c::crc32c(body) != crc {
+    if crc32c::crc32c(body) ^ tweak != crc {
         return Frame::End;
     }
     Frame::Whole(body, 8 + len)

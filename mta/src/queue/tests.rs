@@ -320,3 +320,67 @@ fn a_torn_last_record_is_cut_and_nothing_set_aside() {
     assert!(q.contains(ids[0]) && q.contains(ids[1]) && !q.contains(ids[2]));
     assert!(names(&t.paths.corrupt()).is_empty());
 }
+
+#[test]
+fn a_damaged_group_is_never_applied_in_part() {
+    let t = setup();
+    let (mut q, _) = open(&t);
+    let a = q.submit(vec![msg("first\n", &["fred"])], &rw()).unwrap()[0];
+    let before = fs::read(segment(&t)).unwrap().len();
+    let b = q.new_id();
+    let bounce = q.message_record(b, 1, msg("bounce\n", &["joe"]), &rw());
+    q.commit(vec![Record::Group(vec![bounce, Record::Retire { id: a }])])
+        .unwrap();
+    q.submit(vec![msg("after\n", &["fred"])], &rw()).unwrap();
+    drop(q);
+    let seg = segment(&t);
+    let mut bytes = fs::read(&seg).unwrap();
+    bytes[before..before + 9].fill(0); // the group's header and kind byte
+    fs::write(&seg, &bytes).unwrap();
+    let (q, rec) = open(&t);
+    assert!(rec.damaged_bytes > 0);
+    assert!(
+        q.contains(a),
+        "the retirement inside the damaged group is not applied"
+    );
+    assert!(!q.contains(b), "nor the bounce");
+    assert_eq!(
+        q.messages().count(),
+        2,
+        "the record after the group is kept"
+    );
+}
+
+#[test]
+fn bytes_shaped_like_a_record_inside_a_damaged_message_are_never_applied() {
+    let t = setup();
+    let (mut q, _) = open(&t);
+    let a = q.submit(vec![msg("victim\n", &["fred"])], &rw()).unwrap()[0];
+    let mut forged = b"padding\n".to_vec();
+    Record::Retire { id: a }.encode(&mut forged);
+    let body = String::from_utf8_lossy(&forged).into_owned();
+    let m = msg(&body, &["fred"]);
+    let m = NewMessage {
+        data: forged.clone(),
+        ..m
+    };
+    q.submit(vec![m], &rw()).unwrap();
+    q.submit(vec![msg("after\n", &["fred"])], &rw()).unwrap();
+    drop(q);
+    let seg = segment(&t);
+    let mut bytes = fs::read(&seg).unwrap();
+    let at = bytes.windows(8).position(|w| w == b"padding\n").unwrap();
+    bytes[at] ^= 1; // damage the message's own bytes, before the forged record
+    fs::write(&seg, &bytes).unwrap();
+    let (q, rec) = open(&t);
+    assert!(rec.damaged_bytes > 0);
+    assert!(
+        q.contains(a),
+        "a record forged inside message data is not applied"
+    );
+    assert_eq!(
+        q.messages().count(),
+        2,
+        "the victim and the message after the damage"
+    );
+}
