@@ -9,8 +9,8 @@ use mta::env::{Env, Fs};
 use mta::queue::record::{frame, Frame};
 use mta::queue::{Config, MsgId, NewMessage, Paths, Queue};
 
-use crate::crash::T0_MS;
 use crate::env::SimEnv;
+use crate::fixture::T0_MS;
 use crate::fs::{Clock, Image, Persist, SimFs, SECTOR};
 use crate::lifecycle::classifier;
 

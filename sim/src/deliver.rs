@@ -1,59 +1,20 @@
 //! A local-delivery world outside turmoil: an installation on a simulated disk, the queue
 //! manager on a manual clock (sleeping advances it), injections through the queue.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use mta::control::{ControlDir, Rewrite};
-use mta::env::{Env, Fs, FsFile};
+use mta::env::{Env, Fs};
 use mta::local::LocalConfig;
 use mta::queue::service::{self, QueueHandle};
 use mta::queue::{Config, NewMessage, Paths, Queue};
 use mta::send::manager::{Manager, Remote, Settings, Until};
 
 use crate::env::SimEnv;
+use crate::fixture::EPOCH_MS;
+pub use crate::fixture::{image, root};
 use crate::fs::{Clock, Image, SimFs};
-use crate::receive::{installation, EPOCH_MS, ROOT};
-
-pub fn root() -> PathBuf {
-    PathBuf::from(ROOT)
-}
-
-/// An installation with users fred, joe and john, the given control files, and extra files
-/// (path relative to the root, contents).
-pub fn image(controls: &[(&str, &str)], files: &[(&str, &str)]) -> Image {
-    let clock = Clock::new(EPOCH_MS);
-    // Timeouts short enough for scripted peers (a scenario's own controls come later).
-    let mut all = vec![("timeoutconnect", "10"), ("timeoutremote", "30")];
-    all.extend_from_slice(controls);
-    let base = installation(&all);
-    let fs = SimFs::from_image(base, clock.clone());
-    let env = SimEnv::manual(fs.clone(), clock, 0);
-    // john: a third user, as in the PIC alias scenario.
-    let home = root().join("home/john");
-    for d in ["", "Maildir", "Maildir/new", "Maildir/cur", "Maildir/tmp"] {
-        let _ = fs.mkdir(&home.join(d));
-    }
-    let assign_p = root().join("users/assign");
-    let assign = String::from_utf8(fs.read(&assign_p).unwrap()).unwrap();
-    let h = home.display();
-    let assign = assign.replace(".\n", &format!("=john:john:1003:1003:{h}:::\n.\n"));
-    write(&env, &assign_p, &assign);
-    for (p, text) in files {
-        write(&env, &root().join(p), text);
-    }
-    fs.crash_image(&crate::fs::Persist::All)
-}
-
-fn write(env: &SimEnv, p: &Path, text: &str) {
-    let fs = env.fs();
-    let _ = fs.unlink(p);
-    let mut f = fs.create_new(p).expect("create");
-    f.write_at(0, text.as_bytes()).expect("write");
-    f.sync().expect("sync");
-    fs.sync_dir(p.parent().expect("parent")).expect("sync dir");
-}
 
 /// A running world: the env and a handle to inject through.
 pub struct World {

@@ -1518,31 +1518,4 @@ mod tests {
         assert_ne!(run(b"aaaa", "/b"), run(b"aaab", "/b"));
         assert_ne!(run(b"aaaa", "/b"), run(b"aaaa", "/c"));
     }
-
-    #[test]
-    fn disk_counts_fired_faults_across_boots() {
-        let disk = crate::world::Disk::new(Clock::new(1_000_000));
-        disk.arm(Faults {
-            read_eio_at: [1].into(),
-            ..Faults::default()
-        });
-        let fs = disk.boot();
-        fs.create_new(p("/a")).unwrap();
-        assert!(fs.read(p("/a")).is_err());
-        disk.crash(&Persist::All);
-        disk.arm(Faults {
-            fsync_fail_at: [1].into(),
-            read_eio_at: [1].into(),
-            ..Faults::default()
-        });
-        let fs = disk.boot();
-        assert!(fs.sync_dir(p("/")).is_err());
-        assert!(fs.read(p("/a")).is_err());
-        let want = Fired {
-            fsync: 1,
-            read: 2,
-            ..Fired::default()
-        };
-        assert_eq!(disk.fired(), want);
-    }
 }

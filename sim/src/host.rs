@@ -8,10 +8,9 @@ use std::sync::{Arc, Mutex};
 use mta::daemon::{self, Options, EXIT_TEMP};
 use mta::env::Signal;
 
-use crate::deliver::root;
 use crate::env::{Process, SimEnv};
+use crate::fixture::{root, EPOCH_MS, PORT};
 use crate::fs::Persist;
-use crate::receive::{EPOCH_MS, PORT};
 use crate::world::Disk;
 
 /// One MTA machine of a world.

@@ -110,3 +110,9 @@ impl Scenario for Install {
             .collect()
     }
 }
+
+impl crate::crash::Acked for Ledger {
+    fn acked_any(&self) -> bool {
+        self.acked
+    }
+}

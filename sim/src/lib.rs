@@ -2,11 +2,13 @@
 //! simulated environment (turmoil network and time), scenarios with their oracles, and the
 //! crash-point enumerator.
 
+pub mod campaign;
 pub mod corruption;
 pub mod crash;
 pub mod deliver;
 pub mod dns_server;
 pub mod env;
+pub mod fixture;
 pub mod fs;
 pub mod host;
 pub mod install;

@@ -10,7 +10,8 @@ use std::time::Instant;
 use clap::{Parser, Subcommand};
 
 use mta::queue::Config;
-use sim::crash::{self, Report, SCENARIOS};
+use sim::campaign::{self, SCENARIOS};
+use sim::crash::{self, Report};
 
 #[derive(Parser)]
 #[command(
@@ -118,7 +119,7 @@ fn main() -> ExitCode {
     match cli.cmd {
         Some(Cmd::CrashPoints { scenario, nested }) => {
             let t = Instant::now();
-            let Some(r) = crash::by_name(&scenario, cli.seed, nested) else {
+            let Some(r) = campaign::by_name(&scenario, cli.seed, nested) else {
                 eprintln!(
                     "mta-sim: unknown scenario {scenario:?}; known: {}",
                     SCENARIOS.join(", ")
@@ -138,7 +139,7 @@ fn main() -> ExitCode {
             exit(r.violations.is_empty())
         }
         Some(Cmd::FsyncAudit) => {
-            let rows = crash::fsync_audit(cli.seed);
+            let rows = campaign::fsync_audit(cli.seed);
             for (p, caught, states) in &rows {
                 println!(
                     "{p:?}: {caught} of {states} crash states lose or corrupt mail without it"
@@ -374,7 +375,7 @@ fn run_named(name: &str, seed: u64) -> Option<Vec<String>> {
         "huge-mx" => sim::remote_world::huge_mx(seed),
         "disk-full" => sim::receive::disk_full(seed),
         "bounce-storm" => sim::local_crash::bounce_storm(seed, 60),
-        "queue-lifecycle" => crash::by_name("queue-lifecycle", seed, true)?
+        "queue-lifecycle" => campaign::by_name("queue-lifecycle", seed, true)?
             .violations
             .iter()
             .map(|v| format!("{v:?}"))
@@ -577,7 +578,7 @@ fn section_enumeration(seed: u64, md: &mut String) -> bool {
         (
             "queue-lifecycle",
             "600 B segments (roll + collect), recovery crashed too",
-            Box::new(move || crash::by_name("queue-lifecycle", seed, true).expect("known")),
+            Box::new(move || campaign::by_name("queue-lifecycle", seed, true).expect("known")),
         ),
         (
             "queue-lifecycle",
@@ -589,7 +590,7 @@ fn section_enumeration(seed: u64, md: &mut String) -> bool {
         (
             "install",
             "mta init",
-            Box::new(move || crash::by_name("install", seed, false).expect("known")),
+            Box::new(move || campaign::by_name("install", seed, false).expect("known")),
         ),
     ];
     for (s, label, f) in runs {
@@ -901,7 +902,7 @@ fn section_fsync_audit(seed: u64, md: &mut String) -> bool {
     let mut ok = true;
     eprintln!("[2/3] fsync audit (each fsync switched off in turn)");
     md.push_str("\n## Every fsync earns its place\n\nEach fsync of the queue's commit paths and of `mta init` switched off alone; the enumeration of the scenario that exercises it must then find violations.\n\n| fsync switched off | violating states | of states | caught |\n|---|---:|---:|---|\n");
-    for (p, caught, states) in crash::fsync_audit(seed) {
+    for (p, caught, states) in campaign::fsync_audit(seed) {
         eprintln!("      {p:?}: {caught} violating states");
         ok &= caught > 0;
         md.push_str(&format!(

@@ -10,7 +10,6 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use mta::control::{ControlDir, Rewrite};
 use mta::env::{Env, Fs, FsFile, Net};
-use mta::init::{self, InitOptions};
 use mta::queue::{Config, Paths, Queue};
 
 use crate::env::{SimEnv, SimNet};
@@ -18,38 +17,11 @@ use crate::fs::{Clock, Faults, Image, Persist, SimFs};
 use crate::host::MtaHost;
 use crate::world::Disk;
 
-pub const ROOT: &str = "/mta";
-pub const PORT: u16 = 25;
-pub const EPOCH_MS: u64 = crate::crash::T0_MS;
+pub use crate::fixture::{installation, EPOCH_MS, PORT, ROOT};
 
 /// Bytes a session holds before streaming to disk; tests lower it to exercise the spool path.
 pub static SPOOL_THRESHOLD: std::sync::atomic::AtomicUsize =
     std::sync::atomic::AtomicUsize::new(mta::smtpd::SPOOL_THRESHOLD);
-
-/// A disk image with an installation and the given control files.
-pub fn installation(controls: &[(&str, &str)]) -> Image {
-    let clock = Clock::new(EPOCH_MS);
-    let env = SimEnv::manual(SimFs::new(clock.clone()), clock, 0);
-    let o = InitOptions {
-        me: "heaven.af.mil".into(),
-        users: vec!["fred".into(), "joe".into()],
-        force: false,
-        uid: 1000,
-        gid: 1000,
-        disabled: Default::default(),
-    };
-    init::init(&env, Path::new(ROOT), &o).expect("init");
-    let fs = env.sim_fs();
-    for (name, text) in controls {
-        let p = Path::new(ROOT).join("control").join(name);
-        let _ = fs.unlink(&p);
-        let mut f = fs.create_new(&p).expect("control file");
-        f.write_at(0, text.as_bytes()).expect("write");
-        f.sync().expect("sync");
-        fs.sync_dir(p.parent().expect("dir")).expect("sync dir");
-    }
-    fs.crash_image(&Persist::Synced)
-}
 
 /// The bytes a client sends as message `i`.
 pub fn body(i: usize) -> String {

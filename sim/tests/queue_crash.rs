@@ -2,7 +2,8 @@
 
 use mta::env::real::RealEnv;
 use mta::queue::Config;
-use sim::crash::{by_name, fsync_audit, queue_lifecycle, small_segments};
+use sim::campaign::{by_name, fsync_audit};
+use sim::crash::{queue_lifecycle, small_segments};
 use sim::lifecycle;
 
 #[test]

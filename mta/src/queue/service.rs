@@ -1,11 +1,10 @@
-//! The queue as a service: one task owns the [`Queue`] and serves requests from many sessions,
-//! draining whatever is waiting into one durable append (group commit). It runs on a tokio
-//! runtime in the simulator and on a dedicated thread on a real host (its fsyncs block).
+//! The queue as a service: the queue manager owns the [`Queue`](super::Queue) and serves
+//! requests from many sessions through these handles, draining whatever is waiting into one
+//! durable append (group commit).
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{validate, Classify, MsgId, NewMessage, Queue, QueueError};
-use crate::env::Env;
+use super::{MsgId, NewMessage, QueueError};
 
 /// Most requests folded into one append.
 pub const MAX_BATCH: usize = 1024;
@@ -91,63 +90,4 @@ pub struct Inbox(pub(crate) mpsc::Receiver<Request>);
 pub fn channel() -> (QueueHandle, Inbox) {
     let (tx, rx) = mpsc::channel(MAX_BATCH);
     (QueueHandle { tx }, Inbox(rx))
-}
-
-/// The service loop: returns when every handle is dropped.
-pub async fn serve<E: Env, C: Classify>(mut q: Queue<E>, classify: C, inbox: Inbox) {
-    let mut rx = inbox.0;
-    let mut batch = Vec::new();
-    while let Some(first) = rx.recv().await {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
-            }
-        }
-        let mut msgs = Vec::with_capacity(batch.len());
-        let mut replies = Vec::with_capacity(batch.len());
-        let mut poked = false;
-        for req in batch.drain(..) {
-            let (m, reply) = match req {
-                Request::Submit(m, reply) => (m, reply),
-                Request::Poke | Request::Flush | Request::Reload => {
-                    poked = true;
-                    continue;
-                }
-            };
-            // A bad envelope fails alone, not the whole batch.
-            match validate(&m) {
-                Ok(()) => {
-                    msgs.push(m);
-                    replies.push(reply);
-                }
-                Err(e) => {
-                    let _ = reply.send(Err(Refusal::from(&e)));
-                }
-            }
-        }
-        if poked {
-            if let Err(e) = q.preprocess(&classify) {
-                tracing::warn!("preprocessing todo/: {e}");
-            }
-        }
-        if msgs.is_empty() {
-            continue;
-        }
-        match q.submit(msgs, &classify) {
-            Ok(ids) => {
-                for (id, r) in ids.into_iter().zip(replies) {
-                    let _ = r.send(Ok(id));
-                }
-            }
-            Err(e) => {
-                tracing::warn!("queue append failed: {e}");
-                let refusal = Refusal::from(&e);
-                for r in replies {
-                    let _ = r.send(Err(refusal.clone()));
-                }
-            }
-        }
-    }
 }
