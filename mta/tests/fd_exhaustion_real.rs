@@ -1,0 +1,118 @@
+//! Out of file descriptors is bad input, not a crash: `mta run` under a small `ulimit -n` is
+//! flooded with connections until accept fails with EMFILE; sessions it has keep working, the
+//! process keeps running, and once the flood goes away new clients are served again.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const MTA: &str = env!("CARGO_BIN_EXE_mta");
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `mta run` with at most `fds` open files; returns it and its address.
+fn spawn_limited(root: &std::path::Path, fds: u32) -> (Killed, SocketAddr) {
+    let script = format!("ulimit -n {fds} && exec \"$0\" run --listen 127.0.0.1:0 --root \"$1\"");
+    let mut child = Command::new("sh")
+        .args(["-c", &script, MTA])
+        .arg(root)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("mta: listening on ")
+        .unwrap_or_else(|| panic!("unexpected output {line:?}"))
+        .parse()
+        .unwrap();
+    (Killed(child), addr)
+}
+
+/// A whole transaction on a connection that has had its greeting; the final reply.
+fn transaction(s: &mut TcpStream, token: &str) -> String {
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let msg = format!(
+        "HELO t\r\nMAIL FROM:<t@example.net>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n\
+         Subject: {token}\r\n\r\n{token}\r\n.\r\n"
+    );
+    s.write_all(msg.as_bytes()).unwrap();
+    let mut last = String::new();
+    for _ in 0..5 {
+        last.clear();
+        r.read_line(&mut last).unwrap();
+    }
+    last
+}
+
+/// Has the server greeted this connection (within a short look)?
+fn greeted(s: &mut TcpStream) -> bool {
+    s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    let mut buf = [0u8; 256];
+    matches!(s.read(&mut buf), Ok(n) if n > 0 && buf.starts_with(b"220"))
+}
+
+#[test]
+fn running_out_of_file_descriptors_is_survived() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("mta");
+    let ok = Command::new(MTA)
+        .args(["init", "--me", "example.org", "--user", "alice", "--root"])
+        .arg(&root)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    std::fs::write(root.join("control/concurrencyincoming"), "500\n").unwrap();
+    let (mut mta, addr) = spawn_limited(&root, 48);
+    let mut flood: Vec<TcpStream> = (0..120).filter_map(|_| TcpStream::connect(addr).ok()).collect();
+    let mut served: Vec<TcpStream> = Vec::new();
+    let mut waiting = 0;
+    for mut s in flood.drain(..) {
+        if greeted(&mut s) {
+            served.push(s);
+        } else {
+            waiting += 1;
+        }
+    }
+    assert!(waiting > 0, "the flood used up the descriptors ({} served)", served.len());
+    assert!(mta.0.try_wait().unwrap().is_none(), "mta run exited");
+    // A session it already has still gets an answer: accepted, or a temporary refusal.
+    let reply = transaction(served.last_mut().expect("some sessions"), "during-flood");
+    assert!(reply.starts_with("250") || reply.starts_with('4'), "{reply:?}");
+    drop(served);
+    // The flood is gone: a new client is served again.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let reply = loop {
+        let mut s = TcpStream::connect(addr).unwrap();
+        if greeted(&mut s) {
+            break transaction(&mut s, "after-flood");
+        }
+        assert!(Instant::now() < deadline, "not served again within 60 s");
+    };
+    assert!(reply.starts_with("250"), "{reply:?}");
+    assert!(mta.0.try_wait().unwrap().is_none(), "mta run exited");
+    // And the mail arrives.
+    let new = root.join("home/alice/Maildir/new");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_dir(&new).unwrap().any(|e| {
+        let m = std::fs::read(e.unwrap().path()).unwrap_or_default();
+        String::from_utf8_lossy(&m).contains("after-flood")
+    }) {
+        assert!(Instant::now() < deadline, "not delivered within 60 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
