@@ -601,6 +601,10 @@ impl SimFs {
     pub fn fired(&self) -> Fired {
         self.lock().fired
     }
+    /// True if both handles are the same filesystem (not two boots of one disk).
+    pub fn same_as(&self, o: &SimFs) -> bool {
+        Arc::ptr_eq(&self.st, &o.st)
+    }
     /// Mutating operations so far (the crash points of a run).
     pub fn ops(&self) -> u64 {
         self.lock().ops

@@ -168,6 +168,52 @@ async fn client(c: usize, rcpts: Vec<String>, p: Profile, ledger: Ledger) -> tur
     Ok(())
 }
 
+/// `mta inject` as a process of its own on the MTA host: each message is written step by
+/// step (a file in tmp/, its bytes, its link into todo/, the todo/ fsync), a second apart,
+/// while the queue manager runs; acknowledged when every step succeeded on the same boot.
+async fn injector(disk: Disk, n: usize, seed: u64, ledger: Ledger) -> turmoil::Result {
+    for i in 0..n {
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let token = format!("inject{i}");
+        let acked = inject_steps(&disk, &token, seed ^ i as u64).await;
+        lock(&ledger).push(Sent { token, acked });
+    }
+    Ok(())
+}
+
+async fn inject_steps(disk: &Disk, token: &str, seed: u64) -> bool {
+    use mta::queue::spool::{self, Spool};
+    let Some(fs) = disk.live().filter(|f| !f.is_frozen()) else {
+        return false;
+    };
+    // The process dies with its machine: every step must still find the same boot.
+    let alive = || {
+        disk.live()
+            .is_some_and(|l| l.same_as(&fs) && !l.is_frozen())
+    };
+    let env = SimEnv::manual(fs.clone(), disk.clock().clone(), seed);
+    let (paths, cfg) = (Paths::new(root().join("queue")), Config::default());
+    let pause = || tokio::time::sleep(Duration::from_secs(1));
+    let Ok(mut sp) = Spool::create(&env, &paths, &cfg) else {
+        return false;
+    };
+    pause().await;
+    if !alive()
+        || sp
+            .write(body(token).replace("\r\n", "\n").as_bytes())
+            .is_err()
+    {
+        return false;
+    }
+    pause().await;
+    let rcpts = ["fred".to_string()];
+    if !alive() || sp.finish("joe@heaven.af.mil", &rcpts, 1, 1000).is_err() {
+        return false;
+    }
+    pause().await;
+    alive() && spool::sync_todo(&env, &paths, &cfg).is_ok() && alive()
+}
+
 fn recipients(r: &mut ChaCha8Rng, p: &Profile) -> Vec<String> {
     (0..p.messages)
         .map(|_| {
@@ -197,7 +243,6 @@ struct Swarm<'a> {
     lines_seen: usize,
     partitioned: bool,
     jumped: bool,
-    injected: usize,
     reboots: usize,
     full_secs: u64,
     violations: Vec<String>,
@@ -250,6 +295,10 @@ impl<'a> Swarm<'a> {
             let (rcpts, l) = (recipients(&mut r, p), ledger.clone());
             sim.client(format!("client{c}"), client(c, rcpts, p.clone(), l));
         }
+        if p.injects > 0 {
+            let (d, l) = (host.disk.clone(), ledger.clone());
+            sim.client("injector", injector(d, p.injects, seed ^ 0x1a1a, l));
+        }
         Swarm {
             sim,
             p: p.clone(),
@@ -263,7 +312,6 @@ impl<'a> Swarm<'a> {
             lines_seen: 0,
             partitioned: false,
             jumped: false,
-            injected: 0,
             reboots: 0,
             full_secs: 0,
             violations: Vec::new(),
@@ -324,30 +372,6 @@ impl<'a> Swarm<'a> {
             let to = dir.join("cur").join(format!("{name}:2,S"));
             let _ = fs.rename(&dir.join("new").join(&name), &to);
         }
-    }
-
-    /// Local injection on the MTA host (`mta inject`): acknowledged when it returns Ok.
-    fn inject(&mut self, t: u64) {
-        if self.injected >= self.p.injects || t < 20 * (self.injected as u64 + 1) {
-            return;
-        }
-        let disk = &self.host.disk;
-        let token = format!("inject{}", self.injected);
-        if let Some(fs) = disk.live().filter(|f| !f.is_frozen()) {
-            let seed = self.seed ^ 0x1a1a ^ self.injected as u64;
-            let env = SimEnv::manual(fs, disk.clock().clone(), seed);
-            let m = mta::queue::NewMessage {
-                sender: "joe@heaven.af.mil".into(),
-                recipients: vec!["fred".into()],
-                data: body(&token).replace("\r\n", "\n").into_bytes(),
-                qp: 1,
-                uid: 1000,
-            };
-            let paths = Paths::new(root().join("queue"));
-            let acked = mta::queue::inject(&env, &paths, &Config::default(), &[m]).is_ok();
-            lock(&self.ledger).push(Sent { token, acked });
-        }
-        self.injected += 1;
     }
 
     /// Crash, restart and "not recorded" moments: when the MTA could lose track of a delivery.
@@ -412,7 +436,6 @@ impl<'a> Swarm<'a> {
                 self.host2.kill(Signal::Alrm);
                 flushed = t;
             }
-            self.inject(t);
             self.reboot(t_ms, t);
             self.read_mail(t);
             if !self.sim.is_host_running("peer") {
@@ -422,9 +445,7 @@ impl<'a> Swarm<'a> {
             if !self.tend_hosts(t_ms, &mut crashes) {
                 break;
             }
-            let injected = self.injected >= self.p.injects;
-            if t >= HEAL_SECS && clients_done && injected && t.is_multiple_of(10) && self.settled()
-            {
+            if t >= HEAL_SECS && clients_done && t.is_multiple_of(10) && self.settled() {
                 break;
             }
         }
