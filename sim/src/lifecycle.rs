@@ -153,50 +153,13 @@ pub fn recover<E: Env>(env: &E, base: &Path) {
 pub fn check<E: Env>(env: &E, base: &Path, l: &Ledger) -> Vec<String> {
     let mut bad = Vec::new();
     let p = Paths::new(queue_dir(base));
-    let rw = classifier();
-    let cfg = Config::default();
-    let (mut q, _) = match Queue::open(env.clone(), p.clone(), cfg, &rw) {
+    let (mut q, _) = match Queue::open(env.clone(), p.clone(), Config::default(), &classifier()) {
         Ok(q) => q,
         Err(e) => return vec![format!("recovery failed: {e}")],
     };
     let ids: Vec<MsgId> = q.messages().map(|m| m.id()).collect();
     for id in ids {
-        let m = q.get(id).expect("listed").clone();
-        let data = match q.read_data(id) {
-            Ok(d) => d,
-            Err(e) => {
-                bad.push(format!("{id}: unreadable: {e}"));
-                continue;
-            }
-        };
-        let origin = l.attempted.iter().position(|a| {
-            a.sender == m.env.sender
-                && a.recipients == m.env.recipients
-                && a.data == data
-                && m.rcpts.len() == a.recipients.len()
-        });
-        if origin.is_none() {
-            bad.push(format!("{id}: invented or corrupted message"));
-        }
-        if l.retires_acked.contains(&id) {
-            bad.push(format!("{id}: retired message came back"));
-        }
-        for (i, r) in m.rcpts.iter().enumerate() {
-            let i = i as u32;
-            let tried = |s: &Status| {
-                l.outcomes_tried
-                    .iter()
-                    .any(|o| o.0 == id && o.1 == i && &o.2 == s)
-            };
-            if r.status != Status::Pending && !tried(&r.status) {
-                bad.push(format!("{id}: recipient {i} has an invented status"));
-            }
-            if let Some(o) = l.outcomes_acked.iter().find(|o| o.0 == id && o.1 == i) {
-                if o.2 != r.status {
-                    bad.push(format!("{id}: recipient {i} lost its acknowledged outcome"));
-                }
-            }
-        }
+        check_message(&mut q, id, l, &mut bad);
     }
     for (id, _) in &l.acked {
         let present = q.get(*id).is_some();
@@ -205,8 +168,51 @@ pub fn check<E: Env>(env: &E, base: &Path, l: &Ledger) -> Vec<String> {
             bad.push(format!("{id}: acknowledged message lost"));
         }
     }
-    // No debris: nothing in tmp/ (older than the cutoff), todo/ or corrupt/, and a second
-    // recovery finds nothing to repair.
+    check_clean(env, &p, q, &mut bad);
+    bad
+}
+
+/// One recovered message: something attempted, not retired, every status tried and every
+/// acknowledged outcome kept.
+fn check_message<E: Env>(q: &mut Queue<E>, id: MsgId, l: &Ledger, bad: &mut Vec<String>) {
+    let m = q.get(id).expect("listed").clone();
+    let data = match q.read_data(id) {
+        Ok(d) => d,
+        Err(e) => return bad.push(format!("{id}: unreadable: {e}")),
+    };
+    let origin = l.attempted.iter().position(|a| {
+        a.sender == m.env.sender
+            && a.recipients == m.env.recipients
+            && a.data == data
+            && m.rcpts.len() == a.recipients.len()
+    });
+    if origin.is_none() {
+        bad.push(format!("{id}: invented or corrupted message"));
+    }
+    if l.retires_acked.contains(&id) {
+        bad.push(format!("{id}: retired message came back"));
+    }
+    for (i, r) in m.rcpts.iter().enumerate() {
+        let i = i as u32;
+        let tried = |s: &Status| {
+            l.outcomes_tried
+                .iter()
+                .any(|o| o.0 == id && o.1 == i && &o.2 == s)
+        };
+        if r.status != Status::Pending && !tried(&r.status) {
+            bad.push(format!("{id}: recipient {i} has an invented status"));
+        }
+        if let Some(o) = l.outcomes_acked.iter().find(|o| o.0 == id && o.1 == i) {
+            if o.2 != r.status {
+                bad.push(format!("{id}: recipient {i} lost its acknowledged outcome"));
+            }
+        }
+    }
+}
+
+/// No debris: nothing in tmp/ (older than the cutoff), todo/ or corrupt/, and a second
+/// recovery finds nothing to repair.
+fn check_clean<E: Env>(env: &E, p: &Paths, q: Queue<E>, bad: &mut Vec<String>) {
     let fs = env.fs();
     for d in [p.tmp(), p.todo(), p.corrupt()] {
         match fs.list_dir(&d) {
@@ -218,7 +224,7 @@ pub fn check<E: Env>(env: &E, base: &Path, l: &Ledger) -> Vec<String> {
     let before: Vec<_> = q.messages().map(|m| (m.id(), m.rcpts.clone())).collect();
     let segs = q.log_stats().segments;
     drop(q);
-    match Queue::open(env.clone(), p.clone(), cfg, &rw) {
+    match Queue::open(env.clone(), p.clone(), Config::default(), &classifier()) {
         Ok((q2, rec)) => {
             let after: Vec<_> = q2.messages().map(|m| (m.id(), m.rcpts.clone())).collect();
             if after != before {
@@ -234,5 +240,4 @@ pub fn check<E: Env>(env: &E, base: &Path, l: &Ledger) -> Vec<String> {
         }
         Err(e) => bad.push(format!("second recovery failed: {e}")),
     }
-    bad
 }

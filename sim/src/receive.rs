@@ -187,31 +187,7 @@ impl Receive {
             None => (disk.image(), 0, 0),
         };
         drop(sim);
-        let env = SimEnv::manual(SimFs::from_image(image, clock.clone()), clock, 0);
-        let rw = Rewrite::load(&ControlDir::new(env.fs(), Path::new(ROOT))).expect("controls");
-        let (mut q, rec) = Queue::open(
-            env.clone(),
-            Paths::new(Path::new(ROOT).join("queue")),
-            Config::default(),
-            &rw,
-        )
-        .expect("final recovery");
-        let ids: Vec<_> = q.messages().map(|m| m.id()).collect();
-        let mut found: Vec<Vec<u8>> = ids
-            .into_iter()
-            .map(|id| q.read_data(id).expect("readable"))
-            .collect();
-        found.extend(delivered(&env, "home/fred/Maildir"));
-        let mut stored = Vec::new();
-        let mut corrupt = 0;
-        for data in found {
-            let data = strip_delivery_headers(&data);
-            match (0..n).find(|&i| data.ends_with(&stored_tail(i))) {
-                Some(i) if data.starts_with(b"Received: (qmail ") => stored.push(i),
-                _ => corrupt += 1,
-            }
-        }
-        stored.sort_unstable();
+        let (stored, corrupt, damaged_bytes) = what_survived(image, clock, n);
         let acked = acked.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let refusals = refusals.lock().unwrap_or_else(|e| e.into_inner()).clone();
         Outcome {
@@ -222,9 +198,36 @@ impl Receive {
             boots: disk.boots(),
             trace_hash,
             ops,
-            damaged_bytes: rec.damaged_bytes,
+            damaged_bytes,
         }
     }
+}
+
+/// Recover the final disk: the message numbers found in the queue and in fred's Maildir,
+/// how many stored messages match nothing sent, and the damage recovery reported.
+fn what_survived(image: Image, clock: Clock, n: usize) -> (Vec<usize>, usize, u64) {
+    let env = SimEnv::manual(SimFs::from_image(image, clock.clone()), clock, 0);
+    let rw = Rewrite::load(&ControlDir::new(env.fs(), Path::new(ROOT))).expect("controls");
+    let paths = Paths::new(Path::new(ROOT).join("queue"));
+    let (mut q, rec) =
+        Queue::open(env.clone(), paths, Config::default(), &rw).expect("final recovery");
+    let ids: Vec<_> = q.messages().map(|m| m.id()).collect();
+    let mut found: Vec<Vec<u8>> = ids
+        .into_iter()
+        .map(|id| q.read_data(id).expect("readable"))
+        .collect();
+    found.extend(delivered(&env, "home/fred/Maildir"));
+    let mut stored = Vec::new();
+    let mut corrupt = 0;
+    for data in found {
+        let data = strip_delivery_headers(&data);
+        match (0..n).find(|&i| data.ends_with(&stored_tail(i))) {
+            Some(i) if data.starts_with(b"Received: (qmail ") => stored.push(i),
+            _ => corrupt += 1,
+        }
+    }
+    stored.sort_unstable();
+    (stored, corrupt, rec.damaged_bytes)
 }
 
 /// Fail each fsync of a run in turn (Linux semantics: the data it covered may be gone from

@@ -132,6 +132,21 @@ tokio::task_local! {
     static BUDGET: std::cell::Cell<u16>;
 }
 
+/// The message after DATA, up to the final dot (`None` if the connection closed first).
+async fn read_data(r: &mut BufReader<turmoil::net::TcpStream>) -> std::io::Result<Option<Vec<u8>>> {
+    let mut body = Vec::new();
+    loop {
+        let mut l = Vec::new();
+        if r.read_until(b'\n', &mut l).await? == 0 {
+            return Ok(None);
+        }
+        if l == b".\r\n" {
+            return Ok(Some(body));
+        }
+        body.extend_from_slice(&l);
+    }
+}
+
 async fn peer_session(
     s: turmoil::net::TcpStream,
     script: Peer,
@@ -175,17 +190,9 @@ async fn peer_session(
                 if c != 354 {
                     continue;
                 }
-                let mut body = Vec::new();
-                loop {
-                    let mut l = Vec::new();
-                    if r.read_until(b'\n', &mut l).await? == 0 {
-                        return Ok(());
-                    }
-                    if l == b".\r\n" {
-                        break;
-                    }
-                    body.extend_from_slice(&l);
-                }
+                let Some(body) = read_data(&mut r).await? else {
+                    return Ok(());
+                };
                 let lock = || log.lock().unwrap_or_else(|e| e.into_inner());
                 if script == Peer::DropAfterDot {
                     // It took the message, but the reply never leaves: the sender cannot know.

@@ -87,14 +87,44 @@ enum Mode {
     Overlong,
     Data {
         st: Data,
-        /// Still in the header (for hop counting), and the current header line so far.
-        in_header: bool,
-        header_line: Vec<u8>,
-        hops: usize,
+        hops: Hops,
         too_big: bool,
     },
     AwaitCommit,
     Closed,
+}
+
+/// Counts Received and Delivered-To lines in the header as the message streams past.
+#[derive(Debug, Clone, Default)]
+struct Hops {
+    past_header: bool,
+    /// The start of the current header line (enough to see its name).
+    line: Vec<u8>,
+    count: usize,
+}
+
+impl Hops {
+    #[inline]
+    fn see(&mut self, b: u8) {
+        if self.past_header {
+            return;
+        }
+        if b != b'\n' {
+            if self.line.len() < 16 {
+                self.line.push(b);
+            }
+            return;
+        }
+        if self.line.is_empty() {
+            self.past_header = true;
+        } else {
+            let l = self.line.to_ascii_lowercase();
+            if l.starts_with(b"received:") || l.starts_with(b"delivered-to:") {
+                self.count += 1;
+            }
+        }
+        self.line.clear();
+    }
 }
 
 pub struct Session {
@@ -449,9 +479,7 @@ impl Session {
         self.count = 0;
         self.mode = Mode::Data {
             st: Data::LineStart,
-            in_header: true,
-            header_line: Vec::new(),
-            hops: 0,
+            hops: Hops::default(),
             too_big: false,
         };
         reply(&mut self.out, "354 go ahead");
@@ -463,8 +491,6 @@ impl Session {
         let limit = self.limit();
         let Mode::Data {
             mut st,
-            mut in_header,
-            mut header_line,
             mut hops,
             mut too_big,
         } = std::mem::replace(&mut self.mode, Mode::Command)
@@ -485,21 +511,7 @@ impl Session {
             }
             *count += 1;
             data.push(b);
-            if in_header {
-                if b == b'\n' {
-                    if header_line.is_empty() {
-                        in_header = false;
-                    } else {
-                        let l = header_line.to_ascii_lowercase();
-                        if l.starts_with(b"received:") || l.starts_with(b"delivered-to:") {
-                            hops += 1;
-                        }
-                    }
-                    header_line.clear();
-                } else if header_line.len() < 16 {
-                    header_line.push(b);
-                }
-            }
+            hops.see(b);
         };
         for (i, &b) in buf.iter().enumerate() {
             st = match (st, b) {
@@ -508,7 +520,7 @@ impl Session {
                     Data::LineStart
                 }
                 (Data::DotCr, b'\n') => {
-                    self.end_of_data(hops, too_big);
+                    self.end_of_data(hops.count, too_big);
                     return i + 1;
                 }
                 (_, b'\n') => {
@@ -537,13 +549,7 @@ impl Session {
                 }
             };
         }
-        self.mode = Mode::Data {
-            st,
-            in_header,
-            header_line,
-            hops,
-            too_big,
-        };
+        self.mode = Mode::Data { st, hops, too_big };
         buf.len()
     }
 
