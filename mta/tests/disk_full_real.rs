@@ -114,13 +114,7 @@ fn full_tmpfs_answers_4xx_keeps_serving_and_loses_nothing() {
     }
     let fs = Tmpfs::mount("32m");
     let root = fs.path.join("mta");
-    let ok = Command::new(MTA)
-        .args(["init", "--me", "example.org", "--user", "alice", "--root"])
-        .arg(&root)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
+    common::init(MTA, &root, "example.org", "alice");
     let home = root.join("home/alice");
     // A group-writable home makes qmail-local defer: the mail stays queued and fills the disk.
     let chmod = |mode: &str| Command::new("chmod").arg(mode).arg(&home).status().unwrap();

@@ -2,9 +2,11 @@
 //! flooded with connections until accept fails with EMFILE; sessions it has keep working, the
 //! process keeps running, and once the flood goes away new clients are served again.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 const MTA: &str = env!("CARGO_BIN_EXE_mta");
@@ -21,23 +23,10 @@ impl Drop for Killed {
 /// `mta run` with at most `fds` open files, its stderr into `log`; returns it and its address.
 fn spawn_limited(root: &std::path::Path, fds: u32, log: &std::path::Path) -> (Killed, SocketAddr) {
     let script = format!("ulimit -n {fds} && exec \"$0\" run --listen 127.0.0.1:0 --root \"$1\"");
-    let mut child = Command::new("sh")
-        .args(["-c", &script, MTA])
-        .arg(root)
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("mta: listening on ")
-        .unwrap_or_else(|| panic!("unexpected output {line:?}"))
-        .parse()
-        .unwrap();
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", &script, MTA]).arg(root);
+    cmd.stderr(std::fs::File::create(log).unwrap());
+    let (child, addr) = common::spawn_listening(cmd);
     (Killed(child), addr)
 }
 
@@ -84,13 +73,7 @@ fn wait_for_log(log: &std::path::Path, what: &str) {
 fn running_out_of_file_descriptors_is_survived() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("mta");
-    let ok = Command::new(MTA)
-        .args(["init", "--me", "example.org", "--user", "alice", "--root"])
-        .arg(&root)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
+    common::init(MTA, &root, "example.org", "alice");
     std::fs::write(root.join("control/concurrencyincoming"), "500\n").unwrap();
     let log = dir.path().join("stderr");
     let (mut mta, addr) = spawn_limited(&root, 48, &log);

@@ -23,13 +23,16 @@ impl Drop for Server {
 /// Start `mta run --listen 127.0.0.1:0` on `root`; returns the process and the address it
 /// printed once it accepts connections.
 pub fn spawn_run(mta: &str, root: &Path) -> (Child, SocketAddr) {
-    let mut child = Command::new(mta)
-        .args(["run", "--listen", "127.0.0.1:0", "--root"])
-        .arg(root)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut cmd = Command::new(mta);
+    cmd.args(["run", "--listen", "127.0.0.1:0", "--root"])
+        .arg(root);
+    cmd.stderr(Stdio::null());
+    spawn_listening(cmd)
+}
+
+/// Start a command that runs `mta run` and wait for its `mta: listening on ADDR` line.
+pub fn spawn_listening(mut cmd: Command) -> (Child, SocketAddr) {
+    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
@@ -41,4 +44,15 @@ pub fn spawn_run(mta: &str, root: &Path) -> (Child, SocketAddr) {
         .parse()
         .unwrap();
     (child, addr)
+}
+
+/// `mta init --me ME --user USER --root ROOT`, which must succeed.
+pub fn init(mta: &str, root: &Path, me: &str, user: &str) {
+    let ok = Command::new(mta)
+        .args(["init", "--me", me, "--user", user, "--root"])
+        .arg(root)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mta init");
 }
