@@ -5,6 +5,7 @@
 pub mod campaign;
 pub mod corruption;
 pub mod crash;
+pub mod damage;
 pub mod deliver;
 pub mod dns_server;
 pub mod env;

@@ -198,7 +198,7 @@ fn cmd_swarm(seeds: u64, start: u64, shard: Option<String>) -> ExitCode {
     let list: Vec<u64> = (start..start + seeds).filter(|s| s % n == k - 1).collect();
     let s = swarm(&list);
     println!(
-        "swarm: {} seeds in {:.1}s ({:.0} seeds/s), {} failed; {} acknowledged; fired: {} crashes, {} failed fsyncs, {} EIO, {} read EIO, {} ENOSPC, {} full-disk s, {} partitions, {} clock jumps",
+        "swarm: {} seeds in {:.1}s ({:.0} seeds/s), {} failed; {} acknowledged; fired: {} crashes, {} failed fsyncs, {} EIO, {} read EIO, {} ENOSPC, {} full-disk s, {} lost sectors, {} partitions, {} clock jumps",
         list.len(),
         t.elapsed().as_secs_f64(),
         list.len() as f64 / t.elapsed().as_secs_f64().max(1e-9),
@@ -210,6 +210,7 @@ fn cmd_swarm(seeds: u64, start: u64, shard: Option<String>) -> ExitCode {
         s.read_errors,
         s.enospc,
         s.full_secs,
+        s.corrupted,
         s.partitions,
         s.jumps
     );
@@ -431,6 +432,7 @@ struct SwarmTotals {
     full_secs: u64,
     natural: usize,
     restarts: usize,
+    corrupted: usize,
 }
 
 /// Run seeds; print one line per failure with everything needed to replay it.
@@ -464,6 +466,7 @@ fn swarm(seeds: &[u64]) -> SwarmTotals {
         t.full_secs += o.full_secs;
         t.natural += usize::from(!p.flush);
         t.restarts += o.restarts;
+        t.corrupted += usize::from(o.damage.is_some());
         if !o.violations.is_empty() {
             t.failed += 1;
             if tty {
@@ -485,7 +488,7 @@ fn swarm(seeds: &[u64]) -> SwarmTotals {
 fn swarm_section(st: &SwarmTotals, seeds: usize, secs: f64, same: usize, sample: usize) -> String {
     let rate = seeds as f64 / secs.max(1e-9);
     format!(
-        "\n## Swarm (mixed)\n\nEach seed draws its own fault profile for a world of SMTP clients (some slow), two MTA hosts booted exactly as `mta run` (one relaying for relay.example), a DNS host and scripted peers (temporary and permanent refusals at each stage, EHLO refusal, slowness, drop after the dot, accept then crash), with link latency. Faults: crashes of the MTA at drawn fs operations persisted as synced only, all, all but one, torn last write, torn sectors of every pending write, or a random POSIX-legal subset; failed fsyncs with Linux semantics; EIO on writes and on reads; a full disk for a while; a reboot at a drawn second (mid-transfer, mid-delivery); a partition; a forward clock jump; local injections by a separate `mta inject` process, step by step while the queue manager runs; a mail reader moving messages from new/ to cur/; messages over the 256 KiB streaming threshold. The only supervisor restarts a process that exited 111 (it could not start). A safety phase with the faults, then liveness: with operator flushes (SIGALRM at 250 s and every 150 s, until 700 s) or, for a fifth of the seeds, on the natural retry schedule alone. Oracle: every transmission carries a unique token; an acknowledged one appears exactly once wherever it ends (a mailbox, the peer, the second MTA, inside a bounce), an unacknowledged one at most once, and a second copy only where the sender could not know of the first (its 250 never arrived in time, or the MTA crashed, could not record the outcome or was cut off in between); nothing invented; both queues empty; no orphan files.\n\n| seeds | failed | acknowledged | delivered local / remote | allowed duplicates | natural-schedule seeds | determinism re-runs | wall s | seeds/s |\n|---:|---:|---:|---|---:|---:|---|---:|---:|\n| {seeds} | {} | {} | {} / {} | {} | {} | {same}/{sample} same | {secs:.1} | {rate:.0} |\n\nFaults that fired (not merely drawn):\n\n| crashes | supervisor restarts | failed fsyncs | write/op EIO | read EIO | ENOSPC refusals | disk-full seconds | partitions | clock jumps |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+        "\n## Swarm (mixed)\n\nEach seed draws its own fault profile for a world of SMTP clients (some slow), two MTA hosts booted exactly as `mta run` (one relaying for relay.example), a DNS host and scripted peers (temporary and permanent refusals at each stage, EHLO refusal, slowness, drop after the dot, accept then crash), with link latency. Faults: crashes of the MTA at drawn fs operations persisted as synced only, all, all but one, torn last write, torn sectors of every pending write, or a random POSIX-legal subset; failed fsyncs with Linux semantics; EIO on writes and on reads; a full disk for a while; a reboot at a drawn second (mid-transfer, mid-delivery); a partition; a forward clock jump; local injections by a separate `mta inject` process, step by step while the queue manager runs; a lost sector in a synced queue file (log segment or todo/ file) while the machine is down, after which the oracle forgives exactly the transmissions the damaged records were about; a mail reader moving messages from new/ to cur/; messages over the 256 KiB streaming threshold. The only supervisor restarts a process that exited 111 (it could not start). A safety phase with the faults, then liveness: with operator flushes (SIGALRM at 250 s and every 150 s, until 700 s) or, for a fifth of the seeds, on the natural retry schedule alone. Oracle: every transmission carries a unique token; an acknowledged one appears exactly once wherever it ends (a mailbox, the peer, the second MTA, inside a bounce), an unacknowledged one at most once, and a second copy only where the sender could not know of the first (its 250 never arrived in time, or the MTA crashed, could not record the outcome or was cut off in between); nothing invented; both queues empty; no orphan files.\n\n| seeds | failed | acknowledged | delivered local / remote | allowed duplicates | natural-schedule seeds | determinism re-runs | wall s | seeds/s |\n|---:|---:|---:|---|---:|---:|---|---:|---:|\n| {seeds} | {} | {} | {} / {} | {} | {} | {same}/{sample} same | {secs:.1} | {rate:.0} |\n\nFaults that fired (not merely drawn):\n\n| crashes | supervisor restarts | failed fsyncs | write/op EIO | read EIO | ENOSPC refusals | disk-full seconds | lost sectors | partitions | clock jumps |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
         st.failed,
         st.acked,
         st.local,
@@ -499,6 +502,7 @@ fn swarm_section(st: &SwarmTotals, seeds: usize, secs: f64, same: usize, sample:
         st.read_errors,
         st.enospc,
         st.full_secs,
+        st.corrupted,
         st.partitions,
         st.jumps,
     )

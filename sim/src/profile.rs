@@ -33,6 +33,8 @@ pub struct Profile {
     pub reader: bool,
     /// Every third message is over the receiver's 256 KiB streaming threshold.
     pub big: bool,
+    /// At the first crash or reboot, one sector of a synced queue file is lost.
+    pub corrupt: bool,
     /// What the remote peer does on its 1st, 2nd, ... connection (the last repeats).
     pub peer: Vec<Peer>,
     /// Milliseconds of latency on every link (0: turmoil's default).
@@ -62,7 +64,7 @@ impl std::fmt::Display for Profile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "crashes={};persist={};partition={};eio={};fsyncfail={};readeio={};full={};jump={};reboot={};reader={};big={};peer={};latency={};pause={};inject={};clients={};messages={};remote={};flush={}",
+            "crashes={};persist={};partition={};eio={};fsyncfail={};readeio={};full={};jump={};reboot={};reader={};big={};corrupt={};peer={};latency={};pause={};inject={};clients={};messages={};remote={};flush={}",
             list(&self.crashes),
             list(&self.persist),
             span(self.partition),
@@ -74,6 +76,7 @@ impl std::fmt::Display for Profile {
             self.reboot.map_or("-".into(), |r| r.to_string()),
             u8::from(self.reader),
             u8::from(self.big),
+            u8::from(self.corrupt),
             list(&self.peer),
             self.latency_ms,
             self.client_pause,
@@ -100,6 +103,7 @@ impl Default for Profile {
             reboot: None,
             reader: false,
             big: false,
+            corrupt: false,
             peer: vec![Peer::Accept],
             latency_ms: 0,
             client_pause: 0,
@@ -154,6 +158,7 @@ impl std::str::FromStr for Profile {
                 "reboot" => p.reboot = Some(num()?),
                 "reader" => p.reader = num()? != 0,
                 "big" => p.big = num()? != 0,
+                "corrupt" => p.corrupt = num()? != 0,
                 "peer" => p.peer = items(v)?,
                 "latency" => p.latency_ms = num()?,
                 "pause" => p.client_pause = num()?,
@@ -247,6 +252,7 @@ impl Profile {
             reboot: some(&mut r, 0.2, |r| r.random_range(5..200)),
             reader: r.random_bool(0.3),
             big: r.random_bool(0.1),
+            corrupt: r.random_bool(0.15),
         }
     }
 
@@ -277,7 +283,8 @@ impl Profile {
             }));
         }
         let d = Profile::default();
-        let fields: [(bool, &Edit); 14] = [
+        let fields: [(bool, &Edit); 15] = [
+            (self.corrupt, &|c| c.corrupt = false),
             (self.reboot.is_some(), &|c| c.reboot = None),
             (self.reader, &|c| c.reader = false),
             (self.big, &|c| c.big = false),

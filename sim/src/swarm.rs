@@ -15,6 +15,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use mta::env::{Env, Fs, FsFile, Net, Signal};
 use mta::queue::{Config, Paths};
 
+use crate::damage;
 use crate::deliver::{image, root, World};
 use crate::env::{SimEnv, SimNet};
 use crate::fs::{Clock, Faults, Fired, Image, Persist};
@@ -65,6 +66,8 @@ pub struct Outcome {
     pub fired: Fired,
     /// Seconds the MTA's disk was full.
     pub full_secs: u64,
+    /// What latent corruption did (a lost sector of a queue file), if it struck.
+    pub damage: Option<String>,
     pub violations: Vec<String>,
     pub trace_hash: u64,
 }
@@ -244,6 +247,8 @@ struct Swarm<'a> {
     partitioned: bool,
     jumped: bool,
     reboots: usize,
+    /// What latent corruption did, once it struck.
+    damage: Option<String>,
     full_secs: u64,
     violations: Vec<String>,
 }
@@ -313,6 +318,7 @@ impl<'a> Swarm<'a> {
             partitioned: false,
             jumped: false,
             reboots: 0,
+            damage: None,
             full_secs: 0,
             violations: Vec::new(),
         }
@@ -359,6 +365,23 @@ impl<'a> Swarm<'a> {
         self.sim.bounce("mta");
         self.excuses.points.push(t_ms);
         self.reboots += 1;
+        self.corrupt();
+    }
+
+    /// Latent corruption, once, while the machine is down after its first crash or reboot:
+    /// the oracle forgives exactly the transmissions the damaged records were about.
+    fn corrupt(&mut self) {
+        if !self.p.corrupt || self.damage.is_some() {
+            return;
+        }
+        let seed = self.seed ^ 0xc0;
+        let d = self
+            .host
+            .disk
+            .damage(|img| damage::corrupt_queue(img, seed));
+        let d = d.unwrap_or_default();
+        self.excuses.damaged.extend(d.tokens.iter().cloned());
+        self.damage = Some(d.what);
     }
 
     /// A mail reader moves fred's new messages to cur/ (`NAME:2,S`), as an IMAP server would.
@@ -385,6 +408,7 @@ impl<'a> Swarm<'a> {
         match self.host.tend(&mut self.sim, || how) {
             Event::Crashed => {
                 *crashes += 1;
+                self.corrupt();
                 self.excuses.points.push(t_ms);
                 self.host.disk.arm(Faults {
                     crash_after: self.p.crashes.get(*crashes).copied(),
@@ -576,6 +600,7 @@ pub fn run_profile(seed: u64, p: &Profile) -> Outcome {
         restarts: w.host.restarts() + w.host2.restarts(),
         fired: w.host.disk.fired(),
         full_secs: w.full_secs,
+        damage: w.damage.clone(),
         violations,
         trace_hash,
     }

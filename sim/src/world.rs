@@ -101,6 +101,10 @@ impl Disk {
         }
         f
     }
+    /// Change the image the next boot mounts (latent corruption while the machine is down).
+    pub fn damage<R>(&self, f: impl FnOnce(&mut Image) -> R) -> R {
+        f(&mut self.st().image)
+    }
     /// The image a boot would mount now.
     pub fn image(&self) -> Image {
         self.st().image.clone()
