@@ -44,3 +44,17 @@ fn profiles_print_and_parse_back() {
     assert!("crashes=x".parse::<sim::swarm::Profile>().is_err());
     assert!("nonsense".parse::<sim::swarm::Profile>().is_err());
 }
+
+#[test]
+fn latent_corruption_in_the_swarm_is_survived() {
+    let mut struck = 0;
+    for seed in 0..12 {
+        let mut p = sim::swarm::Profile::draw(seed);
+        p.corrupt = true;
+        p.reboot = Some(60);
+        let o = sim::swarm::run_profile(seed, &p);
+        assert!(o.violations.is_empty(), "seed {seed} {p}: {:?}", o.violations);
+        struck += usize::from(o.damage.is_some());
+    }
+    assert!(struck >= 10, "the damage struck {struck} times");
+}
