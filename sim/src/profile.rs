@@ -29,7 +29,7 @@ pub struct Profile {
     /// At this second the MTA's machine reboots (whatever it is doing), keeping a random
     /// POSIX-legal subset of what was not yet durable.
     pub reboot: Option<u64>,
-    /// A mail reader moves fred's new messages to cur/ every 30 s (as an IMAP server would).
+    /// A mail reader moves fred's new messages to cur/ and deletes what it read, every 30 s.
     pub reader: bool,
     /// Every third message is over the receiver's 256 KiB streaming threshold.
     pub big: bool,

@@ -247,6 +247,8 @@ struct Swarm<'a> {
     partitioned: bool,
     jumped: bool,
     reboots: usize,
+    /// Messages the mail reader deleted, with when.
+    read: Vec<(String, u64)>,
     /// What latent corruption did, once it struck.
     damage: Option<String>,
     full_secs: u64,
@@ -318,6 +320,7 @@ impl<'a> Swarm<'a> {
             partitioned: false,
             jumped: false,
             reboots: 0,
+            read: Vec::new(),
             damage: None,
             full_secs: 0,
             violations: Vec::new(),
@@ -384,13 +387,22 @@ impl<'a> Swarm<'a> {
         self.damage = Some(d.what);
     }
 
-    /// A mail reader moves fred's new messages to cur/ (`NAME:2,S`), as an IMAP server would.
-    fn read_mail(&mut self, t: u64) {
+    /// A mail reader, every 30 s: deletes what it read last time (fred's cur/), then moves
+    /// new messages to cur/ (`NAME:2,S`), as an IMAP client would.
+    fn read_mail(&mut self, t_ms: u64, t: u64) {
         let live = self.host.disk.live().filter(|f| !f.is_frozen());
         let (true, Some(fs)) = (self.p.reader && t.is_multiple_of(30), live) else {
             return;
         };
         let dir = root().join("home/fred/Maildir");
+        for name in fs.list_dir(&dir.join("cur")).unwrap_or_default() {
+            let p = dir.join("cur").join(&name);
+            let Ok(m) = fs.read(&p) else { continue };
+            if fs.unlink(&p).is_ok() {
+                self.read
+                    .push((String::from_utf8_lossy(&m).into_owned(), t_ms));
+            }
+        }
         for name in fs.list_dir(&dir.join("new")).unwrap_or_default() {
             let to = dir.join("cur").join(format!("{name}:2,S"));
             let _ = fs.rename(&dir.join("new").join(&name), &to);
@@ -461,7 +473,7 @@ impl<'a> Swarm<'a> {
                 flushed = t;
             }
             self.reboot(t_ms, t);
-            self.read_mail(t);
+            self.read_mail(t_ms, t);
             if !self.sim.is_host_running("peer") {
                 // The peer crashed after accepting a message: it comes back.
                 self.sim.bounce("peer");
@@ -566,6 +578,7 @@ pub fn run_profile(seed: u64, p: &Profile) -> Outcome {
     let peer = lock(&w.peer);
     let found = Found {
         mailboxes: mailboxes(&final_image(&w.host.disk)),
+        read: std::mem::take(&mut w.read),
         peer: peer
             .accepted
             .iter()

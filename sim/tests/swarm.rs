@@ -53,7 +53,11 @@ fn latent_corruption_in_the_swarm_is_survived() {
         p.corrupt = true;
         p.reboot = Some(60);
         let o = sim::swarm::run_profile(seed, &p);
-        assert!(o.violations.is_empty(), "seed {seed} {p}: {:?}", o.violations);
+        assert!(
+            o.violations.is_empty(),
+            "seed {seed} {p}: {:?}",
+            o.violations
+        );
         struck += usize::from(o.damage.is_some());
     }
     assert!(struck >= 10, "the damage struck {struck} times");
