@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::record::{frame, Frame, Record};
+use super::record::{frame, Frame, Record, MAX_RECORD};
 use super::{ctx, sync_dir, Config, Paths, QueueError, SyncPoint};
 use crate::env::{Fs, FsFile};
 
@@ -50,17 +50,23 @@ struct Scanned {
     damaged: Vec<(u64, u64)>,
 }
 
-/// Where whole records start again after a bad one at `at`. If the bad record's length
-/// still leads to a whole record, that is where: its own bytes (a message's data may hold
-/// anything, even bytes shaped like a record) are never searched. Otherwise the first whole
-/// record after it.
+/// Where whole records start again after a bad one at `at`, if anywhere. A bad record whose
+/// own length runs to the end of the segment is a torn tail: nothing after it. If its length
+/// leads to a whole record, that is where: its own bytes (a message's data may hold anything,
+/// even bytes shaped like records) are never searched. Only a record whose length field is
+/// itself damaged makes the search go byte by byte.
 fn resync(buf: &[u8], at: usize) -> Option<usize> {
     let whole = |o: usize| matches!(frame(&buf[o..]), Frame::Whole(..));
-    let claimed = buf
-        .get(at..at + 4)
-        .map(|b| at + 8 + u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
-    if let Some(next) = claimed.filter(|&n| n > at + 8 && n + 8 <= buf.len() && whole(n)) {
-        return Some(next);
+    let len = buf.get(at..at + 4)?;
+    let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+    if len > 0 && len <= MAX_RECORD {
+        let next = at + 8 + len;
+        if next >= buf.len() {
+            return None;
+        }
+        if whole(next) {
+            return Some(next);
+        }
     }
     (at + 1..buf.len().saturating_sub(8)).find(|&o| whole(o))
 }
@@ -155,8 +161,13 @@ impl<F: Fs> Log<F> {
                 format!("read segment {s}")
             })?;
             scan(&buf, |r, _| {
-                if let Record::Checkpoint { low_water: lw } = r {
-                    low_water = low_water.max(lw);
+                // A checkpoint names an earlier segment than its own (anything else is not
+                // one the log wrote, and would make recovery drop live segments).
+                match r {
+                    Record::Checkpoint { low_water: lw } if lw <= s => {
+                        low_water = low_water.max(lw)
+                    }
+                    _ => {}
                 }
                 Ok(())
             })?;

@@ -297,9 +297,10 @@ pub struct Queue<E: Env> {
     refs: SegRefs,
     /// Messages added since the last [`Queue::take_new`].
     fresh: Vec<MsgId>,
-    /// `todo/` names removed while their removal is not known durable (the directory fsync
-    /// failed): until it is, a crash could bring them back, so no segment may be collected.
-    todo_unsynced: Vec<String>,
+    /// `todo/` entries (name, message) whose removal failed or is not known durable (the
+    /// directory fsync failed): until it is, a crash could bring them back, so neither may
+    /// their messages be retired nor any segment collected.
+    todo_unsynced: Vec<(String, MsgId)>,
     _lock: <E::Fs as Fs>::Lock,
 }
 
@@ -392,7 +393,7 @@ impl<E: Env> Queue<E> {
                         };
                         batch.push(self.message_record(envl.id, envl.birth, m, classify));
                     }
-                    done.push(p);
+                    done.push((name.clone(), envl.id));
                 }
                 Err(e) => {
                     // Only a broken disk or a durability bug makes a committed file unreadable:
@@ -406,37 +407,44 @@ impl<E: Env> Queue<E> {
         }
         let n = batch.len();
         self.append(batch)?;
-        for p in &done {
-            ctx(fs.unlink(p), || format!("remove {}", p.display()))?;
-        }
-        // Until these removals are durable a crash could resurrect a todo entry; the log must
-        // not lose that message's records (segment collection) before then.
-        if let Err(e) = sync_dir(fs, &self.cfg, SyncPoint::TodoUnlink, &todo) {
-            let names = done.iter().filter_map(|p| p.file_name());
-            self.todo_unsynced
-                .extend(names.map(|n| n.to_string_lossy().into_owned()));
+        // Until these removals are durable a crash could resurrect a todo entry: its message
+        // must stay in the queue (not retired, its segments kept) to be recognised.
+        let removed = done.iter().try_for_each(|(name, _)| {
+            let p = todo.join(name);
+            ctx(fs.unlink(&p), || format!("remove {}", p.display()))
+        });
+        let synced = removed.and_then(|()| sync_dir(fs, &self.cfg, SyncPoint::TodoUnlink, &todo));
+        if let Err(e) = synced {
+            self.todo_unsynced.extend(done);
             return Err(e);
         }
         Ok((n, bad))
     }
 
-    /// Make removals whose directory fsync failed durable. Linux may have dropped them from
-    /// the disk while the directory in memory no longer shows them, so fsyncing again is not
-    /// enough: each name is made and removed again, then the directory is fsynced.
+    /// True while the `todo/` entry this message came from might come back after a crash:
+    /// retiring it now could deliver it twice.
+    pub fn removal_pending(&self, id: MsgId) -> bool {
+        self.todo_unsynced.iter().any(|(_, i)| *i == id)
+    }
+
+    /// Make removals that failed, or whose directory fsync failed, durable. Linux may have
+    /// dropped them from the disk while the directory in memory no longer shows them, so
+    /// fsyncing again is not enough: each name is made (if gone) and removed again, then the
+    /// directory is fsynced.
     fn resync_todo(&mut self) -> Result<(), QueueError> {
         if self.todo_unsynced.is_empty() {
             return Ok(());
         }
         let fs = self.env.fs();
         let todo = self.paths.todo();
-        for name in &self.todo_unsynced {
+        for (name, _) in &self.todo_unsynced {
+            // Names are message ids: one still here is the same injection, its message queued.
             let p = todo.join(name);
-            if fs.metadata(&p).is_ok() {
-                continue; // not ours any more: never remove an injection
+            if fs.metadata(&p).is_err() {
+                drop(ctx(fs.create_new(&p), || {
+                    format!("create {}", p.display())
+                })?);
             }
-            drop(ctx(fs.create_new(&p), || {
-                format!("create {}", p.display())
-            })?);
             ctx(fs.unlink(&p), || format!("remove {}", p.display()))?;
         }
         sync_dir(fs, &self.cfg, SyncPoint::TodoUnlink, &todo)?;

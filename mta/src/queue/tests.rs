@@ -384,3 +384,39 @@ fn bytes_shaped_like_a_record_inside_a_damaged_message_are_never_applied() {
         "the victim and the message after the damage"
     );
 }
+
+#[test]
+fn a_torn_message_holding_bytes_shaped_like_records_is_cut_whole() {
+    let t = setup();
+    let (mut q, _) = open(&t);
+    let a = q.submit(vec![msg("victim\n", &["fred"])], &rw()).unwrap()[0];
+    let mut forged = b"padding\n".to_vec();
+    Record::Retire { id: a }.encode(&mut forged);
+    Record::Checkpoint {
+        low_water: u64::MAX,
+    }
+    .encode(&mut forged);
+    let m = NewMessage {
+        data: forged,
+        ..msg("", &["fred"])
+    };
+    q.submit(vec![m], &rw()).unwrap();
+    drop(q);
+    let seg = segment(&t);
+    let mut bytes = fs::read(&seg).unwrap();
+    let at = bytes.windows(8).position(|w| w == b"padding\n").unwrap();
+    bytes[at] ^= 1; // the last record is damaged: a torn tail, as a crash leaves it
+    fs::write(&seg, &bytes).unwrap();
+    let (q, rec) = open(&t);
+    assert!(rec.torn_bytes_cut > 0 && rec.damaged_bytes == 0, "{rec:?}");
+    assert!(
+        q.contains(a),
+        "nothing forged inside the torn message is applied"
+    );
+    assert_eq!(q.messages().count(), 1);
+    assert_eq!(
+        names(&t.paths.log()).len(),
+        1,
+        "no segment dropped by a forged checkpoint"
+    );
+}

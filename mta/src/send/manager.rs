@@ -633,7 +633,11 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
             ids.sort();
             ids.dedup();
         }
-        let (fin, mut later) = self.finish_records(&ids, now);
+        // A message whose todo/ entry might come back waits: retired, it would be queued again.
+        let (mut ids, mut later): (Vec<MsgId>, Vec<MsgId>) =
+            ids.into_iter().partition(|&id| !self.q.removal_pending(id));
+        let (fin, not_now) = self.finish_records(&ids, now);
+        later.extend(not_now);
         if !fin.is_empty() {
             let n = fin.len();
             match self.q.commit(fin) {
@@ -644,7 +648,7 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
                 }
                 Err(e) => {
                     tracing::error!("queue append failed finishing {n} messages: {e}");
-                    later = ids;
+                    later.append(&mut ids);
                 }
             }
         }
