@@ -202,6 +202,8 @@ fn receiver<E: Env>(
 
 /// Start everything, then react to signals until told to stop.
 async fn serve<E: Env>(env: E, opts: Options) -> Result<(), StartError> {
+    // First, so a SIGALRM or SIGHUP during recovery (`mta queue flush`) cannot kill us.
+    let signals = env.signals().map_err(StartError::Signals)?;
     let settings = receiver_settings(&env, &opts)?;
     let (handle, manager_done) = start_queue(&env, &opts)?;
     let listener = match env.net().listen(opts.listen).await {
@@ -212,7 +214,6 @@ async fn serve<E: Env>(env: E, opts: Options) -> Result<(), StartError> {
             return Err(StartError::Listen(opts.listen, e));
         }
     };
-    let signals = env.signals().map_err(StartError::Signals)?;
     let bound = listener.local_addr().unwrap_or(opts.listen);
     env.stdout(&format!("mta: listening on {bound}"));
     let (set_tx, set_rx) = watch::channel(Arc::new(settings.clone()));

@@ -18,8 +18,10 @@ use crate::oracle;
 #[derive(Debug, Clone, Default)]
 pub struct Damage {
     pub what: String,
-    /// Tokens of every transmission a record in the damaged sector was about.
-    pub tokens: Vec<String>,
+    /// Transmissions whose message record was in the damaged sector: they may be lost.
+    pub lost: Vec<String>,
+    /// Transmissions whose outcome or retirement was: they may be delivered again.
+    pub again: Vec<String>,
 }
 
 /// Tokens a message's bytes carry (a bounce carries the one it bounces).
@@ -70,9 +72,9 @@ pub fn corrupt_queue(img: &mut Image, seed: u64) -> Option<Damage> {
     let sector = r.random_range(0..(bytes.len() as u64).div_ceil(SECTOR));
     let hit = (sector * SECTOR, (sector + 1) * SECTOR);
     img.zero_sector(&path, sector);
-    let mut tokens = Vec::new();
+    let (mut lost, mut again) = (Vec::new(), Vec::new());
     if path.contains("/queue/todo/") {
-        tokens = decode_todo(&bytes).map_or(vec![], |(_, data)| tokens_in(&data));
+        lost = decode_todo(&bytes).map_or(vec![], |(_, data)| tokens_in(&data));
     } else {
         let ids = tokens_by_id(&files);
         for ((a, b), recs) in frames(&bytes) {
@@ -80,18 +82,19 @@ pub fn corrupt_queue(img: &mut Image, seed: u64) -> Option<Damage> {
                 continue;
             }
             for rec in recs {
-                tokens.extend(match rec {
-                    Record::Msg { data, .. } => tokens_in(&data),
+                match rec {
+                    Record::Msg { data, .. } => lost.extend(tokens_in(&data)),
                     Record::Outcome { id, .. } | Record::Retire { id } => {
-                        ids.get(&id).cloned().unwrap_or_default()
+                        again.extend(ids.get(&id).cloned().unwrap_or_default())
                     }
-                    _ => vec![],
-                });
+                    _ => {}
+                }
             }
         }
     }
     Some(Damage {
         what: format!("{path}: sector {sector} zeroed"),
-        tokens,
+        lost,
+        again,
     })
 }

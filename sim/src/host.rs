@@ -31,6 +31,8 @@ pub struct MtaHost {
 struct HostState {
     process: Process,
     exits: Vec<i32>,
+    /// What a process that exited after it had started serving said on stderr.
+    died_serving: Vec<String>,
     restarts: usize,
     crashes: usize,
 }
@@ -94,7 +96,18 @@ impl MtaHost {
             // The crash point was reached: the driver takes the machine down.
             return std::future::pending().await;
         }
-        self.st().exits.push(code);
+        let started = env
+            .process()
+            .stdout()
+            .iter()
+            .any(|l| l.contains("listening"));
+        let mut st = self.st();
+        st.exits.push(code);
+        if started {
+            // Once serving, `mta run` must never exit on its own (a panic exits 111 too).
+            let said = env.process().stderr();
+            st.died_serving.push(format!("exit {code}: {said:?}"));
+        }
         Ok(())
     }
 
@@ -111,6 +124,10 @@ impl MtaHost {
     /// Exit codes of every process that ended on its own.
     pub fn exits(&self) -> Vec<i32> {
         self.st().exits.clone()
+    }
+    /// Stderr of processes that exited after they had started serving (never acceptable).
+    pub fn died_serving(&self) -> Vec<String> {
+        self.st().died_serving.clone()
     }
     pub fn restarts(&self) -> usize {
         self.st().restarts

@@ -13,6 +13,8 @@ pub struct Sent {
     pub token: String,
     /// The sender saw it accepted (250 after the dot, or `inject` returned Ok).
     pub acked: bool,
+    /// When it was sent (simulated ms).
+    pub at_ms: u64,
 }
 
 /// Where copies can end up.
@@ -34,8 +36,10 @@ pub struct Found {
 pub struct Excuses {
     pub points: Vec<u64>,
     pub windows: Vec<(u64, u64)>,
-    /// Transmissions whose records latent corruption destroyed: lost or delivered again.
+    /// Transmissions whose message record latent corruption destroyed: they may be lost.
     pub damaged: Vec<String>,
+    /// Transmissions whose outcome or retirement it destroyed: they may arrive again.
+    pub again: Vec<String>,
 }
 
 impl Excuses {
@@ -72,10 +76,10 @@ pub fn check(sent: &[Sent], found: &Found, ex: &Excuses) -> (Vec<String>, usize)
             .collect();
         let local = kept + read.len();
         // Once the reader deleted a copy, a delivery repeated because its outcome was not
-        // recorded (a crash, a failed write) finds no copy left to recognise.
-        let reread = read
-            .iter()
-            .filter(|&&t| ex.points.iter().any(|&p| p + 60_000 >= t));
+        // recorded (a crash, a failed write, after the message was sent) finds no copy left
+        // to recognise.
+        let lost_track = ex.points.iter().any(|&p| p >= s.at_ms);
+        let reread = read.iter().filter(|_| lost_track);
         let others = found.others.iter().filter(|m| holds(m, &s.token)).count();
         let mut peer: Vec<&PeerCopy> = found
             .peer
@@ -89,8 +93,11 @@ pub fn check(sent: &[Sent], found: &Found, ex: &Excuses) -> (Vec<String>, usize)
             .filter(|w| !w[0].told || ex.between(w[0].at_ms, w[1].at_ms))
             .count();
         let n = local + others + peer.len();
-        let allowed =
+        let mut allowed =
             excused + others.saturating_sub(1).min(ex.points.len()) + reread.count().min(local);
+        if ex.again.contains(&s.token) {
+            allowed = usize::MAX - 1;
+        }
         dups += n.saturating_sub(1).min(allowed);
         if s.acked && n == 0 {
             bad.push(format!("{}: acknowledged, never arrived", s.token));
@@ -137,6 +144,7 @@ mod tests {
         vec![Sent {
             token: "t1".into(),
             acked,
+            at_ms: 0,
         }]
     }
 

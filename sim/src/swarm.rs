@@ -72,6 +72,10 @@ pub struct Outcome {
     pub trace_hash: u64,
 }
 
+fn now_ms() -> u64 {
+    turmoil::sim_elapsed().map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Transmissions so far, shared with the client tasks.
 type Ledger = Arc<Mutex<Vec<Sent>>>;
 
@@ -130,6 +134,7 @@ async fn send(
     let i = {
         let mut l = lock(ledger);
         l.push(Sent {
+            at_ms: now_ms(),
             token: token.to_string(),
             acked: false,
         });
@@ -179,7 +184,12 @@ async fn injector(disk: Disk, n: usize, seed: u64, ledger: Ledger) -> turmoil::R
         tokio::time::sleep(Duration::from_secs(20)).await;
         let token = format!("inject{i}");
         let acked = inject_steps(&disk, &token, seed ^ i as u64).await;
-        lock(&ledger).push(Sent { token, acked });
+        let at_ms = now_ms();
+        lock(&ledger).push(Sent {
+            token,
+            acked,
+            at_ms,
+        });
     }
     Ok(())
 }
@@ -383,7 +393,8 @@ impl<'a> Swarm<'a> {
             .disk
             .damage(|img| damage::corrupt_queue(img, seed));
         let d = d.unwrap_or_default();
-        self.excuses.damaged.extend(d.tokens.iter().cloned());
+        self.excuses.damaged.extend(d.lost.iter().cloned());
+        self.excuses.again.extend(d.again.iter().cloned());
         self.damage = Some(d.what);
     }
 
@@ -407,6 +418,9 @@ impl<'a> Swarm<'a> {
             let to = dir.join("cur").join(format!("{name}:2,S"));
             let _ = fs.rename(&dir.join("new").join(&name), &to);
         }
+        // Like a careful IMAP server, it makes its changes durable before going on.
+        let _ = fs.sync_dir(&dir.join("cur"));
+        let _ = fs.sync_dir(&dir.join("new"));
     }
 
     /// Crash, restart and "not recorded" moments: when the MTA could lose track of a delivery.
@@ -567,6 +581,18 @@ pub fn run_profile(seed: u64, p: &Profile) -> Outcome {
     let sent = lock(&w.ledger).clone();
     if std::env::var_os("MTA_SIM_LOG").is_some() {
         eprintln!("ran {:?} of {} s", w.sim.elapsed(), run_secs(p));
+        eprintln!("excuses {:?}", w.excuses);
+        sent.iter().for_each(|s| eprintln!("sent {s:?}"));
+        for (path, b) in final_image(&w.host.disk).files() {
+            if path.contains("/Maildir/") {
+                let first = String::from_utf8_lossy(&b)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+                    .to_string();
+                eprintln!("file {path}: {first}");
+            }
+        }
         lock(&w.host.lines)
             .iter()
             .for_each(|l| eprintln!("mta: {l}"));
@@ -595,6 +621,15 @@ pub fn run_profile(seed: u64, p: &Profile) -> Outcome {
     violations.extend(quiescent("mta", final_image(&w.host.disk)));
     violations.extend(quiescent("mta2", final_image(&w.host2.disk)));
     violations.splice(0..0, w.violations.drain(..));
+    for h in [&w.host, &w.host2] {
+        if !h.died_serving().is_empty() {
+            violations.push(format!(
+                "{} exited while serving: {:?}",
+                h.name,
+                h.died_serving()
+            ));
+        }
+    }
     let disk_hash = w.host.disk.live().map_or(0, |f| f.trace_hash());
     let net = sent.iter().map(|s| format!("{}{}", s.token, s.acked));
     let trace_hash = found
