@@ -257,8 +257,8 @@ struct Swarm<'a> {
     partitioned: bool,
     jumped: bool,
     reboots: usize,
-    /// Messages the mail reader deleted, with when.
-    read: Vec<(String, u64)>,
+    /// Messages the mail reader deleted: file name (without flags), contents, when.
+    read: Vec<(String, String, u64)>,
     /// What latent corruption did, once it struck.
     damage: Option<String>,
     full_secs: u64,
@@ -410,8 +410,9 @@ impl<'a> Swarm<'a> {
             let p = dir.join("cur").join(&name);
             let Ok(m) = fs.read(&p) else { continue };
             if fs.unlink(&p).is_ok() {
-                self.read
-                    .push((String::from_utf8_lossy(&m).into_owned(), t_ms));
+                let base = name.split(':').next().unwrap_or(&name).to_string();
+                let text = String::from_utf8_lossy(&m).into_owned();
+                self.read.push((base, text, t_ms));
             }
         }
         for name in fs.list_dir(&dir.join("new")).unwrap_or_default() {
@@ -502,14 +503,16 @@ impl<'a> Swarm<'a> {
         crashes
     }
 
-    /// Both queues are empty (log and todo/), so nothing more can happen; the oracle still
-    /// checks the disks. Read from a copy, so the check never takes a fault meant for the MTA.
+    /// Both queues are empty on disk (log and todo/): nothing more can happen. What is only in
+    /// the page cache does not count (a batch whose fsync failed shows there). Read from a
+    /// copy, so the check never takes a fault meant for the MTA.
     fn settled(&self) -> bool {
         [&self.host, &self.host2].iter().all(|h| {
             let Some(fs) = h.disk.live() else {
                 return false;
             };
-            let copy = crate::fs::SimFs::from_image(fs.live_image(), h.disk.clock().clone());
+            let durable = fs.crash_image(&Persist::Synced);
+            let copy = crate::fs::SimFs::from_image(durable, h.disk.clock().clone());
             let env = SimEnv::manual(copy, h.disk.clock().clone(), 0);
             mta::queue::View::load(&env, &Paths::new(root().join("queue")))
                 .is_ok_and(|v| v.messages.is_empty() && v.todo.is_empty())
@@ -517,8 +520,30 @@ impl<'a> Swarm<'a> {
     }
 }
 
+/// The disk as it would come back after a power cut at the end: only what was made durable
+/// counts as delivered (or as still queued).
 fn final_image(disk: &Disk) -> Image {
-    disk.live().map_or_else(|| disk.image(), |f| f.live_image())
+    disk.live()
+        .map_or_else(|| disk.image(), |f| f.crash_image(&Persist::Synced))
+}
+
+/// The reader's deletions that held: one whose removal never reached the disk (a failed
+/// fsync) left the message in the mailbox, where it is counted already.
+fn still_read(read: &[(String, String, u64)], img: &Image) -> Vec<(String, u64)> {
+    let base = |p: &str| {
+        let n = p.rsplit('/').next().unwrap_or(p);
+        n.split(':').next().unwrap_or(n).to_string()
+    };
+    let names: Vec<String> = img
+        .files()
+        .into_iter()
+        .filter(|(p, _)| p.contains("/Maildir/new/") || p.contains("/Maildir/cur/"))
+        .map(|(p, _)| base(&p))
+        .collect();
+    read.iter()
+        .filter(|(b, _, _)| !names.contains(b))
+        .map(|(_, m, t)| (m.clone(), *t))
+        .collect()
 }
 
 /// Every message in every Maildir of an image.
@@ -583,7 +608,29 @@ pub fn run_profile(seed: u64, p: &Profile) -> Outcome {
         eprintln!("ran {:?} of {} s", w.sim.elapsed(), run_secs(p));
         eprintln!("excuses {:?}", w.excuses);
         sent.iter().for_each(|s| eprintln!("sent {s:?}"));
+        let live = w
+            .host
+            .disk
+            .live()
+            .map(|f| f.live_image())
+            .unwrap_or_default();
+        for (path, b) in live.files() {
+            if path.contains("/queue/log/") {
+                eprintln!("live {path} len {}", b.len());
+            }
+        }
         for (path, b) in final_image(&w.host.disk).files() {
+            if path.contains("/queue/log/") {
+                let mut at = 0usize;
+                let mut kinds = Vec::new();
+                while let mta::queue::record::Frame::Whole(body, n) =
+                    mta::queue::record::frame(&b[at..])
+                {
+                    kinds.push(format!("{}@{at}", body[0]));
+                    at += n;
+                }
+                eprintln!("file {path} len {}: {}", b.len(), kinds.join(" "));
+            }
             if path.contains("/Maildir/") {
                 let first = String::from_utf8_lossy(&b)
                     .lines()
@@ -604,7 +651,7 @@ pub fn run_profile(seed: u64, p: &Profile) -> Outcome {
     let peer = lock(&w.peer);
     let found = Found {
         mailboxes: mailboxes(&final_image(&w.host.disk)),
-        read: std::mem::take(&mut w.read),
+        read: still_read(&w.read, &final_image(&w.host.disk)),
         peer: peer
             .accepted
             .iter()
