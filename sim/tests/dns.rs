@@ -103,13 +103,22 @@ fn resolver_on_loopback() {
     rt.block_on(async {
         let env = RealEnv::new();
         let z = Arc::new(zone());
-        let udp = env
-            .net()
-            .bind_udp("127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
-        let addr = udp.local_addr().unwrap();
-        let tcp = env.net().listen(addr).await.unwrap();
+        // One port for both protocols: the TCP port the kernel picks may be taken for UDP by
+        // another test, so pick again (a bounded number of times) until both are ours.
+        let mut both = None;
+        for _ in 0..100 {
+            let tcp = env
+                .net()
+                .listen("127.0.0.1:0".parse().unwrap())
+                .await
+                .unwrap();
+            let addr = tcp.local_addr().unwrap();
+            if let Ok(udp) = env.net().bind_udp(addr).await {
+                both = Some((udp, tcp, addr));
+                break;
+            }
+        }
+        let (udp, tcp, addr) = both.expect("a port free for both UDP and TCP");
         tokio::spawn(serve_udp(udp, z.clone()));
         tokio::spawn(serve_tcp(tcp, z));
         let r = Resolver::new(env, vec![addr], Duration::from_millis(300));
