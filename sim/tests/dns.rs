@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use mta::dns::Resolver;
 use mta::env::real::RealEnv;
-use mta::env::{Env, Listener, Net, Udp};
+use mta::env::{Env, Listener, Net};
 use mta::remote::{DnsError, Resolve};
 use sim::dns_server::{serve_tcp, serve_udp, Answer, Zone};
 
