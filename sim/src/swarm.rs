@@ -592,6 +592,53 @@ fn fnv(h: u64, s: &str) -> u64 {
         .fold(h, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
+/// `MTA_SIM_LOG=1`: what a replay needs to see: the MTA's log, the oracle's inputs, and the
+/// queue and mailbox files as they are live and on disk.
+fn debug_dump(w: &Swarm<'_>, sent: &[Sent], p: &Profile) {
+    eprintln!("ran {:?} of {} s", w.sim.elapsed(), run_secs(p));
+    eprintln!("excuses {:?}", w.excuses);
+    sent.iter().for_each(|s| eprintln!("sent {s:?}"));
+    let live = w
+        .host
+        .disk
+        .live()
+        .map(|f| f.live_image())
+        .unwrap_or_default();
+    for (path, b) in live.files() {
+        if path.contains("/queue/log/") {
+            eprintln!("live {path} len {}", b.len());
+        }
+    }
+    for (path, b) in final_image(&w.host.disk).files() {
+        if path.contains("/queue/log/") {
+            let mut at = 0usize;
+            let mut kinds = Vec::new();
+            while let mta::queue::record::Frame::Whole(body, n) =
+                mta::queue::record::frame(&b[at..])
+            {
+                kinds.push(format!("{}@{at}", body[0]));
+                at += n;
+            }
+            eprintln!("file {path} len {}: {}", b.len(), kinds.join(" "));
+        }
+        if path.contains("/Maildir/") {
+            let first = String::from_utf8_lossy(&b)
+                .lines()
+                .last()
+                .unwrap_or("")
+                .to_string();
+            eprintln!("file {path}: {first}");
+        }
+    }
+    lock(&w.host.lines)
+        .iter()
+        .for_each(|l| eprintln!("mta: {l}"));
+    w.host
+        .stderr()
+        .iter()
+        .for_each(|l| eprintln!("mta stderr: {l}"));
+}
+
 /// Run one seed with the profile it draws.
 pub fn run(seed: u64) -> (Profile, Outcome) {
     let p = Profile::draw(seed);
@@ -605,48 +652,7 @@ pub fn run_profile(seed: u64, p: &Profile) -> Outcome {
     let crashes = w.drive();
     let sent = lock(&w.ledger).clone();
     if std::env::var_os("MTA_SIM_LOG").is_some() {
-        eprintln!("ran {:?} of {} s", w.sim.elapsed(), run_secs(p));
-        eprintln!("excuses {:?}", w.excuses);
-        sent.iter().for_each(|s| eprintln!("sent {s:?}"));
-        let live = w
-            .host
-            .disk
-            .live()
-            .map(|f| f.live_image())
-            .unwrap_or_default();
-        for (path, b) in live.files() {
-            if path.contains("/queue/log/") {
-                eprintln!("live {path} len {}", b.len());
-            }
-        }
-        for (path, b) in final_image(&w.host.disk).files() {
-            if path.contains("/queue/log/") {
-                let mut at = 0usize;
-                let mut kinds = Vec::new();
-                while let mta::queue::record::Frame::Whole(body, n) =
-                    mta::queue::record::frame(&b[at..])
-                {
-                    kinds.push(format!("{}@{at}", body[0]));
-                    at += n;
-                }
-                eprintln!("file {path} len {}: {}", b.len(), kinds.join(" "));
-            }
-            if path.contains("/Maildir/") {
-                let first = String::from_utf8_lossy(&b)
-                    .lines()
-                    .last()
-                    .unwrap_or("")
-                    .to_string();
-                eprintln!("file {path}: {first}");
-            }
-        }
-        lock(&w.host.lines)
-            .iter()
-            .for_each(|l| eprintln!("mta: {l}"));
-        w.host
-            .stderr()
-            .iter()
-            .for_each(|l| eprintln!("mta stderr: {l}"));
+        debug_dump(&w, &sent, p);
     }
     let peer = lock(&w.peer);
     let found = Found {

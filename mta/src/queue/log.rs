@@ -138,6 +138,26 @@ fn set_aside<F: Fs>(
     }
 }
 
+/// Pass 1 of recovery: the highest checkpoint says which old segments are already dead.
+fn low_water<F: Fs>(fs: &F, dir: &Path, segs: &[u64]) -> Result<u64, QueueError> {
+    let mut low_water = 0;
+    for &s in segs {
+        let buf = ctx(fs.read(&dir.join(seg_name(s))), || {
+            format!("read segment {s}")
+        })?;
+        scan(&buf, |r, _| {
+            // A checkpoint names an earlier segment than its own (anything else is not one
+            // the log wrote, and would make recovery drop live segments).
+            match r {
+                Record::Checkpoint { low_water: lw } if lw <= s => low_water = low_water.max(lw),
+                _ => {}
+            }
+            Ok(())
+        })?;
+    }
+    Ok(low_water)
+}
+
 impl<F: Fs> Log<F> {
     /// Replay the log. `apply(segment, end_offset, record)` sees every live record in order.
     /// With `repair`, torn tails are cut off and an empty log gets its first segment.
@@ -154,24 +174,7 @@ impl<F: Fs> Log<F> {
             .filter_map(|n| parse_seg(n))
             .collect();
         segs.sort_unstable();
-        // Pass 1: the highest checkpoint says which old segments are already dead.
-        let mut low_water = 0;
-        for &s in &segs {
-            let buf = ctx(fs.read(&dir.join(seg_name(s))), || {
-                format!("read segment {s}")
-            })?;
-            scan(&buf, |r, _| {
-                // A checkpoint names an earlier segment than its own (anything else is not
-                // one the log wrote, and would make recovery drop live segments).
-                match r {
-                    Record::Checkpoint { low_water: lw } if lw <= s => {
-                        low_water = low_water.max(lw)
-                    }
-                    _ => {}
-                }
-                Ok(())
-            })?;
-        }
+        let low_water = low_water(fs, &dir, &segs)?;
         let mut stats = LogStats::default();
         let mut live = Vec::new();
         let mut head_len = 0;
