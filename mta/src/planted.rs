@@ -23,9 +23,9 @@ pub enum Bug {
     /// After a failed fsync the queue log trusts its cached file and keeps appending behind
     /// the batch Linux may have dropped.
     AppendAfterFailedFsync,
-    /// A Maildir delivery whose directory fsync failed leaves its new/ name in place, so the
-    /// retry finds it and reports the message delivered.
-    KeepMaildirNameAfterFailedFsync,
+    /// A Maildir delivery trusts a name it finds in new/, though a failed fsync may have
+    /// dropped it from the disk while it still shows.
+    TrustMaildirNameInCache,
     /// Recovery takes any damaged record for a torn tail and drops everything after it.
     CutAtFirstDamage,
 }
@@ -38,7 +38,7 @@ impl Bug {
         Bug::IgnoreTruncation,
         Bug::CanaryLoseSecondMessage,
         Bug::AppendAfterFailedFsync,
-        Bug::KeepMaildirNameAfterFailedFsync,
+        Bug::TrustMaildirNameInCache,
         Bug::CutAtFirstDamage,
     ];
     #[cfg(feature = "planted")]

@@ -77,9 +77,9 @@ pub fn run_all(seed: u64) -> Vec<Mutant> {
         }),
     });
     v.push(Mutant {
-        bug: "keep a Maildir new/ name whose directory fsync failed",
+        bug: "trust a Maildir new/ name that a failed fsync may have dropped from the disk",
         caught_by: "failed-fsync-local",
-        violations: planted_run(Bug::KeepMaildirNameAfterFailedFsync, || {
+        violations: planted_run(Bug::TrustMaildirNameInCache, || {
             local_crash::failed_fsyncs(seed).violations.len()
         }),
     });

@@ -608,6 +608,14 @@ fn debug_dump(w: &Swarm<'_>, sent: &[Sent], p: &Profile) {
         if path.contains("/queue/log/") {
             eprintln!("live {path} len {}", b.len());
         }
+        if path.contains("/Maildir/") {
+            let last = String::from_utf8_lossy(&b)
+                .lines()
+                .last()
+                .unwrap_or("")
+                .to_string();
+            eprintln!("live {path}: {last}");
+        }
     }
     for (path, b) in final_image(&w.host.disk).files() {
         if path.contains("/queue/log/") {

@@ -1,5 +1,5 @@
 //! Maildir delivery, exactly once: the file name is a pure function of (message, recipient),
-//! so a delivery repeated after a crash finds its earlier copy instead of making another.
+//! so a delivery repeated after a crash replaces its earlier copy instead of making another.
 
 use std::io;
 use std::path::Path;
@@ -8,6 +8,11 @@ use crate::env::{Fs, FsFile};
 use crate::queue::{Disabled, SyncPoint};
 
 /// Deliver `data` into the Maildir at `dir` under `name`. Every failure is temporary.
+///
+/// A name already in new/ is not trusted: after a failed fsync Linux may have dropped it from
+/// the disk while it still shows. The message is written again and renamed over it, which
+/// leaves one copy under the one name either way. Only a reader's move to cur/ (made after
+/// the name was durable) counts as delivered.
 pub fn deliver<F: Fs>(
     fs: &F,
     dir: &Path,
@@ -16,7 +21,9 @@ pub fn deliver<F: Fs>(
     off: Disabled,
 ) -> io::Result<()> {
     let new = dir.join("new").join(name);
-    if fs.metadata(&new).is_ok() || in_cur(fs, dir, name)? {
+    let trusted = crate::planted::on(crate::planted::Bug::TrustMaildirNameInCache)
+        && fs.metadata(&new).is_ok();
+    if trusted || in_cur(fs, dir, name)? {
         return Ok(());
     }
     let tmp = dir.join("tmp").join(name);
@@ -37,23 +44,15 @@ pub fn deliver<F: Fs>(
         let _ = fs.unlink(&tmp);
         return Err(e);
     }
-    match fs.link(&tmp, &new) {
-        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
-        _ => {}
-    }
+    fs.rename(&tmp, &new)?;
     if !off.contains(SyncPoint::MaildirNew) {
         if let Err(e) = fs.sync_dir(&dir.join("new")) {
-            // Linux may have dropped the new name from the disk while it still shows: take it
-            // back, or the next attempt would find it and call the message delivered.
-            if !crate::planted::on(crate::planted::Bug::KeepMaildirNameAfterFailedFsync) {
-                let _ = fs.unlink(&new);
-            }
+            // Not delivered: take the name back so no reader sees a copy the queue will
+            // deliver again (if this fails too, the next attempt still writes over it).
+            let _ = fs.unlink(&new);
             return Err(e);
         }
     }
-    // Not synced: a tmp/ name that survives a crash is removed by the next attempt or by
-    // the reader's usual tmp/ cleaning.
-    let _ = fs.unlink(&tmp);
     Ok(())
 }
 
