@@ -147,9 +147,9 @@ pub fn enumerate(seed: u64, off: Disabled) -> Report {
 }
 
 /// Fail each fsync of a delivery run in turn (Linux semantics: what it covered may be gone
-/// from the disk while reads still return it); the manager retries on its schedule, then the
-/// machine goes down keeping only what was made durable. After a reboot every message must
-/// be in its mailbox exactly once.
+/// from the disk while reads still return it), and the operation after it with EIO; the
+/// manager retries on its schedule, then the machine goes down keeping only what was made
+/// durable. After a reboot every message must be in its mailbox exactly once.
 pub fn failed_fsyncs(seed: u64) -> Report {
     let mut rep = Report::default();
     let (img, _) = setup(seed);
@@ -160,8 +160,10 @@ pub fn failed_fsyncs(seed: u64) -> Report {
     for k in 1..=rep.crash_points {
         let w = World::new(img.clone(), seed);
         let at = w.env.sim_fs().ops() + k;
+        // The operation after the failed fsync (usually the undo) fails too.
         w.env.sim_fs().set_faults(Faults {
             fsync_fail_at: [at].into_iter().collect(),
+            eio_at: Some(at + 1),
             ..Faults::default()
         });
         let _ = w.run_with(None, 7 * DAY, Disabled::none());

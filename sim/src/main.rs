@@ -732,7 +732,7 @@ fn section_delivery(seed: u64, md: &mut String) -> bool {
     }
     ok &= ff.violations.is_empty();
     md.push_str(&format!(
-        "| failed-fsync-local | each fsync of the same delivery run fails in turn (Linux semantics), the manager retries, then a crash keeps only synced data: every message exactly once | {} runs | {} | {:.2} |\n",
+        "| failed-fsync-local | each fsync of the same delivery run fails in turn (Linux semantics) and the operation after it with EIO, the manager retries, then a crash keeps only synced data: every message exactly once | {} runs | {} | {:.2} |\n",
         ff.states,
         ff.violations.len(),
         t.elapsed().as_secs_f64()
