@@ -266,7 +266,17 @@ fn pic_local2local_and_rem2local_through_the_cli() {
 
 #[test]
 fn sighup_rereads_virtualdomains_for_new_mail() {
-    let srv = start();
+    let root = tempfile::tempdir().unwrap();
+    common::init(mta(), root.path(), "heaven.af.mil", "fred");
+    // The queue manager's log lines, to see when it has reread the control files.
+    let log = root.path().join("stderr");
+    let mut cmd = Command::new(mta());
+    cmd.args(["run", "--listen", "127.0.0.1:0", "--root"])
+        .arg(root.path())
+        .env("MTA_LOG", "mta::send=info")
+        .stderr(std::fs::File::create(&log).unwrap());
+    let (child, addr) = common::spawn_listening(cmd);
+    let srv = Server { child, addr, root };
     std::fs::write(
         srv.root.path().join("home/fred/.qmail-default"),
         "./Maildir/\n",
@@ -282,7 +292,17 @@ fn sighup_rereads_virtualdomains_for_new_mail() {
         .status()
         .unwrap();
     assert!(st.success());
-    std::thread::sleep(Duration::from_millis(300));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("control files reread")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reload within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     inject(
         srv.root.path(),
         &["-f", "joe@heaven.af.mil", "dude@tommy.gov"],
