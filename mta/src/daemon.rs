@@ -201,7 +201,9 @@ fn receiver<E: Env>(
 }
 
 /// Start everything, then react to signals until told to stop.
-async fn serve<E: Env>(env: E, opts: Options) -> Result<(), StartError> {
+async fn serve<E: Env>(env: E, mut opts: Options) -> Result<(), StartError> {
+    // Read once: the resolver for deliveries and the one for client names share them.
+    opts.nameservers = Some(nameservers(&env, &opts));
     // First, so a SIGALRM or SIGHUP during recovery (`mta queue flush`) cannot kill us.
     let signals = env.signals().map_err(StartError::Signals)?;
     let settings = receiver_settings(&env, &opts)?;

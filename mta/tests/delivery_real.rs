@@ -292,17 +292,11 @@ fn sighup_rereads_virtualdomains_for_new_mail() {
         .status()
         .unwrap();
     assert!(st.success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("control files reread")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no reload within 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::eventually("the queue manager rereads its controls", 30, || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("control files reread")
+    });
     inject(
         srv.root.path(),
         &["-f", "joe@heaven.af.mil", "dude@tommy.gov"],

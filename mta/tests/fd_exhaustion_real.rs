@@ -7,7 +7,7 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const MTA: &str = env!("CARGO_BIN_EXE_mta");
 
@@ -56,17 +56,11 @@ fn greeted(s: &mut TcpStream) -> bool {
 
 /// Wait until the log says `what`.
 fn wait_for_log(log: &std::path::Path, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .contains(what)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no {what:?} in the log within 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::eventually(what, 60, || {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .contains(what)
+    });
 }
 
 #[test]
@@ -103,12 +97,10 @@ fn running_out_of_file_descriptors_is_survived() {
     assert!(mta.0.try_wait().unwrap().is_none(), "mta run exited");
     // And the mail arrives.
     let new = root.join("home/alice/Maildir/new");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !std::fs::read_dir(&new).unwrap().any(|e| {
-        let m = std::fs::read(e.unwrap().path()).unwrap_or_default();
-        String::from_utf8_lossy(&m).contains("after-flood")
-    }) {
-        assert!(Instant::now() < deadline, "not delivered within 60 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    common::eventually("delivered", 60, || {
+        std::fs::read_dir(&new).unwrap().any(|e| {
+            let m = std::fs::read(e.unwrap().path()).unwrap_or_default();
+            String::from_utf8_lossy(&m).contains("after-flood")
+        })
+    });
 }

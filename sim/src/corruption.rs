@@ -6,7 +6,6 @@
 use std::path::PathBuf;
 
 use mta::env::{Env, Fs};
-use mta::queue::record::{frame, Frame};
 use mta::queue::{Config, MsgId, NewMessage, Paths, Queue};
 
 use crate::env::SimEnv;
@@ -61,12 +60,7 @@ fn setup(n: usize, seed: u64) -> (Image, PathBuf, Vec<Stored>) {
     let name = e.fs().list_dir(&log).expect("log")[0].clone();
     let seg = log.join(name);
     let bytes = e.fs().read(&seg).expect("segment");
-    let mut at = 0usize;
-    let mut ranges = Vec::new();
-    while let Frame::Whole(_, len) = frame(&bytes[at..]) {
-        ranges.push((at as u64, (at + len) as u64));
-        at += len;
-    }
+    let ranges = crate::damage::frames(&bytes).into_iter().map(|(r, _)| r);
     let out = msgs
         .into_iter()
         .zip(ranges)

@@ -33,8 +33,8 @@ fn tokens_in(data: &[u8]) -> Vec<String> {
         .collect()
 }
 
-/// The records of a log segment with their byte ranges (as they were before any damage).
-fn frames(bytes: &[u8]) -> Vec<((u64, u64), Vec<Record>)> {
+/// The records of a log segment with their byte ranges, up to the first bad one.
+pub fn frames(bytes: &[u8]) -> Vec<((u64, u64), Vec<Record>)> {
     let (mut at, mut out) = (0usize, Vec::new());
     while let Frame::Whole(body, n) = frame(&bytes[at..]) {
         let recs =

@@ -81,3 +81,11 @@ fn write(env: &SimEnv, p: &Path, text: &str) {
     f.sync().expect("sync");
     fs.sync_dir(p.parent().expect("parent")).expect("sync dir");
 }
+
+/// Every message file in the new/ and cur/ of every Maildir of an image: (path, bytes).
+pub fn mailbox_files(img: &Image) -> Vec<(String, Vec<u8>)> {
+    img.files()
+        .into_iter()
+        .filter(|(p, _)| p.contains("/Maildir/new/") || p.contains("/Maildir/cur/"))
+        .collect()
+}

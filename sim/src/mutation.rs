@@ -16,6 +16,55 @@ pub struct Mutant {
     pub violations: usize,
 }
 
+/// Planted logic bugs: the bug, what it is, the scenario that catches it, and that scenario's
+/// violation count for a seed.
+type Planted = (Bug, &'static str, &'static str, fn(u64) -> usize);
+
+const PLANTED: [Planted; 7] = [
+    (
+        Bug::RetryFromLastAttempt,
+        "compute the retry from the last attempt instead of birth",
+        "retry-schedule-40",
+        |s| schedule_scenario::run(20, s).violations.len(),
+    ),
+    (
+        Bug::LoseBounceStateOnRestart,
+        "lose the bounce state on restart (failed recipients replayed as delivered)",
+        "crash-mid-delivery-local",
+        |s| local_crash::enumerate(s, Disabled::none()).violations.len(),
+    ),
+    (
+        Bug::ServfailPermanent,
+        "treat SERVFAIL as permanent",
+        "dns-failures",
+        |s| remote_world::dns_failures(s).len(),
+    ),
+    (
+        Bug::IgnoreTruncation,
+        "ignore TC (use a truncated UDP answer as it is)",
+        "huge-mx",
+        |s| remote_world::huge_mx(s).len(),
+    ),
+    (
+        Bug::AppendAfterFailedFsync,
+        "keep appending to the queue log behind a failed fsync",
+        "failed-fsync",
+        |s| receive::failed_fsyncs(3, s).violations.len(),
+    ),
+    (
+        Bug::TrustMaildirNameInCache,
+        "trust a Maildir new/ name that a failed fsync may have dropped from the disk",
+        "failed-fsync-local",
+        |s| local_crash::failed_fsyncs(s).violations.len(),
+    ),
+    (
+        Bug::CutAtFirstDamage,
+        "take damage in the middle of a log segment for a torn tail",
+        "latent-corruption",
+        |s| corruption::enumerate(60, s).violations.len(),
+    ),
+];
+
 fn planted_run(b: Bug, f: impl FnOnce() -> usize) -> usize {
     planted::plant(&[b]);
     let n = f();
@@ -41,54 +90,12 @@ pub fn run_all(seed: u64) -> Vec<Mutant> {
             .violations
             .len(),
     });
-    v.push(Mutant {
-        bug: "compute the retry from the last attempt instead of birth",
-        caught_by: "retry-schedule-40",
-        violations: planted_run(Bug::RetryFromLastAttempt, || {
-            schedule_scenario::run(20, seed).violations.len()
-        }),
-    });
-    v.push(Mutant {
-        bug: "lose the bounce state on restart (failed recipients replayed as delivered)",
-        caught_by: "crash-mid-delivery-local",
-        violations: planted_run(Bug::LoseBounceStateOnRestart, || {
-            local_crash::enumerate(seed, Disabled::none())
-                .violations
-                .len()
-        }),
-    });
-    v.push(Mutant {
-        bug: "treat SERVFAIL as permanent",
-        caught_by: "dns-failures",
-        violations: planted_run(Bug::ServfailPermanent, || {
-            remote_world::dns_failures(seed).len()
-        }),
-    });
-    v.push(Mutant {
-        bug: "ignore TC (use a truncated UDP answer as it is)",
-        caught_by: "huge-mx",
-        violations: planted_run(Bug::IgnoreTruncation, || remote_world::huge_mx(seed).len()),
-    });
-    v.push(Mutant {
-        bug: "keep appending to the queue log behind a failed fsync",
-        caught_by: "failed-fsync",
-        violations: planted_run(Bug::AppendAfterFailedFsync, || {
-            receive::failed_fsyncs(3, seed).violations.len()
-        }),
-    });
-    v.push(Mutant {
-        bug: "trust a Maildir new/ name that a failed fsync may have dropped from the disk",
-        caught_by: "failed-fsync-local",
-        violations: planted_run(Bug::TrustMaildirNameInCache, || {
-            local_crash::failed_fsyncs(seed).violations.len()
-        }),
-    });
-    v.push(Mutant {
-        bug: "take damage in the middle of a log segment for a torn tail",
-        caught_by: "latent-corruption",
-        violations: planted_run(Bug::CutAtFirstDamage, || {
-            corruption::enumerate(60, seed).violations.len()
-        }),
-    });
+    for (b, bug, caught_by, run) in PLANTED {
+        v.push(Mutant {
+            bug,
+            caught_by,
+            violations: planted_run(b, || run(seed)),
+        });
+    }
     v
 }

@@ -206,6 +206,10 @@ impl Receive {
 /// Recover the final disk: the message numbers found in the queue and in fred's Maildir,
 /// how many stored messages match nothing sent, and the damage recovery reported.
 fn what_survived(image: Image, clock: Clock, n: usize) -> (Vec<usize>, usize, u64) {
+    let fred = crate::fixture::mailbox_files(&image)
+        .into_iter()
+        .filter(|(p, _)| p.contains("/home/fred/"))
+        .map(|(_, b)| b);
     let env = SimEnv::manual(SimFs::from_image(image, clock.clone()), clock, 0);
     let rw = Rewrite::load(&ControlDir::new(env.fs(), Path::new(ROOT))).expect("controls");
     let paths = Paths::new(Path::new(ROOT).join("queue"));
@@ -216,7 +220,7 @@ fn what_survived(image: Image, clock: Clock, n: usize) -> (Vec<usize>, usize, u6
         .into_iter()
         .map(|id| q.read_data(id).expect("readable"))
         .collect();
-    found.extend(delivered(&env, "home/fred/Maildir"));
+    found.extend(fred);
     let mut stored = Vec::new();
     let mut corrupt = 0;
     for data in found {
@@ -279,19 +283,6 @@ pub fn failed_fsyncs(n: usize, seed: u64) -> Campaign {
         }
     }
     c
-}
-
-/// Every message in a Maildir's new/ and cur/.
-fn delivered(env: &SimEnv, dir: &str) -> Vec<Vec<u8>> {
-    let fs = env.fs();
-    let base = Path::new(ROOT).join(dir);
-    let mut out = Vec::new();
-    for sub in ["new", "cur"] {
-        for name in fs.list_dir(&base.join(sub)).unwrap_or_default() {
-            out.extend(fs.read(&base.join(sub).join(name)).ok());
-        }
-    }
-    out
 }
 
 /// A delivered message starts with qmail-local's Return-Path and Delivered-To lines.

@@ -18,6 +18,7 @@ use mta::queue::{Config, Paths};
 use crate::damage;
 use crate::deliver::{image, root, World};
 use crate::env::{SimEnv, SimNet};
+use crate::fixture::mailbox_files;
 use crate::fs::{Clock, Faults, Fired, Image, Persist};
 use crate::host::{Event, MtaHost};
 use crate::oracle::{self, Excuses, Found, Sent};
@@ -534,12 +535,7 @@ fn still_read(read: &[(String, String, u64)], img: &Image) -> Vec<(String, u64)>
         let n = p.rsplit('/').next().unwrap_or(p);
         n.split(':').next().unwrap_or(n).to_string()
     };
-    let names: Vec<String> = img
-        .files()
-        .into_iter()
-        .filter(|(p, _)| p.contains("/Maildir/new/") || p.contains("/Maildir/cur/"))
-        .map(|(p, _)| base(&p))
-        .collect();
+    let names: Vec<String> = mailbox_files(img).iter().map(|(p, _)| base(p)).collect();
     read.iter()
         .filter(|(b, _, _)| !names.contains(b))
         .map(|(_, m, t)| (m.clone(), *t))
@@ -548,9 +544,8 @@ fn still_read(read: &[(String, String, u64)], img: &Image) -> Vec<(String, u64)>
 
 /// Every message in every Maildir of an image.
 fn mailboxes(img: &Image) -> Vec<String> {
-    img.files()
+    mailbox_files(img)
         .into_iter()
-        .filter(|(p, _)| p.contains("/Maildir/new/") || p.contains("/Maildir/cur/"))
         .map(|(_, b)| String::from_utf8_lossy(&b).into_owned())
         .collect()
 }
@@ -592,52 +587,11 @@ fn fnv(h: u64, s: &str) -> u64 {
         .fold(h, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
-/// `MTA_SIM_LOG=1`: what a replay needs to see: the MTA's log, the oracle's inputs, and the
-/// queue and mailbox files as they are live and on disk.
+/// `MTA_SIM_LOG=1`: what a replay needs to see: the oracle's inputs and the MTA's log.
 fn debug_dump(w: &Swarm<'_>, sent: &[Sent], p: &Profile) {
     eprintln!("ran {:?} of {} s", w.sim.elapsed(), run_secs(p));
     eprintln!("excuses {:?}", w.excuses);
     sent.iter().for_each(|s| eprintln!("sent {s:?}"));
-    let live = w
-        .host
-        .disk
-        .live()
-        .map(|f| f.live_image())
-        .unwrap_or_default();
-    for (path, b) in live.files() {
-        if path.contains("/queue/log/") {
-            eprintln!("live {path} len {}", b.len());
-        }
-        if path.contains("/Maildir/") {
-            let last = String::from_utf8_lossy(&b)
-                .lines()
-                .last()
-                .unwrap_or("")
-                .to_string();
-            eprintln!("live {path}: {last}");
-        }
-    }
-    for (path, b) in final_image(&w.host.disk).files() {
-        if path.contains("/queue/log/") {
-            let mut at = 0usize;
-            let mut kinds = Vec::new();
-            while let mta::queue::record::Frame::Whole(body, n) =
-                mta::queue::record::frame(&b[at..])
-            {
-                kinds.push(format!("{}@{at}", body[0]));
-                at += n;
-            }
-            eprintln!("file {path} len {}: {}", b.len(), kinds.join(" "));
-        }
-        if path.contains("/Maildir/") {
-            let first = String::from_utf8_lossy(&b)
-                .lines()
-                .last()
-                .unwrap_or("")
-                .to_string();
-            eprintln!("file {path}: {first}");
-        }
-    }
     lock(&w.host.lines)
         .iter()
         .for_each(|l| eprintln!("mta: {l}"));

@@ -351,27 +351,35 @@ fn a_damaged_group_is_never_applied_in_part() {
     );
 }
 
+/// A message whose bytes are "padding\n" then these records, encoded as the log would.
+fn forging(recs: &[Record]) -> NewMessage {
+    let mut data = b"padding\n".to_vec();
+    recs.iter().for_each(|r| r.encode(&mut data));
+    NewMessage {
+        data,
+        ..msg("", &["fred"])
+    }
+}
+
+/// Flip a bit at "padding" in the one segment: damage before the forged records.
+fn damage_padding(t: &T) {
+    let seg = segment(t);
+    let mut bytes = fs::read(&seg).unwrap();
+    let at = bytes.windows(8).position(|w| w == b"padding\n").unwrap();
+    bytes[at] ^= 1;
+    fs::write(&seg, &bytes).unwrap();
+}
+
 #[test]
 fn bytes_shaped_like_a_record_inside_a_damaged_message_are_never_applied() {
     let t = setup();
     let (mut q, _) = open(&t);
     let a = q.submit(vec![msg("victim\n", &["fred"])], &rw()).unwrap()[0];
-    let mut forged = b"padding\n".to_vec();
-    Record::Retire { id: a }.encode(&mut forged);
-    let body = String::from_utf8_lossy(&forged).into_owned();
-    let m = msg(&body, &["fred"]);
-    let m = NewMessage {
-        data: forged.clone(),
-        ..m
-    };
-    q.submit(vec![m], &rw()).unwrap();
+    q.submit(vec![forging(&[Record::Retire { id: a }])], &rw())
+        .unwrap();
     q.submit(vec![msg("after\n", &["fred"])], &rw()).unwrap();
     drop(q);
-    let seg = segment(&t);
-    let mut bytes = fs::read(&seg).unwrap();
-    let at = bytes.windows(8).position(|w| w == b"padding\n").unwrap();
-    bytes[at] ^= 1; // damage the message's own bytes, before the forged record
-    fs::write(&seg, &bytes).unwrap();
+    damage_padding(&t); // the message's own bytes: a record follows, so damage in the middle
     let (q, rec) = open(&t);
     assert!(rec.damaged_bytes > 0);
     assert!(
@@ -390,23 +398,13 @@ fn a_torn_message_holding_bytes_shaped_like_records_is_cut_whole() {
     let t = setup();
     let (mut q, _) = open(&t);
     let a = q.submit(vec![msg("victim\n", &["fred"])], &rw()).unwrap()[0];
-    let mut forged = b"padding\n".to_vec();
-    Record::Retire { id: a }.encode(&mut forged);
-    Record::Checkpoint {
+    let wipe = Record::Checkpoint {
         low_water: u64::MAX,
-    }
-    .encode(&mut forged);
-    let m = NewMessage {
-        data: forged,
-        ..msg("", &["fred"])
     };
-    q.submit(vec![m], &rw()).unwrap();
+    q.submit(vec![forging(&[Record::Retire { id: a }, wipe])], &rw())
+        .unwrap();
     drop(q);
-    let seg = segment(&t);
-    let mut bytes = fs::read(&seg).unwrap();
-    let at = bytes.windows(8).position(|w| w == b"padding\n").unwrap();
-    bytes[at] ^= 1; // the last record is damaged: a torn tail, as a crash leaves it
-    fs::write(&seg, &bytes).unwrap();
+    damage_padding(&t); // the last record: a torn tail, as a crash leaves it
     let (q, rec) = open(&t);
     assert!(rec.torn_bytes_cut > 0 && rec.damaged_bytes == 0, "{rec:?}");
     assert!(

@@ -56,3 +56,16 @@ pub fn init(mta: &str, root: &Path, me: &str, user: &str) {
         .success();
     assert!(ok, "mta init");
 }
+
+/// Wait (up to `secs`) for `done` to hold, looking again every few milliseconds: the test
+/// waits for the event it needs, never for a fixed time.
+pub fn eventually(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within {secs} s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
