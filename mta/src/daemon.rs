@@ -9,16 +9,18 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
 use crate::control::{ControlDir, Rewrite};
 use crate::env::{Env, Fs, FsFile, Listener, Net, Signal, Signals};
+use crate::local::LocalConfig;
 use crate::queue::service::{self, Inbox, QueueHandle};
+use crate::queue::Disabled;
 use crate::queue::{Config, Paths, Queue, QueueError};
-use crate::send::manager::{self, Manager, Remote, Until};
+use crate::send::manager::{self, Manager, Remote};
 use crate::smtpd::filter::{Commands, Filter, NoFilter};
 use crate::smtpd::{self, Receiver, Settings, Stats};
 
@@ -35,8 +37,10 @@ pub struct Options {
     pub nameservers: Option<Vec<SocketAddr>>,
     /// Addresses of this host besides loopback and the listen address (never a mail target).
     pub local_ips: Vec<IpAddr>,
-    /// Keep every qmail-format log line here too (scenario snapshots).
-    pub log_lines: Option<Arc<Mutex<Vec<String>>>>,
+    /// Where every qmail-format log line goes too (a simulated host's record).
+    pub log_sink: Option<crate::send::log::Sink>,
+    /// Fsyncs to leave out: only the simulator's audit that each one is needed sets this.
+    pub fsync_off: Disabled,
 }
 
 /// Why `mta run` could not start (or, for a panic in the queue manager, stopped).
@@ -110,7 +114,8 @@ fn manager<E: Env>(
     rewrite: Rewrite,
 ) -> Result<Manager<E, Rewrite>, StartError> {
     let ctl = |e: &dyn std::fmt::Display| StartError::Controls(e.to_string());
-    let send = manager::Settings::load(env.fs(), &opts.root).map_err(|e| ctl(&e))?;
+    let mut send = manager::Settings::load(env.fs(), &opts.root).map_err(|e| ctl(&e))?;
+    send.local = with_fsync_off(&send.local, opts.fsync_off);
     let mut rcfg = crate::remote::RemoteConfig::load(env.fs(), &opts.root).map_err(|e| ctl(&e))?;
     add_own_ips(&mut rcfg.local_ips, opts);
     let resolver =
@@ -120,14 +125,29 @@ fn manager<E: Env>(
         resolver: Arc::new(resolver),
     });
     let mut m = Manager::new(env.clone(), queue, rewrite, send, Some(remote));
-    m.lines = opts.log_lines.clone();
-    let (renv, root) = (env.clone(), opts.root.clone());
+    m.sink = opts.log_sink.clone();
+    let (renv, root, off) = (env.clone(), opts.root.clone(), opts.fsync_off);
     m.reloader = Some(Box::new(move || {
         let rw = Rewrite::load(&ControlDir::new(renv.fs(), &root)).ok()?;
-        let s = manager::Settings::load(renv.fs(), &root).ok()?;
+        let mut s = manager::Settings::load(renv.fs(), &root).ok()?;
+        s.local = with_fsync_off(&s.local, off);
         Some((rw, s))
     }));
     Ok(m)
+}
+
+fn with_fsync_off(local: &Arc<LocalConfig>, off: Disabled) -> Arc<LocalConfig> {
+    Arc::new(LocalConfig {
+        disabled: off,
+        ..(**local).clone()
+    })
+}
+
+fn queue_config(opts: &Options) -> Config {
+    Config {
+        disabled: opts.fsync_off,
+        ..Config::default()
+    }
 }
 
 /// Recover the queue and start the queue manager where its fsyncs may block.
@@ -144,7 +164,7 @@ fn start_queue<E: Env>(
     let rewrite = Rewrite::load(&ControlDir::new(env.fs(), &opts.root))
         .map_err(|e| StartError::Controls(e.to_string()))?;
     let paths = Paths::new(opts.root.join("queue"));
-    let (queue, rec) = match Queue::open(env.clone(), paths.clone(), Config::default(), &rewrite) {
+    let (queue, rec) = match Queue::open(env.clone(), paths.clone(), queue_config(opts), &rewrite) {
         Ok(q) => q,
         Err(QueueError::Locked) => return Err(StartError::Locked(opts.root.clone())),
         Err(e) => return Err(StartError::Queue(e)),
@@ -161,7 +181,7 @@ fn start_queue<E: Env>(
 }
 
 async fn run_manager<E: Env>(m: Manager<E, Rewrite>, inbox: Inbox) {
-    m.run(inbox, Until::HandlesGone).await;
+    m.run(inbox).await;
 }
 
 /// `mta queue flush` finds the queue manager through the pid in the lock file.
@@ -192,7 +212,7 @@ fn receiver<E: Env>(
         queue,
         spool: smtpd::SpoolTo {
             paths: Paths::new(opts.root.join("queue")),
-            cfg: Config::default(),
+            cfg: queue_config(opts),
             threshold: smtpd::SPOOL_THRESHOLD,
         },
         filter,

@@ -22,7 +22,8 @@ pub fn run(env: RealEnv, root: &Path, listen: SocketAddr) -> i32 {
         listen,
         nameservers: None,
         local_ips: Vec::new(),
-        log_lines: None,
+        log_sink: None,
+        fsync_off: mta::queue::Disabled::none(),
     };
     rt.block_on(daemon::run(env, opts))
 }

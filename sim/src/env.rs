@@ -1,6 +1,8 @@
 //! The simulated environment: [`SimFs`], turmoil's network, a shared simulated clock and a
-//! seeded RNG. Inside a turmoil host the clock follows turmoil's simulated time; outside one
-//! (the crash-point enumerations) it is advanced by hand and `sleep` just moves it forward.
+//! seeded RNG. Inside a turmoil host the clock follows turmoil's simulated time. Outside one
+//! it is advanced by hand, or, while [`SimEnv::anchor`]ed in a tokio runtime with paused time,
+//! follows that runtime's clock, which jumps to the next timer whenever every task waits: a
+//! week of a queue manager's life passes in a moment, with no network at all.
 
 use std::io;
 use std::net::SocketAddr;
@@ -24,6 +26,8 @@ pub struct SimEnv {
     /// Unix ms at turmoil time zero, when running inside turmoil.
     epoch_ms: Option<u64>,
     rng: Arc<Mutex<ChaCha8Rng>>,
+    /// While set: tokio's (paused) instant and the clock's ms at that instant.
+    anchor: Arc<Mutex<Option<(tokio::time::Instant, u64)>>>,
     programs: Arc<Mutex<BTreeMap<String, ProgramFn>>>,
     /// Every program run, in order (for checks).
     pub runs: Arc<Mutex<Vec<Program>>>,
@@ -70,14 +74,41 @@ impl SimEnv {
     pub fn manual(fs: SimFs, clock: Clock, seed: u64) -> Self {
         SimEnv {
             fs,
-            net: Arc::new(SimNet),
+            net: Arc::new(SimNet { offline: false }),
             clock,
             epoch_ms: None,
             rng: Arc::new(Mutex::new(ChaCha8Rng::seed_from_u64(seed))),
+            anchor: Arc::new(Mutex::new(None)),
             programs: Arc::new(Mutex::new(BTreeMap::new())),
             runs: Arc::new(Mutex::new(Vec::new())),
             process: Process::default(),
         }
+    }
+
+    /// An env outside turmoil with no network: nothing listens, nothing answers. Its clock
+    /// follows a paused tokio runtime while [`SimEnv::anchor`]ed.
+    pub fn offline(fs: SimFs, clock: Clock, seed: u64) -> Self {
+        SimEnv {
+            net: Arc::new(SimNet { offline: true }),
+            ..Self::manual(fs, clock, seed)
+        }
+    }
+
+    /// From now on the clock follows the current tokio runtime's clock (which must be
+    /// paused, so that time moves only when every task waits), until [`SimEnv::unanchor`].
+    pub fn anchor(&self) {
+        *self.anchor.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((tokio::time::Instant::now(), self.clock.now_ms()));
+    }
+    pub fn unanchor(&self) {
+        self.sync_clock();
+        *self.anchor.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+    fn anchored(&self) -> bool {
+        self.anchor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
     }
 
     /// This env's process as the world sees it (the same for every clone).
@@ -112,6 +143,8 @@ impl SimEnv {
         if let (Some(e), Some(el)) = (self.epoch_ms, turmoil::sim_elapsed()) {
             self.clock
                 .set_ms(e + el.as_millis() as u64 + self.clock.skew_ms());
+        } else if let Some((at, ms)) = *self.anchor.lock().unwrap_or_else(|e| e.into_inner()) {
+            self.clock.set_ms(ms + at.elapsed().as_millis() as u64);
         }
     }
 }
@@ -131,7 +164,7 @@ impl Env for SimEnv {
         self.clock.now()
     }
     fn sleep(&self, d: Duration) -> impl std::future::Future<Output = ()> + Send {
-        let manual = self.epoch_ms.is_none();
+        let manual = self.epoch_ms.is_none() && !self.anchored();
         let clock = self.clock.clone();
         async move {
             if manual {
@@ -200,9 +233,15 @@ impl Env for SimEnv {
     }
 }
 
-/// turmoil's simulated TCP and UDP.
-pub struct SimNet;
-pub struct SimListener(turmoil::net::TcpListener);
+/// turmoil's simulated TCP and UDP, or (offline) no network: listening works but nobody
+/// connects, connecting and sending fail at once.
+pub struct SimNet {
+    offline: bool,
+}
+
+/// turmoil's network, for peers and clients that are not an MTA host.
+pub const TURMOIL: SimNet = SimNet { offline: false };
+pub struct SimListener(Option<turmoil::net::TcpListener>, SocketAddr);
 pub struct SimUdp(turmoil::net::UdpSocket);
 
 impl Net for SimNet {
@@ -210,12 +249,22 @@ impl Net for SimNet {
     type Listener = SimListener;
     type Udp = SimUdp;
     async fn listen(&self, addr: SocketAddr) -> io::Result<SimListener> {
-        turmoil::net::TcpListener::bind(addr).await.map(SimListener)
+        if self.offline {
+            return Ok(SimListener(None, addr));
+        }
+        let l = turmoil::net::TcpListener::bind(addr).await?;
+        Ok(SimListener(Some(l), addr))
     }
     async fn connect(&self, addr: SocketAddr) -> io::Result<turmoil::net::TcpStream> {
+        if self.offline {
+            return Err(unreachable());
+        }
         turmoil::net::TcpStream::connect(addr).await
     }
     async fn bind_udp(&self, addr: SocketAddr) -> io::Result<SimUdp> {
+        if self.offline {
+            return Err(unreachable());
+        }
         turmoil::net::UdpSocket::bind(addr).await.map(SimUdp)
     }
 }
@@ -223,10 +272,13 @@ impl Net for SimNet {
 impl Listener for SimListener {
     type Stream = turmoil::net::TcpStream;
     async fn accept(&self) -> io::Result<(turmoil::net::TcpStream, SocketAddr)> {
-        self.0.accept().await
+        match &self.0 {
+            Some(l) => l.accept().await,
+            None => std::future::pending().await,
+        }
     }
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.local_addr()
+        self.0.as_ref().map_or(Ok(self.1), |l| l.local_addr())
     }
 }
 
@@ -240,4 +292,8 @@ impl Udp for SimUdp {
     fn local_addr(&self) -> io::Result<SocketAddr> {
         self.0.local_addr()
     }
+}
+
+fn unreachable() -> io::Error {
+    io::Error::new(io::ErrorKind::NetworkUnreachable, "Network is unreachable")
 }

@@ -89,7 +89,8 @@ impl MtaHost {
                 Vec::new()
             }),
             local_ips: vec![turmoil::lookup(self.name)],
-            log_lines: Some(self.lines.clone()),
+            log_sink: Some(sink(&self.lines)),
+            fsync_off: mta::queue::Disabled::none(),
         };
         let code = daemon::run(env.clone(), opts).await;
         if env.sim_fs().is_frozen() {
@@ -158,4 +159,15 @@ impl MtaHost {
         sim.bounce(self.name);
         Event::Restarted
     }
+}
+
+/// A log sink that keeps every line.
+fn sink(lines: &Arc<Mutex<Vec<String>>>) -> mta::send::log::Sink {
+    let lines = lines.clone();
+    Arc::new(move |l: &str| {
+        lines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(l.to_string())
+    })
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use mta::queue::Disabled;
 
-use crate::deliver::{image, World};
+use crate::deliver::{image, Run, World};
 use crate::fs::{Faults, Image, Persist};
 
 const DAY: u64 = 86_400;
@@ -90,8 +90,7 @@ fn crash_every_op(
 ) -> (World, bool) {
     let clean = World::new(img.clone(), seed);
     let before = clean.env.sim_fs().ops();
-    let m = clean.run_with(None, DAY, off).expect("the queue opens");
-    let drained = m.queue().messages().next().is_none();
+    let drained = clean.run_with(DAY, off).drained();
     rep.crash_points = clean.env.sim_fs().ops() - before;
     for k in 1..=rep.crash_points {
         let w = World::new(img.clone(), seed);
@@ -99,20 +98,14 @@ fn crash_every_op(
             crash_after: Some(w.env.sim_fs().ops() + k),
             ..Faults::default()
         });
-        let _ = w.run_with(None, 3600, off);
+        w.run_with(3600, off);
         for p in w.env.sim_fs().persist_choices() {
             let after = World::new(w.env.sim_fs().crash_image(&p), seed ^ k);
             after_crash(&after);
-            let m = after.run_with(None, 7 * DAY, off);
+            let run = after.run_with(7 * DAY, off);
             rep.states += 1;
             let mut problems = check(&after);
-            match m {
-                Some(m) if m.queue().messages().next().is_some() => {
-                    problems.push("queue not empty after recovery".into())
-                }
-                Some(_) => {}
-                None => problems.push("recovery failed".into()),
-            }
+            problems.extend(undrained(&run));
             if !problems.is_empty() {
                 rep.violations.push(format!(
                     "{label}crash_after={k} persist={p:?}: {}",
@@ -155,7 +148,7 @@ pub fn failed_fsyncs(seed: u64) -> Report {
     let (img, _) = setup(seed);
     let clean = World::new(img.clone(), seed);
     let before = clean.env.sim_fs().ops();
-    let _ = clean.run_with(None, DAY, Disabled::none());
+    clean.run(DAY);
     rep.crash_points = clean.env.sim_fs().ops() - before;
     for k in 1..=rep.crash_points {
         let w = World::new(img.clone(), seed);
@@ -166,14 +159,12 @@ pub fn failed_fsyncs(seed: u64) -> Report {
             eio_at: Some(at + 1),
             ..Faults::default()
         });
-        let _ = w.run_with(None, 7 * DAY, Disabled::none());
+        w.run(7 * DAY);
         let after = World::new(w.env.sim_fs().crash_image(&Persist::Synced), seed ^ k);
-        let m = after.run_with(None, 7 * DAY, Disabled::none());
+        let run = after.run(7 * DAY);
         rep.states += 1;
         let mut problems = check(&boxes(&after));
-        if m.is_none_or(|m| m.queue().messages().next().is_some()) {
-            problems.push("queue not empty after recovery".into());
-        }
+        problems.extend(undrained(&run));
         if !problems.is_empty() {
             rep.violations
                 .push(format!("fsync_fail_at={k}: {}", problems.join("; ")));
@@ -244,9 +235,7 @@ pub fn bounce_storm(seed: u64, n: usize) -> Vec<String> {
             &format!("Subject: storm {i}\n\nx\n"),
         );
     }
-    let m = w
-        .run_with(None, 7 * DAY, Disabled::none())
-        .expect("the queue opens");
+    let run = w.run(7 * DAY);
     let mut bad = Vec::new();
     let joe = w.maildir("home/joe/Maildir");
     let fred = w.maildir("home/fred/Maildir");
@@ -265,18 +254,26 @@ pub fn bounce_storm(seed: u64, n: usize) -> Vec<String> {
         }
     }
     let singles = n.div_ceil(2);
-    if m.counts.bounces != (n + n / 2) as u64 {
+    if run.bounces() != n + n / 2 {
         bad.push(format!(
             "{} bounces made, wants {}",
-            m.counts.bounces,
+            run.bounces(),
             n + n / 2
         ));
     }
     if joe.len() != singles || fred.len() != n / 2 {
         bad.push(format!("joe has {}, fred has {}", joe.len(), fred.len()));
     }
-    if m.queue().messages().next().is_some() {
-        bad.push("queue not empty".into());
-    }
+    bad.extend(undrained(&run));
     bad
+}
+
+/// What is wrong with a run that should have emptied the queue and stopped when told to.
+fn undrained(run: &Run) -> Vec<String> {
+    match (run.exit, run.queued) {
+        (Some(0), Some(0)) => Vec::new(),
+        (Some(0), Some(n)) => vec![format!("{n} messages still queued after recovery")],
+        (Some(0), None) => vec!["the queue cannot be read after the run".into()],
+        (code, _) => vec![format!("mta run exited {code:?}: {:?}", run.stderr)],
+    }
 }

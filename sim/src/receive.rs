@@ -12,7 +12,7 @@ use mta::control::{ControlDir, Rewrite};
 use mta::env::{Env, Fs, FsFile, Net};
 use mta::queue::{Config, Paths, Queue};
 
-use crate::env::{SimEnv, SimNet};
+use crate::env::{SimEnv, TURMOIL};
 use crate::fs::{Clock, Faults, Image, Persist, SimFs};
 use crate::host::MtaHost;
 use crate::world::Disk;
@@ -42,7 +42,7 @@ async fn reply(r: &mut BufReader<turmoil::net::TcpStream>) -> std::io::Result<St
 /// Send one message over SMTP: `Ok(Ok(()))` when the server said 250 after the data,
 /// `Ok(Err(reply))` for any other reply.
 async fn send(to: SocketAddr, i: usize) -> std::io::Result<Result<(), String>> {
-    let mut r = BufReader::new(SimNet.connect(to).await?);
+    let mut r = BufReader::new(TURMOIL.connect(to).await?);
     let greeting = reply(&mut r).await?;
     if !greeting.starts_with("220") {
         return Ok(Err(greeting));

@@ -12,7 +12,7 @@ use mta::env::{Listener, Net};
 
 use crate::deliver::{image, World};
 use crate::dns_server::{serve_tcp, serve_udp, Zone};
-use crate::env::SimNet;
+use crate::env::TURMOIL;
 use crate::fs::{Faults, Image, Persist};
 use crate::host::MtaHost;
 use crate::receive::EPOCH_MS;
@@ -224,7 +224,7 @@ async fn peer_session(
 
 /// The peer host: scripts per connection, last one repeating.
 pub async fn peer_host(scripts: Vec<Peer>, log: Arc<Mutex<PeerLog>>) -> turmoil::Result {
-    let l = SimNet
+    let l = TURMOIL
         .listen(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 25))
         .await?;
     let crash = Arc::new(tokio::sync::Notify::new());
@@ -298,8 +298,8 @@ pub async fn dns_host() -> turmoil::Result {
     z.ip("bigbang.af.mil", turmoil::lookup("relay"));
     let z = Arc::new(z);
     let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 53);
-    let udp = SimNet.bind_udp(any).await?;
-    let tcp = SimNet.listen(any).await?;
+    let udp = TURMOIL.bind_udp(any).await?;
+    let tcp = TURMOIL.listen(any).await?;
     tokio::spawn(serve_udp(udp, z.clone()));
     serve_tcp(tcp, z).await;
     Ok(())
@@ -427,10 +427,7 @@ pub fn crash_mid_delivery_remote(seed: u64) -> CrashReport {
             let r = run(vec![Peer::Accept], f, p.clone(), 900, seed ^ k);
             rep.runs += 1;
             let w = r.world();
-            let pending = match w.manager_with(None, mta::queue::Disabled::none()) {
-                Some((m, _, _)) => m.queue().messages().count(),
-                None => 1,
-            };
+            let pending = w.recover().map_or(1, |m| m.len());
             let accepted = r
                 .peer
                 .lock()
@@ -481,9 +478,7 @@ pub fn deliver_one(rcpt: &str, peer: Vec<Peer>, secs: u64, seed: u64) -> OneMess
         peer: count(&r.peer),
         peer2: count(&r.peer2),
         bounces: w.maildir("home/joe/Maildir").concat(),
-        queued: w
-            .manager_with(None, mta::queue::Disabled::none())
-            .is_none_or(|(m, _, _)| m.queue().messages().next().is_some()),
+        queued: w.recover().is_none_or(|m| !m.is_empty()),
     }
 }
 

@@ -17,7 +17,7 @@ use mta::queue::{Config, Paths};
 
 use crate::damage;
 use crate::deliver::{image, root, World};
-use crate::env::{SimEnv, SimNet};
+use crate::env::{SimEnv, TURMOIL};
 use crate::fixture::mailbox_files;
 use crate::fs::{Clock, Faults, Fired, Image, Persist};
 use crate::host::{Event, MtaHost};
@@ -105,7 +105,7 @@ async fn send(
     ledger: &Ledger,
     pause: u64,
 ) -> std::io::Result<()> {
-    let mut r = BufReader::new(SimNet.connect(to).await?);
+    let mut r = BufReader::new(TURMOIL.connect(to).await?);
     let mut line = String::new();
     r.read_line(&mut line).await?;
     if !line.starts_with("220") {
@@ -556,11 +556,10 @@ fn quiescent(name: &str, img: Image) -> Vec<String> {
     let mut bad = Vec::new();
     let w = World::new(img, 0);
     w.env.clock().advance(Duration::from_secs(10 * 86_400));
-    match w.manager_with(None, mta::queue::Disabled::none()) {
-        Some((m, _, _)) => {
-            let left: Vec<String> = m
-                .queue()
-                .messages()
+    match w.recover() {
+        Some(msgs) => {
+            let left: Vec<String> = msgs
+                .iter()
                 .map(|x| format!("{} born {} [{:?}]", x.id(), x.env.birth, x.rcpts))
                 .collect();
             if !left.is_empty() {

@@ -132,8 +132,8 @@ fn resolver_in_the_simulator() {
     sim.host("dns", || async {
         let z = Arc::new(zone());
         let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 53);
-        let udp = sim::env::SimNet.bind_udp(any).await?;
-        let tcp = sim::env::SimNet.listen(any).await?;
+        let udp = sim::env::TURMOIL.bind_udp(any).await?;
+        let tcp = sim::env::TURMOIL.listen(any).await?;
         tokio::spawn(serve_udp(udp, z.clone()));
         serve_tcp(tcp, z).await;
         Ok(())

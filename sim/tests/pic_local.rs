@@ -15,8 +15,8 @@ fn mailbox(w: &World, user: &str) -> String {
 fn local2local() {
     let w = World::new(image(PIC, &[]), 1);
     w.inject("joe@heaven.af.mil", &["fred"], MSG);
-    let m = w.run_until_empty(None, DAY);
-    assert_eq!(m.counts.delivered, 1);
+    let r = w.run(DAY);
+    assert_eq!(r.delivered(), 1);
     insta::assert_snapshot!(mailbox(&w, "fred"), @r"
     From joe@heaven.af.mil Thu Jan  1 00:00:00 2026
     Return-Path: <joe@heaven.af.mil>
@@ -26,14 +26,14 @@ fn local2local() {
     Hello.
     >From the PIC.
     ");
-    assert!(m.queue().messages().next().is_none(), "retired");
+    assert!(r.drained(), "retired");
 }
 
 #[test]
 fn local2ext() {
     let w = World::new(image(PIC, &[("home/fred/.qmail-sos", "./Extramail\n")]), 1);
     w.inject("joe@heaven.af.mil", &["fred-sos"], MSG);
-    w.run_until_empty(None, DAY);
+    w.run(DAY);
     let t = w.read("home/fred/Extramail").unwrap();
     assert!(t.contains("Delivered-To: fred-sos@heaven.af.mil\n"), "{t}");
     assert_eq!(mailbox(&w, "fred"), "");
@@ -43,8 +43,8 @@ fn local2ext() {
 fn local2alias_forwards_with_delivered_to_and_the_same_sender() {
     let w = World::new(image(PIC, &[("alias/.qmail-help", "john\n")]), 1);
     w.inject("joe@heaven.af.mil", &["help"], MSG);
-    let m = w.run_until_empty(None, DAY);
-    assert_eq!(m.counts.delivered, 2, "the alias, then john");
+    let r = w.run(DAY);
+    assert_eq!(r.delivered(), 2, "the alias, then john");
     insta::assert_snapshot!(mailbox(&w, "john"), @r"
     From joe@heaven.af.mil Thu Jan  1 00:00:00 2026
     Return-Path: <joe@heaven.af.mil>
@@ -70,7 +70,7 @@ fn local2virt_uses_qmail_default_with_the_extension() {
         1,
     );
     w.inject("joe@heaven.af.mil", &["dude@tommy.gov"], MSG);
-    w.run_until_empty(None, DAY);
+    w.run(DAY);
     let t = w.read("home/fred/Mail.tommy").unwrap();
     assert!(t.contains("Delivered-To: fred-dude@tommy.gov\n"), "{t}");
 }
@@ -79,8 +79,8 @@ fn local2virt_uses_qmail_default_with_the_extension() {
 fn unknown_user_bounces_to_the_sender() {
     let w = World::new(image(PIC, &[]), 1);
     w.inject("joe@heaven.af.mil", &["nosuchuser"], MSG);
-    let m = w.run_until_empty(None, DAY);
-    assert_eq!(m.counts.bounces, 1);
+    let r = w.run(DAY);
+    assert_eq!(r.bounces(), 1);
     let t = mailbox(&w, "joe");
     insta::assert_snapshot!(t, @r"
     From MAILER-DAEMON Thu Jan  1 00:00:00 2026
@@ -117,7 +117,7 @@ fn postmaster_in_any_case_reaches_the_alias() {
         &["PostMaster", "postmaster@HEAVEN.AF.MIL"],
         MSG,
     );
-    w.run_until_empty(None, DAY);
+    w.run(DAY);
     // alias/.qmail-postmaster forwards to fred (mta init).
     assert_eq!(mailbox(&w, "fred").matches("Subject: PIC").count(), 2);
 }
@@ -127,8 +127,8 @@ fn double_bounce_goes_to_postmaster() {
     let w = World::new(image(PIC, &[]), 1);
     // The sender does not exist either: its bounce bounces.
     w.inject("ghost@heaven.af.mil", &["nosuchuser"], MSG);
-    let m = w.run_until_empty(None, DAY);
-    assert_eq!(m.counts.bounces, 2);
+    let r = w.run(DAY);
+    assert_eq!(r.bounces(), 2);
     let t = mailbox(&w, "fred");
     assert!(
         t.contains("I tried to deliver a bounce message to this address, but the bounce bounced!"),
@@ -136,7 +136,7 @@ fn double_bounce_goes_to_postmaster() {
     );
     assert!(t.contains("<ghost@heaven.af.mil>:\nSorry, no mailbox here by that name. (#5.1.1)"));
     assert!(t.contains("--- Below this line is the original bounce.\n\nReturn-Path: <>\n"));
-    assert!(m.queue().messages().next().is_none());
+    assert!(r.drained());
 }
 
 #[test]
@@ -152,10 +152,10 @@ fn triple_bounce_is_discarded() {
         1,
     );
     w.inject("ghost@heaven.af.mil", &["nosuchuser"], MSG);
-    let m = w.run_until_empty(None, DAY);
-    assert_eq!(m.counts.bounces, 2);
-    assert_eq!(m.counts.discarded, 1);
-    assert!(m.queue().messages().next().is_none(), "nothing left");
+    let r = w.run(DAY);
+    assert_eq!(r.bounces(), 2);
+    assert_eq!(r.discarded(), 1);
+    assert!(r.drained(), "nothing left");
     for u in ["fred", "joe", "john"] {
         assert_eq!(mailbox(&w, u), "", "{u}");
     }
@@ -177,7 +177,7 @@ fn maildir_default_delivery_and_programs() {
         }
     });
     w.inject("bill@irs.gov", &["fred", "joe"], MSG);
-    w.run_until_empty(None, DAY);
+    w.run(DAY);
     let f = w.maildir("home/fred/Maildir");
     assert_eq!(f.len(), 1);
     assert!(f[0].starts_with(
@@ -220,12 +220,12 @@ fn program_exit_codes_map_to_outcomes() {
         output: b"try later".to_vec(),
     });
     w.inject("bill@irs.gov", &["joe", "fred"], MSG);
-    let m = w.run_until_empty(None, 3600);
-    assert_eq!(m.counts.failed, 1, "exit 100 is permanent");
+    let r = w.run(3000);
+    assert_eq!(r.failed(), 1, "exit 100 is permanent");
     // exit 75 is temporary: fred is tried at 0, 100, 400, 900, 1600 and 2500 s (the local
-    // schedule) before the run stops at 3600 s.
-    assert_eq!(m.counts.attempts[0], 1 + 6);
-    assert!(m.queue().messages().next().is_some(), "fred still pending");
+    // schedule) before the run stops at 3000 s.
+    assert_eq!(r.attempts("local"), 1 + 6);
+    assert!(r.queued.is_some_and(|n| n > 0), "fred still pending");
 }
 
 #[test]
@@ -238,13 +238,10 @@ fn blank_doublebounceto_discards_double_bounces() {
         1,
     );
     w.inject("ghost@heaven.af.mil", &["nosuchuser"], MSG);
-    let m = w.run_until_empty(None, DAY);
-    assert_eq!(
-        m.counts.bounces, 1,
-        "the bounce to ghost, then no double bounce"
-    );
-    assert_eq!(m.counts.discarded, 1);
-    assert!(m.queue().messages().next().is_none());
+    let r = w.run(DAY);
+    assert_eq!(r.bounces(), 1, "the bounce to ghost, then no double bounce");
+    assert_eq!(r.discarded(), 1);
+    assert!(r.drained());
     assert_eq!(mailbox(&w, "fred"), "", "postmaster (fred) got nothing");
 }
 
@@ -261,7 +258,7 @@ fn owner_file_sets_the_forward_sender() {
         1,
     );
     w.inject("bill@irs.gov", &["list"], MSG);
-    w.run_until_empty(None, DAY);
+    w.run(DAY);
     for u in ["john", "joe"] {
         let t = mailbox(&w, u);
         assert!(t.starts_with("From list-owner@heaven.af.mil "), "{u}: {t}");
@@ -277,13 +274,13 @@ fn delivered_to_loop_bounces() {
     // help forwards to itself: the second pass finds its own Delivered-To line.
     let w = World::new(image(PIC, &[("alias/.qmail-help", "help\n")]), 1);
     w.inject("joe@heaven.af.mil", &["help"], MSG);
-    let m = w.run_until_empty(None, DAY);
+    let r = w.run(DAY);
     let t = mailbox(&w, "joe");
     assert!(
         t.contains("This message is looping: it already has my Delivered-To line. (#5.4.6)"),
         "{t}"
     );
-    assert_eq!(m.counts.bounces, 1);
+    assert_eq!(r.bounces(), 1);
 }
 
 #[test]
@@ -296,18 +293,8 @@ fn local_concurrency_limit_holds() {
             &format!("Subject: {i}\n\nx\n"),
         );
     }
-    let (mut m, h, inbox) = w.manager(None);
-    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    m.lines = Some(lines.clone());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    let birth = sim::crash::T0_MS / 1000;
-    rt.block_on(m.run(inbox, mta::send::manager::Until::EmptyBy(birth + DAY)));
-    drop(h);
+    let lines = w.run(DAY).log();
     let most = lines
-        .lock()
-        .unwrap()
         .iter()
         .filter_map(|l| l.strip_prefix("status: local "))
         .map(|l| l.split('/').next().unwrap().parse::<usize>().unwrap())
@@ -324,11 +311,11 @@ fn local_concurrency_limit_holds() {
 fn pic_log_lines() {
     let w = World::new(image(PIC, &[("alias/.qmail-help", "john\n")]), 1);
     w.inject("joe@heaven.af.mil", &["fred"], MSG);
-    let (_, lines) = w.run_logged(DAY);
+    let lines = w.run(DAY).log();
     insta::assert_snapshot!("local2local-log", sim::deliver::redact_ids(&lines));
     let w = World::new(image(PIC, &[("alias/.qmail-help", "john\n")]), 1);
     w.inject("joe@heaven.af.mil", &["help"], MSG);
-    let (_, lines) = w.run_logged(DAY);
+    let lines = w.run(DAY).log();
     insta::assert_snapshot!("local2alias-log", sim::deliver::redact_ids(&lines));
 }
 

@@ -11,8 +11,7 @@ fn bounce(w: &sim::deliver::World) -> String {
 fn check(scripts: Vec<Peer>, secs: u64) -> (usize, usize, String, bool) {
     let r = run(scripts, Faults::default(), Persist::Synced, secs, 7);
     let w = r.world();
-    let (mgr, _, _) = w.manager(None);
-    let queued = mgr.queue().messages().next().is_some();
+    let queued = w.recover().is_none_or(|m| !m.is_empty());
     let log = r.peer.lock().unwrap();
     (log.accepted.len(), log.connections, bounce(&w), queued)
 }

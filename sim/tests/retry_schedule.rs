@@ -1,58 +1,52 @@
-//! qmail's retry schedule, through the real queue manager on a manual clock: every attempt at
-//! its scheduled time over a whole queue lifetime, then one bounce.
+//! qmail's retry schedule, through `mta run` on the paused clock: every attempt at its
+//! scheduled time over a whole queue lifetime, then one bounce. Attempt times come from the
+//! MTA's own log lines.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use mta::env::Exit;
-use sim::deliver::{image, World};
-use sim::env::SimEnv;
-use sim::schedule_scenario::AlwaysDefer;
+use sim::deliver::{image, Run, World};
+use sim::schedule_scenario::expected;
 
 const WEEK: u64 = 604_800;
 
-fn attempt_times(
-    m: &mta::send::manager::Manager<SimEnv, mta::control::Rewrite>,
-    birth: u64,
-) -> Vec<Vec<u64>> {
-    let log: &BTreeMap<_, Vec<u64>> = m.attempt_log.as_ref().unwrap();
-    log.values()
-        .map(|v| v.iter().map(|t| t - birth).collect())
+/// Each message's delivery passes on `channel`, in seconds after its birth.
+fn attempt_times(r: &Run, channel: &str) -> Vec<Vec<u64>> {
+    r.attempt_times(channel)
+        .iter()
+        .map(|(id, v)| {
+            assert_eq!(id.secs, sim::crash::T0_MS / 1000, "born at the start");
+            v.iter().map(|t| t - id.secs).collect()
+        })
         .collect()
-}
-
-fn birth() -> u64 {
-    sim::crash::T0_MS / 1000
 }
 
 #[test]
 fn forty_remote_attempts_over_seven_days_then_one_bounce() {
     let w = World::new(image(&[("defaultdelivery", "./Mailbox\n")], &[]), 3);
-    let calls = Arc::new(AtomicUsize::new(0));
     w.inject(
         "joe@heaven.af.mil",
         &["bill@irs.gov"],
         "Subject: far\n\nx\n",
     );
-    let (mut m, h, inbox) = w.manager(Some(Arc::new(AlwaysDefer(calls.clone()))));
-    m.attempt_log = Some(BTreeMap::new());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    let end = birth() + WEEK + 86_400;
     let t = std::time::Instant::now();
-    let m = rt.block_on(m.run(inbox, mta::send::manager::Until::EmptyBy(end)));
+    let r = w.run(WEEK + 86_400);
     let wall = t.elapsed();
-    drop(h);
-    assert_eq!(calls.load(Ordering::SeqCst), 40);
-    let times = attempt_times(&m, birth());
-    assert_eq!(times[0], sim::schedule_scenario::expected(20, WEEK));
+    assert_eq!(r.attempts("remote"), 40);
+    let times = attempt_times(&r, "remote");
+    assert_eq!(times[0], expected(20, WEEK));
     assert_eq!(times[0][39], 608_400);
-    assert_eq!(m.counts.bounces, 1);
+    assert_eq!(r.bounces(), 1);
     let bounce = w.read("home/joe/Mailbox").unwrap();
-    assert!(bounce.contains("<bill@irs.gov>:\n421 busy, try later\nI'm not going to try again; this message has been in the queue too long.\n"), "{bounce}");
-    assert!(m.queue().messages().next().is_none());
+    assert!(
+        bounce.contains("<bill@irs.gov>:\n")
+            && bounce.contains(
+                "I'm not going to try again; this message has been in the queue too long.\n"
+            ),
+        "{bounce}"
+    );
+    assert!(r.drained(), "{r:?}");
     println!("7 simulated days, 40 attempts, in {wall:?} of wall time");
 }
 
@@ -64,21 +58,13 @@ fn seventy_nine_local_attempts() {
         output: b"mailbox busy".to_vec(),
     });
     w.inject("joe@heaven.af.mil", &["fred"], "Subject: local\n\nx\n");
-    let (mut m, h, inbox) = w.manager(None);
-    m.attempt_log = Some(BTreeMap::new());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    let m = rt.block_on(m.run(
-        inbox,
-        mta::send::manager::Until::EmptyBy(birth() + WEEK + 86_400),
-    ));
-    drop(h);
-    let times = attempt_times(&m, birth());
+    let r = w.run(WEEK + 86_400);
+    let times = attempt_times(&r, "local");
     assert_eq!(times[0].len(), 79);
-    assert_eq!(times[0], sim::schedule_scenario::expected(10, WEEK));
+    assert_eq!(times[0], expected(10, WEEK));
     assert_eq!(
-        m.counts.bounces, 1,
+        r.bounces(),
+        1,
         "then a bounce to joe (delivered by Maildir)"
     );
     assert_eq!(w.maildir("home/joe/Maildir").len(), 1);
@@ -101,20 +87,12 @@ fn delivered_at_attempt_k_after_k_minus_one_deferrals() {
             }
         });
         w.inject("joe@heaven.af.mil", &["fred"], "Subject: k\n\nx\n");
-        let (mut m, h, inbox) = w.manager(None);
-        m.attempt_log = Some(BTreeMap::new());
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        let m = rt.block_on(m.run(inbox, mta::send::manager::Until::EmptyBy(birth() + WEEK)));
-        drop(h);
+        let r = w.run(WEEK);
         assert_eq!(n.load(Ordering::SeqCst), k);
-        let times = attempt_times(&m, birth());
-        assert_eq!(
-            times[0],
-            sim::schedule_scenario::expected(10, WEEK)[..k].to_vec()
-        );
+        let times = attempt_times(&r, "local");
+        assert_eq!(times[0], expected(10, WEEK)[..k].to_vec());
         assert_eq!(w.maildir("home/fred/Maildir").len(), 1, "k={k}");
-        assert_eq!(m.counts.bounces, 0);
+        assert_eq!(r.bounces(), 0);
+        assert!(r.drained(), "k={k}: {r:?}");
     }
 }

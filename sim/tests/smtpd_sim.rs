@@ -108,8 +108,8 @@ fn host_name_rules_use_confirmed_ptr_names() {
         let z = Arc::new(z);
         let any =
             std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 53);
-        let udp = mta::env::Net::bind_udp(&sim::env::SimNet, any).await?;
-        let tcp = mta::env::Net::listen(&sim::env::SimNet, any).await?;
+        let udp = mta::env::Net::bind_udp(&sim::env::TURMOIL, any).await?;
+        let tcp = mta::env::Net::listen(&sim::env::TURMOIL, any).await?;
         tokio::spawn(sim::dns_server::serve_udp(udp, z.clone()));
         sim::dns_server::serve_tcp(tcp, z).await;
         Ok(())

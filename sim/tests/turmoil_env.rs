@@ -15,7 +15,7 @@ const EPOCH_MS: u64 = sim::crash::T0_MS;
 fn udp_over_the_simulated_network() {
     let mut sim = turmoil::Builder::new().build();
     sim.host("server", || async {
-        let u = sim::env::SimNet
+        let u = sim::env::TURMOIL
             .bind_udp(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 53))
             .await?;
         let mut buf = [0u8; 512];
@@ -25,7 +25,7 @@ fn udp_over_the_simulated_network() {
         }
     });
     sim.client("c", async {
-        let u = sim::env::SimNet
+        let u = sim::env::TURMOIL
             .bind_udp(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0))
             .await?;
         u.send_to(b"ping", SocketAddr::new(turmoil::lookup("server"), 53))

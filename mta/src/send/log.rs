@@ -12,6 +12,9 @@ pub fn report(s: &str) -> String {
         .collect()
 }
 
+/// Somewhere else every log line goes too (a simulated host's record of what it said).
+pub type Sink = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
+
 /// Emit one log line (target `mta::send`, so it can be routed on its own).
 pub fn line(text: &str) {
     tracing::info!(target: "mta::send", "{text}");

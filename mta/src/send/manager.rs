@@ -78,19 +78,6 @@ impl Settings {
     }
 }
 
-/// When [`Manager::run`] returns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Until {
-    /// When every handle is gone (then running deliveries finish first).
-    HandlesGone,
-    /// When the queue is empty and nothing runs (tests and one-shot runs).
-    Empty,
-    /// When the clock passes this unix time.
-    Time(u64),
-    /// When the queue is empty, or at the latest when the clock passes this unix time.
-    EmptyBy(u64),
-}
-
 fn ch(c: Channel) -> usize {
     match c {
         Channel::Local => 0,
@@ -113,16 +100,6 @@ struct JobResult {
     outcome: Outcome,
 }
 
-/// Counters, for logs and tests.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counts {
-    pub attempts: [u64; 2],
-    pub delivered: u64,
-    pub failed: u64,
-    pub bounces: u64,
-    pub discarded: u64,
-}
-
 pub struct Manager<E: Env, C: Classify> {
     env: E,
     q: Queue<E>,
@@ -140,11 +117,8 @@ pub struct Manager<E: Env, C: Classify> {
     /// Messages with nothing pending that still need their bounce and retirement (found at
     /// start after a crash between the last outcome and the retirement).
     unfinished: Vec<MsgId>,
-    pub counts: Counts,
-    /// Attempt times per (message, channel), when recording is on (simulator checks).
-    pub attempt_log: Option<BTreeMap<(MsgId, usize), Vec<u64>>>,
-    /// Every qmail-format log line, when recording is on (scenario snapshots).
-    pub lines: Option<Arc<std::sync::Mutex<Vec<String>>>>,
+    /// Where every qmail-format log line goes too, besides `tracing` (scenario checks).
+    pub sink: Option<log::Sink>,
     /// Rereads address rewriting and settings on a reload request (SIGHUP).
     pub reloader: Option<Reloader<C>>,
     /// Finishing `unfinished` failed (the queue could not take the records): not before this.
@@ -194,9 +168,7 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
             results_rx,
             next_delivery: 1,
             unfinished: Vec::new(),
-            counts: Counts::default(),
-            attempt_log: None,
-            lines: None,
+            sink: None,
             reloader: None,
             finish_retry_at: 0,
         };
@@ -270,9 +242,6 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
                 continue;
             }
             let dying = schedule::dying(m.env.birth, now, self.s.lifetime);
-            if let Some(log) = self.attempt_log.as_mut() {
-                log.entry((id, c)).or_default().push(now);
-            }
             self.passes.insert(
                 (id, c),
                 Pass {
@@ -338,7 +307,6 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
                 let d = self.next_delivery;
                 self.next_delivery += 1;
                 self.running[c] += 1;
-                self.counts.attempts[c] += 1;
                 let chname = ["local", "remote"][c];
                 self.log(&format!("starting delivery {d}: msg {id} to {chname} {to}"));
                 self.log(&format!(
@@ -459,11 +427,6 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
             let c = ch(r.channel);
             self.running[c] -= 1;
             self.release_data(r.id);
-            match &r.outcome {
-                Outcome::Delivered { .. } => self.counts.delivered += 1,
-                Outcome::Failed(_) => self.counts.failed += 1,
-                Outcome::Deferred(_) => {}
-            }
             let key = (r.id, c);
             let done = match self.passes.get_mut(&key) {
                 Some(p) => {
@@ -525,7 +488,6 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
             match bounce::make(&self.s.names, &sender, &failures, &data, now) {
                 Bounce::Discard(why) => {
                     self.log(&format!("{why}: discarding bounce/{id}"));
-                    self.counts.discarded += 1;
                     recs.push(retire);
                 }
                 Bounce::Send {
@@ -535,7 +497,6 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
                 } => {
                     let bid = derived_id(id, TAG_BOUNCE);
                     self.log(&format!("bounce msg {id} qp {}", bid));
-                    self.counts.bounces += 1;
                     let mut with_trace =
                         crate::queue::trace_line(bid.rand % 100_000, "invoked for bounce", now)
                             .into_bytes();
@@ -558,10 +519,8 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
 
     fn log(&mut self, text: &str) {
         log::line(text);
-        if let Some(v) = &self.lines {
-            v.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(text.to_string());
+        if let Some(sink) = &self.sink {
+            sink(text);
         }
     }
 
@@ -658,10 +617,6 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
         }
     }
 
-    fn idle(&self) -> bool {
-        self.q.messages().next().is_none() && self.running == [0, 0]
-    }
-
     /// How long the loop may sleep: until the next due pass or `todo/` poll, at once for
     /// messages waiting to be finished.
     fn wait_time(&self, now: u64, busy: bool, last_poll: u64) -> Duration {
@@ -690,31 +645,24 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
         }
     }
 
-    /// Run until `until`. Returns the manager (for inspection in tests).
-    pub async fn run(mut self, inbox: Inbox, until: Until) -> Self {
+    /// Run until every handle is gone, then let running deliveries finish.
+    pub async fn run(mut self, inbox: Inbox) {
         let mut inbox = inbox.0;
         let mut inbox_open = true;
         let mut last_poll = 0;
         loop {
             let now = self.now();
-            if let Until::Time(t) | Until::EmptyBy(t) = until {
-                if now >= t {
-                    break;
-                }
-            }
             if now >= last_poll + self.s.todo_poll.as_secs().max(1) {
                 last_poll = now;
                 self.preprocess(now);
             }
-            if inbox_open || until != Until::HandlesGone {
+            if inbox_open {
                 self.start_due(now);
             }
             self.launch();
             let busy = self.running != [0, 0];
-            match until {
-                Until::HandlesGone if !inbox_open && !busy => break,
-                Until::Empty | Until::EmptyBy(_) if self.idle() => break,
-                _ => {}
+            if !inbox_open && !busy {
+                break;
             }
             let wait = self.wait_time(now, busy, last_poll);
             let mut round = Round::default();
@@ -746,7 +694,6 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
             }
             self.commit(round.subs, round.results, now);
         }
-        self
     }
 
     /// Move `todo/` into the queue. A failure (full disk) leaves the entries for the next poll.
