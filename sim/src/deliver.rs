@@ -141,10 +141,11 @@ impl World {
         };
         let exit = rt.block_on(async {
             env.anchor();
-            drive(&env, opts, limit, &ended).await
+            let exit = drive(&env, opts, limit, &ended).await;
+            // Inside the runtime: its paused clock says where simulated time ended.
+            env.unanchor();
+            exit
         });
-        drop(rt);
-        self.env.unanchor();
         let lines = std::mem::take(&mut *lines.lock().unwrap_or_else(|e| e.into_inner()));
         Run {
             exit,

@@ -100,6 +100,8 @@ impl SimEnv {
         *self.anchor.lock().unwrap_or_else(|e| e.into_inner()) =
             Some((tokio::time::Instant::now(), self.clock.now_ms()));
     }
+    /// Back to a clock moved by hand; call it inside the runtime, so the clock keeps the
+    /// simulated time reached.
     pub fn unanchor(&self) {
         self.sync_clock();
         *self.anchor.lock().unwrap_or_else(|e| e.into_inner()) = None;

@@ -20,6 +20,7 @@ pub mod oracle;
 pub mod profile;
 pub mod receive;
 pub mod remote_world;
+pub mod report;
 pub mod schedule_scenario;
 pub mod swarm;
 pub mod world;
