@@ -32,6 +32,41 @@ fn start_as(me: &str, users: &[&str], controls: &[(&str, String)]) -> Server {
     Server { child, addr, root }
 }
 
+/// `mta run` for fred and joe with the queue manager's log lines in a file (to wait for).
+fn start_logged() -> (Server, PathBuf) {
+    let root = tempfile::tempdir().unwrap();
+    let ok = Command::new(mta())
+        .args([
+            "init",
+            "--me",
+            "heaven.af.mil",
+            "--user",
+            "fred",
+            "--user",
+            "joe",
+            "--root",
+        ])
+        .arg(root.path())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mta init");
+    let log = root.path().join("stderr");
+    let mut cmd = Command::new(mta());
+    cmd.args(["run", "--listen", "127.0.0.1:0", "--root"])
+        .arg(root.path())
+        .env("MTA_LOG", "mta::send=info")
+        .stderr(std::fs::File::create(&log).unwrap());
+    let (child, addr) = common::spawn_listening(cmd);
+    (Server { child, addr, root }, log)
+}
+
+fn log_has(log: &Path, what: &str) -> bool {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .contains(what)
+}
+
 /// `mta inject ARGS` with `body` on stdin (as `user` when given); must succeed.
 fn inject(root: &Path, args: &[&str], body: &[u8], user: Option<&str>) {
     let mut cmd = Command::new(mta());
@@ -314,7 +349,7 @@ fn sighup_rereads_virtualdomains_for_new_mail() {
 #[test]
 fn writable_home_defers_until_fixed_and_flushed() {
     use std::os::unix::fs::PermissionsExt;
-    let srv = start();
+    let (srv, log) = start_logged();
     let home = srv.root.path().join("home/fred");
     std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o777)).unwrap();
     inject(
@@ -323,7 +358,9 @@ fn writable_home_defers_until_fixed_and_flushed() {
         b"Subject: perms\n\nx\n",
         None,
     );
-    std::thread::sleep(Duration::from_millis(1500));
+    common::eventually("the delivery is deferred", 30, || {
+        log_has(&log, "deferral: Uh-oh:_home_directory_is_writable.")
+    });
     assert!(
         maildir(srv.root.path(), "fred").is_empty(),
         "a group/world-writable home is refused"
@@ -343,4 +380,38 @@ fn writable_home_defers_until_fixed_and_flushed() {
     assert!(st.success());
     let fred = wait_for(srv.root.path(), "fred", 1);
     assert!(fred[0].contains("Subject: perms"));
+}
+
+/// Peak resident memory of a process in KiB (`VmHWM`).
+fn peak_rss_kib(pid: u32) -> u64 {
+    let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    st.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn program_output_is_capped_while_read_and_both_streams_drain() {
+    let (srv, log) = start_logged();
+    // A megabyte on stderr first (a server reading stdout to its end first would wait
+    // forever), then 200 MB on stdout: only the first 1000 bytes are kept for the report.
+    std::fs::write(
+        srv.root.path().join("home/fred/.qmail"),
+        "|head -c 1000000 /dev/zero >&2; head -c 200000000 /dev/zero; echo done\n./Maildir/\n",
+    )
+    .unwrap();
+    inject(
+        srv.root.path(),
+        &["-f", "joe@heaven.af.mil", "fred"],
+        b"Subject: chatty\n\nx\n",
+        None,
+    );
+    let fred = wait_for(srv.root.path(), "fred", 1);
+    assert!(fred[0].contains("Subject: chatty"));
+    common::eventually("the delivery is logged", 30, || {
+        log_has(&log, ": success: ")
+    });
+    let peak = peak_rss_kib(srv.child.id());
+    assert!(peak < 64 * 1024, "mta run peaked at {peak} KiB");
 }

@@ -46,7 +46,7 @@ impl Env for RealEnv {
     }
     async fn run_program(&self, p: Program) -> io::Result<Exit> {
         use std::process::Stdio;
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::io::AsyncWriteExt;
         let mut child = tokio::process::Command::new("/bin/sh")
             .arg("-c")
             .arg(&p.command)
@@ -67,17 +67,12 @@ impl Env for RealEnv {
                 let _ = s.write_all(&input).await;
             }
         });
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        let (mut so, mut se) = (child.stdout.take(), child.stderr.take());
-        let read = async {
-            if let Some(s) = so.as_mut() {
-                let _ = s.read_to_end(&mut out).await;
-            }
-            if let Some(s) = se.as_mut() {
-                let _ = s.read_to_end(&mut err).await;
-            }
-        };
-        read.await;
+        // Both streams at once (a program filling one pipe while we wait on the other would
+        // hang), keeping only what the report can use and draining the rest.
+        let (mut out, err) = tokio::join!(
+            read_capped(child.stdout.take(), MAX_PROGRAM_OUTPUT),
+            read_capped(child.stderr.take(), MAX_PROGRAM_OUTPUT)
+        );
         let status = child.wait().await?;
         let _ = writer.await;
         out.extend_from_slice(&err);
@@ -288,4 +283,21 @@ impl Udp for RealUdp {
     fn local_addr(&self) -> io::Result<SocketAddr> {
         self.0.local_addr()
     }
+}
+
+/// Read a stream to its end, keeping at most `cap` bytes: memory stays bounded whatever a
+/// program prints, and the program never blocks on a full pipe.
+async fn read_capped<R: tokio::io::AsyncRead + Unpin>(r: Option<R>, cap: usize) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut kept = Vec::new();
+    let Some(mut r) = r else { return kept };
+    let mut buf = [0u8; 8192];
+    while let Ok(n) = r.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        let room = cap.saturating_sub(kept.len());
+        kept.extend_from_slice(&buf[..n.min(room)]);
+    }
+    kept
 }

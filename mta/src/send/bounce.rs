@@ -14,7 +14,13 @@ pub struct Names {
     /// Empty: double bounces are discarded.
     pub doublebounceto: String,
     pub doublebouncehost: String,
+    /// Body bytes of the failed message a bounce carries (control/bouncemaxbytes): a
+    /// bounce to a forged sender must not return a large message to a stranger.
+    pub bouncemaxbytes: usize,
 }
+
+/// The most header bytes a bounce copies, whatever the message.
+pub const MAX_BOUNCE_HEADER: usize = 64 * 1024;
 
 /// What to do with a message that has failed recipients.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,7 +84,7 @@ pub fn make(
     });
     d.push_str(&format!("Return-Path: <{sender}>\n"));
     let mut data = d.into_bytes();
-    data.extend_from_slice(message);
+    excerpt(message, n.bouncemaxbytes, &mut data);
     Bounce::Send {
         sender: if double {
             DOUBLE_BOUNCE_SENDER.to_string()
@@ -88,6 +94,41 @@ pub fn make(
         recipient: to,
         data,
     }
+}
+
+/// Append the part of `message` a bounce returns: its header (at most
+/// [`MAX_BOUNCE_HEADER`] bytes) and at most `max_body` bytes of its body, each cut at a line
+/// end, and a line saying how much was left out.
+fn excerpt(message: &[u8], max_body: usize, out: &mut Vec<u8>) {
+    let split = message
+        .windows(2)
+        .position(|w| w == b"\n\n")
+        .map_or(message.len(), |i| i + 2);
+    let (head, body) = message.split_at(split);
+    let head = cut_at_line(head, MAX_BOUNCE_HEADER);
+    let body = cut_at_line(body, max_body);
+    out.extend_from_slice(head);
+    out.extend_from_slice(body);
+    let left = message.len() - head.len() - body.len();
+    if left > 0 {
+        if out.last().is_some_and(|&b| b != b'\n') {
+            out.push(b'\n');
+        }
+        out.extend_from_slice(
+            format!("\n--- {left} more bytes of the message are not included.\n").as_bytes(),
+        );
+    }
+}
+
+/// At most `max` bytes of `b`, ending after a newline when one is within the limit.
+fn cut_at_line(b: &[u8], max: usize) -> &[u8] {
+    if b.len() <= max {
+        return b;
+    }
+    let cut = &b[..max];
+    cut.iter()
+        .rposition(|&c| c == b'\n')
+        .map_or(cut, |i| &cut[..=i])
 }
 
 #[cfg(test)]
@@ -100,7 +141,63 @@ mod tests {
             bouncehost: "heaven.af.mil".into(),
             doublebounceto: dbt.into(),
             doublebouncehost: "heaven.af.mil".into(),
+            bouncemaxbytes: 4096,
         }
+    }
+
+    fn copy_in(bounce: Bounce) -> String {
+        let Bounce::Send { data, .. } = bounce else {
+            panic!("not sent")
+        };
+        let t = String::from_utf8(data).unwrap();
+        let (_, copy) = t.split_once("Return-Path: <joe@x.org>\n").unwrap();
+        copy.to_string()
+    }
+
+    #[test]
+    fn a_bounce_returns_the_header_and_at_most_bouncemaxbytes_of_the_body() {
+        let f = vec![("nobody@heaven.af.mil".to_string(), "no".to_string())];
+        let line = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\n";
+        let body = line.repeat(10_000);
+        let msg = format!("Subject: big\nX-A: b\n\n{body}");
+        let copy = copy_in(make(&names("pm"), "joe@x.org", &f, msg.as_bytes(), 0));
+        let (head, rest) = copy.split_once("\n\n").unwrap();
+        assert_eq!(head, "Subject: big\nX-A: b");
+        let (kept, note) = rest.split_once("\n--- ").unwrap();
+        assert_eq!(
+            kept,
+            line.repeat(4096 / line.len()),
+            "whole lines, at most 4096 bytes"
+        );
+        assert_eq!(
+            note,
+            format!(
+                "{} more bytes of the message are not included.\n",
+                body.len() - kept.len()
+            )
+        );
+        // A small message comes back whole, with no note.
+        let copy = copy_in(make(
+            &names("pm"),
+            "joe@x.org",
+            &f,
+            b"Subject: s\n\nhi\n",
+            0,
+        ));
+        assert_eq!(copy, "Subject: s\n\nhi\n");
+    }
+
+    #[test]
+    fn a_header_without_end_is_cut_too() {
+        let f = vec![("n@h".to_string(), "no".to_string())];
+        let msg = "X-Long: y\n".repeat(20_000);
+        let copy = copy_in(make(&names("pm"), "joe@x.org", &f, msg.as_bytes(), 0));
+        let (kept, _) = copy.split_once("\n--- ").unwrap();
+        assert!(
+            kept.len() <= MAX_BOUNCE_HEADER && kept.ends_with("X-Long: y\n"),
+            "{}",
+            kept.len()
+        );
     }
 
     #[test]

@@ -69,6 +69,7 @@ impl Settings {
                     l.into_iter().next().unwrap_or_default()
                 }),
                 doublebouncehost: c.line_or("doublebouncehost", &me)?,
+                bouncemaxbytes: c.number("bouncemaxbytes", 4096)? as usize,
             },
             lifetime: c.number("queuelifetime", 604_800)?,
             concurrency_local: c.number("concurrencylocal", 10)?.max(1) as usize,
