@@ -63,6 +63,10 @@ enum Cmd {
         /// Address to listen on for SMTP.
         #[arg(long, default_value = "127.0.0.1:2525")]
         listen: std::net::SocketAddr,
+        /// A DNS server to ask instead of those in /etc/resolv.conf (repeatable; port 53
+        /// unless given, e.g. 127.0.0.1:5353).
+        #[arg(long = "nameserver", value_name = "ADDR", value_parser = nameserver)]
+        nameservers: Vec<std::net::SocketAddr>,
     },
     /// Inspect the queue.
     Queue {
@@ -84,6 +88,7 @@ enum QueueCmd {
 pub fn main() -> i32 {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("MTA_LOG")
                 .unwrap_or_else(|_| "warn".into()),
@@ -110,8 +115,18 @@ pub fn main() -> i32 {
             ..
         } => cmd_inject(&env, &root, sender, extract, recipients),
         Cmd::Queue { cmd } => cmd_queue(&env, &root, cmd),
-        Cmd::Run { listen } => crate::run::run(env, &root, listen),
+        Cmd::Run {
+            listen,
+            nameservers,
+        } => crate::run::run(env, &root, listen, nameservers),
     }
+}
+
+/// `IP` or `IP:PORT` (`[IPv6]:PORT`).
+fn nameserver(s: &str) -> Result<std::net::SocketAddr, String> {
+    s.parse()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(|ip| (ip, 53).into()))
+        .map_err(|_| format!("not an address: {s:?}"))
 }
 
 fn cmd_init(env: &RealEnv, root: &Path, me: String, users: Vec<String>, force: bool) -> i32 {

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use crate::control::{ControlDir, Rewrite};
 use crate::env::{Env, Fs, FsFile, Listener, Net, Signal, Signals};
+use crate::ipme::Ipme;
 use crate::local::LocalConfig;
 use crate::queue::service::{self, Inbox, QueueHandle};
 use crate::queue::Disabled;
@@ -71,21 +72,21 @@ pub async fn run<E: Env>(env: E, opts: Options) -> i32 {
     }
 }
 
-/// The receiver's settings, with the listen address counted as our own.
-fn receiver_settings<E: Env>(env: &E, opts: &Options) -> Result<Settings, StartError> {
+/// The receiver's settings, with this host's addresses (`[ip]` literals for them are local).
+fn receiver_settings<E: Env>(env: &E, opts: &Options, ipme: &Ipme) -> Result<Settings, StartError> {
     let mut s =
         Settings::load(env.fs(), &opts.root).map_err(|e| StartError::Controls(e.to_string()))?;
-    add_own_ips(&mut s.local_ips, opts);
+    for ip in ipme.get() {
+        if !s.local_ips.contains(&ip) {
+            s.local_ips.push(ip);
+        }
+    }
     Ok(s)
 }
 
-fn add_own_ips(ips: &mut Vec<IpAddr>, opts: &Options) {
-    let listen = (!opts.listen.ip().is_unspecified()).then_some(opts.listen.ip());
-    for ip in listen.into_iter().chain(opts.local_ips.iter().copied()) {
-        if !ips.contains(&ip) {
-            ips.push(ip);
-        }
-    }
+/// This host's addresses as they are now (at start and on every SIGHUP).
+fn own_addresses<E: Env>(env: &E, opts: &Options) -> Vec<IpAddr> {
+    crate::ipme::gather(env, opts.listen, &opts.local_ips)
 }
 
 fn filter_for(s: &Settings) -> Arc<dyn Filter> {
@@ -112,12 +113,13 @@ fn manager<E: Env>(
     opts: &Options,
     queue: Queue<E>,
     rewrite: Rewrite,
+    ipme: &Ipme,
 ) -> Result<Manager<E, Rewrite>, StartError> {
     let ctl = |e: &dyn std::fmt::Display| StartError::Controls(e.to_string());
     let mut send = manager::Settings::load(env.fs(), &opts.root).map_err(|e| ctl(&e))?;
     send.local = with_fsync_off(&send.local, opts.fsync_off);
     let mut rcfg = crate::remote::RemoteConfig::load(env.fs(), &opts.root).map_err(|e| ctl(&e))?;
-    add_own_ips(&mut rcfg.local_ips, opts);
+    rcfg.ipme = ipme.clone();
     let resolver =
         crate::dns::Resolver::new(env.clone(), nameservers(env, opts), Duration::from_secs(10));
     let remote: Arc<dyn Remote<E>> = Arc::new(crate::remote::Smtp {
@@ -154,6 +156,7 @@ fn queue_config(opts: &Options) -> Config {
 fn start_queue<E: Env>(
     env: &E,
     opts: &Options,
+    ipme: &Ipme,
 ) -> Result<
     (
         QueueHandle,
@@ -171,7 +174,7 @@ fn start_queue<E: Env>(
     };
     tracing::info!(?rec, "queue recovered");
     write_pid(env, &paths);
-    let m = manager(env, opts, queue, rewrite)?;
+    let m = manager(env, opts, queue, rewrite, ipme)?;
     // One thread per concurrent local delivery plus one, so their fsyncs overlap (the
     // filesystem groups them into shared journal commits) instead of queueing.
     let threads = (m.settings().concurrency_local + 1).clamp(2, 64);
@@ -226,8 +229,9 @@ async fn serve<E: Env>(env: E, mut opts: Options) -> Result<(), StartError> {
     opts.nameservers = Some(nameservers(&env, &opts));
     // First, so a SIGALRM or SIGHUP during recovery (`mta queue flush`) cannot kill us.
     let signals = env.signals().map_err(StartError::Signals)?;
-    let settings = receiver_settings(&env, &opts)?;
-    let (handle, manager_done) = start_queue(&env, &opts)?;
+    let ipme = Ipme::new(own_addresses(&env, &opts));
+    let settings = receiver_settings(&env, &opts, &ipme)?;
+    let (handle, manager_done) = start_queue(&env, &opts, &ipme)?;
     let listener = match env.net().listen(opts.listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -249,7 +253,7 @@ async fn serve<E: Env>(env: E, mut opts: Options) -> Result<(), StartError> {
     };
     let mut manager_done = std::pin::pin!(manager_done);
     let crashed = tokio::select! {
-        () = on_signals(&env, &opts, signals, &handle, reload) => false,
+        () = on_signals(&env, &opts, signals, &handle, &ipme, reload) => false,
         // Only a panic ends the queue manager while handles exist.
         _ = &mut manager_done => true,
     };
@@ -263,19 +267,27 @@ async fn serve<E: Env>(env: E, mut opts: Options) -> Result<(), StartError> {
     Ok(())
 }
 
-/// qmail-send's signals: HUP rereads the controls, ALRM flushes, TERM and INT stop.
+/// Read this host's addresses again (an interface may have come or gone).
+fn refresh<'a, E: Env>(env: &E, opts: &Options, ipme: &'a Ipme) -> &'a Ipme {
+    ipme.set(own_addresses(env, opts));
+    ipme
+}
+
+/// qmail-send's signals: HUP rereads the controls and this host's addresses, ALRM flushes,
+/// TERM and INT stop.
 async fn on_signals<E: Env>(
     env: &E,
     opts: &Options,
     mut signals: Signals,
     queue: &QueueHandle,
+    ipme: &Ipme,
     reload: impl Fn(Settings),
 ) {
     while let Some(sig) = signals.recv().await {
         match sig {
             Signal::Term | Signal::Int => return,
             Signal::Alrm => queue.flush(),
-            Signal::Hup => match receiver_settings(env, opts) {
+            Signal::Hup => match receiver_settings(env, opts, refresh(env, opts, ipme)) {
                 Ok(s) => {
                     tracing::info!("control files reread");
                     reload(s);

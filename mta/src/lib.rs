@@ -12,6 +12,7 @@ pub mod env;
 pub mod fuzz;
 pub mod init;
 pub mod inject;
+pub mod ipme;
 pub mod local;
 pub mod planted;
 pub mod queue;

@@ -6,7 +6,8 @@ use std::path::Path;
 use mta::daemon::{self, Options, EXIT_TEMP};
 use mta::env::real::RealEnv;
 
-pub fn run(env: RealEnv, root: &Path, listen: SocketAddr) -> i32 {
+/// `nameservers` empty: those of `/etc/resolv.conf`.
+pub fn run(env: RealEnv, root: &Path, listen: SocketAddr, nameservers: Vec<SocketAddr>) -> i32 {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -20,7 +21,7 @@ pub fn run(env: RealEnv, root: &Path, listen: SocketAddr) -> i32 {
     let opts = Options {
         root: root.to_path_buf(),
         listen,
-        nameservers: None,
+        nameservers: (!nameservers.is_empty()).then_some(nameservers),
         local_ips: Vec::new(),
         log_sink: None,
         fsync_off: mta::queue::Disabled::none(),

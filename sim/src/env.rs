@@ -221,6 +221,10 @@ impl Env for SimEnv {
     fn pid(&self) -> u32 {
         1000
     }
+    fn local_addresses(&self) -> io::Result<Vec<std::net::IpAddr>> {
+        // A turmoil host's own address; the world passes it in `Options::local_ips`.
+        Ok(Vec::new())
+    }
     fn spawn_worker<T, F>(
         &self,
         _threads: usize,

@@ -38,6 +38,8 @@ pub trait Env: Clone + Send + Sync + 'static {
     fn stderr(&self, line: &str);
     /// This process's id (`mta queue flush` finds the queue manager by it).
     fn pid(&self) -> u32;
+    /// Every address of this host's interfaces, IPv4 and IPv6 (qmail's ipme).
+    fn local_addresses(&self) -> io::Result<Vec<std::net::IpAddr>>;
     /// Run `f` to completion where it may block in fsync without stalling the network side
     /// (a runtime of `threads` threads of its own on a real host). `None` if it panicked.
     fn spawn_worker<T, F>(

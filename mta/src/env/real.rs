@@ -112,6 +112,17 @@ impl Env for RealEnv {
     fn pid(&self) -> u32 {
         std::process::id()
     }
+    fn local_addresses(&self) -> io::Result<Vec<std::net::IpAddr>> {
+        let addrs = nix::ifaddrs::getifaddrs().map_err(io::Error::from)?;
+        Ok(addrs
+            .filter_map(|a| a.address)
+            .filter_map(|s| {
+                s.as_sockaddr_in()
+                    .map(|v4| std::net::IpAddr::V4(v4.ip()))
+                    .or_else(|| s.as_sockaddr_in6().map(|v6| std::net::IpAddr::V6(v6.ip())))
+            })
+            .collect())
+    }
     fn spawn_worker<T, F>(
         &self,
         threads: usize,

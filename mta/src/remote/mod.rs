@@ -45,7 +45,7 @@ pub struct RemoteConfig {
     pub timeout_connect: Duration,
     pub timeout_remote: Duration,
     /// Our own addresses, for the "listed as best-preference MX" check.
-    pub local_ips: Vec<IpAddr>,
+    pub ipme: crate::ipme::Ipme,
 }
 
 impl RemoteConfig {
@@ -57,7 +57,7 @@ impl RemoteConfig {
             routes: Routes::parse(&c.lines("smtproutes")?.unwrap_or_default()),
             timeout_connect: Duration::from_secs(c.number("timeoutconnect", 60)?),
             timeout_remote: Duration::from_secs(c.number("timeoutremote", 1200)?),
-            local_ips: vec![IpAddr::from([127, 0, 0, 1])],
+            ipme: crate::ipme::Ipme::new(vec![IpAddr::from([127, 0, 0, 1])]),
         })
     }
 }
@@ -185,7 +185,7 @@ impl<R: Resolve> Smtp<R> {
             };
             for ip in ips {
                 // Reaching our own address through MX: only better hosts may be used.
-                if via_mx && self.cfg.local_ips.contains(&ip) {
+                if via_mx && self.cfg.ipme.contains(&ip) {
                     if !resolved {
                         return Outcome::Failed(
                             "Although I'm listed as a best-preference MX or A for that host,\n\
