@@ -348,6 +348,8 @@ impl<E: Env> Queue<E> {
         Ok((q, rec))
     }
 
+    /// Remove what dead writers left in `tmp/`: a file whose writer is alive is locked (an
+    /// `mta inject` still running); one that cannot be judged goes after 36 hours.
     fn clean_tmp(&mut self) -> Result<usize, QueueError> {
         let fs = self.env.fs();
         let now = env::unix_secs(self.env.now());
@@ -356,7 +358,12 @@ impl<E: Env> Queue<E> {
         for name in ctx(fs.list_dir(&dir), || format!("list {}", dir.display()))? {
             let p = dir.join(&name);
             let Ok(m) = fs.metadata(&p) else { continue };
-            if now.saturating_sub(env::unix_secs(m.mtime)) >= TMP_MAX_AGE_SECS {
+            let dead = match fs.try_lock(&p) {
+                Ok(_unlocked) => true,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+                Err(_) => now.saturating_sub(env::unix_secs(m.mtime)) >= TMP_MAX_AGE_SECS,
+            };
+            if dead {
                 ctx(fs.unlink(&p), || format!("remove {}", p.display()))?;
                 n += 1;
             }

@@ -19,6 +19,8 @@ pub struct Spool<E: Env> {
     crc: u32,
     /// Set once the tmp/ name is gone (finished or aborted).
     done: bool,
+    /// Held while the file is written: recovery removes only tmp/ files nobody holds.
+    _lock: Option<<E::Fs as Fs>::Lock>,
 }
 
 impl<E: Env> Spool<E> {
@@ -30,6 +32,9 @@ impl<E: Env> Spool<E> {
             let tmp = paths.tmp().join(id.to_string());
             match fs.create_new(&tmp) {
                 Ok(mut file) => {
+                    // Without the lock (no file descriptor for it) the file is still safe
+                    // from recoveries for the 36 hours of the age rule.
+                    let lock = fs.try_lock(&tmp).ok();
                     if let Err(e) = file.write_at(0, TODO_MAGIC) {
                         let _ = fs.unlink(&tmp);
                         return ctx(Err(e), || format!("write {}", tmp.display()));
@@ -44,6 +49,7 @@ impl<E: Env> Spool<E> {
                         len: 0,
                         crc: 0,
                         done: false,
+                        _lock: lock,
                     });
                 }
                 // Ids never repeat: draw another.

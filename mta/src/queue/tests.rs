@@ -200,18 +200,39 @@ fn recovery_cuts_a_torn_tail() {
 }
 
 #[test]
-fn stale_tmp_files_are_removed_fresh_ones_kept() {
+fn tmp_files_of_dead_writers_are_removed_those_of_live_ones_kept() {
     let t = setup();
     let old = t.paths.tmp().join("old");
-    let new = t.paths.tmp().join("new");
-    fs::write(&old, b"x").unwrap();
-    fs::write(&new, b"y").unwrap();
+    let dead = t.paths.tmp().join("dead");
+    let live = t.paths.tmp().join("live");
+    for p in [&old, &dead, &live] {
+        fs::write(p, b"x").unwrap();
+    }
     let f = fs::File::options().write(true).open(&old).unwrap();
     f.set_modified(SystemTime::now() - Duration::from_secs(TMP_MAX_AGE_SECS + 60))
         .unwrap();
+    // A writer that is still running holds its file locked (another open file, as another
+    // process would).
+    let held = fs::File::options().write(true).open(&live).unwrap();
+    held.try_lock().unwrap();
     let (_q, rec) = open(&t);
-    assert_eq!(rec.tmp_removed, 1);
-    assert_eq!(names(&t.paths.tmp()), vec!["new"]);
+    assert_eq!(rec.tmp_removed, 2, "old and dead, whatever their age");
+    assert_eq!(names(&t.paths.tmp()), vec!["live"]);
+}
+
+#[test]
+fn a_spool_being_written_survives_a_recovery() {
+    let t = setup();
+    let env = crate::env::real::RealEnv::new();
+    let mut sp = spool::Spool::create(&env, &t.paths, &Config::default()).unwrap();
+    sp.write(b"Subject: still coming\n\n").unwrap();
+    let (q, rec) = open(&t);
+    assert_eq!(rec.tmp_removed, 0);
+    drop(q);
+    sp.write(b"body\n").unwrap();
+    let id = sp.finish("a@b", &["c@d".to_string()], 1, 0).unwrap();
+    let (q, _) = open(&t);
+    assert!(q.contains(id), "the injection went through");
 }
 
 #[test]
