@@ -118,7 +118,7 @@ impl Settings {
             localiphost: self.localiphost.clone(),
             local_ips: self.local_ips.clone(),
             peer: Peer {
-                remote_ip: peer.ip().to_string(),
+                remote_ip: peer.ip().to_canonical().to_string(),
                 remote_host: host.map(str::to_string),
                 remote_info: None,
             },

@@ -82,9 +82,11 @@ impl Rules {
         Ok(Rules(rules))
     }
 
-    /// The first rule matching the client, if any.
+    /// The first rule matching the client, if any. An IPv4-mapped IPv6 peer
+    /// (`::ffff:10.0.0.8`, as a listener on `[::]` sees IPv4 clients) is matched as the IPv4
+    /// address it is, so `10.:deny` cannot be bypassed by connecting to the dual-stack socket.
     pub fn find(&self, ip: IpAddr, host: Option<&str>) -> Option<&Rule> {
-        let ip_s = ip.to_string();
+        let ip_s = ip.to_canonical().to_string();
         self.0.iter().find(|r| {
             let k = r.key.as_str();
             if k.is_empty() {
@@ -124,6 +126,16 @@ mod tests {
         assert_eq!(f("8.8.8.8", Some("GOOD.example")).key, "=good.example");
         assert_eq!(f("::1", None).key, "::1");
         assert!(f("8.8.8.8", None).vars.is_empty());
+    }
+
+    #[test]
+    fn ipv4_mapped_peers_match_as_ipv4() {
+        let r = Rules::parse(TEXT).unwrap();
+        let f = |ip: &str| r.find(ip.parse().unwrap(), None).unwrap().clone();
+        assert!(!f("::ffff:10.0.0.8").allow, "deny entry");
+        assert_eq!(f("::ffff:127.0.0.1").key, "127.0.0.1", "allow entry");
+        assert_eq!(f("::ffff:192.168.1.9").key, "192.168.1.");
+        assert_eq!(f("::1").key, "::1", "real IPv6 stays IPv6");
     }
 
     #[test]
