@@ -69,9 +69,12 @@ pub async fn run<E: Env>(env: E, opts: Options) -> i32 {
 
 /// The receiver's settings, with the listen address counted as our own.
 fn receiver_settings<E: Env>(env: &E, opts: &Options) -> Result<Settings, StartError> {
-    let mut s =
-        Settings::load(env.fs(), &opts.root).map_err(|e| StartError::Controls(e.to_string()))?;
+    let ctl = |e: smtpd::SettingsError| StartError::Controls(e.to_string());
+    let mut s = Settings::load(env.fs(), &opts.root).map_err(ctl)?;
     add_own_ips(&mut s.local_ips, opts);
+    if s.realrcptto {
+        s.rcpt_check = Some(smtpd::local_rcpt_check(env, &opts.root).map_err(ctl)?);
+    }
     Ok(s)
 }
 
@@ -123,9 +126,9 @@ fn manager<E: Env>(
     m.lines = opts.log_lines.clone();
     let (renv, root) = (env.clone(), opts.root.clone());
     m.reloader = Some(Box::new(move || {
-        let rw = Rewrite::load(&ControlDir::new(renv.fs(), &root)).ok()?;
-        let s = manager::Settings::load(renv.fs(), &root).ok()?;
-        Some((rw, s))
+        let rw = Rewrite::load(&ControlDir::new(renv.fs(), &root)).map_err(|e| e.to_string())?;
+        let s = manager::Settings::load(renv.fs(), &root).map_err(|e| e.to_string())?;
+        Ok((rw, s))
     }));
     Ok(m)
 }
@@ -243,6 +246,17 @@ async fn serve<E: Env>(env: E, mut opts: Options) -> Result<(), StartError> {
     Ok(())
 }
 
+/// Every control file, checked before any part takes new settings, so a mistake leaves the
+/// whole server on the old ones (and is reported with file and line) rather than half updated.
+fn reread<E: Env>(env: &E, opts: &Options) -> Result<Settings, StartError> {
+    let ctl = |e: &dyn std::fmt::Display| StartError::Controls(e.to_string());
+    let s = receiver_settings(env, opts)?;
+    Rewrite::load(&ControlDir::new(env.fs(), &opts.root)).map_err(|e| ctl(&e))?;
+    manager::Settings::load(env.fs(), &opts.root).map_err(|e| ctl(&e))?;
+    crate::remote::RemoteConfig::load(env.fs(), &opts.root).map_err(|e| ctl(&e))?;
+    Ok(s)
+}
+
 /// qmail-send's signals: HUP rereads the controls, ALRM flushes, TERM and INT stop.
 async fn on_signals<E: Env>(
     env: &E,
@@ -255,13 +269,16 @@ async fn on_signals<E: Env>(
         match sig {
             Signal::Term | Signal::Int => return,
             Signal::Alrm => queue.flush(),
-            Signal::Hup => match receiver_settings(env, opts) {
+            Signal::Hup => match reread(env, opts) {
                 Ok(s) => {
                     tracing::info!("control files reread");
                     reload(s);
                     queue.reload();
                 }
-                Err(e) => env.stderr(&format!("mta run: SIGHUP: {e}; keeping the old settings")),
+                Err(e) => {
+                    tracing::warn!("SIGHUP: {e}; keeping the old settings");
+                    env.stderr(&format!("mta run: SIGHUP: {e}; keeping the old settings"));
+                }
             },
         }
     }

@@ -13,7 +13,7 @@ pub fn run(env: RealEnv, root: &Path, listen: SocketAddr) -> i32 {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("mta run: cannot start: {e}");
+            complain!("mta run: cannot start: {e}");
             return EXIT_TEMP;
         }
     };

@@ -81,7 +81,10 @@ fn rules_apply_to_ipv4_clients_on(listen: &str) {
     let to = SocketAddr::from(([127, 0, 0, 1], srv.addr.port()));
     let r = dialogue(to, &["MAIL FROM:<a@example.net>", "RCPT TO:<bill@irs.gov>"]);
     assert!(r[0].starts_with("220 "), "{r:?}");
-    assert_eq!(r[2], "250 ok\r\n", "allow entry grants relaying on {listen}");
+    assert_eq!(
+        r[2], "250 ok\r\n",
+        "allow entry grants relaying on {listen}"
+    );
     let srv = start_on(listen, &[("smtp.rules", "127.:deny\n:allow\n")]);
     let to = SocketAddr::from(([127, 0, 0, 1], srv.addr.port()));
     let (_s, mut r) = connect(to);

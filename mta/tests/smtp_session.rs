@@ -15,6 +15,9 @@ fn policy() -> Policy {
         databytes: 0,
         localiphost: "heaven.af.mil".into(),
         local_ips: vec!["127.0.0.1".parse().unwrap()],
+        envnoathost: "heaven.af.mil".into(),
+        null_sender_one_rcpt: true,
+        rcpt_check: None,
         peer: Peer {
             remote_ip: "10.1.2.3".into(),
             ..Peer::default()

@@ -207,6 +207,34 @@ fn find_dotqmail<F: crate::env::Fs>(
     Ok(None)
 }
 
+/// The user a local part belongs to: users/assign, else the alias user with the whole local
+/// part as extension (qmail-lspawn).
+fn user_for(cfg: &LocalConfig, local: &str) -> User {
+    cfg.assign.lookup(local).unwrap_or_else(|| User {
+        user: "alias".into(),
+        uid: 0,
+        gid: 0,
+        home: cfg.root.join("alias"),
+        dash: "-".into(),
+        ext: local.to_string(),
+    })
+}
+
+/// False only when delivery to this (rewritten, local) recipient would bounce with "no
+/// mailbox here by that name" (qmail-realrcptto). Anything doubtful (a home or `.qmail`
+/// file that would defer) is true: the delivery decides, not the RCPT check.
+pub fn has_mailbox<F: crate::env::Fs>(fs: &F, cfg: &LocalConfig, recipient: &str) -> bool {
+    let local = recipient.rsplit_once('@').map_or(recipient, |(l, _)| l);
+    if local.is_empty() {
+        return true;
+    }
+    let user = user_for(cfg, local);
+    if user.dash.is_empty() || home_checked(fs, &user).is_err() {
+        return true;
+    }
+    !matches!(find_dotqmail(fs, &user), Ok(None))
+}
+
 /// Find the user and the instructions for a recipient (qmail-lspawn + qmail-local's lookup).
 fn resolve<'a, F: crate::env::Fs>(
     fs: &F,
@@ -225,14 +253,7 @@ fn resolve<'a, F: crate::env::Fs>(
             d,
         ));
     }
-    let user = cfg.assign.lookup(local).unwrap_or_else(|| User {
-        user: "alias".into(),
-        uid: 0,
-        gid: 0,
-        home: cfg.root.join("alias"),
-        dash: "-".into(),
-        ext: local.to_string(),
-    });
+    let user = user_for(cfg, local);
     home_checked(fs, &user)?;
     if looping(d.message, dt) {
         return Err(Outcome::Failed(

@@ -10,6 +10,8 @@
 
 use std::net::IpAddr;
 
+use crate::control::parse_number;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
     /// `""` matches everyone, `=host` a remote host name, `a.b.c.` an address prefix,
@@ -23,7 +25,7 @@ pub struct Rule {
 pub struct Rules(pub Vec<Rule>);
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("smtp.rules line {line}: {why}")]
+#[error("control/smtp.rules line {line}: {why}")]
 pub struct RulesError {
     pub line: usize,
     pub why: &'static str,
@@ -73,10 +75,16 @@ impl Rules {
             if !(rest.is_empty() || rest.starts_with(',')) {
                 return Err(err("unknown action"));
             }
+            let vars = parse_vars(rest).map_err(err)?;
+            // A bad per-client limit must not silently become the global one.
+            let databytes = vars.iter().filter(|(k, _)| k == "DATABYTES");
+            if databytes.clone().any(|(_, v)| parse_number(v).is_err()) {
+                return Err(err("DATABYTES is not a number"));
+            }
             rules.push(Rule {
                 key: key.to_string(),
                 allow,
-                vars: parse_vars(rest).map_err(err)?,
+                vars,
             });
         }
         Ok(Rules(rules))
@@ -149,6 +157,12 @@ mod tests {
             }
         );
         assert!(Rules::parse(":allow,RELAYCLIENT").is_err());
+        assert_eq!(
+            Rules::parse("10.:allow,DATABYTES=\"1e6\"\n")
+                .unwrap_err()
+                .to_string(),
+            "control/smtp.rules line 1: DATABYTES is not a number"
+        );
         assert!(Rules::parse("").unwrap().0.is_empty());
     }
 }
