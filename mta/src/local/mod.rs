@@ -457,6 +457,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn has_mailbox_accepts_what_delivery_would() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        for dir in ["alias", "home/fred"] {
+            std::fs::create_dir_all(root.join(dir)).unwrap();
+        }
+        let fred = root.join("home/fred").display().to_string();
+        let assign = format!("=fred:fred:1:1:{fred}:::\n+fred-:fred:1:1:{fred}:-::\n.\n");
+        let cfg = LocalConfig {
+            root: root.to_path_buf(),
+            me: "h.example".into(),
+            assign: Assign::parse(&assign).unwrap(),
+            defaultdelivery: "./Maildir/".into(),
+            disabled: Disabled::none(),
+        };
+        let fs = crate::env::real::RealFs;
+        let has = |a: &str| has_mailbox(&fs, &cfg, a);
+        let touch = |f: &str| std::fs::write(root.join(f), "./Maildir/\n").unwrap();
+        assert!(has("fred@h.example"), "a user without .qmail: default delivery");
+        assert!(has("Fred@h.example"));
+        assert!(!has("fred-list@h.example"), "extension without a .qmail file");
+        touch("home/fred/.qmail-list");
+        assert!(has("fred-LIST@h.example"));
+        assert!(!has("fred-other@h.example"));
+        touch("home/fred/.qmail-default");
+        assert!(has("fred-other@h.example"), "-default takes any extension");
+        assert!(!has("ghost@h.example"), "no user, no alias file");
+        touch("alias/.qmail-postmaster");
+        assert!(has("postmaster@h.example"));
+        assert!(!has("ghost@h.example"));
+        touch("alias/.qmail-default");
+        assert!(has("ghost@h.example"), "the alias user's catch-all");
+    }
+
+    #[test]
     fn qmail_command_pieces() {
         assert_eq!(host_n("heaven.af.mil", 2), "heaven.af");
         assert_eq!(host_n("heaven.af.mil", 3), "heaven");
