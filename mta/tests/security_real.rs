@@ -109,3 +109,179 @@ fn rules_match_ipv4_mapped_clients_on_an_ipv6_listener() {
     }
     rules_apply_to_ipv4_clients_on("[::]:0");
 }
+
+/// Commands must not be a way to relay: not `%` in a bare name (which the queue manager
+/// completes with envnoathost, then percenthack rewrites), nor `%` before a local domain.
+#[test]
+fn percenthack_is_no_relay_path_over_smtp() {
+    let srv = start_on("127.0.0.1:0", &[("percenthack", "heaven.af.mil\n")]);
+    for rcpt in ["victim%other.example", "victim%other.example@heaven.af.mil"] {
+        let r = dialogue(
+            srv.addr,
+            &["MAIL FROM:<a@example.net>", &format!("RCPT TO:<{rcpt}>")],
+        );
+        assert_eq!(r[2], "553 we don't relay (#5.7.1)\r\n", "{rcpt}");
+    }
+    let r = dialogue(
+        srv.addr,
+        &["MAIL FROM:<a@example.net>", "RCPT TO:<fred@heaven.af.mil>"],
+    );
+    assert_eq!(r[2], "250 ok\r\n", "ordinary local mail still flows");
+}
+
+/// Run a command that must exit by itself; its exit code and stderr.
+fn run_to_exit(mut cmd: Command) -> (Option<i32>, String) {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut status = None;
+    common::eventually("the command exits", 20, || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    (status.unwrap().code(), err)
+}
+
+#[test]
+fn bad_numeric_control_files_stop_the_start_naming_file_and_line() {
+    let cases = [
+        ("databytes", "abc\n", "control/databytes line 1: not a number: \"abc\""),
+        ("databytes", "# limit\n-1\n", "control/databytes line 2: not a number: \"-1\""),
+        (
+            "databytes",
+            "99999999999999999999\n",
+            "control/databytes line 1: number too large: \"99999999999999999999\"",
+        ),
+        ("timeoutsmtpd", "20s\n", "control/timeoutsmtpd line 1: not a number"),
+        ("concurrencyremote", "many\n", "control/concurrencyremote line 1"),
+        ("timeoutremote", "x\n", "control/timeoutremote line 1"),
+        ("smtproutes", ":relay.example:smtp\n", "control/smtproutes line 1: bad port"),
+    ];
+    for (file, text, want) in cases {
+        let root = install(&[(file, text)]);
+        let mut cmd = Command::new(mta());
+        cmd.args(["run", "--listen", "127.0.0.1:0", "--root"])
+            .arg(root.path());
+        let (code, err) = run_to_exit(cmd);
+        assert_eq!(code, Some(111), "{file}: {err}");
+        assert!(
+            err.contains(&format!("mta run: unable to read controls: {want}")),
+            "{file}: {err}"
+        );
+    }
+}
+
+#[test]
+fn sighup_with_a_bad_control_file_keeps_the_old_settings() {
+    let srv = start_on("127.0.0.1:0", &[("databytes", "1000\n")]);
+    let too_big = ["MAIL FROM:<a@example.net> SIZE=2000"];
+    let refused = "552 sorry, that message size exceeds my databytes limit (#5.3.4)\r\n";
+    assert_eq!(dialogue(srv.addr, &too_big)[1], refused);
+    std::fs::write(srv.root.path().join("control/databytes"), "abc\n").unwrap();
+    let ok = Command::new("kill")
+        .args(["-HUP", &srv.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let stderr = srv.root.path().join("stderr");
+    let want = "mta run: SIGHUP: unable to read controls: control/databytes line 1: \
+                not a number: \"abc\"; keeping the old settings";
+    common::eventually("the SIGHUP complaint", 20, || {
+        std::fs::read_to_string(&stderr).unwrap().contains(want)
+    });
+    assert_eq!(dialogue(srv.addr, &too_big)[1], refused, "old limit kept");
+    let r = dialogue(srv.addr, &["MAIL FROM:<a@example.net> SIZE=500"]);
+    assert_eq!(r[1], "250 ok\r\n", "and still serving");
+}
+
+/// Run `mta ARGS` with stdout a pipe whose reader is already gone: every write fails with
+/// EPIPE. The command must end cleanly: exit 0, no panic, no signal.
+fn with_closed_stdout(args: &[&str], root: &Path) {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let o = Command::new(mta())
+        .args(args)
+        .arg("--root")
+        .arg(root)
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("panicked"), "{args:?}: {err}");
+    assert_eq!(o.status.code(), Some(0), "{args:?}: {:?} {err}", o.status);
+}
+
+#[test]
+fn cli_output_to_a_closed_pipe_is_no_panic() {
+    let root = install(&[]);
+    for i in 0..20 {
+        let mut c = Command::new(mta())
+            .args(["inject", "--root"])
+            .arg(root.path())
+            .arg(format!("nobody{i}@far.example"))
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(b"Subject: x\n\nx\n").unwrap();
+        assert!(c.wait().unwrap().success());
+    }
+    with_closed_stdout(&["queue", "stat"], root.path());
+    with_closed_stdout(&["queue", "list"], root.path());
+    with_closed_stdout(&["--help"], root.path());
+    let fresh = tempfile::tempdir().unwrap();
+    with_closed_stdout(&["init", "--me", "x.example"], fresh.path());
+}
+
+#[test]
+fn null_sender_recipient_limit_is_a_control_switch() {
+    let cmds = [
+        "MAIL FROM:<>",
+        "RCPT TO:<fred@heaven.af.mil>",
+        "RCPT TO:<postmaster@heaven.af.mil>",
+    ];
+    let srv = start_on("127.0.0.1:0", &[]);
+    let r = dialogue(srv.addr, &cmds);
+    assert_eq!(
+        r[3],
+        "553 sorry, a message from the null sender takes one recipient (#5.5.3)\r\n",
+        "on by default"
+    );
+    let srv = start_on("127.0.0.1:0", &[("nullsenderonercpt", "0\n")]);
+    assert_eq!(dialogue(srv.addr, &cmds)[3], "250 ok\r\n", "0 turns it off");
+}
+
+#[test]
+fn realrcptto_refuses_unknown_local_recipients_during_smtp() {
+    let srv = start_on(
+        "127.0.0.1:0",
+        &[
+            ("realrcptto", "1\n"),
+            ("rcpthosts", "heaven.af.mil\nvirt.example\n"),
+            ("virtualdomains", "virt.example:fred\n"),
+        ],
+    );
+    let rcpt = |a: &str| {
+        dialogue(srv.addr, &["MAIL FROM:<a@example.net>", &format!("RCPT TO:<{a}>")])[2].clone()
+    };
+    let no = "550 sorry, no mailbox here by that name (#5.1.1)\r\n";
+    assert_eq!(rcpt("fred@heaven.af.mil"), "250 ok\r\n");
+    assert_eq!(rcpt("postmaster@heaven.af.mil"), "250 ok\r\n", "alias");
+    assert_eq!(rcpt("postmaster"), "250 ok\r\n", "bare alias name");
+    assert_eq!(rcpt("ghost@heaven.af.mil"), no);
+    assert_eq!(rcpt("fred-list@heaven.af.mil"), no, "extension without .qmail");
+    assert_eq!(rcpt("sales@virt.example"), no, "fred-sales has no .qmail");
+    let home = srv.root.path().join("home/fred");
+    std::fs::write(home.join(".qmail-list"), "./Maildir/\n").unwrap();
+    assert_eq!(rcpt("fred-list@heaven.af.mil"), "250 ok\r\n");
+    std::fs::write(home.join(".qmail-default"), "./Maildir/\n").unwrap();
+    assert_eq!(rcpt("sales@virt.example"), "250 ok\r\n", "virtual domain via -default");
+    // Off (the default): unknown users are taken and bounced later, as qmail does.
+    let srv = start_on("127.0.0.1:0", &[]);
+    let r = dialogue(srv.addr, &["MAIL FROM:<a@example.net>", "RCPT TO:<ghost@heaven.af.mil>"]);
+    assert_eq!(r[2], "250 ok\r\n");
+}
