@@ -285,3 +285,77 @@ fn realrcptto_refuses_unknown_local_recipients_during_smtp() {
     let r = dialogue(srv.addr, &["MAIL FROM:<a@example.net>", "RCPT TO:<ghost@heaven.af.mil>"]);
     assert_eq!(r[2], "250 ok\r\n");
 }
+
+/// A next hop that answers every command and records the raw bytes of DATA up to the first
+/// CRLF.CRLF (where a strict server ends it).
+fn scripted_peer() -> (SocketAddr, std::sync::mpsc::Receiver<Vec<u8>>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        s.write_all(b"220 peer ESMTP\r\n").unwrap();
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            if r.read_until(b'\n', &mut line).unwrap() == 0 {
+                return;
+            }
+            let cmd = line.get(..4).unwrap_or_default().to_ascii_uppercase();
+            let answer: &[u8] = match &cmd[..] {
+                b"DATA" => b"354 go\r\n",
+                b"QUIT" => b"221 bye\r\n",
+                _ => b"250 ok\r\n",
+            };
+            s.write_all(answer).unwrap();
+            if cmd == b"QUIT" {
+                return;
+            }
+            if cmd == b"DATA" {
+                let mut data = Vec::new();
+                while !data.ends_with(b"\r\n.\r\n") {
+                    if r.read_until(b'\n', &mut data).unwrap() == 0 {
+                        return;
+                    }
+                }
+                s.write_all(b"250 ok accepted\r\n").unwrap();
+                tx.send(data).unwrap();
+            }
+        }
+    });
+    (addr, rx)
+}
+
+#[test]
+fn remote_delivery_sends_only_crlf_so_nothing_is_smuggled() {
+    let (peer, data) = scripted_peer();
+    let route = format!(":[127.0.0.1]:{}\n", peer.port());
+    let srv = start_on("127.0.0.1:0", &[("smtproutes", &route)]);
+    let body = b"Subject: smuggle\n\nbefore\r.\r\nMAIL FROM:<evil@x>\r\nmiddle\n.\nlone\r.\rafter\n";
+    let mut c = Command::new(mta())
+        .args(["inject", "-f", "fred@heaven.af.mil", "--root"])
+        .arg(srv.root.path())
+        .arg("bill@far.example")
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(body).unwrap();
+    assert!(c.wait().unwrap().success());
+    let wire = data.recv_timeout(Duration::from_secs(30)).unwrap();
+    let bare = wire.iter().enumerate().any(|(i, &b)| match b {
+        b'\r' => wire.get(i + 1) != Some(&b'\n'),
+        b'\n' => i == 0 || wire[i - 1] != b'\r',
+        _ => false,
+    });
+    let text = String::from_utf8_lossy(&wire);
+    assert!(!bare, "a bare CR or LF went out: {text:?}");
+    assert!(
+        text.ends_with("after\r\n.\r\n"),
+        "the whole body before the one end: {text:?}"
+    );
+    assert!(
+        text.contains("before\r\n..\r\nMAIL FROM:<evil@x>\r\nmiddle\r\n..\r\nlone\r\n..\r\nafter"),
+        "{text:?}"
+    );
+}
