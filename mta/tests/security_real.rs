@@ -149,17 +149,37 @@ fn run_to_exit(mut cmd: Command) -> (Option<i32>, String) {
 #[test]
 fn bad_numeric_control_files_stop_the_start_naming_file_and_line() {
     let cases = [
-        ("databytes", "abc\n", "control/databytes line 1: not a number: \"abc\""),
-        ("databytes", "# limit\n-1\n", "control/databytes line 2: not a number: \"-1\""),
+        (
+            "databytes",
+            "abc\n",
+            "control/databytes line 1: not a number: \"abc\"",
+        ),
+        (
+            "databytes",
+            "# limit\n-1\n",
+            "control/databytes line 2: not a number: \"-1\"",
+        ),
         (
             "databytes",
             "99999999999999999999\n",
             "control/databytes line 1: number too large: \"99999999999999999999\"",
         ),
-        ("timeoutsmtpd", "20s\n", "control/timeoutsmtpd line 1: not a number"),
-        ("concurrencyremote", "many\n", "control/concurrencyremote line 1"),
+        (
+            "timeoutsmtpd",
+            "20s\n",
+            "control/timeoutsmtpd line 1: not a number",
+        ),
+        (
+            "concurrencyremote",
+            "many\n",
+            "control/concurrencyremote line 1",
+        ),
         ("timeoutremote", "x\n", "control/timeoutremote line 1"),
-        ("smtproutes", ":relay.example:smtp\n", "control/smtproutes line 1: bad port"),
+        (
+            "smtproutes",
+            ":relay.example:smtp\n",
+            "control/smtproutes line 1: bad port",
+        ),
     ];
     for (file, text, want) in cases {
         let root = install(&[(file, text)]);
@@ -227,7 +247,11 @@ fn cli_output_to_a_closed_pipe_is_no_panic() {
             .stdin(Stdio::piped())
             .spawn()
             .unwrap();
-        c.stdin.take().unwrap().write_all(b"Subject: x\n\nx\n").unwrap();
+        c.stdin
+            .take()
+            .unwrap()
+            .write_all(b"Subject: x\n\nx\n")
+            .unwrap();
         assert!(c.wait().unwrap().success());
     }
     with_closed_stdout(&["queue", "stat"], root.path());
@@ -247,8 +271,7 @@ fn null_sender_recipient_limit_is_a_control_switch() {
     let srv = start_on("127.0.0.1:0", &[]);
     let r = dialogue(srv.addr, &cmds);
     assert_eq!(
-        r[3],
-        "553 sorry, a message from the null sender takes one recipient (#5.5.3)\r\n",
+        r[3], "553 sorry, a message from the null sender takes one recipient (#5.5.3)\r\n",
         "on by default"
     );
     let srv = start_on("127.0.0.1:0", &[("nullsenderonercpt", "0\n")]);
@@ -266,23 +289,38 @@ fn realrcptto_refuses_unknown_local_recipients_during_smtp() {
         ],
     );
     let rcpt = |a: &str| {
-        dialogue(srv.addr, &["MAIL FROM:<a@example.net>", &format!("RCPT TO:<{a}>")])[2].clone()
+        dialogue(
+            srv.addr,
+            &["MAIL FROM:<a@example.net>", &format!("RCPT TO:<{a}>")],
+        )[2]
+        .clone()
     };
     let no = "550 sorry, no mailbox here by that name (#5.1.1)\r\n";
     assert_eq!(rcpt("fred@heaven.af.mil"), "250 ok\r\n");
     assert_eq!(rcpt("postmaster@heaven.af.mil"), "250 ok\r\n", "alias");
     assert_eq!(rcpt("postmaster"), "250 ok\r\n", "bare alias name");
     assert_eq!(rcpt("ghost@heaven.af.mil"), no);
-    assert_eq!(rcpt("fred-list@heaven.af.mil"), no, "extension without .qmail");
+    assert_eq!(
+        rcpt("fred-list@heaven.af.mil"),
+        no,
+        "extension without .qmail"
+    );
     assert_eq!(rcpt("sales@virt.example"), no, "fred-sales has no .qmail");
     let home = srv.root.path().join("home/fred");
     std::fs::write(home.join(".qmail-list"), "./Maildir/\n").unwrap();
     assert_eq!(rcpt("fred-list@heaven.af.mil"), "250 ok\r\n");
     std::fs::write(home.join(".qmail-default"), "./Maildir/\n").unwrap();
-    assert_eq!(rcpt("sales@virt.example"), "250 ok\r\n", "virtual domain via -default");
+    assert_eq!(
+        rcpt("sales@virt.example"),
+        "250 ok\r\n",
+        "virtual domain via -default"
+    );
     // Off (the default): unknown users are taken and bounced later, as qmail does.
     let srv = start_on("127.0.0.1:0", &[]);
-    let r = dialogue(srv.addr, &["MAIL FROM:<a@example.net>", "RCPT TO:<ghost@heaven.af.mil>"]);
+    let r = dialogue(
+        srv.addr,
+        &["MAIL FROM:<a@example.net>", "RCPT TO:<ghost@heaven.af.mil>"],
+    );
     assert_eq!(r[2], "250 ok\r\n");
 }
 
@@ -332,7 +370,8 @@ fn remote_delivery_sends_only_crlf_so_nothing_is_smuggled() {
     let (peer, data) = scripted_peer();
     let route = format!(":[127.0.0.1]:{}\n", peer.port());
     let srv = start_on("127.0.0.1:0", &[("smtproutes", &route)]);
-    let body = b"Subject: smuggle\n\nbefore\r.\r\nMAIL FROM:<evil@x>\r\nmiddle\n.\nlone\r.\rafter\n";
+    let body =
+        b"Subject: smuggle\n\nbefore\r.\r\nMAIL FROM:<evil@x>\r\nmiddle\n.\nlone\r.\rafter\n";
     let mut c = Command::new(mta())
         .args(["inject", "-f", "fred@heaven.af.mil", "--root"])
         .arg(srv.root.path())

@@ -300,7 +300,11 @@ fn relay_probes_are_refused() {
 /// manager: it must not be a way around rcpthosts.
 #[test]
 fn bare_names_cannot_relay() {
-    for rcpt in ["victim%other.example", "other.example!victim", "a%b%heaven.af.mil"] {
+    for rcpt in [
+        "victim%other.example",
+        "other.example!victim",
+        "a%b%heaven.af.mil",
+    ] {
         let r = replies(
             policy(),
             &format!("MAIL FROM:<a@b.c>\r\nRCPT TO:<{rcpt}>\r\n"),

@@ -475,9 +475,15 @@ mod tests {
         let fs = crate::env::real::RealFs;
         let has = |a: &str| has_mailbox(&fs, &cfg, a);
         let touch = |f: &str| std::fs::write(root.join(f), "./Maildir/\n").unwrap();
-        assert!(has("fred@h.example"), "a user without .qmail: default delivery");
+        assert!(
+            has("fred@h.example"),
+            "a user without .qmail: default delivery"
+        );
         assert!(has("Fred@h.example"));
-        assert!(!has("fred-list@h.example"), "extension without a .qmail file");
+        assert!(
+            !has("fred-list@h.example"),
+            "extension without a .qmail file"
+        );
         touch("home/fred/.qmail-list");
         assert!(has("fred-LIST@h.example"));
         assert!(!has("fred-other@h.example"));

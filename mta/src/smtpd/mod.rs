@@ -292,7 +292,7 @@ where
     let host = match &rx.host_lookup {
         Some(f) if settings.wants_host_names() => tokio::select! {
             biased;
-            h = f(peer.ip()) => h,
+            h = f(peer.ip().to_canonical()) => h,
             _ = env.sleep(Duration::from_secs(10)) => None,
         },
         _ => None,
