@@ -1,6 +1,6 @@
 //! Subcommands of `mta`. Exit codes follow qmail-inject: 0 ok, 100 permanent, 111 temporary.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -102,7 +102,7 @@ pub fn main() -> i32 {
         }
     };
     let Some(root) = cli.root else {
-        eprintln!("mta: no installation given: use --root DIR or set MTA_ROOT");
+        complain!("mta: no installation given: use --root DIR or set MTA_ROOT");
         return EXIT_PERM;
     };
     let env = RealEnv::new();
@@ -140,16 +140,16 @@ fn cmd_init(env: &RealEnv, root: &Path, me: String, users: Vec<String>, force: b
         disabled: Default::default(),
     };
     match init::init(env, root, &o) {
-        Ok(()) => {
-            println!("initialized {}", root.display());
-            0
-        }
+        Ok(()) => finish_output(
+            writeln!(std::io::stdout(), "initialized {}", root.display()),
+            "mta init",
+        ),
         Err(e @ (init::InitError::Exists(_) | init::InitError::Invalid { .. })) => {
-            eprintln!("mta init: {e}");
+            complain!("mta init: {e}");
             EXIT_PERM
         }
         Err(e) => {
-            eprintln!("mta init: {e}");
+            complain!("mta init: {e}");
             EXIT_TEMP
         }
     }
@@ -174,7 +174,7 @@ fn cmd_inject(
         .take(inject::MAX_MESSAGE as u64 + 1)
         .read_to_end(&mut message);
     if let Err(e) = read {
-        eprintln!("mta inject: unable to read message: {e}");
+        complain!("mta inject: unable to read message: {e}");
         return inject::EXIT_TEMP;
     }
     let inv = inject::Invocation {
@@ -193,7 +193,7 @@ fn cmd_inject(
     match inject::run(env, root, &inv) {
         Ok(_) => 0,
         Err(f) => {
-            eprintln!("mta inject: {}", f.message);
+            complain!("mta inject: {}", f.message);
             f.exit
         }
     }
@@ -206,7 +206,7 @@ fn cmd_flush(root: &Path) -> i32 {
         .try_lock(&root.join("queue/lock"))
         .is_ok()
     {
-        eprintln!(
+        complain!(
             "mta queue flush: no mta run is running on {}",
             root.display()
         );
@@ -216,7 +216,7 @@ fn cmd_flush(root: &Path) -> i32 {
         .ok()
         .and_then(|s| s.trim().parse::<u32>().ok());
     let Some(pid) = pid else {
-        eprintln!(
+        complain!(
             "mta queue flush: no running mta run found for {}",
             root.display()
         );
@@ -228,7 +228,7 @@ fn cmd_flush(root: &Path) -> i32 {
     {
         Ok(s) if s.success() => 0,
         _ => {
-            eprintln!("mta queue flush: mta run (pid {pid}) is not running");
+            complain!("mta queue flush: mta run (pid {pid}) is not running");
             EXIT_TEMP
         }
     }
@@ -241,74 +241,104 @@ fn cmd_queue(env: &RealEnv, root: &Path, cmd: QueueCmd) -> i32 {
     let view = match queue::View::load(env, &Paths::new(root.join("queue"))) {
         Ok(v) => v,
         Err(e) => {
-            eprintln!("mta queue: {e}");
+            complain!("mta queue: {e}");
             return EXIT_TEMP;
         }
     };
     let now = unix_secs(env.now());
-    match cmd {
-        QueueCmd::Stat => {
-            println!(
-                "messages in queue: {}",
-                view.messages.len() + view.todo.len()
-            );
-            println!(
-                "messages in queue but not yet preprocessed: {}",
-                view.todo.len()
-            );
-            let pending = |c| {
-                view.messages
-                    .iter()
-                    .flat_map(|m| &m.rcpts)
-                    .filter(|r| r.rcpt.channel == c && r.status == Status::Pending)
-                    .count()
-            };
-            println!("recipients pending local: {}", pending(Channel::Local));
-            println!("recipients pending remote: {}", pending(Channel::Remote));
-        }
-        QueueCmd::List => {
-            let age = |b: u64| {
-                let s = now.saturating_sub(b);
-                format!("{}d{:02}h{:02}m", s / 86400, s / 3600 % 24, s / 60 % 60)
-            };
-            for m in &view.messages {
-                let e = &m.env;
-                println!(
-                    "{}  #{}  {}  <{}>  age {}",
-                    mta::date::rfc822(e.birth),
-                    e.id,
-                    m.size(),
-                    e.sender,
-                    age(e.birth)
-                );
-                for r in &m.rcpts {
-                    let ch = match r.rcpt.channel {
-                        Channel::Local => "local",
-                        Channel::Remote => "remote",
-                    };
-                    let st = match &r.status {
-                        Status::Pending => "pending".to_string(),
-                        Status::Delivered => "done".to_string(),
-                        Status::Failed(why) => format!("failed: {why}"),
-                    };
-                    println!("\t{ch}\t{}\t{st}", r.rcpt.addr);
-                }
-            }
-            for (e, size) in &view.todo {
-                println!(
-                    "{}  #{}  {}  <{}>  age {}  (not yet preprocessed)",
-                    mta::date::rfc822(e.birth),
-                    e.id,
-                    size,
-                    e.sender,
-                    age(e.birth)
-                );
-                for r in &e.recipients {
-                    println!("\t?\t{r}\tpending");
-                }
-            }
-        }
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let written = match cmd {
+        QueueCmd::Stat => queue_stat(&view, &mut out),
+        QueueCmd::List => queue_list(&view, now, &mut out),
         QueueCmd::Flush => unreachable!("handled above"),
+    };
+    finish_output(written.and_then(|()| out.flush()), "mta queue")
+}
+
+/// The exit code once a command's output is written. A reader that went away (`| head`)
+/// ends the command quietly, as a program killed by SIGPIPE would, but without a signal.
+fn finish_output(r: std::io::Result<()>, who: &str) -> i32 {
+    match r {
+        Ok(()) => 0,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
+        Err(e) => {
+            complain!("{who}: unable to write output: {e}");
+            EXIT_TEMP
+        }
     }
-    0
+}
+
+/// qmail-qstat.
+fn queue_stat(view: &queue::View, out: &mut impl Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "messages in queue: {}",
+        view.messages.len() + view.todo.len()
+    )?;
+    writeln!(
+        out,
+        "messages in queue but not yet preprocessed: {}",
+        view.todo.len()
+    )?;
+    let pending = |c| {
+        view.messages
+            .iter()
+            .flat_map(|m| &m.rcpts)
+            .filter(|r| r.rcpt.channel == c && r.status == Status::Pending)
+            .count()
+    };
+    writeln!(out, "recipients pending local: {}", pending(Channel::Local))?;
+    writeln!(
+        out,
+        "recipients pending remote: {}",
+        pending(Channel::Remote)
+    )?;
+    Ok(())
+}
+
+/// qmail-qread.
+fn queue_list(view: &queue::View, now: u64, out: &mut impl Write) -> std::io::Result<()> {
+    let age = |b: u64| {
+        let s = now.saturating_sub(b);
+        format!("{}d{:02}h{:02}m", s / 86400, s / 3600 % 24, s / 60 % 60)
+    };
+    for m in &view.messages {
+        let e = &m.env;
+        writeln!(
+            out,
+            "{}  #{}  {}  <{}>  age {}",
+            mta::date::rfc822(e.birth),
+            e.id,
+            m.size(),
+            e.sender,
+            age(e.birth)
+        )?;
+        for r in &m.rcpts {
+            let ch = match r.rcpt.channel {
+                Channel::Local => "local",
+                Channel::Remote => "remote",
+            };
+            let st = match &r.status {
+                Status::Pending => "pending".to_string(),
+                Status::Delivered => "done".to_string(),
+                Status::Failed(why) => format!("failed: {why}"),
+            };
+            writeln!(out, "\t{ch}\t{}\t{st}", r.rcpt.addr)?;
+        }
+    }
+    for (e, size) in &view.todo {
+        writeln!(
+            out,
+            "{}  #{}  {}  <{}>  age {}  (not yet preprocessed)",
+            mta::date::rfc822(e.birth),
+            e.id,
+            size,
+            e.sender,
+            age(e.birth)
+        )?;
+        for r in &e.recipients {
+            writeln!(out, "\t?\t{r}\tpending")?;
+        }
+    }
+    Ok(())
 }

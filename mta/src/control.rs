@@ -17,6 +17,23 @@ pub enum ControlError {
     },
     #[error("control/me is missing or empty: run `mta init`")]
     NoMe,
+    /// A value that does not parse: qmail refuses to run on it rather than guess.
+    #[error("control/{file} line {line}: {why}")]
+    Invalid {
+        file: String,
+        line: usize,
+        why: String,
+    },
+}
+
+impl ControlError {
+    pub fn invalid(file: &str, line: usize, why: impl Into<String>) -> Self {
+        ControlError::Invalid {
+            file: file.into(),
+            line,
+            why: why.into(),
+        }
+    }
 }
 
 /// Reads control files under `<root>/control`.
@@ -35,13 +52,21 @@ impl<'a, F: Fs> ControlDir<'a, F> {
 
     /// Lines of a control file, trimmed, without blanks and `#` comments; `None` if missing.
     pub fn lines(&self, file: &str) -> Result<Option<Vec<String>>, ControlError> {
+        Ok(self
+            .numbered(file)?
+            .map(|v| v.into_iter().map(|(_, l)| l).collect()))
+    }
+
+    /// As [`ControlDir::lines`], each with its line number (from 1) for error messages.
+    pub fn numbered(&self, file: &str) -> Result<Option<Vec<(usize, String)>>, ControlError> {
         match self.fs.read(&self.dir.join(file)) {
             Ok(b) => Ok(Some(
                 String::from_utf8_lossy(&b)
                     .lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                    .map(String::from)
+                    .enumerate()
+                    .map(|(n, l)| (n + 1, l.trim()))
+                    .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+                    .map(|(n, l)| (n, l.to_string()))
                     .collect(),
             )),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -61,17 +86,37 @@ impl<'a, F: Fs> ControlDir<'a, F> {
         Ok(self.line(file)?.unwrap_or_else(|| default.to_string()))
     }
 
-    /// A numeric control file; unparsable values fall back to the default, as in qmail.
+    /// A numeric control file; the default when missing or empty. Anything but a
+    /// non-negative integer is an error naming file and line (qmail's control_readint fails
+    /// too), never a silent "unlimited".
     pub fn number(&self, file: &str, default: u64) -> Result<u64, ControlError> {
-        Ok(self
-            .line(file)?
-            .and_then(|l| l.parse().ok())
-            .unwrap_or(default))
+        match self.numbered(file)?.and_then(|v| v.into_iter().next()) {
+            None => Ok(default),
+            Some((n, l)) => parse_number(&l).map_err(|why| ControlError::invalid(file, n, why)),
+        }
+    }
+
+    /// A switch: `1` on, `0` off, the default when missing or empty.
+    pub fn switch(&self, file: &str, default: bool) -> Result<bool, ControlError> {
+        match self.numbered(file)?.and_then(|v| v.into_iter().next()) {
+            None => Ok(default),
+            Some((_, l)) if l == "1" => Ok(true),
+            Some((_, l)) if l == "0" => Ok(false),
+            Some((n, l)) => Err(ControlError::invalid(file, n, format!("not 0 or 1: {l:?}"))),
+        }
     }
 
     pub fn me(&self) -> Result<String, ControlError> {
         self.line("me")?.ok_or(ControlError::NoMe)
     }
+}
+
+/// A non-negative decimal number, or why not.
+pub fn parse_number(s: &str) -> Result<u64, String> {
+    if !s.bytes().all(|b| b.is_ascii_digit()) || s.is_empty() {
+        return Err(format!("not a number: {s:?}"));
+    }
+    s.parse().map_err(|_| format!("number too large: {s:?}"))
 }
 
 /// Address rewriting at preprocessing: envnoathost, percenthack, locals, virtualdomains.
@@ -89,10 +134,15 @@ impl Rewrite {
         let me = c.me()?;
         let lower = |v: Vec<String>| v.into_iter().map(|s| s.to_ascii_lowercase()).collect();
         let mut virtualdomains = BTreeMap::new();
-        for l in c.lines("virtualdomains")?.unwrap_or_default() {
-            if let Some((k, v)) = l.rsplit_once(':') {
-                virtualdomains.insert(k.to_ascii_lowercase(), v.to_string());
-            }
+        for (n, l) in c.numbered("virtualdomains")?.unwrap_or_default() {
+            let Some((k, v)) = l.rsplit_once(':') else {
+                return Err(ControlError::invalid(
+                    "virtualdomains",
+                    n,
+                    format!("no colon: {l:?}"),
+                ));
+            };
+            virtualdomains.insert(k.to_ascii_lowercase(), v.to_string());
         }
         Ok(Rewrite {
             envnoathost: c.line_or("envnoathost", &me)?,
@@ -201,6 +251,56 @@ mod tests {
         assert_eq!(
             c("a%b%heaven.af.mil@heaven.af.mil"),
             ("a@b".into(), Channel::Remote)
+        );
+    }
+
+    fn dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("control")).unwrap();
+        for (f, t) in files {
+            std::fs::write(d.path().join("control").join(f), t).unwrap();
+        }
+        d
+    }
+
+    #[test]
+    fn bad_numbers_are_errors_naming_file_and_line() {
+        let d = dir(&[
+            ("a", "abc\n"),
+            ("b", "# comment\n\n-1\n"),
+            ("c", "99999999999999999999999\n"),
+            ("ok", " 42 \n"),
+            ("sw", "yes\n"),
+        ]);
+        let fs = crate::env::real::RealFs;
+        let c = ControlDir::new(&fs, d.path());
+        let e = |f| c.number(f, 7).unwrap_err().to_string();
+        assert_eq!(e("a"), "control/a line 1: not a number: \"abc\"");
+        assert_eq!(e("b"), "control/b line 3: not a number: \"-1\"");
+        assert_eq!(
+            e("c"),
+            "control/c line 1: number too large: \"99999999999999999999999\""
+        );
+        assert_eq!(c.number("ok", 7).unwrap(), 42);
+        assert_eq!(c.number("missing", 7).unwrap(), 7);
+        assert_eq!(
+            c.switch("sw", true).unwrap_err().to_string(),
+            "control/sw line 1: not 0 or 1: \"yes\""
+        );
+        assert!(c.switch("missing", true).unwrap());
+    }
+
+    #[test]
+    fn virtualdomains_without_colon_is_an_error() {
+        let d = dir(&[
+            ("me", "h.example\n"),
+            ("virtualdomains", "a.example:x\nb.example\n"),
+        ]);
+        let fs = crate::env::real::RealFs;
+        let e = Rewrite::load(&ControlDir::new(&fs, d.path())).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "control/virtualdomains line 2: no colon: \"b.example\""
         );
     }
 

@@ -74,12 +74,15 @@ pub async fn run<E: Env>(env: E, opts: Options) -> i32 {
 
 /// The receiver's settings, with this host's addresses (`[ip]` literals for them are local).
 fn receiver_settings<E: Env>(env: &E, opts: &Options, ipme: &Ipme) -> Result<Settings, StartError> {
-    let mut s =
-        Settings::load(env.fs(), &opts.root).map_err(|e| StartError::Controls(e.to_string()))?;
+    let ctl = |e: smtpd::SettingsError| StartError::Controls(e.to_string());
+    let mut s = Settings::load(env.fs(), &opts.root).map_err(ctl)?;
     for ip in ipme.get() {
         if !s.local_ips.contains(&ip) {
             s.local_ips.push(ip);
         }
+    }
+    if s.realrcptto {
+        s.rcpt_check = Some(smtpd::local_rcpt_check(env, &opts.root).map_err(ctl)?);
     }
     Ok(s)
 }
@@ -130,10 +133,10 @@ fn manager<E: Env>(
     m.sink = opts.log_sink.clone();
     let (renv, root, off) = (env.clone(), opts.root.clone(), opts.fsync_off);
     m.reloader = Some(Box::new(move || {
-        let rw = Rewrite::load(&ControlDir::new(renv.fs(), &root)).ok()?;
-        let mut s = manager::Settings::load(renv.fs(), &root).ok()?;
+        let rw = Rewrite::load(&ControlDir::new(renv.fs(), &root)).map_err(|e| e.to_string())?;
+        let mut s = manager::Settings::load(renv.fs(), &root).map_err(|e| e.to_string())?;
         s.local = with_fsync_off(&s.local, off);
-        Some((rw, s))
+        Ok((rw, s))
     }));
     Ok(m)
 }
@@ -267,10 +270,17 @@ async fn serve<E: Env>(env: E, mut opts: Options) -> Result<(), StartError> {
     Ok(())
 }
 
-/// Read this host's addresses again (an interface may have come or gone).
-fn refresh<'a, E: Env>(env: &E, opts: &Options, ipme: &'a Ipme) -> &'a Ipme {
+/// Every control file, checked before any part takes new settings, so a mistake leaves the
+/// whole server on the old ones (and is reported with file and line) rather than half updated.
+/// This host's addresses are read again too (an interface may have come or gone).
+fn reread<E: Env>(env: &E, opts: &Options, ipme: &Ipme) -> Result<Settings, StartError> {
+    let ctl = |e: &dyn std::fmt::Display| StartError::Controls(e.to_string());
     ipme.set(own_addresses(env, opts));
-    ipme
+    let s = receiver_settings(env, opts, ipme)?;
+    Rewrite::load(&ControlDir::new(env.fs(), &opts.root)).map_err(|e| ctl(&e))?;
+    manager::Settings::load(env.fs(), &opts.root).map_err(|e| ctl(&e))?;
+    crate::remote::RemoteConfig::load(env.fs(), &opts.root).map_err(|e| ctl(&e))?;
+    Ok(s)
 }
 
 /// qmail-send's signals: HUP rereads the controls and this host's addresses, ALRM flushes,
@@ -287,13 +297,16 @@ async fn on_signals<E: Env>(
         match sig {
             Signal::Term | Signal::Int => return,
             Signal::Alrm => queue.flush(),
-            Signal::Hup => match receiver_settings(env, opts, refresh(env, opts, ipme)) {
+            Signal::Hup => match reread(env, opts, ipme) {
                 Ok(s) => {
                     tracing::info!("control files reread");
                     reload(s);
                     queue.reload();
                 }
-                Err(e) => env.stderr(&format!("mta run: SIGHUP: {e}; keeping the old settings")),
+                Err(e) => {
+                    tracing::warn!("SIGHUP: {e}; keeping the old settings");
+                    env.stderr(&format!("mta run: SIGHUP: {e}; keeping the old settings"));
+                }
             },
         }
     }

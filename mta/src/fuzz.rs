@@ -16,6 +16,9 @@ fn policy(databytes: u64) -> Policy {
         databytes,
         localiphost: "fuzz.example".into(),
         local_ips: vec!["127.0.0.1".parse().expect("ip")],
+        envnoathost: "fuzz.example".into(),
+        null_sender_one_rcpt: true,
+        rcpt_check: None,
         peer: Peer {
             remote_ip: "10.0.0.1".into(),
             ..Peer::default()

@@ -14,7 +14,7 @@ pub fn run(env: RealEnv, root: &Path, listen: SocketAddr, nameservers: Vec<Socke
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("mta run: cannot start: {e}");
+            complain!("mta run: cannot start: {e}");
             return EXIT_TEMP;
         }
     };

@@ -2,7 +2,9 @@
 //! and RFC 2821's transparency and limits.
 
 use mta::smtp::received::Peer;
-use mta::smtp::server::{CommitError, Policy, Session, Step, Transaction};
+use std::sync::Arc;
+
+use mta::smtp::server::{CommitError, Policy, RcptCheck, Session, Step, Transaction};
 
 fn policy() -> Policy {
     Policy {
@@ -15,6 +17,9 @@ fn policy() -> Policy {
         databytes: 0,
         localiphost: "heaven.af.mil".into(),
         local_ips: vec!["127.0.0.1".parse().unwrap()],
+        envnoathost: "heaven.af.mil".into(),
+        null_sender_one_rcpt: true,
+        rcpt_check: None,
         peer: Peer {
             remote_ip: "10.1.2.3".into(),
             ..Peer::default()
@@ -291,6 +296,34 @@ fn relay_probes_are_refused() {
     }
 }
 
+/// A bare name is completed with envnoathost (and percenthack then applies) by the queue
+/// manager: it must not be a way around rcpthosts.
+#[test]
+fn bare_names_cannot_relay() {
+    for rcpt in [
+        "victim%other.example",
+        "other.example!victim",
+        "a%b%heaven.af.mil",
+    ] {
+        let r = replies(
+            policy(),
+            &format!("MAIL FROM:<a@b.c>\r\nRCPT TO:<{rcpt}>\r\n"),
+        );
+        assert_eq!(r[2], "553 we don't relay (#5.7.1)", "{rcpt}");
+    }
+    let r = replies(policy(), "MAIL FROM:<a@b.c>\r\nRCPT TO:<postmaster>\r\n");
+    assert_eq!(r[2], "250 ok", "a bare local name is still fine");
+    let mut p = policy();
+    p.envnoathost = "irs.gov".into();
+    let r = replies(p, "MAIL FROM:<a@b.c>\r\nRCPT TO:<bill>\r\n");
+    assert!(r[2].starts_with("553 sorry, that domain"), "{}", r[2]);
+    // With relaying allowed, the same addresses are the client's business.
+    let mut p = policy();
+    p.relayclient = Some("".into());
+    let r = replies(p, "MAIL FROM:<a@b.c>\r\nRCPT TO:<victim%other.example>\r\n");
+    assert_eq!(r[2], "250 ok");
+}
+
 #[test]
 fn null_sender_takes_one_recipient() {
     let r = replies(
@@ -299,6 +332,28 @@ fn null_sender_takes_one_recipient() {
     );
     assert_eq!(r[2], "250 ok");
     assert!(r[3].starts_with("553 "), "{}", r[3]);
+    // control/nullsenderonercpt 0 turns the refusal off.
+    let mut p = policy();
+    p.null_sender_one_rcpt = false;
+    let (_, m) = run(
+        p,
+        "MAIL FROM:<>\r\nRCPT TO:<fred@heaven.af.mil>\r\nRCPT TO:<joe@heaven.af.mil>\r\n\
+         DATA\r\nx\r\n.\r\n",
+    );
+    assert_eq!(m[0].recipients, ["fred@heaven.af.mil", "joe@heaven.af.mil"]);
+}
+
+#[test]
+fn realrcptto_refuses_unknown_recipients_at_rcpt() {
+    let mut p = policy();
+    p.rcpt_check = Some(RcptCheck(Arc::new(|a: &str| a.starts_with("fred"))));
+    p.relayclient = Some("".into());
+    let r = replies(
+        p,
+        "MAIL FROM:<a@b.c>\r\nRCPT TO:<fred@heaven.af.mil>\r\nRCPT TO:<ghost@heaven.af.mil>\r\n",
+    );
+    assert_eq!(r[2], "250 ok");
+    assert_eq!(r[3], "550 sorry, no mailbox here by that name (#5.1.1)");
 }
 
 #[test]

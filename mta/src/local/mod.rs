@@ -207,6 +207,34 @@ fn find_dotqmail<F: crate::env::Fs>(
     Ok(None)
 }
 
+/// The user a local part belongs to: users/assign, else the alias user with the whole local
+/// part as extension (qmail-lspawn).
+fn user_for(cfg: &LocalConfig, local: &str) -> User {
+    cfg.assign.lookup(local).unwrap_or_else(|| User {
+        user: "alias".into(),
+        uid: 0,
+        gid: 0,
+        home: cfg.root.join("alias"),
+        dash: "-".into(),
+        ext: local.to_string(),
+    })
+}
+
+/// False only when delivery to this (rewritten, local) recipient would bounce with "no
+/// mailbox here by that name" (qmail-realrcptto). Anything doubtful (a home or `.qmail`
+/// file that would defer) is true: the delivery decides, not the RCPT check.
+pub fn has_mailbox<F: crate::env::Fs>(fs: &F, cfg: &LocalConfig, recipient: &str) -> bool {
+    let local = recipient.rsplit_once('@').map_or(recipient, |(l, _)| l);
+    if local.is_empty() {
+        return true;
+    }
+    let user = user_for(cfg, local);
+    if user.dash.is_empty() || home_checked(fs, &user).is_err() {
+        return true;
+    }
+    !matches!(find_dotqmail(fs, &user), Ok(None))
+}
+
 /// Find the user and the instructions for a recipient (qmail-lspawn + qmail-local's lookup).
 fn resolve<'a, F: crate::env::Fs>(
     fs: &F,
@@ -225,14 +253,7 @@ fn resolve<'a, F: crate::env::Fs>(
             d,
         ));
     }
-    let user = cfg.assign.lookup(local).unwrap_or_else(|| User {
-        user: "alias".into(),
-        uid: 0,
-        gid: 0,
-        home: cfg.root.join("alias"),
-        dash: "-".into(),
-        ext: local.to_string(),
-    });
+    let user = user_for(cfg, local);
     home_checked(fs, &user)?;
     if looping(d.message, dt) {
         return Err(Outcome::Failed(
@@ -434,6 +455,47 @@ fn safe_host(h: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn has_mailbox_accepts_what_delivery_would() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        for dir in ["alias", "home/fred"] {
+            std::fs::create_dir_all(root.join(dir)).unwrap();
+        }
+        let fred = root.join("home/fred").display().to_string();
+        let assign = format!("=fred:fred:1:1:{fred}:::\n+fred-:fred:1:1:{fred}:-::\n.\n");
+        let cfg = LocalConfig {
+            root: root.to_path_buf(),
+            me: "h.example".into(),
+            assign: Assign::parse(&assign).unwrap(),
+            defaultdelivery: "./Maildir/".into(),
+            disabled: Disabled::none(),
+        };
+        let fs = crate::env::real::RealFs;
+        let has = |a: &str| has_mailbox(&fs, &cfg, a);
+        let touch = |f: &str| std::fs::write(root.join(f), "./Maildir/\n").unwrap();
+        assert!(
+            has("fred@h.example"),
+            "a user without .qmail: default delivery"
+        );
+        assert!(has("Fred@h.example"));
+        assert!(
+            !has("fred-list@h.example"),
+            "extension without a .qmail file"
+        );
+        touch("home/fred/.qmail-list");
+        assert!(has("fred-LIST@h.example"));
+        assert!(!has("fred-other@h.example"));
+        touch("home/fred/.qmail-default");
+        assert!(has("fred-other@h.example"), "-default takes any extension");
+        assert!(!has("ghost@h.example"), "no user, no alias file");
+        touch("alias/.qmail-postmaster");
+        assert!(has("postmaster@h.example"));
+        assert!(!has("ghost@h.example"));
+        touch("alias/.qmail-default");
+        assert!(has("ghost@h.example"), "the alias user's catch-all");
+    }
 
     #[test]
     fn qmail_command_pieces() {

@@ -54,7 +54,7 @@ impl RemoteConfig {
         let me = c.me()?;
         Ok(RemoteConfig {
             helohost: c.line_or("helohost", &me)?,
-            routes: Routes::parse(&c.lines("smtproutes")?.unwrap_or_default()),
+            routes: Routes::parse(&c.numbered("smtproutes")?.unwrap_or_default())?,
             timeout_connect: Duration::from_secs(c.number("timeoutconnect", 60)?),
             timeout_remote: Duration::from_secs(c.number("timeoutremote", 1200)?),
             ipme: crate::ipme::Ipme::new(vec![IpAddr::from([127, 0, 0, 1])]),

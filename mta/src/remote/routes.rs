@@ -1,6 +1,8 @@
 //! `control/smtproutes`: `domain:relay[:port]`, `.suffix` entries, an empty domain for the
 //! default route, an empty relay for "use MX", `[ip]` literals.
 
+use crate::control::ControlError;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     /// Empty: look up MX for the recipient's domain.
@@ -12,16 +14,23 @@ pub struct Route {
 pub struct Routes(Vec<(String, Route)>);
 
 impl Routes {
-    pub fn parse(lines: &[String]) -> Routes {
+    /// Parse numbered lines (from [`crate::control::ControlDir::numbered`]); a bad port is
+    /// an error naming the line, not a silent port 25.
+    pub fn parse(lines: &[(usize, String)]) -> Result<Routes, ControlError> {
         let mut v = Vec::new();
-        for l in lines {
+        for (n, l) in lines {
             let mut parts = l.splitn(3, ':');
             let domain = parts.next().unwrap_or("").to_ascii_lowercase();
             let relay = parts.next().unwrap_or("").to_string();
-            let port = parts.next().and_then(|p| p.parse().ok()).unwrap_or(25);
+            let port = match parts.next() {
+                None => 25,
+                Some(p) => p.parse().map_err(|_| {
+                    ControlError::invalid("smtproutes", *n, format!("bad port: {p:?}"))
+                })?,
+            };
             v.push((domain, Route { relay, port }));
         }
-        Routes(v)
+        Ok(Routes(v))
     }
 
     /// The route for a domain: exact, then `.suffix` entries longest first, then the default.
@@ -48,13 +57,15 @@ mod tests {
 
     #[test]
     fn lookup_order() {
-        let r = Routes::parse(&[
-            "irs.gov:mail.irs.gov".into(),
-            ".af.mil:[10.0.0.1]:2525".into(),
-            ".heaven.af.mil:relay.heaven".into(),
-            "direct.org:".into(),
-            ":bigbang.af.mil".into(),
-        ]);
+        let lines = [
+            "irs.gov:mail.irs.gov",
+            ".af.mil:[10.0.0.1]:2525",
+            ".heaven.af.mil:relay.heaven",
+            "direct.org:",
+            ":bigbang.af.mil",
+        ];
+        let lines: Vec<_> = (1..).zip(lines.map(String::from)).collect();
+        let r = Routes::parse(&lines).unwrap();
         assert_eq!(r.find("IRS.gov").unwrap().relay, "mail.irs.gov");
         assert_eq!(
             r.find("x.af.mil").unwrap(),
@@ -71,5 +82,14 @@ mod tests {
         assert_eq!(r.find("direct.org").unwrap().relay, "");
         assert_eq!(r.find("else.com").unwrap().relay, "bigbang.af.mil");
         assert_eq!(Routes::default().find("x"), None);
+    }
+
+    #[test]
+    fn bad_port_names_the_line() {
+        let lines = vec![(1, "a.org:b.org".into()), (3, "c.org:d.org:smtp".into())];
+        assert_eq!(
+            Routes::parse(&lines).unwrap_err().to_string(),
+            "control/smtproutes line 3: bad port: \"smtp\""
+        );
     }
 }

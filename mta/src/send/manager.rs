@@ -130,7 +130,7 @@ pub struct Manager<E: Env, C: Classify> {
 const FINISH_RETRY_SECS: u64 = 30;
 
 /// Reads fresh address rewriting and settings from the control files.
-pub type Reloader<C> = Box<dyn Fn() -> Option<(C, Settings)> + Send>;
+pub type Reloader<C> = Box<dyn Fn() -> Result<(C, Settings), String> + Send>;
 
 /// An id derived from another, so a repeated injection after a crash is recognised.
 pub fn derived_id(id: MsgId, tag: u64) -> MsgId {
@@ -634,14 +634,17 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
     fn control(&mut self, req: Control, now: u64) {
         match req {
             Control::Flush => self.flush(now),
-            Control::Reload => match self.reloader.as_ref().and_then(|r| r()) {
-                Some((c, mut s)) => {
+            Control::Reload => match self.reloader.as_ref().map(|r| r()) {
+                None => {}
+                Some(Ok((c, mut s))) => {
                     s.todo_poll = self.s.todo_poll;
                     self.classify = c;
                     self.s = s;
                     self.log("control files reread");
                 }
-                None => self.log("unable to reread control files; keeping the old ones"),
+                Some(Err(e)) => self.log(&format!(
+                    "alert: unable to reread control files: {e}; keeping the old ones"
+                )),
             },
         }
     }

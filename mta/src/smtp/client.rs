@@ -133,21 +133,28 @@ pub enum Step {
     Done(Outcome),
 }
 
-/// Dot-stuff and CRLF-terminate a message, ending with `.`.
+/// Encode a message for DATA: every line end (LF, CRLF, and a bare CR too) becomes CRLF,
+/// then lines starting with `.` are dot-stuffed, and `.` ends it. Normalising first means no
+/// body (`\r.\r\n`, `\n.\n`) can look like the end of DATA to a lenient next hop that takes
+/// a bare CR or LF for a line end (SMTP smuggling).
 pub fn encode_body(message: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(message.len() + message.len() / 32 + 8);
     let mut line_start = true;
-    for &b in message {
+    let mut bytes = message.iter().copied().peekable();
+    while let Some(b) = bytes.next() {
+        if b == b'\r' || b == b'\n' {
+            if b == b'\r' {
+                bytes.next_if_eq(&b'\n');
+            }
+            out.extend_from_slice(b"\r\n");
+            line_start = true;
+            continue;
+        }
         if line_start && b == b'.' {
             out.push(b'.');
         }
-        if b == b'\n' {
-            out.extend_from_slice(b"\r\n");
-            line_start = true;
-        } else {
-            out.push(b);
-            line_start = false;
-        }
+        out.push(b);
+        line_start = false;
     }
     if !line_start {
         out.extend_from_slice(b"\r\n");
@@ -508,5 +515,36 @@ mod tests {
         );
         assert_eq!(encode_body(b""), b".\r\n".to_vec());
         assert_eq!(encode_body(b".\n"), b"..\r\n.\r\n".to_vec());
+    }
+
+    /// Only CRLF goes out, and the only line that is a lone dot is the end.
+    fn strictly_encoded(wire: &[u8]) -> bool {
+        let crlf_only = wire.iter().enumerate().all(|(i, &b)| match b {
+            b'\r' => wire.get(i + 1) == Some(&b'\n'),
+            b'\n' => i > 0 && wire[i - 1] == b'\r',
+            _ => true,
+        });
+        let lines: Vec<&[u8]> = wire.split(|&b| b == b'\n').collect();
+        let dots = lines.iter().filter(|l| **l == b".\r").count();
+        crlf_only && dots == 1 && wire.ends_with(b"\r\n.\r\n") || wire == b".\r\n"
+    }
+
+    #[test]
+    fn bare_cr_and_lf_are_normalised_before_dot_stuffing() {
+        assert_eq!(
+            encode_body(b"a\r.\r\nb\n.\nc\r\n.\r\nd\r\r.e"),
+            b"a\r\n..\r\nb\r\n..\r\nc\r\n..\r\nd\r\n\r\n..e\r\n.\r\n".to_vec()
+        );
+        assert_eq!(encode_body(b"x\r"), b"x\r\n.\r\n".to_vec());
+        let nasty: [&[u8]; 5] = [
+            b"\r.\r\n",
+            b"\n.\n",
+            b"a\r\n.\r\nMAIL FROM:<x@y>\r\n",
+            b"a\n.\rb",
+            b"\r\r\n\n.\r.",
+        ];
+        for m in nasty {
+            assert!(strictly_encoded(&encode_body(m)), "{m:?}");
+        }
     }
 }

@@ -8,6 +8,7 @@
 //! answered `500`), a message at most `databytes` or [`MAX_MESSAGE`].
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use super::address::{self, AddrError};
 
@@ -39,6 +40,24 @@ pub struct Policy {
     pub localiphost: String,
     pub local_ips: Vec<IpAddr>,
     pub peer: super::received::Peer,
+    /// The domain qmail-send gives bare names (control/envnoathost): a bare `RCPT` is
+    /// checked against rcpthosts as `name@envnoathost`.
+    pub envnoathost: String,
+    /// control/nullsenderonercpt: refuse a second recipient for the null sender.
+    pub null_sender_one_rcpt: bool,
+    /// control/realrcptto: which recipients local delivery would take; `None` takes all.
+    pub rcpt_check: Option<RcptCheck>,
+}
+
+/// Decides at RCPT time whether a recipient exists (qmail-realrcptto). The driver builds it
+/// from the installation; the session only calls it, so it stays free of I/O of its own.
+#[derive(Clone)]
+pub struct RcptCheck(pub Arc<dyn Fn(&str) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for RcptCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RcptCheck")
+    }
 }
 
 /// A complete message for the queue.
@@ -396,10 +415,12 @@ impl Session {
         let Some(list) = &self.p.rcpthosts else {
             return true;
         };
-        let Some(i) = addr.rfind('@') else {
-            return true; // `postmaster` and other bare names
-        };
-        let d = addr[i + 1..].to_ascii_lowercase();
+        // A bare name (`postmaster`) is delivered to envnoathost: check that domain.
+        let d = match addr.rfind('@') {
+            Some(i) => &addr[i + 1..],
+            None => &self.p.envnoathost,
+        }
+        .to_ascii_lowercase();
         let hit = |l: &Vec<String>| {
             l.iter().any(|h| {
                 let h = h.to_ascii_lowercase();
@@ -440,15 +461,16 @@ impl Session {
                         "553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)",
                     );
                 }
-                // Relay probes: %, ! or @ hidden in the local part.
-                if let Some(i) = addr.rfind('@') {
-                    if addr[..i].contains(['%', '!', '@']) {
-                        return reply(&mut self.out, "553 we don't relay (#5.7.1)");
-                    }
+                // Relay probes: %, ! or @ hidden in the local part, of a bare name too.
+                // Refusing them here also keeps percenthack (applied later, by the queue
+                // manager) from turning an accepted address into a relayed one.
+                let local = addr.rfind('@').map_or(addr.as_str(), |i| &addr[..i]);
+                if local.contains(['%', '!', '@']) {
+                    return reply(&mut self.out, "553 we don't relay (#5.7.1)");
                 }
             }
         }
-        if sender.is_empty() && !self.rcpts.is_empty() {
+        if self.p.null_sender_one_rcpt && sender.is_empty() && !self.rcpts.is_empty() {
             return reply(
                 &mut self.out,
                 "553 sorry, a message from the null sender takes one recipient (#5.5.3)",
@@ -456,6 +478,12 @@ impl Session {
         }
         if self.rcpts.len() >= MAX_RCPTS {
             return reply(&mut self.out, "452 too many recipients (#4.5.3)");
+        }
+        if self.p.rcpt_check.as_ref().is_some_and(|c| !(c.0)(&addr)) {
+            return reply(
+                &mut self.out,
+                "550 sorry, no mailbox here by that name (#5.1.1)",
+            );
         }
         self.rcpts.push(addr);
         reply(&mut self.out, "250 ok");

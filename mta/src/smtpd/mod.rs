@@ -20,7 +20,7 @@ use crate::queue::service::QueueHandle;
 use crate::queue::spool::{self, Spool};
 use crate::queue::{Config, NewMessage, Paths};
 use crate::smtp::received::Peer;
-use crate::smtp::server::{CommitError, Policy, Session, Step};
+use crate::smtp::server::{CommitError, Policy, RcptCheck, Session, Step};
 use filter::{Filter, Input, Verdict};
 use rules::Rules;
 
@@ -40,6 +40,14 @@ pub struct Settings {
     pub filters: Vec<String>,
     /// Our own addresses, for `box@[ip]`.
     pub local_ips: Vec<IpAddr>,
+    /// control/envnoathost (default: me), the domain of bare recipient names.
+    pub envnoathost: String,
+    /// control/nullsenderonercpt (default 1): the null sender gets one recipient.
+    pub null_sender_one_rcpt: bool,
+    /// control/realrcptto (default 0): refuse unknown local recipients at RCPT.
+    pub realrcptto: bool,
+    /// The check `realrcptto` asks for; the driver builds it (it reads the installation).
+    pub rcpt_check: Option<RcptCheck>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +56,8 @@ pub enum SettingsError {
     Control(#[from] ControlError),
     #[error(transparent)]
     Rules(#[from] rules::RulesError),
+    #[error(transparent)]
+    Local(#[from] crate::local::LocalConfigError),
 }
 
 impl Settings {
@@ -83,6 +93,10 @@ impl Settings {
             rules,
             filters: c.lines("smtpfilters")?.unwrap_or_default(),
             local_ips: vec![IpAddr::from([127, 0, 0, 1])],
+            envnoathost: c.line_or("envnoathost", &me)?,
+            null_sender_one_rcpt: c.switch("nullsenderonercpt", true)?,
+            realrcptto: c.switch("realrcptto", false)?,
+            rcpt_check: None,
             me,
         })
     }
@@ -104,6 +118,7 @@ impl Settings {
             rule.and_then(|r| r.vars.iter().find(|(k, _)| k == name))
                 .map(|(_, v)| v.clone())
         };
+        // Checked when the rules were read.
         let databytes = var("DATABYTES")
             .and_then(|v| v.parse().ok())
             .unwrap_or(self.databytes);
@@ -118,12 +133,31 @@ impl Settings {
             localiphost: self.localiphost.clone(),
             local_ips: self.local_ips.clone(),
             peer: Peer {
-                remote_ip: peer.ip().to_string(),
+                remote_ip: peer.ip().to_canonical().to_string(),
                 remote_host: host.map(str::to_string),
                 remote_info: None,
             },
+            envnoathost: self.envnoathost.clone(),
+            null_sender_one_rcpt: self.null_sender_one_rcpt,
+            rcpt_check: self.rcpt_check.clone(),
         })
     }
+}
+
+/// qmail-realrcptto's check: a recipient that rewrites to a local address must be one local
+/// delivery would take (a user, an extension with its `.qmail` file or `-default`, an alias);
+/// remote recipients pass (relaying was decided before).
+pub fn local_rcpt_check<E: Env>(env: &E, root: &Path) -> Result<RcptCheck, SettingsError> {
+    use crate::queue::{Channel, Classify};
+    let rewrite = crate::control::Rewrite::load(&ControlDir::new(env.fs(), root))?;
+    let local = crate::local::LocalConfig::load(env.fs(), root)?;
+    let env = env.clone();
+    Ok(RcptCheck(Arc::new(move |addr: &str| {
+        match rewrite.classify(addr) {
+            (a, Channel::Local) => crate::local::has_mailbox(env.fs(), &local, &a),
+            (_, Channel::Remote) => true,
+        }
+    })))
 }
 
 /// Counters for logs and tests.
@@ -258,7 +292,7 @@ where
     let host = match &rx.host_lookup {
         Some(f) if settings.wants_host_names() => tokio::select! {
             biased;
-            h = f(peer.ip()) => h,
+            h = f(peer.ip().to_canonical()) => h,
             _ = env.sleep(Duration::from_secs(10)) => None,
         },
         _ => None,

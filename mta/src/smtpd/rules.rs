@@ -10,6 +10,8 @@
 
 use std::net::IpAddr;
 
+use crate::control::parse_number;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
     /// `""` matches everyone, `=host` a remote host name, `a.b.c.` an address prefix,
@@ -23,7 +25,7 @@ pub struct Rule {
 pub struct Rules(pub Vec<Rule>);
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("smtp.rules line {line}: {why}")]
+#[error("control/smtp.rules line {line}: {why}")]
 pub struct RulesError {
     pub line: usize,
     pub why: &'static str,
@@ -73,18 +75,26 @@ impl Rules {
             if !(rest.is_empty() || rest.starts_with(',')) {
                 return Err(err("unknown action"));
             }
+            let vars = parse_vars(rest).map_err(err)?;
+            // A bad per-client limit must not silently become the global one.
+            let databytes = vars.iter().filter(|(k, _)| k == "DATABYTES");
+            if databytes.clone().any(|(_, v)| parse_number(v).is_err()) {
+                return Err(err("DATABYTES is not a number"));
+            }
             rules.push(Rule {
                 key: key.to_string(),
                 allow,
-                vars: parse_vars(rest).map_err(err)?,
+                vars,
             });
         }
         Ok(Rules(rules))
     }
 
-    /// The first rule matching the client, if any.
+    /// The first rule matching the client, if any. An IPv4-mapped IPv6 peer
+    /// (`::ffff:10.0.0.8`, as a listener on `[::]` sees IPv4 clients) is matched as the IPv4
+    /// address it is, so `10.:deny` cannot be bypassed by connecting to the dual-stack socket.
     pub fn find(&self, ip: IpAddr, host: Option<&str>) -> Option<&Rule> {
-        let ip_s = ip.to_string();
+        let ip_s = ip.to_canonical().to_string();
         self.0.iter().find(|r| {
             let k = r.key.as_str();
             if k.is_empty() {
@@ -127,6 +137,16 @@ mod tests {
     }
 
     #[test]
+    fn ipv4_mapped_peers_match_as_ipv4() {
+        let r = Rules::parse(TEXT).unwrap();
+        let f = |ip: &str| r.find(ip.parse().unwrap(), None).unwrap().clone();
+        assert!(!f("::ffff:10.0.0.8").allow, "deny entry");
+        assert_eq!(f("::ffff:127.0.0.1").key, "127.0.0.1", "allow entry");
+        assert_eq!(f("::ffff:192.168.1.9").key, "192.168.1.");
+        assert_eq!(f("::1").key, "::1", "real IPv6 stays IPv6");
+    }
+
+    #[test]
     fn errors_name_the_line() {
         assert_eq!(Rules::parse("1.2.3.4:maybe\n").unwrap_err().line, 1);
         assert_eq!(
@@ -137,6 +157,12 @@ mod tests {
             }
         );
         assert!(Rules::parse(":allow,RELAYCLIENT").is_err());
+        assert_eq!(
+            Rules::parse("10.:allow,DATABYTES=\"1e6\"\n")
+                .unwrap_err()
+                .to_string(),
+            "control/smtp.rules line 1: DATABYTES is not a number"
+        );
         assert!(Rules::parse("").unwrap().0.is_empty());
     }
 }
