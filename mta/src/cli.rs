@@ -131,15 +131,28 @@ fn nameserver(s: &str) -> Result<std::net::SocketAddr, String> {
 
 fn cmd_init(env: &RealEnv, root: &Path, me: String, users: Vec<String>, force: bool) -> i32 {
     let (uid, gid) = std::fs::metadata("/proc/self").map_or((0, 0), |m| (m.uid(), m.gid()));
+    // As root, deliveries change user, so every user needs an account of its own.
+    let owners = if uid == 0 {
+        users.iter().map(|u| (u.clone(), account(u))).collect()
+    } else {
+        Default::default()
+    };
     let o = InitOptions {
         me,
         users,
         force,
         uid,
         gid,
+        owners,
         disabled: Default::default(),
     };
-    match init::init(env, root, &o) {
+    let done = init::init(env, root, &o).and_then(|()| {
+        if uid == 0 {
+            give_homes(root, &o)?;
+        }
+        Ok(())
+    });
+    match done {
         Ok(()) => finish_output(
             writeln!(std::io::stdout(), "initialized {}", root.display()),
             "mta init",
@@ -153,6 +166,43 @@ fn cmd_init(env: &RealEnv, root: &Path, me: String, users: Vec<String>, force: b
             EXIT_TEMP
         }
     }
+}
+
+/// A root installation's account for a user: the system account of that name, else
+/// `nobody` (a virtual user: its mail is written as nobody, never as root).
+fn account(user: &str) -> (u32, u32) {
+    let pw = |n: &str| nix::unistd::User::from_name(n).ok().flatten();
+    if let Some(p) = pw(user) {
+        if !p.uid.is_root() {
+            return (p.uid.as_raw(), p.gid.as_raw());
+        }
+    }
+    let (u, g) = pw("nobody").map_or((65534, 65534), |p| (p.uid.as_raw(), p.gid.as_raw()));
+    complain!("mta init: {user} is not a system account: its mail is delivered as uid {u}");
+    (u, g)
+}
+
+/// Hand each home and its Maildir to its user, and the alias directory to the `alias`
+/// account (else nobody): deliveries run as them and must be able to write there.
+fn give_homes(root: &Path, o: &InitOptions) -> Result<(), init::InitError> {
+    let chown = |p: &Path, (u, g): (u32, u32)| {
+        std::os::unix::fs::lchown(p, Some(u), Some(g)).map_err(|source| init::InitError::Io {
+            context: format!("chown {}", p.display()),
+            source,
+        })
+    };
+    for u in &o.users {
+        let ids = o.owners.get(u).copied().unwrap_or((o.uid, o.gid));
+        let home = root.join("home").join(u);
+        for d in ["", "Maildir", "Maildir/new", "Maildir/cur", "Maildir/tmp"] {
+            chown(&home.join(d), ids)?;
+        }
+    }
+    let alias = nix::unistd::User::from_name("alias").ok().flatten();
+    let ids = alias
+        .filter(|p| !p.uid.is_root())
+        .map_or_else(|| account("nobody"), |p| (p.uid.as_raw(), p.gid.as_raw()));
+    chown(&root.join("alias"), ids)
 }
 
 fn var(names: &[&str]) -> Option<String> {

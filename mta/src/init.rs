@@ -30,9 +30,11 @@ pub struct InitOptions {
     pub me: String,
     pub users: Vec<String>,
     pub force: bool,
-    /// Recorded in users/assign.
+    /// Recorded in users/assign for every user not in `owners`.
     pub uid: u32,
     pub gid: u32,
+    /// Per-user uid and gid (a root installation: the system accounts).
+    pub owners: std::collections::BTreeMap<String, (u32, u32)>,
     /// Verification only: fsync points to skip.
     pub disabled: Disabled,
 }
@@ -138,7 +140,8 @@ pub fn init<E: Env>(env: &E, root: &Path, o: &InitOptions) -> Result<(), InitErr
         let home = root.join("home").join(u);
         let md = home.join("Maildir");
         mkdirs(fs, o, &[md.join("new"), md.join("cur"), md.join("tmp")])?;
-        let (uid, gid, h) = (o.uid, o.gid, home.display());
+        let (uid, gid) = o.owners.get(u).copied().unwrap_or((o.uid, o.gid));
+        let h = home.display();
         assign.push_str(&format!("={u}:{u}:{uid}:{gid}:{h}:::\n"));
         assign.push_str(&format!("+{u}-:{u}:{uid}:{gid}:{h}:-::\n"));
     }

@@ -26,11 +26,15 @@ pub struct SimEnv {
     /// Unix ms at turmoil time zero, when running inside turmoil.
     epoch_ms: Option<u64>,
     rng: Arc<Mutex<ChaCha8Rng>>,
+    /// The process's user: 0 (root, as a production server starts) unless set.
+    uid: u32,
     /// While set: tokio's (paused) instant and the clock's ms at that instant.
     anchor: Arc<Mutex<Option<(tokio::time::Instant, u64)>>>,
     programs: Arc<Mutex<BTreeMap<String, ProgramFn>>>,
     /// Every program run, in order (for checks).
     pub runs: Arc<Mutex<Vec<Program>>>,
+    /// Every local delivery's user and home, in order (for checks).
+    pub deliveries_as: Arc<Mutex<Vec<(mta::env::Creds, std::path::PathBuf)>>>,
     process: Process,
 }
 
@@ -79,8 +83,10 @@ impl SimEnv {
             epoch_ms: None,
             rng: Arc::new(Mutex::new(ChaCha8Rng::seed_from_u64(seed))),
             anchor: Arc::new(Mutex::new(None)),
+            uid: 0,
             programs: Arc::new(Mutex::new(BTreeMap::new())),
             runs: Arc::new(Mutex::new(Vec::new())),
+            deliveries_as: Arc::new(Mutex::new(Vec::new())),
             process: Process::default(),
         }
     }
@@ -111,6 +117,11 @@ impl SimEnv {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .is_some()
+    }
+
+    /// The same machine, for a process running as `uid`.
+    pub fn with_uid(self, uid: u32) -> Self {
+        SimEnv { uid, ..self }
     }
 
     /// This env's process as the world sees it (the same for every clone).
@@ -220,6 +231,27 @@ impl Env for SimEnv {
     }
     fn pid(&self) -> u32 {
         1000
+    }
+    fn uid(&self) -> u32 {
+        self.uid
+    }
+    fn run_as<T, Fut, F>(
+        &self,
+        who: mta::env::Creds,
+        home: &std::path::Path,
+        f: F,
+    ) -> impl std::future::Future<Output = io::Result<T>> + Send + use<T, Fut, F>
+    where
+        T: Send + 'static,
+        Fut: std::future::Future<Output = T> + Send + 'static,
+        F: FnOnce(std::path::PathBuf) -> Fut + Send + 'static,
+    {
+        self.deliveries_as
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((who, home.to_path_buf()));
+        let home = home.to_path_buf();
+        async move { Ok(f(home).await) }
     }
     fn local_addresses(&self) -> io::Result<Vec<std::net::IpAddr>> {
         // A turmoil host's own address; the world passes it in `Options::local_ips`.

@@ -28,6 +28,7 @@ pub fn installation(controls: &[(&str, &str)]) -> Image {
         force: false,
         uid: 1000,
         gid: 1000,
+        owners: Default::default(),
         disabled: Default::default(),
     };
     init::init(&env, Path::new(ROOT), &o).expect("init");

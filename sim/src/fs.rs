@@ -467,6 +467,10 @@ impl std::ops::AddAssign for Fired {
     }
 }
 
+/// The simulated filesystem has no owners: everything belongs to this user and group (the
+/// installation's, as `mta init` leaves it), so the alias user is uid 1000 too.
+pub const OWNER: u32 = 1000;
+
 /// A simulated clock shared by the fs and the env: unix time in milliseconds.
 #[derive(Clone, Debug)]
 pub struct Clock(Arc<AtomicU64>, Arc<AtomicU64>);
@@ -1090,12 +1094,16 @@ impl Fs for SimFs {
                 is_dir: false,
                 mtime: t(*mtime),
                 mode: 0o600,
+                uid: OWNER,
+                gid: OWNER,
             }),
             Some(Node::Dir { mtime, .. }) => Ok(Metadata {
                 len: 0,
                 is_dir: true,
                 mtime: t(*mtime),
                 mode: 0o755,
+                uid: OWNER,
+                gid: OWNER,
             }),
             None => Err(not_found(path)),
         }

@@ -28,6 +28,7 @@ impl Install {
             force,
             uid: 1000,
             gid: 1000,
+            owners: Default::default(),
             disabled: self.0,
         }
     }

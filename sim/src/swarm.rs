@@ -683,6 +683,7 @@ fn relay_image() -> crate::fs::Image {
         force: false,
         uid: 1000,
         gid: 1000,
+        owners: Default::default(),
         disabled: Default::default(),
     };
     mta::init::init(&env, &root(), &o).expect("init");

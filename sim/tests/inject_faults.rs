@@ -23,6 +23,7 @@ fn installed() -> SimEnv {
         force: false,
         uid: 1000,
         gid: 1000,
+        owners: Default::default(),
         disabled: Default::default(),
     };
     init::init(&env, Path::new(ROOT), &o).unwrap();

@@ -324,3 +324,45 @@ fn bounce_storm_delivers_every_bounce_exactly_once() {
     let bad = sim::local_crash::bounce_storm(2, 20);
     assert!(bad.is_empty(), "{bad:?}");
 }
+
+#[test]
+fn each_delivery_runs_as_its_recipient_and_programs_too() {
+    let w = World::new(image(PIC, &[("home/john/.qmail", "|filter\n")]), 1);
+    w.env.set_program("filter", |_| mta::env::Exit {
+        code: Some(0),
+        output: Vec::new(),
+    });
+    w.inject("joe@heaven.af.mil", &["fred", "john"], MSG);
+    assert!(w.run(DAY).drained());
+    let who = |uid| mta::env::Creds { uid, gid: uid };
+    let homes: Vec<_> = w.env.deliveries_as.lock().unwrap().clone();
+    assert!(homes.contains(&(who(1000), sim::deliver::root().join("home/fred"))));
+    assert!(homes.contains(&(who(1003), sim::deliver::root().join("home/john"))));
+    let runs = w.env.runs.lock().unwrap().clone();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(
+        runs[0].creds,
+        Some(who(1003)),
+        "john's program runs as john"
+    );
+}
+
+#[test]
+fn a_server_not_started_as_root_delivers_only_as_itself() {
+    let mut w = World::new(image(PIC, &[]), 1);
+    w.env = w.env.clone().with_uid(1000);
+    w.inject("joe@heaven.af.mil", &["fred", "john"], MSG);
+    let r = w.run(3000);
+    assert!(
+        mailbox(&w, "fred").contains("Subject: PIC"),
+        "fred is uid 1000"
+    );
+    assert_eq!(mailbox(&w, "john"), "");
+    assert!(
+        r.log().iter().any(|l| l.contains(
+            "deferral: Unable_to_deliver_as_uid_1003_(john):_mta_run_runs_as_uid_1000,_not_as_root._(#4.3.0)"
+        )),
+        "{:?}",
+        r.log()
+    );
+}

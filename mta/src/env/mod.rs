@@ -5,6 +5,7 @@
 //! filesystem trait is deliberately small and POSIX-shaped: exactly the calls the queue and the
 //! deliveries make, so a crash model can reason about each one.
 
+mod privsep;
 pub mod real;
 
 use std::future::Future;
@@ -40,6 +41,24 @@ pub trait Env: Clone + Send + Sync + 'static {
     fn pid(&self) -> u32;
     /// Every address of this host's interfaces, IPv4 and IPv6 (qmail's ipme).
     fn local_addresses(&self) -> io::Result<Vec<std::net::IpAddr>>;
+    /// The user id this process runs as (0: it may deliver for anyone but root).
+    fn uid(&self) -> u32;
+    /// Run a local delivery as `who` in `home` (qmail-lspawn starting qmail-local as the
+    /// recipient). `f` gets the directory to name paths inside home with: on a real host
+    /// started as root it runs on a thread of its own whose working directory is `home` and
+    /// whose filesystem identity is `who` (files it creates are theirs; it can touch only what
+    /// they may), and gets `.`; otherwise, and in the simulator (which records `who`), it
+    /// runs in place and gets `home`.
+    fn run_as<T, Fut, F>(
+        &self,
+        who: Creds,
+        home: &std::path::Path,
+        f: F,
+    ) -> impl Future<Output = io::Result<T>> + Send + use<Self, T, Fut, F>
+    where
+        T: Send + 'static,
+        Fut: Future<Output = T> + Send + 'static,
+        F: FnOnce(std::path::PathBuf) -> Fut + Send + 'static;
     /// Run `f` to completion where it may block in fsync without stalling the network side
     /// (a runtime of `threads` threads of its own on a real host). `None` if it panicked.
     fn spawn_worker<T, F>(
@@ -68,12 +87,21 @@ pub enum Signal {
 /// The signals a process receives, in order.
 pub type Signals = tokio::sync::mpsc::UnboundedReceiver<Signal>;
 
+/// Whom a local delivery runs as: the recipient's user and group ids from `users/assign`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Creds {
+    pub uid: u32,
+    pub gid: u32,
+}
+
 /// A program run for delivery (`|command` in a .qmail file).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Program {
     pub command: String,
-    /// Working directory (the user's home).
+    /// Working directory (the user's home; `.` inside [`Env::run_as`] on a real host).
     pub dir: std::path::PathBuf,
+    /// The program's user and group (no supplementary groups); `None`: this process's.
+    pub creds: Option<Creds>,
     /// Environment variables (qmail-command's SENDER, RECIPIENT, ...).
     pub vars: Vec<(String, String)>,
     pub stdin: Vec<u8>,
@@ -106,6 +134,9 @@ pub struct Metadata {
     pub mtime: SystemTime,
     /// Permission bits (`st_mode & 0o7777`).
     pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    pub gid: u32,
 }
 
 /// The filesystem calls the MTA makes. Paths are absolute or relative to the process cwd.

@@ -47,7 +47,12 @@ impl Env for RealEnv {
     async fn run_program(&self, p: Program) -> io::Result<Exit> {
         use std::process::Stdio;
         use tokio::io::AsyncWriteExt;
-        let mut child = tokio::process::Command::new("/bin/sh")
+        let mut cmd = tokio::process::Command::new("/bin/sh");
+        if let Some(c) = p.creds {
+            // As root, std also drops every supplementary group.
+            cmd.uid(c.uid).gid(c.gid);
+        }
+        let mut child = cmd
             .arg("-c")
             .arg(&p.command)
             .current_dir(&p.dir)
@@ -111,6 +116,36 @@ impl Env for RealEnv {
     }
     fn pid(&self) -> u32 {
         std::process::id()
+    }
+    fn uid(&self) -> u32 {
+        nix::unistd::getuid().as_raw()
+    }
+    fn run_as<T, Fut, F>(
+        &self,
+        who: super::Creds,
+        home: &Path,
+        f: F,
+    ) -> impl std::future::Future<Output = io::Result<T>> + Send + use<T, Fut, F>
+    where
+        T: Send + 'static,
+        Fut: std::future::Future<Output = T> + Send + 'static,
+        F: FnOnce(std::path::PathBuf) -> Fut + Send + 'static,
+    {
+        let root = self.uid() == 0;
+        let home = home.to_path_buf();
+        async move {
+            if !root {
+                return Ok(f(home).await);
+            }
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            std::thread::Builder::new()
+                .name("delivery".into())
+                .spawn(move || {
+                    let _ = tx.send(deliver_on_this_thread(who, &home, f));
+                })?;
+            rx.await
+                .map_err(|_| io::Error::other("the delivery thread died"))?
+        }
     }
     fn local_addresses(&self) -> io::Result<Vec<std::net::IpAddr>> {
         let addrs = nix::ifaddrs::getifaddrs().map_err(io::Error::from)?;
@@ -234,6 +269,8 @@ impl Fs for RealFs {
             is_dir: m.is_dir(),
             mtime: m.modified()?,
             mode: m.mode() & 0o7777,
+            uid: m.uid(),
+            gid: m.gid(),
         })
     }
     fn try_lock(&self, path: &Path) -> io::Result<File> {
@@ -311,4 +348,17 @@ async fn read_capped<R: tokio::io::AsyncRead + Unpin>(r: Option<R>, cap: usize) 
         kept.extend_from_slice(&buf[..n.min(room)]);
     }
     kept
+}
+
+/// Become `who` in `home` on this (fresh) thread and run the delivery there to completion.
+fn deliver_on_this_thread<T, Fut, F>(who: super::Creds, home: &Path, f: F) -> io::Result<T>
+where
+    Fut: std::future::Future<Output = T>,
+    F: FnOnce(std::path::PathBuf) -> Fut,
+{
+    super::privsep::become_user(who, home)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(rt.block_on(f(std::path::PathBuf::from("."))))
 }

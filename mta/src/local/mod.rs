@@ -7,10 +7,11 @@ pub mod maildir;
 pub mod mbox;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::control::{ControlDir, ControlError};
 use crate::date;
-use crate::env::{Env, Exit, Fs, Program};
+use crate::env::{Creds, Env, Exit, Fs, Program};
 use crate::queue::{Disabled, MsgId};
 use assign::{Assign, User};
 use dotqmail::Instruction;
@@ -61,13 +62,13 @@ impl LocalConfig {
 
 /// One recipient of one message.
 #[derive(Debug, Clone)]
-pub struct Delivery<'a> {
+pub struct Delivery {
     pub id: MsgId,
     pub rcpt: u32,
-    pub sender: &'a str,
+    pub sender: String,
     /// The recipient after rewriting (`local@domain`).
-    pub recipient: &'a str,
-    pub message: &'a [u8],
+    pub recipient: String,
+    pub message: Arc<Vec<u8>>,
 }
 
 /// How a local delivery ended.
@@ -126,6 +127,10 @@ fn ext_n(ext: &str, n: usize) -> String {
 /// Where a recipient's mail goes: the user, the address split, and the .qmail instructions.
 struct Target<'a> {
     user: User,
+    /// Where paths inside home are named from (see [`Env::run_as`]).
+    base: PathBuf,
+    /// What `|program` lines run as (`None`: as this process).
+    creds: Option<Creds>,
     local: &'a str,
     domain: &'a str,
     ins: Vec<Instruction>,
@@ -143,15 +148,15 @@ struct Lines {
 }
 
 impl Lines {
-    fn new(d: &Delivery<'_>, now: u64) -> Lines {
+    fn new(d: &Delivery, now: u64) -> Lines {
         let from = if d.sender.is_empty() {
             "MAILER-DAEMON"
         } else {
-            d.sender
+            &d.sender
         };
         Lines {
             rp: format!("Return-Path: <{}>\n", d.sender),
-            dt: dtline(d.recipient),
+            dt: dtline(&d.recipient),
             ufline: format!("From {from} {}\n", date::ctime(now)),
         }
     }
@@ -161,11 +166,14 @@ impl Lines {
     }
 }
 
-/// The recipient's home directory, checked as qmail-local does.
-fn home_checked<F: crate::env::Fs>(fs: &F, user: &User) -> Result<(), Outcome> {
-    match fs.metadata(&user.home) {
+/// The recipient's home directory (`home`), checked as qmail-local does.
+fn home_checked<F: crate::env::Fs>(fs: &F, home: &Path) -> Result<(), Outcome> {
+    match fs.metadata(home) {
         Ok(m) if m.is_dir && m.mode & 0o022 != 0 => Err(Outcome::Deferred(
             "Uh-oh: home directory is writable. (#4.7.0)".into(),
+        )),
+        Ok(m) if m.is_dir && m.mode & 0o1000 != 0 => Err(Outcome::Deferred(
+            "Home directory is sticky: user is editing his .qmail file. (#4.2.1)".into(),
         )),
         Ok(m) if m.is_dir => Ok(()),
         _ => Err(Outcome::Deferred(
@@ -178,11 +186,12 @@ fn home_checked<F: crate::env::Fs>(fs: &F, user: &User) -> Result<(), Outcome> {
 fn find_dotqmail<F: crate::env::Fs>(
     fs: &F,
     user: &User,
+    home: &Path,
 ) -> Result<Option<(String, String, String)>, Outcome> {
     for (name, default) in dotqmail::candidates(&user.dash, &user.ext) {
-        let p = user.home.join(&name);
+        let p = home.join(&name);
         match fs.metadata(&p) {
-            Ok(m) if m.mode & 0o002 != 0 => {
+            Ok(m) if m.mode & 0o022 != 0 => {
                 return Err(Outcome::Deferred(
                     "Uh-oh: .qmail file is writable. (#4.7.0)".into(),
                 ))
@@ -201,7 +210,13 @@ fn find_dotqmail<F: crate::env::Fs>(
                     )))
                 }
             },
-            Err(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            // Not knowing whether it exists (no permission): neither skip it nor bounce.
+            Err(_) => {
+                return Err(Outcome::Deferred(format!(
+                    "Unable to read {name}. (#4.3.0)"
+                )))
+            }
         }
     }
     Ok(None)
@@ -209,14 +224,40 @@ fn find_dotqmail<F: crate::env::Fs>(
 
 /// The user a local part belongs to: users/assign, else the alias user with the whole local
 /// part as extension (qmail-lspawn).
-fn user_for(cfg: &LocalConfig, local: &str) -> User {
-    cfg.assign.lookup(local).unwrap_or_else(|| User {
-        user: "alias".into(),
-        uid: 0,
-        gid: 0,
-        home: cfg.root.join("alias"),
-        dash: "-".into(),
-        ext: local.to_string(),
+/// The alias user is whoever owns the alias directory (qmail's `alias` account).
+fn user_for<F: crate::env::Fs>(fs: &F, cfg: &LocalConfig, local: &str) -> User {
+    cfg.assign.lookup(local).unwrap_or_else(|| {
+        let home = cfg.root.join("alias");
+        let (uid, gid) = fs.metadata(&home).map_or((0, 0), |m| (m.uid, m.gid));
+        User {
+            user: "alias".into(),
+            uid,
+            gid,
+            home,
+            dash: "-".into(),
+            ext: local.to_string(),
+        }
+    })
+}
+
+/// qmail-lspawn's rule: never as root; and a server that is not root can only deliver as
+/// itself, so it says so for every other user instead of writing their files as its own.
+fn permitted<E: Env>(env: &E, u: &User) -> Result<Creds, Outcome> {
+    if u.uid == 0 {
+        return Err(Outcome::Deferred(
+            "Not allowed to perform deliveries as root. (#4.3.0)".into(),
+        ));
+    }
+    let me = env.uid();
+    if me != 0 && me != u.uid {
+        return Err(Outcome::Deferred(format!(
+            "Unable to deliver as uid {} ({}): mta run runs as uid {me}, not as root. (#4.3.0)",
+            u.uid, u.user
+        )));
+    }
+    Ok(Creds {
+        uid: u.uid,
+        gid: u.gid,
     })
 }
 
@@ -228,39 +269,29 @@ pub fn has_mailbox<F: crate::env::Fs>(fs: &F, cfg: &LocalConfig, recipient: &str
     if local.is_empty() {
         return true;
     }
-    let user = user_for(cfg, local);
-    if user.dash.is_empty() || home_checked(fs, &user).is_err() {
+    let user = user_for(fs, cfg, local);
+    if user.dash.is_empty() || home_checked(fs, &user.home).is_err() {
         return true;
     }
-    !matches!(find_dotqmail(fs, &user), Ok(None))
+    !matches!(find_dotqmail(fs, &user, &user.home), Ok(None))
 }
 
-/// Find the user and the instructions for a recipient (qmail-lspawn + qmail-local's lookup).
+/// The instructions for a recipient (qmail-local's lookup), run as the user in `base`.
 fn resolve<'a, F: crate::env::Fs>(
     fs: &F,
     cfg: &'a LocalConfig,
-    d: &Delivery<'a>,
+    d: &'a Delivery,
     dt: &str,
+    (user, base, creds): (User, PathBuf, Option<Creds>),
 ) -> Result<Target<'a>, Outcome> {
-    let (local, domain) = d
-        .recipient
-        .rsplit_once('@')
-        .unwrap_or((d.recipient, &cfg.me));
-    if local.is_empty() {
-        return Err(delivered(
-            "empty local part; dropped.".into(),
-            Vec::new(),
-            d,
-        ));
-    }
-    let user = user_for(cfg, local);
-    home_checked(fs, &user)?;
-    if looping(d.message, dt) {
+    let (local, domain) = split(cfg, d);
+    home_checked(fs, &base)?;
+    if looping(&d.message, dt) {
         return Err(Outcome::Failed(
             "This message is looping: it already has my Delivered-To line. (#5.4.6)".into(),
         ));
     }
-    let (text, default, owner_file) = match find_dotqmail(fs, &user)? {
+    let (text, default, owner_file) = match find_dotqmail(fs, &user, &base)? {
         Some((name, default, text)) => (text, default, Some(format!("{name}-owner"))),
         None if !user.dash.is_empty() => {
             return Err(Outcome::Failed(
@@ -278,11 +309,13 @@ fn resolve<'a, F: crate::env::Fs>(
         ins = dotqmail::parse(&cfg.defaultdelivery).unwrap_or_default();
     }
     let forward_sender = match owner_file {
-        Some(o) if fs.metadata(&user.home.join(&o)).is_ok() => format!("{local}-owner@{domain}"),
+        Some(o) if fs.metadata(&base.join(&o)).is_ok() => format!("{local}-owner@{domain}"),
         _ => d.sender.to_string(),
     };
     Ok(Target {
         user,
+        base,
+        creds,
         local,
         domain,
         ins,
@@ -292,7 +325,7 @@ fn resolve<'a, F: crate::env::Fs>(
 }
 
 /// qmail-command's environment for a `|program` line.
-fn program_vars(t: &Target<'_>, d: &Delivery<'_>, l: &Lines) -> Vec<(String, String)> {
+fn program_vars(t: &Target<'_>, d: &Delivery, l: &Lines) -> Vec<(String, String)> {
     let (domain, ext) = (t.domain, &t.user.ext);
     let vars = [
         ("SENDER", d.sender.to_string()),
@@ -356,7 +389,7 @@ async fn program<E: Env>(env: &E, cmd: &str, p: Program) -> Result<Step, Outcome
 async fn step<E: Env>(
     env: &E,
     cfg: &LocalConfig,
-    d: &Delivery<'_>,
+    d: &Delivery,
     t: &Target<'_>,
     l: &Lines,
     i: &Instruction,
@@ -366,8 +399,8 @@ async fn step<E: Env>(
             let id = (d.id.secs, d.id.rand, d.rcpt, safe_host(&cfg.me));
             let name = format!("{}.M{:016x}R{}.{}", id.0, id.1, id.2, id.3);
             let mut data = l.header();
-            data.extend_from_slice(d.message);
-            maildir::deliver(env.fs(), &t.user.home.join(p), &name, &data, cfg.disabled)
+            data.extend_from_slice(&d.message);
+            maildir::deliver(env.fs(), &t.base.join(p), &name, &data, cfg.disabled)
                 .map(|()| Step::File)
                 .map_err(|e| {
                     Outcome::Deferred(format!("Unable to deliver to Maildir {p}: {e}. (#4.2.1)"))
@@ -376,8 +409,8 @@ async fn step<E: Env>(
         Instruction::Mbox(p) => {
             let mut head = l.ufline.clone().into_bytes();
             head.extend_from_slice(&l.header());
-            let path = t.user.home.join(p);
-            match mbox::deliver(env, &path, &head, d.message, cfg.disabled).await {
+            let path = t.base.join(p);
+            match mbox::deliver(env, &path, &head, &d.message, cfg.disabled).await {
                 Ok(()) => Ok(Step::File),
                 Err(mbox::MboxError::Locked) => {
                     Err(Outcome::Deferred(format!("Unable to lock {p}. (#4.2.1)")))
@@ -390,7 +423,8 @@ async fn step<E: Env>(
         Instruction::Program(cmd) => {
             let p = Program {
                 command: cmd.clone(),
-                dir: t.user.home.clone(),
+                dir: t.base.clone(),
+                creds: t.creds,
                 vars: program_vars(t, d, l),
                 stdin: d.message.to_vec(),
             };
@@ -400,10 +434,48 @@ async fn step<E: Env>(
     }
 }
 
-/// Deliver one recipient.
-pub async fn deliver<E: Env>(env: &E, cfg: &LocalConfig, d: &Delivery<'_>) -> Outcome {
+/// The recipient split at its last `@` (no `@`: this host's name).
+fn split<'a>(cfg: &'a LocalConfig, d: &'a Delivery) -> (&'a str, &'a str) {
+    d.recipient
+        .rsplit_once('@')
+        .unwrap_or((&d.recipient, &cfg.me))
+}
+
+/// Deliver one recipient: find the user (qmail-lspawn), then do the rest as that user.
+pub async fn deliver<E: Env>(env: &E, cfg: &Arc<LocalConfig>, d: Delivery) -> Outcome {
+    let (local, _) = split(cfg, &d);
+    if local.is_empty() {
+        return delivered("empty local part; dropped.".into(), Vec::new(), &d);
+    }
+    let user = user_for(env.fs(), cfg, local);
+    let who = match permitted(env, &user) {
+        Ok(c) => c,
+        Err(o) => return o,
+    };
+    let home = user.home.clone();
+    // Programs change user themselves only where this process could (root).
+    let creds = (env.uid() == 0).then_some(who);
+    let (env2, cfg2) = (env.clone(), cfg.clone());
+    let run = env.run_as(who, &home, move |base| async move {
+        as_user(&env2, &cfg2, &d, (user, base, creds)).await
+    });
+    run.await.unwrap_or_else(|e| {
+        Outcome::Deferred(format!(
+            "Unable to switch to {}: {e}. (#4.3.0)",
+            home.display()
+        ))
+    })
+}
+
+/// qmail-local: read the user's .qmail file and carry out its instructions.
+async fn as_user<E: Env>(
+    env: &E,
+    cfg: &LocalConfig,
+    d: &Delivery,
+    who: (User, PathBuf, Option<Creds>),
+) -> Outcome {
     let lines = Lines::new(d, crate::env::unix_secs(env.now()));
-    let t = match resolve(env.fs(), cfg, d, &lines.dt) {
+    let t = match resolve(env.fs(), cfg, d, &lines.dt, who) {
         Ok(t) => t,
         Err(o) => return o,
     };
@@ -427,7 +499,7 @@ pub async fn deliver<E: Env>(env: &E, cfg: &LocalConfig, d: &Delivery<'_>) -> Ou
     let mut fwd = Vec::new();
     if !forwards.is_empty() {
         fwd = lines.dt.clone().into_bytes();
-        fwd.extend_from_slice(d.message);
+        fwd.extend_from_slice(&d.message);
     }
     let report = format!("{}did {}+{}+{}/", report, files, forwards.len(), programs);
     Outcome::Delivered {
@@ -438,7 +510,7 @@ pub async fn deliver<E: Env>(env: &E, cfg: &LocalConfig, d: &Delivery<'_>) -> Ou
     }
 }
 
-fn delivered(report: String, forwards: Vec<String>, d: &Delivery<'_>) -> Outcome {
+fn delivered(report: String, forwards: Vec<String>, d: &Delivery) -> Outcome {
     Outcome::Delivered {
         report,
         forwards,

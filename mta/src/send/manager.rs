@@ -326,11 +326,11 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
                         let del = local::Delivery {
                             id,
                             rcpt,
-                            sender: &sender,
-                            recipient: &to,
-                            message: &data,
+                            sender,
+                            recipient: to,
+                            message: data,
                         };
-                        let outcome = local::deliver(&env, &cfg, &del).await;
+                        let outcome = local::deliver(&env, &cfg, del).await;
                         let _ = tx.send(JobResult {
                             id,
                             rcpt,

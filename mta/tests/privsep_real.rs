@@ -1,0 +1,145 @@
+//! Privilege separation on a real host, as root (CI runs as root): local deliveries run as
+//! the recipient's uid and gid from `users/assign`, with no supplementary groups; files they
+//! write belong to the user; a user's symlink cannot make the delivery write where the user
+//! could not; an entry with uid 0 is refused.
+
+mod common;
+
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::Server;
+
+const MTA: &str = env!("CARGO_BIN_EXE_mta");
+const UID: u32 = 4242;
+const GID: u32 = 4343;
+
+fn inject(root: &Path, rcpt: &str, subject: &str) {
+    let mut c = Command::new(MTA)
+        .args(["inject", "-f", "joe@heaven.af.mil", rcpt, "--root"])
+        .arg(root)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let msg = format!("Subject: {subject}\n\nx\n");
+    c.stdin.take().unwrap().write_all(msg.as_bytes()).unwrap();
+    assert!(c.wait().unwrap().success());
+}
+
+/// An installation where fred is uid 4242 / gid 4343 (no such account needed) and joe's
+/// entry says uid 0; `mta run` with its log lines in a file.
+fn start() -> (Server, PathBuf) {
+    assert_eq!(
+        nix::unistd::getuid().as_raw(),
+        0,
+        "runs as root, as CI does"
+    );
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let ok = Command::new(MTA)
+        .args([
+            "init",
+            "--me",
+            "heaven.af.mil",
+            "--user",
+            "fred",
+            "--user",
+            "joe",
+            "--root",
+        ])
+        .arg(r)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let fred = r.join("home/fred");
+    let joe = r.join("home/joe");
+    let assign = format!(
+        "=fred:fred:{UID}:{GID}:{f}:::\n+fred-:fred:{UID}:{GID}:{f}:-::\n=joe:joe:0:0:{j}:::\n.\n",
+        f = fred.display(),
+        j = joe.display()
+    );
+    std::fs::write(r.join("users/assign"), assign).unwrap();
+    for d in ["", "Maildir", "Maildir/new", "Maildir/cur", "Maildir/tmp"] {
+        std::os::unix::fs::chown(fred.join(d), Some(UID), Some(GID)).unwrap();
+    }
+    let log = r.join("stderr");
+    let mut cmd = Command::new(MTA);
+    cmd.args(["run", "--listen", "127.0.0.1:0", "--root"])
+        .arg(r)
+        .env("MTA_LOG", "mta::send=info")
+        .stderr(std::fs::File::create(&log).unwrap());
+    let (child, addr) = common::spawn_listening(cmd);
+    (Server { child, addr, root }, log)
+}
+
+fn log_has(log: &Path, what: &str) -> bool {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .contains(what)
+}
+
+#[test]
+fn programs_and_files_are_the_recipients_and_root_is_refused() {
+    let (srv, log) = start();
+    let r = srv.root.path();
+    let fred = r.join("home/fred");
+    std::fs::write(
+        fred.join(".qmail"),
+        "|echo \"$(id -u) $(id -g) $(id -G)\" > ids\n./Maildir/\n",
+    )
+    .unwrap();
+    inject(r, "fred", "ids");
+    common::eventually("fred's delivery", 30, || {
+        log_has(&log, "delivery 1: success:")
+    });
+    let ids = std::fs::read_to_string(fred.join("ids")).unwrap();
+    assert_eq!(ids.trim(), format!("{UID} {GID} {GID}"), "uid, gid, groups");
+    assert_eq!(std::fs::metadata(fred.join("ids")).unwrap().uid(), UID);
+    let new: Vec<_> = std::fs::read_dir(fred.join("Maildir/new"))
+        .unwrap()
+        .collect();
+    assert_eq!(new.len(), 1);
+    let m = new[0].as_ref().unwrap().metadata().unwrap();
+    assert_eq!((m.uid(), m.gid()), (UID, GID), "the message file is fred's");
+
+    inject(r, "joe", "as root");
+    common::eventually("joe's delivery is refused", 30, || {
+        log_has(&log, "Not_allowed_to_perform_deliveries_as_root.")
+    });
+    let joe_new = r.join("home/joe/Maildir/new");
+    assert_eq!(std::fs::read_dir(joe_new).unwrap().count(), 0);
+}
+
+#[test]
+fn a_symlink_in_a_home_cannot_reach_what_the_user_cannot() {
+    let (srv, log) = start();
+    let r = srv.root.path();
+    // A Maildir only root may write, and fred's link to it.
+    let vault = r.join("vault");
+    for d in ["", "new", "cur", "tmp"] {
+        std::fs::create_dir_all(vault.join(d)).unwrap();
+    }
+    std::fs::set_permissions(&vault, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let fred = r.join("home/fred");
+    std::os::unix::fs::symlink(&vault, fred.join("vault")).unwrap();
+    std::fs::write(fred.join(".qmail-steal"), "./vault/\n").unwrap();
+    // And a .qmail file that is a link to a file only root may read.
+    let secret = r.join("secret");
+    std::fs::write(&secret, "&thief@elsewhere.example\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::symlink(&secret, fred.join(".qmail-peek")).unwrap();
+    inject(r, "fred-steal", "steal");
+    inject(r, "fred-peek", "peek");
+    common::eventually("both deliveries deferred", 30, || {
+        let l = std::fs::read_to_string(&log).unwrap_or_default();
+        l.matches(": deferral: ").count() >= 2
+    });
+    assert_eq!(std::fs::read_dir(vault.join("new")).unwrap().count(), 0);
+    let l = std::fs::read_to_string(&log).unwrap();
+    assert!(l.contains("Unable_to_read_.qmail-peek."), "{l}");
+    assert!(!l.contains("thief"), "{l}");
+}
