@@ -553,3 +553,41 @@ fn memory_stays_bounded_whatever_the_client_sends() {
     }
     assert!(s.memory() < 200_000, "{}", s.memory());
 }
+
+#[test]
+fn progress_counts_command_lines_and_data_bytes_for_the_deadlines() {
+    use mta::smtp::deadline::Progress;
+    let mut s = Session::new(policy(), 0);
+    assert_eq!(
+        s.progress(),
+        Progress {
+            lines: 0,
+            data: None
+        }
+    );
+    // A partial line is no progress; its end is.
+    s.input(b"NOOP");
+    assert_eq!(s.progress().lines, 0);
+    s.input(b"\r\n");
+    assert_eq!(s.progress().lines, 1);
+    s.input(SEND.as_bytes());
+    assert_eq!(
+        s.progress(),
+        Progress {
+            lines: 4,
+            data: Some(0)
+        }
+    );
+    s.input(b"Subject: x\r\n\r\nhi\r");
+    assert_eq!(s.progress().data, Some(17));
+    // Cut off mid-message: a 421, closed, nothing kept.
+    s.take_output();
+    s.cut_off("421 message arriving too slowly, closing connection (#4.4.2)");
+    assert_eq!(
+        s.take_output(),
+        b"421 message arriving too slowly, closing connection (#4.4.2)\r\n"
+    );
+    assert!(s.is_closed());
+    assert_eq!(s.data_len(), 0);
+    assert_eq!(s.input(b"\n.\r\n"), Step::Close);
+}
