@@ -263,7 +263,11 @@ fn slowloris_clients_free_their_concurrencyincoming_slots_at_the_deadline() {
         c = ok.then_some(n);
         ok
     });
-    assert!(t0.elapsed() < Duration::from_millis(3500), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_millis(3500),
+        "{:?}",
+        t0.elapsed()
+    );
     assert!(send_message(c.as_mut().unwrap(), "normal").starts_with("250"));
     for h in slow {
         assert!(h.join().unwrap().0.starts_with("421 command not received"));

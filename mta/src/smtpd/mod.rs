@@ -372,7 +372,9 @@ where
                     tracing::debug!("session {peer}: unfinished spooled message removed");
                 }
                 let out = s.take_output();
-                return write_timed(env, &mut stream, &out, t).await;
+                write_timed(env, &mut stream, &out, t).await?;
+                linger(env, &mut stream).await;
+                return Ok(());
             }
         };
         if n == 0 {
@@ -395,6 +397,34 @@ where
             // The message ended without a commit (too big, looping): drop its spool.
             spooled = None;
         }
+    }
+}
+
+/// How long, and for how many bytes, a closing session drains a client still sending.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 64 * 1024;
+
+/// After the closing reply to a client that may still be sending: end our side, then read
+/// and discard what comes for a moment. Closing with unread input would be a reset, which can
+/// destroy the reply before the client reads it (Apache's "lingering close").
+async fn linger<E: Env, S>(env: &E, stream: &mut S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let _ = stream.shutdown().await;
+    let mut buf = [0u8; 4096];
+    let drain = async {
+        let mut total = 0;
+        while total < LINGER_BYTES {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    tokio::select! {
+        () = drain => {}
+        () = env.sleep(LINGER) => {}
     }
 }
 
