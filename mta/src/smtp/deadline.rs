@@ -3,10 +3,11 @@
 //! qmail-smtpd's `timeoutsmtpd` bounds a single read, so a client sending one byte just inside
 //! each timeout holds its session (and a `concurrencyincoming` slot) forever. These deadlines
 //! bound the whole unit instead: a command line must arrive complete within
-//! [`Limits::command`] of the server being ready for it, and a message within
-//! max([`Limits::data_base`], bytes / [`Limits::data_rate`]) of the `354`. The driver tells
-//! the [`Watch`] what the session has reached and the time (its environment's clock); the
-//! watch says how long the client has left.
+//! [`Limits::command`] of its first byte, and a message within
+//! max([`Limits::data_base`], bytes / [`Limits::data_rate`]) of its first byte. Before the
+//! first byte only the per-read timeout applies, so an idle client still gets qmail's `451
+//! timeout`. The driver tells the [`Watch`] what the session has reached and the time (its
+//! environment's clock); the watch says how long the client has left.
 
 use std::time::{Duration, SystemTime};
 
@@ -26,12 +27,21 @@ pub struct Limits {
     pub data_rate: u64,
 }
 
-/// What the session has reached: completed command lines, and the message bytes received so
-/// far while a message is being received.
+/// What the session has reached: completed command lines, the message bytes received so far
+/// while a message is being received, and whether any byte of the current command line or
+/// message has arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
     pub lines: u64,
     pub data: Option<u64>,
+    pub started: bool,
+}
+
+impl Progress {
+    /// Which unit this is, and whether it has begun: a change is a new clock.
+    fn key(&self) -> (u64, bool, bool) {
+        (self.lines, self.data.is_some(), self.started)
+    }
 }
 
 /// Which deadline ran out.
@@ -55,8 +65,7 @@ impl Overdue {
 #[derive(Debug, Clone)]
 pub struct Watch {
     limits: Limits,
-    /// Progress when the current unit began; a change of `lines` or of `data` being some
-    /// starts a new unit.
+    /// Progress when the clock last started.
     mark: Progress,
     since: SystemTime,
 }
@@ -77,16 +86,20 @@ impl Watch {
         self.since = now;
     }
 
-    /// Note the session's progress after input: a new unit starts its clock now.
+    /// Note the session's progress after input: a new unit, or the first byte of one, starts
+    /// the clock now.
     pub fn observe(&mut self, p: Progress, now: SystemTime) {
-        if p.lines != self.mark.lines || p.data.is_some() != self.mark.data.is_some() {
+        if p.key() != self.mark.key() {
             self.restart(p, now);
         }
     }
 
     /// Time the client has left for the current unit, and which deadline that is; `None` when
-    /// nothing bounds it. A clock that went backwards counts as no time passed.
+    /// nothing bounds it (yet). A clock that went backwards counts as no time passed.
     pub fn left(&self, p: Progress, now: SystemTime) -> Option<(Duration, Overdue)> {
+        if !p.started {
+            return None;
+        }
         let elapsed = now.duration_since(self.since).unwrap_or_default();
         let (allowed, what) = match p.data {
             None => (self.limits.command, Overdue::Command),
@@ -115,21 +128,36 @@ mod tests {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000 + secs)
     }
 
+    fn idle(lines: u64) -> Progress {
+        Progress {
+            lines,
+            data: None,
+            started: false,
+        }
+    }
+
     fn cmd(lines: u64) -> Progress {
-        Progress { lines, data: None }
+        Progress {
+            started: true,
+            ..idle(lines)
+        }
     }
 
     fn data(lines: u64, bytes: u64) -> Progress {
         Progress {
             lines,
             data: Some(bytes),
+            started: bytes > 0,
         }
     }
 
     #[test]
     fn a_trickled_command_runs_out_whatever_arrives() {
-        let mut w = Watch::new(LIMITS, cmd(0), at(0));
-        // Bytes keep coming but no line ends: the clock keeps running.
+        let mut w = Watch::new(LIMITS, idle(0), at(0));
+        // Idle: only the per-read timeout applies (qmail's 451).
+        assert_eq!(w.left(idle(0), at(500)), None);
+        // The first byte starts the clock; bytes keep coming but no line ends.
+        w.observe(cmd(0), at(0));
         for s in 1..10 {
             w.observe(cmd(0), at(s));
         }
@@ -141,15 +169,22 @@ mod tests {
             w.left(cmd(0), at(11)),
             Some((Duration::ZERO, Overdue::Command))
         );
-        // A completed line starts the next command's clock.
+        // A completed line with the start of the next: that command's clock starts.
         w.observe(cmd(1), at(9));
         assert_eq!(w.left(cmd(1), at(11)).unwrap().0, Duration::from_secs(8));
+        // A completed line alone: idle again until the next byte.
+        w.observe(idle(2), at(12));
+        assert_eq!(w.left(idle(2), at(100)), None);
+        w.observe(cmd(2), at(100));
+        assert_eq!(w.left(cmd(2), at(101)).unwrap().0, Duration::from_secs(9));
     }
 
     #[test]
     fn data_gets_the_base_time_then_needs_the_minimum_rate() {
         let mut w = Watch::new(LIMITS, cmd(3), at(0));
-        w.observe(data(4, 0), at(5));
+        w.observe(data(4, 0), at(1));
+        assert_eq!(w.left(data(4, 0), at(500)), None, "no byte yet");
+        w.observe(data(4, 1), at(5));
         let left = |bytes, t| w.left(data(4, bytes), at(t)).unwrap();
         assert_eq!(left(10, 64), (Duration::from_secs(1), Overdue::Data));
         assert_eq!(left(10, 70).0, Duration::ZERO);
@@ -170,13 +205,14 @@ mod tests {
             data_rate: 0,
             ..LIMITS
         };
-        let w = Watch::new(limits, data(1, 0), at(0));
+        let w = Watch::new(limits, data(1, 5), at(0));
         assert_eq!(w.left(data(1, 5), at(1_000_000)), None);
     }
 
     #[test]
     fn a_clock_going_backwards_is_no_time_passed() {
         let w = Watch::new(LIMITS, cmd(0), at(100));
+        assert!(w.left(cmd(0), at(50)).is_some());
         assert_eq!(w.left(cmd(0), at(50)).unwrap().0, LIMITS.command);
     }
 }

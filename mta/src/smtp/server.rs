@@ -250,9 +250,16 @@ impl Session {
 
     /// What the session has reached, for [`super::deadline::Watch`].
     pub fn progress(&self) -> super::deadline::Progress {
+        let data = self.in_data().then_some(self.raw);
+        let started = match self.mode {
+            Mode::Command => !self.line.is_empty(),
+            Mode::Overlong => true,
+            _ => self.raw > 0,
+        };
         super::deadline::Progress {
             lines: self.lines,
-            data: self.in_data().then_some(self.raw),
+            data,
+            started,
         }
     }
 
