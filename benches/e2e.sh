@@ -24,6 +24,7 @@ run_mta() {
   root=$(mktemp -d "${MTA_BENCH_DIR:-/tmp}/mta-e2e.XXXXXX")
   ./target/release/mta init --root "$root" --me bench.local --user fred >/dev/null
   echo 2000 > "$root/control/concurrencyincoming"
+  echo 0 > "$root/control/concurrencyperip"
   ./target/release/mta run --root "$root" --listen 127.0.0.1:0 > "$root/out" 2>/dev/null &
   mpid=$!
   for _ in $(seq 50); do grep -q listening "$root/out" 2>/dev/null && break; sleep 0.1; done

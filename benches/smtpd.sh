@@ -8,6 +8,7 @@ root=$(mktemp -d "${MTA_BENCH_DIR:-/tmp}/mta-smtpd.XXXXXX")
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$root" || true' EXIT
 ./target/release/mta init --root "$root" --me heaven.af.mil --user fred >/dev/null
 echo 2000 > "$root/control/concurrencyincoming"
+echo 0 > "$root/control/concurrencyperip"
 ./target/release/mta run --root "$root" --listen 127.0.0.1:0 > "$root/out" 2>/dev/null &
 pid=$!
 for _ in $(seq 50); do grep -q listening "$root/out" 2>/dev/null && break; sleep 0.1; done

@@ -69,6 +69,8 @@ fn running_out_of_file_descriptors_is_survived() {
     let root = dir.path().join("mta");
     common::init(MTA, &root, "example.org", "alice");
     std::fs::write(root.join("control/concurrencyincoming"), "500\n").unwrap();
+    // Every flood connection comes from 127.0.0.1: no per-address limit here.
+    std::fs::write(root.join("control/concurrencyperip"), "0\n").unwrap();
     let log = dir.path().join("stderr");
     let (mut mta, addr) = spawn_limited(&root, 48, &log);
     let mut first = TcpStream::connect(addr).unwrap();

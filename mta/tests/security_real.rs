@@ -176,6 +176,21 @@ fn bad_numeric_control_files_stop_the_start_naming_file_and_line() {
         ),
         ("timeoutremote", "x\n", "control/timeoutremote line 1"),
         (
+            "concurrencyperip",
+            "# per address\nten\n",
+            "control/concurrencyperip line 2: not a number: \"ten\"",
+        ),
+        (
+            "timeoutdata",
+            "-5\n",
+            "control/timeoutdata line 1: not a number",
+        ),
+        (
+            "dataminrate",
+            "1k\n",
+            "control/dataminrate line 1: not a number",
+        ),
+        (
             "smtproutes",
             ":relay.example:smtp\n",
             "control/smtproutes line 1: bad port",

@@ -553,3 +553,34 @@ fn memory_stays_bounded_whatever_the_client_sends() {
     }
     assert!(s.memory() < 200_000, "{}", s.memory());
 }
+
+#[test]
+fn progress_counts_command_lines_and_data_bytes_for_the_deadlines() {
+    use mta::smtp::deadline::Progress;
+    let p = |lines, data, started| Progress {
+        lines,
+        data,
+        started,
+    };
+    let mut s = Session::new(policy(), 0);
+    assert_eq!(s.progress(), p(0, None, false));
+    // A partial line has started; its end is a completed line.
+    s.input(b"NOOP");
+    assert_eq!(s.progress(), p(0, None, true));
+    s.input(b"\r\n");
+    assert_eq!(s.progress(), p(1, None, false));
+    s.input(SEND.as_bytes());
+    assert_eq!(s.progress(), p(4, Some(0), false));
+    s.input(b"Subject: x\r\n\r\nhi\r");
+    assert_eq!(s.progress(), p(4, Some(17), true));
+    // Cut off mid-message: a 421, closed, nothing kept.
+    s.take_output();
+    s.cut_off("421 message arriving too slowly, closing connection (#4.4.2)");
+    assert_eq!(
+        s.take_output(),
+        b"421 message arriving too slowly, closing connection (#4.4.2)\r\n"
+    );
+    assert!(s.is_closed());
+    assert_eq!(s.data_len(), 0);
+    assert_eq!(s.input(b"\n.\r\n"), Step::Close);
+}

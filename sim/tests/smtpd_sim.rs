@@ -141,3 +141,66 @@ fn a_failed_fsync_at_any_operation_loses_no_acknowledged_message() {
     assert!(c.runs >= 10, "{} runs", c.runs);
     assert!(c.violations.is_empty(), "{:?}", c.violations);
 }
+
+/// Whole-command and whole-DATA deadlines run on the environment's clock: in the simulator,
+/// turmoil's. Clients trickle one byte per simulated second (every read in time for a 5 s
+/// `timeoutsmtpd`) and are cut at the 5 s deadline of their command or message.
+#[test]
+fn trickling_clients_are_cut_at_the_deadline_in_simulated_time() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let clock = sim::fs::Clock::new(EPOCH_MS);
+    let disk = Disk::with_image(
+        installation(&[("timeoutsmtpd", "5\n"), ("timeoutdata", "5\n")]),
+        clock,
+    );
+    let mut sim = turmoil::Builder::new()
+        .simulation_duration(Duration::from_secs(120))
+        .build();
+    MtaHost::new("mta", disk, 1, false).install(&mut sim);
+    let cases: [(&str, &[u8], &str); 2] = [
+        ("command", b"", "421 command not received in time"),
+        (
+            "data",
+            b"MAIL FROM:<a@b.example>\r\nRCPT TO:<fred@heaven.af.mil>\r\nDATA\r\n",
+            "421 message arriving too slowly",
+        ),
+    ];
+    for (name, setup, want) in cases {
+        sim.client(name, async move {
+            let to = std::net::SocketAddr::new(turmoil::lookup("mta"), PORT);
+            let mut r = BufReader::new(turmoil::net::TcpStream::connect(to).await?);
+            let mut line = String::new();
+            r.read_line(&mut line).await?;
+            r.get_mut().write_all(setup).await?;
+            // The replies to the setup (pipelined), up to the 354.
+            for _ in 0..setup.iter().filter(|&&b| b == b'\n').count() {
+                line.clear();
+                r.read_line(&mut line).await?;
+            }
+            let t0 = turmoil::sim_elapsed().unwrap();
+            let (rd, mut wr) = tokio::io::split(r);
+            let mut rd = BufReader::new(rd);
+            let trickle = async move {
+                for _ in 0..60 {
+                    if wr.write_all(b"x").await.is_err() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            };
+            line.clear();
+            let got = tokio::select! {
+                r = rd.read_line(&mut line) => r.map(|_| line.clone()),
+                () = trickle => Ok("trickle never cut".into()),
+            }?;
+            let took = turmoil::sim_elapsed().unwrap() - t0;
+            assert!(got.starts_with(want), "{name}: {got:?}");
+            assert!(
+                took >= Duration::from_secs(4) && took <= Duration::from_secs(6),
+                "{name}: cut after {took:?}"
+            );
+            Ok(())
+        });
+    }
+    sim.run().unwrap();
+}

@@ -3,5 +3,6 @@
 
 pub mod address;
 pub mod client;
+pub mod deadline;
 pub mod received;
 pub mod server;

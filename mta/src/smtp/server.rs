@@ -158,6 +158,10 @@ pub struct Session {
     data: Vec<u8>,
     /// Message bytes received in this DATA (after CRLF → LF), for databytes.
     count: u64,
+    /// Bytes the client sent in this DATA, as sent (for the minimum-rate deadline).
+    raw: u64,
+    /// Command lines completed so far (for the whole-command deadline).
+    lines: u64,
     pending: Vec<u8>,
     out: Vec<u8>,
 }
@@ -182,6 +186,8 @@ impl Session {
             line: Vec::new(),
             data: Vec::new(),
             count: 0,
+            raw: 0,
+            lines: 0,
             pending: Vec::new(),
             out,
         }
@@ -233,6 +239,30 @@ impl Session {
         self.mode = Mode::Closed;
     }
 
+    /// A deadline ran out (see [`super::deadline`]): say so and close. Nothing received of
+    /// an unfinished message is kept.
+    pub fn cut_off(&mut self, reply_text: &str) {
+        reply(&mut self.out, reply_text);
+        self.data = Vec::new();
+        self.reset();
+        self.mode = Mode::Closed;
+    }
+
+    /// What the session has reached, for [`super::deadline::Watch`].
+    pub fn progress(&self) -> super::deadline::Progress {
+        let data = self.in_data().then_some(self.raw);
+        let started = match self.mode {
+            Mode::Command => !self.line.is_empty(),
+            Mode::Overlong => true,
+            _ => self.raw > 0,
+        };
+        super::deadline::Progress {
+            lines: self.lines,
+            data,
+            started,
+        }
+    }
+
     /// Process input. Stops early at a complete message; the unprocessed rest is kept and
     /// resumed by the next call (which may pass an empty slice).
     pub fn input(&mut self, buf: &[u8]) -> Step {
@@ -257,7 +287,11 @@ impl Session {
                     return self.message_step();
                 }
                 Mode::Command | Mode::Overlong => i += self.command_bytes(&buf[i..]),
-                Mode::Data { .. } => i += self.data_bytes(&buf[i..]),
+                Mode::Data { .. } => {
+                    let n = self.data_bytes(&buf[i..]);
+                    self.raw += n as u64;
+                    i += n;
+                }
             }
         }
         match self.mode {
@@ -291,6 +325,9 @@ impl Session {
             Some(n) => (n + 1, true),
             None => (buf.len(), false),
         };
+        if complete {
+            self.lines += 1;
+        }
         if matches!(self.mode, Mode::Overlong) {
             if complete {
                 reply(&mut self.out, "500 command line too long (#5.5.2)");
@@ -505,6 +542,7 @@ impl Session {
         );
         self.data = received.into_bytes();
         self.count = 0;
+        self.raw = 0;
         self.mode = Mode::Data {
             st: Data::LineStart,
             hops: Hops::default(),

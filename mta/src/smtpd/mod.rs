@@ -2,6 +2,7 @@
 //! the environment's network, committing messages through the queue service.
 
 pub mod filter;
+pub mod perip;
 pub mod rules;
 
 use std::net::{IpAddr, SocketAddr};
@@ -19,9 +20,11 @@ use crate::env::{unix_secs, Env, Fs, Listener, Net};
 use crate::queue::service::QueueHandle;
 use crate::queue::spool::{self, Spool};
 use crate::queue::{Config, NewMessage, Paths};
+use crate::smtp::deadline::{self, Limits, Watch};
 use crate::smtp::received::Peer;
 use crate::smtp::server::{CommitError, Policy, RcptCheck, Session, Step};
 use filter::{Filter, Input, Verdict};
+use perip::PerIp;
 use rules::Rules;
 
 /// Everything the receiver reads from control files (reloaded on SIGHUP).
@@ -34,8 +37,13 @@ pub struct Settings {
     pub badmailfrom: Vec<String>,
     pub databytes: u64,
     pub localiphost: String,
+    /// control/timeoutsmtpd: one read, and one whole command line.
     pub timeout: Duration,
+    /// Whole-command and whole-DATA deadlines (timeoutsmtpd, timeoutdata, dataminrate).
+    pub deadlines: Limits,
     pub concurrency: usize,
+    /// control/concurrencyperip (default 10; 0: no limit): sessions from one address.
+    pub concurrency_per_ip: usize,
     pub rules: Rules,
     pub filters: Vec<String>,
     /// Our own addresses, for `box@[ip]`.
@@ -76,6 +84,7 @@ impl Settings {
             }
         };
         let rcpthosts = c.lines("rcpthosts")?;
+        let timeout = c.number("timeoutsmtpd", 1200)?;
         Ok(Settings {
             greeting: c.line_or("smtpgreeting", &me)?,
             rcpthosts,
@@ -88,8 +97,15 @@ impl Settings {
                 .collect(),
             databytes: c.number("databytes", 0)?,
             localiphost: c.line_or("localiphost", &me)?,
-            timeout: Duration::from_secs(c.number("timeoutsmtpd", 1200)?),
+            timeout: Duration::from_secs(timeout),
+            deadlines: Limits {
+                command: Duration::from_secs(timeout),
+                data_base: Duration::from_secs(c.number("timeoutdata", timeout)?),
+                data_rate: c.number("dataminrate", deadline::DEFAULT_DATA_RATE)?,
+            },
             concurrency: c.number("concurrencyincoming", 100)? as usize,
+            // Enough for a busy sender's parallel deliveries, far from every slot.
+            concurrency_per_ip: c.number("concurrencyperip", 10)? as usize,
             rules,
             filters: c.lines("smtpfilters")?.unwrap_or_default(),
             local_ips: vec![IpAddr::from([127, 0, 0, 1])],
@@ -165,6 +181,10 @@ pub fn local_rcpt_check<E: Env>(env: &E, root: &Path) -> Result<RcptCheck, Setti
 pub struct Stats {
     pub sessions: AtomicU64,
     pub refused_busy: AtomicU64,
+    /// Connections refused by `concurrencyperip`.
+    pub refused_per_ip: AtomicU64,
+    /// Sessions closed by a whole-command or whole-DATA deadline.
+    pub cut_off: AtomicU64,
     pub messages: AtomicU64,
     pub active: AtomicUsize,
 }
@@ -234,46 +254,78 @@ pub async fn serve<E: Env>(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut sessions = JoinSet::new();
+    let per_ip = PerIp::default();
     loop {
         tokio::select! {
             biased;
             _ = shutdown.changed() => break,
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
-            r = listener.accept() => {
-                let (stream, peer) = match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!("accept: {e}");
-                        rx.env.sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let settings = rx.settings.borrow().clone();
-                rx.stats.sessions.fetch_add(1, Ordering::Relaxed);
-                if rx.stats.active.load(Ordering::SeqCst) >= settings.concurrency {
-                    rx.stats.refused_busy.fetch_add(1, Ordering::Relaxed);
-                    let env = rx.env.clone();
-                    sessions.spawn(async move {
-                        let mut stream = stream;
-                        let msg = b"421 too many sessions, try again later (#4.3.2)\r\n";
-                        let _ = write_timed(&env, &mut stream, msg, Duration::from_secs(10)).await;
-                    });
-                    continue;
+            r = listener.accept() => match r {
+                Ok((stream, peer)) => admit(&rx, &per_ip, &mut sessions, stream, peer),
+                Err(e) => {
+                    tracing::warn!("accept: {e}");
+                    rx.env.sleep(Duration::from_millis(100)).await;
                 }
-                rx.stats.active.fetch_add(1, Ordering::SeqCst);
-                let r2 = rx.clone();
-                sessions.spawn(async move {
-                    let qp = r2.stats.sessions.load(Ordering::Relaxed);
-                    if let Err(e) = session(&r2, stream, peer, settings, qp).await {
-                        tracing::debug!("session {peer}: {e}");
-                    }
-                    r2.stats.active.fetch_sub(1, Ordering::SeqCst);
-                });
-            }
+            },
         }
     }
     drop(listener);
     while sessions.join_next().await.is_some() {}
+}
+
+/// Start a session for an accepted connection, or refuse it: first over the client
+/// address's own limit (so a greedy client never takes the slots others need), then over the
+/// overall one.
+fn admit<E: Env>(
+    rx: &Receiver<E>,
+    per_ip: &PerIp,
+    sessions: &mut JoinSet<()>,
+    stream: <E::Net as Net>::Stream,
+    peer: SocketAddr,
+) {
+    let settings = rx.settings.borrow().clone();
+    rx.stats.sessions.fetch_add(1, Ordering::Relaxed);
+    let Some(slot) = per_ip.acquire(peer.ip(), settings.concurrency_per_ip) else {
+        rx.stats.refused_per_ip.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            "{peer}: concurrencyperip ({}) reached, refused",
+            settings.concurrency_per_ip
+        );
+        let msg = "421 too many connections from your address, closing connection (#4.3.2)";
+        return refuse(&rx.env, sessions, stream, msg);
+    };
+    if rx.stats.active.load(Ordering::SeqCst) >= settings.concurrency {
+        rx.stats.refused_busy.fetch_add(1, Ordering::Relaxed);
+        drop(slot);
+        return refuse(
+            &rx.env,
+            sessions,
+            stream,
+            "421 too many sessions, try again later (#4.3.2)",
+        );
+    }
+    rx.stats.active.fetch_add(1, Ordering::SeqCst);
+    let r2 = rx.clone();
+    sessions.spawn(async move {
+        let _slot = slot;
+        let qp = r2.stats.sessions.load(Ordering::Relaxed);
+        if let Err(e) = session(&r2, stream, peer, settings, qp).await {
+            tracing::debug!("session {peer}: {e}");
+        }
+        r2.stats.active.fetch_sub(1, Ordering::SeqCst);
+    });
+}
+
+/// Answer a connection with one reply line and close it.
+fn refuse<E: Env, S>(env: &E, sessions: &mut JoinSet<()>, mut stream: S, msg: &'static str)
+where
+    S: AsyncWriteExt + Unpin + Send + 'static,
+{
+    let env = env.clone();
+    sessions.spawn(async move {
+        let line = format!("{msg}\r\n");
+        let _ = write_timed(&env, &mut stream, line.as_bytes(), Duration::from_secs(10)).await;
+    });
 }
 
 /// One SMTP session.
@@ -302,6 +354,7 @@ where
         return write_timed(env, &mut stream, msg, t).await;
     };
     let mut s = Session::new(policy, unix_secs(env.now()));
+    let mut watch = Watch::new(settings.deadlines, s.progress(), env.now());
     let mut buf = vec![0u8; 16 * 1024];
     let mut spooled: Spooled<E> = None;
     loop {
@@ -312,13 +365,16 @@ where
         if s.is_closed() {
             return Ok(());
         }
-        let n = tokio::select! {
-            biased;
-            r = stream.read(&mut buf) => r?,
-            _ = env.sleep(t) => {
-                s.timeout();
+        let n = match read_timed(rx, &mut stream, &mut buf, t, &watch, &mut s, peer).await? {
+            Some(n) => n,
+            None => {
+                if spooled.take().is_some() {
+                    tracing::debug!("session {peer}: unfinished spooled message removed");
+                }
                 let out = s.take_output();
-                return write_timed(env, &mut stream, &out, t).await;
+                write_timed(env, &mut stream, &out, t).await?;
+                linger(env, &mut stream).await;
+                return Ok(());
             }
         };
         if n == 0 {
@@ -326,6 +382,7 @@ where
         }
         s.set_now(unix_secs(env.now()));
         let mut step = s.input(&buf[..n]);
+        watch.observe(s.progress(), env.now());
         loop {
             spill(rx, &mut s, &mut spooled, qp);
             let Step::Message(tx) = step else { break };
@@ -333,12 +390,86 @@ where
             s.set_now(unix_secs(env.now()));
             s.committed(r);
             step = s.input(&[]);
+            // The commit's time is ours, not the client's.
+            watch.restart(s.progress(), env.now());
         }
         if !s.in_data() {
             // The message ended without a commit (too big, looping): drop its spool.
             spooled = None;
         }
     }
+}
+
+/// How long, and for how many bytes, a closing session drains a client still sending.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 64 * 1024;
+
+/// After the closing reply to a client that may still be sending: end our side, then read
+/// and discard what comes for a moment. Closing with unread input would be a reset, which can
+/// destroy the reply before the client reads it (Apache's "lingering close").
+async fn linger<E: Env, S>(env: &E, stream: &mut S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let _ = stream.shutdown().await;
+    let mut buf = [0u8; 4096];
+    let drain = async {
+        let mut total = 0;
+        while total < LINGER_BYTES {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    tokio::select! {
+        () = drain => {}
+        () = env.sleep(LINGER) => {}
+    }
+}
+
+/// Read what the client sends within both the per-read timeout (qmail's `timeoutsmtpd`) and
+/// what is left of the current command's or message's deadline. `None`: one of them ran out,
+/// and the session has its closing reply ready.
+async fn read_timed<E: Env, S>(
+    rx: &Receiver<E>,
+    stream: &mut S,
+    buf: &mut [u8],
+    t: Duration,
+    watch: &Watch,
+    s: &mut Session,
+    peer: SocketAddr,
+) -> std::io::Result<Option<usize>>
+where
+    S: tokio::io::AsyncRead + Unpin,
+{
+    let env = &rx.env;
+    let left = watch.left(s.progress(), env.now());
+    let (wait, overdue) = match left {
+        Some((l, what)) if l < t => (l, Some(what)),
+        _ => (t, None),
+    };
+    let r = if wait.is_zero() {
+        // Checked before reading, so a client that always has bytes ready is cut too.
+        None
+    } else {
+        tokio::select! {
+            biased;
+            r = stream.read(buf) => Some(r?),
+            _ = env.sleep(wait) => None,
+        }
+    };
+    if r.is_none() {
+        match overdue {
+            Some(what) => {
+                rx.stats.cut_off.fetch_add(1, Ordering::Relaxed);
+                tracing::info!("session {peer}: {what:?} deadline passed, closing");
+                s.cut_off(what.reply());
+            }
+            None => s.timeout(),
+        }
+    }
+    Ok(r)
 }
 
 /// A message being streamed to disk, or the reason that failed.
