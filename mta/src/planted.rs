@@ -28,10 +28,13 @@ pub enum Bug {
     TrustMaildirNameInCache,
     /// Recovery takes any damaged record for a torn tail and drops everything after it.
     CutAtFirstDamage,
+    /// Every local delivery is taken for a first attempt, so Maildir never looks in cur/ for
+    /// a copy a reader took before a repeat.
+    EveryAttemptFirst,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 8] = [
+    pub const ALL: [Bug; 9] = [
         Bug::RetryFromLastAttempt,
         Bug::LoseBounceStateOnRestart,
         Bug::ServfailPermanent,
@@ -40,6 +43,7 @@ impl Bug {
         Bug::AppendAfterFailedFsync,
         Bug::TrustMaildirNameInCache,
         Bug::CutAtFirstDamage,
+        Bug::EveryAttemptFirst,
     ];
     #[cfg(feature = "planted")]
     fn bit(self) -> u32 {

@@ -179,6 +179,28 @@ impl World {
             .map(|b| String::from_utf8_lossy(&b).into_owned())
     }
 
+    /// A mail reader takes everything in a Maildir's new/: moved to cur/ with flags.
+    pub fn read_new(&self, dir: &str) {
+        let (new, cur) = (root().join(dir).join("new"), root().join(dir).join("cur"));
+        let fs = self.env.fs();
+        for n in fs.list_dir(&new).unwrap_or_default() {
+            let _ = fs.rename(&new.join(&n), &cur.join(format!("{n}:2,S")));
+        }
+    }
+
+    /// Every message of a Maildir, new/ then cur/ (contents, by name order).
+    pub fn mailbox(&self, dir: &str) -> Vec<String> {
+        let mut v = self.maildir(dir);
+        let cur = root().join(dir).join("cur");
+        let fs = self.env.fs();
+        for n in fs.list_dir(&cur).unwrap_or_default() {
+            v.push(
+                String::from_utf8_lossy(&fs.read(&cur.join(n)).unwrap_or_default()).into_owned(),
+            );
+        }
+        v
+    }
+
     /// Files in a Maildir's new/ (contents, by name order).
     pub fn maildir(&self, dir: &str) -> Vec<String> {
         let d = root().join(dir).join("new");

@@ -511,6 +511,8 @@ struct State {
     pending: Vec<Op>,
     ops: u64,
     reads: u64,
+    /// Directory entries returned by `list_dir` so far (work that grows with a directory).
+    listed: u64,
     frozen: bool,
     faults: Faults,
     fired: Fired,
@@ -571,6 +573,7 @@ impl SimFs {
                 pending: Vec::new(),
                 ops: 0,
                 reads: 0,
+                listed: 0,
                 frozen: false,
                 faults: Faults::default(),
                 fired: Fired::default(),
@@ -616,6 +619,10 @@ impl SimFs {
     /// Reads so far (what [`Faults::read_eio_at`] counts).
     pub fn reads(&self) -> u64 {
         self.lock().reads
+    }
+    /// Directory entries listed so far.
+    pub fn listed(&self) -> u64 {
+        self.lock().listed
     }
     pub fn is_frozen(&self) -> bool {
         self.lock().frozen
@@ -1072,17 +1079,19 @@ impl Fs for SimFs {
         })
     }
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
-        let st = self.lock();
+        let mut st = self.lock();
         Self::check_alive(&st)?;
-        match st.live.lookup(path).and_then(|i| st.live.nodes.get(&i)) {
+        let names = match st.live.lookup(path).and_then(|i| st.live.nodes.get(&i)) {
             // BTreeMap keys: already sorted bytewise.
-            Some(Node::Dir { entries, .. }) => Ok(entries.keys().cloned().collect()),
+            Some(Node::Dir { entries, .. }) => Ok(entries.keys().cloned().collect::<Vec<_>>()),
             Some(_) => Err(io::Error::new(
                 io::ErrorKind::NotADirectory,
                 "not a directory",
             )),
             None => Err(not_found(path)),
-        }
+        }?;
+        st.listed += names.len() as u64;
+        Ok(names)
     }
     fn metadata(&self, path: &Path) -> io::Result<Metadata> {
         let st = self.lock();

@@ -20,7 +20,7 @@ pub struct Mutant {
 /// violation count for a seed.
 type Planted = (Bug, &'static str, &'static str, fn(u64) -> usize);
 
-const PLANTED: [Planted; 7] = [
+const PLANTED: [Planted; 8] = [
     (
         Bug::RetryFromLastAttempt,
         "compute the retry from the last attempt instead of birth",
@@ -50,6 +50,12 @@ const PLANTED: [Planted; 7] = [
         "keep appending to the queue log behind a failed fsync",
         "failed-fsync",
         |s| receive::failed_fsyncs(3, s).violations.len(),
+    ),
+    (
+        Bug::EveryAttemptFirst,
+        "take every Maildir delivery for a first attempt (no look in cur/ on a repeat)",
+        "crash-mid-delivery-local",
+        |s| local_crash::enumerate(s, Disabled::none()).violations.len(),
     ),
     (
         Bug::TrustMaildirNameInCache,

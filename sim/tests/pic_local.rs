@@ -366,3 +366,28 @@ fn a_server_not_started_as_root_delivers_only_as_itself() {
         r.log()
     );
 }
+
+/// Directory entries listed while delivering one message to fred, whose Maildir's cur/
+/// already holds `n` messages.
+fn listed_for_one_delivery(n: usize) -> u64 {
+    let old: Vec<(String, String)> = (0..n)
+        .map(|i| {
+            (
+                format!("home/fred/Maildir/cur/{i}.old:2,S"),
+                "x\n".to_string(),
+            )
+        })
+        .collect();
+    let files: Vec<(&str, &str)> = old.iter().map(|(p, t)| (p.as_str(), t.as_str())).collect();
+    let w = World::new(image(&[], &files), 1);
+    w.inject("joe@heaven.af.mil", &["fred"], MSG);
+    let before = w.env.sim_fs().listed();
+    assert!(w.run(DAY).drained());
+    assert_eq!(w.maildir("home/fred/Maildir").len(), 1);
+    w.env.sim_fs().listed() - before
+}
+
+#[test]
+fn a_maildir_delivery_costs_the_same_whatever_the_mailbox_holds() {
+    assert_eq!(listed_for_one_delivery(3), listed_for_one_delivery(2000));
+}

@@ -9,6 +9,10 @@ use crate::queue::{Disabled, SyncPoint};
 
 /// Deliver `data` into the Maildir at `dir` under `name`. Every failure is temporary.
 ///
+/// Only a `maybe_repeat` delivery (an earlier attempt may have written the name) looks in
+/// cur/ for a copy a reader has already taken; a first attempt costs the same whatever the
+/// size of the mailbox.
+///
 /// A name already in new/ is not trusted: after a failed fsync Linux may have dropped it from
 /// the disk while it still shows. The message is written again and renamed over it, which
 /// leaves one copy under the one name either way. Only a reader's move to cur/ (made after
@@ -18,12 +22,13 @@ pub fn deliver<F: Fs>(
     dir: &Path,
     name: &str,
     data: &[u8],
+    maybe_repeat: bool,
     off: Disabled,
 ) -> io::Result<()> {
     let new = dir.join("new").join(name);
     let trusted = crate::planted::on(crate::planted::Bug::TrustMaildirNameInCache)
         && fs.metadata(&new).is_ok();
-    if trusted || in_cur(fs, dir, name)? {
+    if trusted || (maybe_repeat && in_cur(fs, dir, name)?) {
         return Ok(());
     }
     let tmp = dir.join("tmp").join(name);

@@ -69,6 +69,9 @@ pub struct Delivery {
     /// The recipient after rewriting (`local@domain`).
     pub recipient: String,
     pub message: Arc<Vec<u8>>,
+    /// True when no earlier attempt can have written this recipient's mail (the message is
+    /// new in this process and this is its first try): Maildir need not look for a copy.
+    pub first_attempt: bool,
 }
 
 /// How a local delivery ended.
@@ -400,11 +403,19 @@ async fn step<E: Env>(
             let name = format!("{}.M{:016x}R{}.{}", id.0, id.1, id.2, id.3);
             let mut data = l.header();
             data.extend_from_slice(&d.message);
-            maildir::deliver(env.fs(), &t.base.join(p), &name, &data, cfg.disabled)
-                .map(|()| Step::File)
-                .map_err(|e| {
-                    Outcome::Deferred(format!("Unable to deliver to Maildir {p}: {e}. (#4.2.1)"))
-                })
+            let repeat = !d.first_attempt;
+            maildir::deliver(
+                env.fs(),
+                &t.base.join(p),
+                &name,
+                &data,
+                repeat,
+                cfg.disabled,
+            )
+            .map(|()| Step::File)
+            .map_err(|e| {
+                Outcome::Deferred(format!("Unable to deliver to Maildir {p}: {e}. (#4.2.1)"))
+            })
         }
         Instruction::Mbox(p) => {
             let mut head = l.ufline.clone().into_bytes();

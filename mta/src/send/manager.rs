@@ -118,6 +118,9 @@ pub struct Manager<E: Env, C: Classify> {
     /// Messages with nothing pending that still need their bounce and retirement (found at
     /// start after a crash between the last outcome and the retirement).
     unfinished: Vec<MsgId>,
+    /// Local recipients never tried since their message entered the queue in this process:
+    /// their first delivery cannot be a repeat, so Maildir need not look for an earlier copy.
+    fresh: BTreeSet<(MsgId, u32)>,
     /// Where every qmail-format log line goes too, besides `tracing` (scenario checks).
     pub sink: Option<log::Sink>,
     /// Rereads address rewriting and settings on a reload request (SIGHUP).
@@ -172,11 +175,15 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
             sink: None,
             reloader: None,
             finish_retry_at: 0,
+            fresh: BTreeSet::new(),
         };
         // After a start (crash or not) every pending delivery is tried at once; the
         // birth-anchored schedule continues from there.
         let now = m.now();
-        m.q.take_new();
+        // Injections taken in by the recovery were never in the queue before: never tried.
+        for id in m.q.take_new() {
+            m.mark_fresh(id);
+        }
         let ids: Vec<MsgId> = m.q.messages().map(|x| x.id()).collect();
         for id in ids {
             m.schedule_new(id, now);
@@ -320,6 +327,8 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
                 let tx = self.results_tx.clone();
                 let env = self.env.clone();
                 let channel = CHANNELS[c];
+                let first_attempt = self.fresh.remove(&(id, rcpt))
+                    || crate::planted::on(crate::planted::Bug::EveryAttemptFirst);
                 if channel == Channel::Local {
                     let cfg = self.s.local.clone();
                     tokio::spawn(async move {
@@ -329,6 +338,7 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
                             sender,
                             recipient: to,
                             message: data,
+                            first_attempt,
                         };
                         let outcome = local::deliver(&env, &cfg, del).await;
                         let _ = tx.send(JobResult {
@@ -525,6 +535,27 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
         }
     }
 
+    /// A message new in this process: none of its local recipients has been tried.
+    fn mark_fresh(&mut self, id: MsgId) {
+        let Some(m) = self.q.get(id) else { return };
+        for (i, r) in m.rcpts.iter().enumerate() {
+            if r.rcpt.channel == Channel::Local {
+                self.fresh.insert((id, i as u32));
+            }
+        }
+    }
+
+    fn forget_fresh(&mut self, id: MsgId) {
+        let gone: Vec<_> = self
+            .fresh
+            .range((id, 0)..=(id, u32::MAX))
+            .copied()
+            .collect();
+        for k in gone {
+            self.fresh.remove(&k);
+        }
+    }
+
     fn log_new(&mut self, id: MsgId) {
         let Some(m) = self.q.get(id) else { return };
         let info = format!(
@@ -581,6 +612,7 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
         self.finish(finished, now);
         for id in self.q.take_new() {
             self.log_new(id);
+            self.mark_fresh(id);
             self.schedule_new(id, now);
         }
     }
@@ -604,6 +636,9 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
                 Ok(()) => {
                     if let Err(e) = self.q.retire(&[]) {
                         tracing::warn!("log collection: {e}");
+                    }
+                    for &id in &ids {
+                        self.forget_fresh(id);
                     }
                 }
                 Err(e) => {
@@ -707,6 +742,7 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
         }
         for id in self.q.take_new() {
             self.log_new(id);
+            self.mark_fresh(id);
             self.schedule_new(id, now);
         }
     }
