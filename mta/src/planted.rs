@@ -31,10 +31,12 @@ pub enum Bug {
     /// Every local delivery is taken for a first attempt, so Maildir never looks in cur/ for
     /// a copy a reader took before a repeat.
     EveryAttemptFirst,
+    /// A restart forgets when each message was last tried: everything is due at once.
+    ForgetLastAttempt,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 9] = [
+    pub const ALL: [Bug; 10] = [
         Bug::RetryFromLastAttempt,
         Bug::LoseBounceStateOnRestart,
         Bug::ServfailPermanent,
@@ -44,6 +46,7 @@ impl Bug {
         Bug::TrustMaildirNameInCache,
         Bug::CutAtFirstDamage,
         Bug::EveryAttemptFirst,
+        Bug::ForgetLastAttempt,
     ];
     #[cfg(feature = "planted")]
     fn bit(self) -> u32 {

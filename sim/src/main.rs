@@ -59,7 +59,7 @@ enum Cmd {
     /// Run one scenario with one seed and print what it did (replays a failure exactly).
     Run {
         /// Scenario: swarm, mixed, partition, canary, crash-mid-receive, crash-mid-delivery-local,
-        /// crash-mid-delivery-remote, retry-schedule-40, dns-failures, huge-mx, disk-full,
+        /// crash-mid-delivery-remote, retry-schedule-40, retry-schedule-restarts, dns-failures, huge-mx, disk-full,
         /// bounce-storm or queue-lifecycle.
         scenario: String,
         #[arg(long)]
@@ -330,7 +330,7 @@ fn cmd_shrink(seed: u64, profile: Option<String>, canary: bool) -> ExitCode {
 const COMMIT: &str = env!("MTA_GIT_COMMIT");
 
 /// Scenarios `run` knows besides the swarm-style ones.
-const NAMED: [&str; 13] = [
+const NAMED: [&str; 14] = [
     "swarm",
     "mixed",
     "partition",
@@ -339,6 +339,7 @@ const NAMED: [&str; 13] = [
     "crash-mid-delivery-local",
     "crash-mid-delivery-remote",
     "retry-schedule-40",
+    "retry-schedule-restarts",
     "dns-failures",
     "huge-mx",
     "disk-full",
@@ -374,6 +375,7 @@ fn run_named(name: &str, seed: u64) -> Option<Vec<String>> {
             sim::remote_world::crash_mid_delivery_remote(seed).violations
         }
         "retry-schedule-40" => sim::schedule_scenario::run(100, seed).violations,
+        "retry-schedule-restarts" => sim::schedule_scenario::restarts(seed),
         "dns-failures" => sim::remote_world::dns_failures(seed),
         "huge-mx" => sim::remote_world::huge_mx(seed),
         "disk-full" => sim::receive::disk_full(seed),
@@ -713,6 +715,14 @@ fn section_delivery(seed: u64) -> Section {
         &format!("`mta run` tries every message at qmail's times over a whole lifetime ({:.1} simulated days), then bounces it once", r.simulated.as_secs_f64() / 86_400.0),
         format!("{} messages, {} attempts, {} bounces", r.messages, r.attempts, r.bounces),
         &r.violations,
+        secs,
+    );
+    let (v, secs) = timed(|| sim::schedule_scenario::restarts(seed));
+    row(
+        "retry-schedule-restarts",
+        "`mta run` stopped between attempts keeps qmail's 40 times exactly; down for a day, it makes one attempt at the restart and goes on from there",
+        "1 message, 2 histories".into(),
+        &v,
         secs,
     );
     let ((l, mb), secs) = timed(|| {

@@ -20,7 +20,7 @@ pub struct Mutant {
 /// violation count for a seed.
 type Planted = (Bug, &'static str, &'static str, fn(u64) -> usize);
 
-const PLANTED: [Planted; 8] = [
+const PLANTED: [Planted; 9] = [
     (
         Bug::RetryFromLastAttempt,
         "compute the retry from the last attempt instead of birth",
@@ -50,6 +50,12 @@ const PLANTED: [Planted; 8] = [
         "keep appending to the queue log behind a failed fsync",
         "failed-fsync",
         |s| receive::failed_fsyncs(3, s).violations.len(),
+    ),
+    (
+        Bug::ForgetLastAttempt,
+        "forget each message's last attempt at a restart (everything due at once)",
+        "retry-schedule-restarts",
+        |s| schedule_scenario::restarts(s).len(),
     ),
     (
         Bug::EveryAttemptFirst,

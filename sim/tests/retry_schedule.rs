@@ -96,3 +96,21 @@ fn delivered_at_attempt_k_after_k_minus_one_deferrals() {
         assert!(r.drained(), "k={k}: {r:?}");
     }
 }
+
+#[test]
+fn a_restart_neither_hammers_nor_shifts_the_schedule() {
+    use sim::schedule_scenario::{expected_with_downtime, run_with_downtime};
+    // Stopped twice for a minute, between attempts: the 40 attempts are exactly qmail's.
+    let short = [(100_007, 100_067), (300_011, 300_071)];
+    let (times, bounces) = run_with_downtime(5, &short);
+    assert_eq!(times, expected(20, WEEK));
+    assert_eq!(expected_with_downtime(20, WEEK, &short), expected(20, WEEK));
+    assert_eq!(bounces, 1);
+    // Down for a day across several attempts: one attempt at the restart, then on.
+    let long = [(200_003, 286_403)];
+    let (times, bounces) = run_with_downtime(5, &long);
+    let want = expected_with_downtime(20, WEEK, &long);
+    assert_eq!(times, want);
+    assert!(want.contains(&286_403) && want.len() < 40, "{want:?}");
+    assert_eq!(bounces, 1);
+}

@@ -260,6 +260,9 @@ pub struct MsgState {
     data_at: (u64, u64, u64),
     /// Segments holding records about this message (they cannot be collected before it ends).
     segs: Vec<u64>,
+    /// When the last delivery pass that left recipients pending started, per channel
+    /// (local, remote); 0: none recorded.
+    pub tried: [u64; 2],
 }
 
 impl MsgState {
@@ -668,6 +671,7 @@ fn apply(msgs: &mut BTreeMap<MsgId, MsgState>, refs: &mut SegRefs, seg: u64, end
                 // The message bytes are the record's last field.
                 data_at: (seg, end, data.len() as u64),
                 segs: vec![seg],
+                tried: [0, 0],
             });
         }
         Record::Outcome { id, rcpt, status } => {
@@ -689,6 +693,13 @@ fn apply(msgs: &mut BTreeMap<MsgId, MsgState>, refs: &mut SegRefs, seg: u64, end
                         }
                     }
                 }
+            }
+        }
+        Record::Tried { id, channel, at } => {
+            if let Some(m) = msgs.get_mut(&id) {
+                let c = usize::from(channel == Channel::Remote);
+                m.tried[c] = m.tried[c].max(at);
+                touch(m);
             }
         }
         Record::Checkpoint { .. } | Record::Group(_) => {}

@@ -92,6 +92,14 @@ pub enum Record {
     },
     /// The message is finished (its bounce, if any, is already queued).
     Retire { id: MsgId },
+    /// A delivery pass on `channel` that started at `at` (unix seconds) left recipients
+    /// pending: a restart continues the retry schedule from it (qmail keeps this time in
+    /// the mtime of the message's info file).
+    Tried {
+        id: MsgId,
+        channel: Channel,
+        at: u64,
+    },
     /// Segments numbered below `low_water` hold nothing live and are being removed. Made
     /// durable before the unlinks, so a segment whose unlink did not persist is ignored.
     Checkpoint { low_water: u64 },
@@ -105,6 +113,7 @@ const K_OUTCOME: u8 = 2;
 const K_RETIRE: u8 = 3;
 const K_CHECKPOINT: u8 = 4;
 const K_GROUP: u8 = 5;
+const K_TRIED: u8 = 6;
 /// First bytes of every `todo/` file.
 pub const TODO_MAGIC: &[u8; 8] = b"MTATODO2";
 /// Records larger than this are refused as corrupt while reading (a message is at most this).
@@ -244,6 +253,15 @@ impl Record {
                 e.u8(K_RETIRE);
                 e.id(*id);
             }
+            Record::Tried { id, channel, at } => {
+                e.u8(K_TRIED);
+                e.id(*id);
+                e.u8(match channel {
+                    Channel::Local => 0,
+                    Channel::Remote => 1,
+                });
+                e.u64(*at);
+            }
             Record::Checkpoint { low_water } => {
                 e.u8(K_CHECKPOINT);
                 e.u64(*low_water);
@@ -330,6 +348,15 @@ impl Record {
                 Record::Outcome { id, rcpt, status }
             }
             K_RETIRE => Record::Retire { id: d.id()? },
+            K_TRIED => Record::Tried {
+                id: d.id()?,
+                channel: match d.u8()? {
+                    0 => Channel::Local,
+                    1 => Channel::Remote,
+                    _ => return Err(QueueError::Corrupt("bad channel".into())),
+                },
+                at: d.u64()?,
+            },
             K_CHECKPOINT => Record::Checkpoint {
                 low_water: d.u64()?,
             },

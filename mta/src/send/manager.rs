@@ -177,8 +177,9 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
             finish_retry_at: 0,
             fresh: BTreeSet::new(),
         };
-        // After a start (crash or not) every pending delivery is tried at once; the
-        // birth-anchored schedule continues from there.
+        // After a start (crash or not) a pending delivery is tried at once if it was never
+        // tried or an attempt fell due while the MTA was down; otherwise when its next pass
+        // is due. The birth-anchored schedule continues from there.
         let now = m.now();
         // Injections taken in by the recovery were never in the queue before: never tried.
         for id in m.q.take_new() {
@@ -204,7 +205,7 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
     }
 
     /// Schedule a message just added (or found at start): every channel with pending work is
-    /// due now.
+    /// due now, or, for a message tried before a restart, when its schedule says.
     fn schedule_new(&mut self, id: MsgId, now: u64) {
         let Some(m) = self.q.get(id) else { return };
         if m.is_done() {
@@ -219,9 +220,39 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
                 .iter()
                 .any(|r| r.rcpt.channel == c && r.status == Status::Pending)
             {
-                self.due.insert((now, id, ch(c)));
+                // Continue the schedule where a pass before the restart left it: due now
+                // only if an attempt fell due while the MTA was down.
+                let forget = crate::planted::on(crate::planted::Bug::ForgetLastAttempt);
+                let due = match m.tried[ch(c)] {
+                    _ if forget => now,
+                    0 => now,
+                    t => schedule::next_pass(m.env.birth, t, c).max(now),
+                };
+                self.due.insert((due, id, ch(c)));
             }
         }
+    }
+
+    /// A record of each pass these results end that leaves recipients pending (deferred),
+    /// so that after a restart the schedule goes on from that pass.
+    fn tried_records(&self, results: &[JobResult]) -> Vec<Record> {
+        let mut ending: BTreeMap<(MsgId, usize), (usize, bool)> = BTreeMap::new();
+        for r in results {
+            let e = ending.entry((r.id, ch(r.channel))).or_default();
+            e.0 += 1;
+            e.1 |= matches!(r.outcome, Outcome::Deferred(_));
+        }
+        ending
+            .into_iter()
+            .filter_map(|((id, c), (n, deferred))| {
+                let p = self.passes.get(&(id, c))?;
+                (deferred && p.outstanding == n).then_some(Record::Tried {
+                    id,
+                    channel: CHANNELS[c],
+                    at: p.start,
+                })
+            })
+            .collect()
     }
 
     /// Make everything due now (SIGALRM, `mta queue flush`).
@@ -586,6 +617,7 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
             replies.push((id, reply));
         }
         recs.extend(self.result_records(&results, now));
+        recs.extend(self.tried_records(&results));
         let written = if recs.is_empty() {
             Ok(())
         } else {
