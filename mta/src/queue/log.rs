@@ -327,6 +327,10 @@ impl<F: Fs> Log<F> {
         Ok(())
     }
 
+    pub fn segment_path(&self, seg: u64) -> PathBuf {
+        self.dir.join(seg_name(seg))
+    }
+
     /// Read `len` bytes ending at `end` of segment `seg`.
     pub fn read_data(
         &mut self,

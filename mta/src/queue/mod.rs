@@ -13,6 +13,7 @@
 //! fsyncs. Recovery replays the log, cuts it at the first torn record, removes stale `tmp/`
 //! files, and preprocesses whatever `todo/` holds.
 
+pub mod body;
 mod log;
 pub mod record;
 pub mod service;
@@ -26,6 +27,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 use crate::env::{self, Env, Fs};
+pub use body::{Body, BodyRef};
 pub use log::LogStats;
 pub use record::{Channel, Envelope, MsgId, Recipient, Record, Status};
 pub use sync::{Disabled, SyncPoint};
@@ -251,6 +253,18 @@ pub struct RcptState {
     pub status: Status,
 }
 
+/// Message bytes preprocessed into one log append at most (a larger message goes alone).
+const PREPROCESS_BATCH_BYTES: usize = 16 << 20;
+
+/// Injections on their way from `todo/` into the log.
+#[derive(Default)]
+struct Batch {
+    recs: Vec<Record>,
+    /// (todo/ name, id) of each entry, taken in or already in the log.
+    done: Vec<(String, MsgId)>,
+    bytes: usize,
+}
+
 /// One queued message in the queue manager's view.
 #[derive(Debug, Clone)]
 pub struct MsgState {
@@ -382,18 +396,15 @@ impl<E: Env> Queue<E> {
         let todo = self.paths.todo();
         self.resync_todo()?;
         let names = ctx(fs.list_dir(&todo), || format!("list {}", todo.display()))?;
-        if names.is_empty() {
-            return Ok((0, 0));
-        }
-        let mut batch = Vec::new();
-        let mut done = Vec::new();
-        let mut bad = 0;
+        let (mut n, mut bad) = (0, 0);
+        let mut batch = Batch::default();
         for name in names {
             let p = todo.join(&name);
             let buf = ctx(fs.read(&p), || format!("read {}", p.display()))?;
             match record::decode_todo(&buf) {
                 Ok((envl, data)) => {
-                    if !self.msgs.contains_key(&envl.id) {
+                    let (id, size) = (envl.id, data.len());
+                    if !self.msgs.contains_key(&id) {
                         let m = NewMessage {
                             sender: envl.sender,
                             recipients: envl.recipients,
@@ -401,9 +412,12 @@ impl<E: Env> Queue<E> {
                             qp: envl.qp,
                             uid: envl.uid,
                         };
-                        batch.push(self.message_record(envl.id, envl.birth, m, classify));
+                        batch
+                            .recs
+                            .push(self.message_record(id, envl.birth, m, classify));
+                        batch.bytes += size;
                     }
-                    done.push((name.clone(), envl.id));
+                    batch.done.push((name.clone(), id));
                 }
                 Err(e) => {
                     // Only a broken disk or a durability bug makes a committed file unreadable:
@@ -414,21 +428,36 @@ impl<E: Env> Queue<E> {
                     bad += 1;
                 }
             }
+            // Large injections go in a few at a time: memory stays bounded.
+            if batch.bytes >= PREPROCESS_BATCH_BYTES {
+                n += self.take_in(std::mem::take(&mut batch))?;
+            }
         }
-        let n = batch.len();
-        self.append(batch)?;
+        n += self.take_in(batch)?;
+        Ok((n, bad))
+    }
+
+    /// Append a batch of injections to the log, then remove their `todo/` entries.
+    fn take_in(&mut self, batch: Batch) -> Result<usize, QueueError> {
+        if batch.done.is_empty() {
+            return Ok(0);
+        }
+        let (env, todo) = (self.env.clone(), self.paths.todo());
+        let fs = env.fs();
+        let n = batch.recs.len();
+        self.append(batch.recs)?;
         // Until these removals are durable a crash could resurrect a todo entry: its message
         // must stay in the queue (not retired, its segments kept) to be recognised.
-        let removed = done.iter().try_for_each(|(name, _)| {
+        let removed = batch.done.iter().try_for_each(|(name, _)| {
             let p = todo.join(name);
             ctx(fs.unlink(&p), || format!("remove {}", p.display()))
         });
         let synced = removed.and_then(|()| sync_dir(fs, &self.cfg, SyncPoint::TodoUnlink, &todo));
         if let Err(e) = synced {
-            self.todo_unsynced.extend(done);
+            self.todo_unsynced.extend(batch.done);
             return Err(e);
         }
-        Ok((n, bad))
+        Ok(n)
     }
 
     /// True while the `todo/` entry this message came from might come back after a crash:
@@ -617,6 +646,16 @@ impl<E: Env> Queue<E> {
     pub fn read_data(&mut self, id: MsgId) -> Result<Vec<u8>, QueueError> {
         let m = self.msgs.get(&id).ok_or(QueueError::UnknownMessage(id))?;
         self.log.read_data(self.env.fs(), m.data_at)
+    }
+    /// Where a message's bytes are, to stream them.
+    pub fn body(&self, id: MsgId) -> Result<BodyRef, QueueError> {
+        let m = self.msgs.get(&id).ok_or(QueueError::UnknownMessage(id))?;
+        let (seg, end, len) = m.data_at;
+        Ok(BodyRef {
+            path: self.log.segment_path(seg),
+            offset: end - len,
+            len,
+        })
     }
     pub fn log_stats(&self) -> LogStats {
         self.log.stats()

@@ -9,10 +9,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::control::{ControlDir, ControlError};
 use crate::env::{Env, Fs, Net};
+use crate::queue::{Body, BodyRef};
 use crate::send::manager::{Outcome, Remote};
 use crate::smtp::client::{self, Client, Step};
 use routes::Routes;
@@ -110,11 +111,48 @@ async fn hosts<E: Env, R: Resolve>(
 }
 
 /// One transaction with one host.
+async fn send<E: Env, S: AsyncWrite + Unpin>(
+    env: &E,
+    cfg: &RemoteConfig,
+    s: &mut S,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    tokio::select! {
+        biased;
+        r = s.write_all(bytes) => r,
+        _ = env.sleep(cfg.timeout_remote) => Err(std::io::ErrorKind::TimedOut.into()),
+    }
+}
+
+/// The message a piece at a time from the queue, encoded for DATA: memory stays bounded
+/// whatever the size of the message.
+async fn send_body<E: Env, S: AsyncWrite + Unpin>(
+    env: &E,
+    cfg: &RemoteConfig,
+    s: &mut S,
+    body: &mut Body<<E::Fs as Fs>::File>,
+) -> std::io::Result<()> {
+    body.rewind();
+    let mut enc = client::BodyEncoder::default();
+    let mut out = Vec::with_capacity(crate::queue::body::PIECE * 2);
+    loop {
+        let piece = body.next_piece()?;
+        out.clear();
+        if piece.is_empty() {
+            enc.finish(&mut out);
+            return send(env, cfg, s, &out).await;
+        }
+        enc.push(&piece, &mut out);
+        send(env, cfg, s, &out).await?;
+    }
+}
+
 async fn transact<E: Env>(
     env: &E,
     cfg: &RemoteConfig,
     to: SocketAddr,
     mut c: Client,
+    body: &mut Body<<E::Fs as Fs>::File>,
 ) -> Option<client::Outcome> {
     let connect = env.net().connect(to);
     let mut s = tokio::select! {
@@ -130,12 +168,13 @@ async fn transact<E: Env>(
         match step {
             Step::Done(o) => return Some(o),
             Step::Send(bytes) => {
-                let w = tokio::select! {
-                    biased;
-                    r = s.write_all(&bytes) => r,
-                    _ = env.sleep(cfg.timeout_remote) => Err(std::io::ErrorKind::TimedOut.into()),
-                };
-                if w.is_err() {
+                if send(env, cfg, &mut s, &bytes).await.is_err() {
+                    return Some(c.connection_lost());
+                }
+                continue;
+            }
+            Step::SendBody => {
+                if send_body(env, cfg, &mut s, body).await.is_err() {
                     return Some(c.connection_lost());
                 }
                 continue;
@@ -161,7 +200,7 @@ impl<R: Resolve> Smtp<R> {
         env: &E,
         sender: &str,
         recipient: &str,
-        data: &[u8],
+        body: &BodyRef,
     ) -> Outcome {
         let domain = recipient.rsplit_once('@').map_or("", |(_, d)| d);
         let (hosts, port, via_mx) = match hosts(env, &self.cfg, &*self.resolver, domain).await {
@@ -196,8 +235,11 @@ impl<R: Resolve> Smtp<R> {
                     break 'hosts;
                 }
                 resolved = true;
-                let c = Client::new(&ip.to_string(), &self.cfg.helohost, sender, recipient, data);
-                match transact(env, &self.cfg, SocketAddr::new(ip, port), c).await {
+                let c = Client::new(&ip.to_string(), &self.cfg.helohost, sender, recipient);
+                let Ok(mut b) = body.open(env.fs()) else {
+                    return Outcome::Deferred("Unable to read the message. (#4.3.0)".into());
+                };
+                match transact(env, &self.cfg, SocketAddr::new(ip, port), c, &mut b).await {
                     None => continue,
                     Some(client::Outcome::NextHost(why)) => last = Some(why),
                     Some(client::Outcome::Delivered(r)) => {
@@ -234,12 +276,12 @@ impl<E: Env, R: Resolve> Remote<E> for Smtp<R> {
         env: E,
         sender: String,
         recipient: String,
-        data: Arc<Vec<u8>>,
+        body: BodyRef,
     ) -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
         let me = Smtp {
             cfg: self.cfg.clone(),
             resolver: self.resolver.clone(),
         };
-        Box::pin(async move { me.deliver(&env, &sender, &recipient, &data).await })
+        Box::pin(async move { me.deliver(&env, &sender, &recipient, &body).await })
     }
 }

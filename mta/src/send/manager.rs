@@ -15,7 +15,9 @@ use super::{log, schedule};
 use crate::env::{unix_secs, Env};
 use crate::local::{self, LocalConfig};
 use crate::queue::service::{Inbox, Refusal, Request};
-use crate::queue::{validate, Channel, Classify, MsgId, NewMessage, Queue, Record, Status};
+use crate::queue::{
+    validate, BodyRef, Channel, Classify, MsgId, NewMessage, Queue, Record, Status,
+};
 
 /// How a delivery ended (local or remote).
 pub use crate::local::Outcome;
@@ -28,7 +30,7 @@ pub trait Remote<E: Env>: Send + Sync + 'static {
         env: E,
         sender: String,
         recipient: String,
-        data: Arc<Vec<u8>>,
+        body: BodyRef,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send>>;
 }
 
@@ -134,6 +136,12 @@ const FINISH_RETRY_SECS: u64 = 30;
 
 /// Reads fresh address rewriting and settings from the control files.
 pub type Reloader<C> = Box<dyn Fn() -> Result<(C, Settings), String> + Send>;
+
+/// What a delivery reads its message from.
+enum Payload {
+    Local(Arc<Vec<u8>>),
+    Remote(BodyRef),
+}
 
 /// An id derived from another, so a repeated injection after a crash is recognised.
 pub fn derived_id(id: MsgId, tag: u64) -> MsgId {
@@ -329,71 +337,84 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
                 let Some((id, rcpt)) = self.ready[c].pop_front() else {
                     break;
                 };
-                let Some(m) = self.q.get(id) else { continue };
-                let sender = m.env.sender.clone();
-                let to = m.rcpts[rcpt as usize].rcpt.addr.clone();
-                let Some(data) = self.message_data(id) else {
-                    let _ = self.results_tx.send(JobResult {
-                        id,
-                        rcpt,
-                        channel: CHANNELS[c],
-                        delivery: 0,
-                        outcome: Outcome::Deferred("Unable to read the message. (#4.3.0)".into()),
-                    });
-                    self.running[c] += 1;
-                    continue;
-                };
-                let d = self.next_delivery;
-                self.next_delivery += 1;
-                self.running[c] += 1;
-                let chname = ["local", "remote"][c];
-                self.log(&format!("starting delivery {d}: msg {id} to {chname} {to}"));
-                self.log(&format!(
-                    "status: local {}/{} remote {}/{}",
-                    self.running[0],
-                    self.s.concurrency_local,
-                    self.running[1],
-                    self.s.concurrency_remote
-                ));
-                let tx = self.results_tx.clone();
-                let env = self.env.clone();
-                let channel = CHANNELS[c];
-                let first_attempt = self.fresh.remove(&(id, rcpt))
-                    || crate::planted::on(crate::planted::Bug::EveryAttemptFirst);
-                if channel == Channel::Local {
-                    let cfg = self.s.local.clone();
-                    tokio::spawn(async move {
-                        let del = local::Delivery {
-                            id,
-                            rcpt,
-                            sender,
-                            recipient: to,
-                            message: data,
-                            first_attempt,
-                        };
-                        let outcome = local::deliver(&env, &cfg, del).await;
-                        let _ = tx.send(JobResult {
-                            id,
-                            rcpt,
-                            channel,
-                            delivery: d,
-                            outcome,
-                        });
-                    });
-                } else if let Some(remote) = self.remote.clone() {
-                    tokio::spawn(async move {
-                        let outcome = remote.deliver(env, sender, to, data).await;
-                        let _ = tx.send(JobResult {
-                            id,
-                            rcpt,
-                            channel,
-                            delivery: d,
-                            outcome,
-                        });
-                    });
+                if self.q.get(id).is_some() {
+                    self.start(c, id, rcpt);
                 }
             }
         }
+    }
+
+    /// What a delivery reads the message from: local delivery holds it (shared by the
+    /// message's deliveries); remote delivery streams it from the queue.
+    fn payload(&mut self, c: usize, id: MsgId) -> Option<Payload> {
+        if c == 0 {
+            self.message_data(id).map(Payload::Local)
+        } else {
+            match self.q.body(id) {
+                Ok(b) => Some(Payload::Remote(b)),
+                Err(e) => {
+                    tracing::error!("msg {id}: cannot find its data: {e}");
+                    None
+                }
+            }
+        }
+    }
+
+    /// Start one delivery on channel `c`.
+    fn start(&mut self, c: usize, id: MsgId, rcpt: u32) {
+        let Some(m) = self.q.get(id) else { return };
+        let sender = m.env.sender.clone();
+        let to = m.rcpts[rcpt as usize].rcpt.addr.clone();
+        let channel = CHANNELS[c];
+        self.running[c] += 1;
+        let Some(payload) = self.payload(c, id) else {
+            let _ = self.results_tx.send(JobResult {
+                id,
+                rcpt,
+                channel,
+                delivery: 0,
+                outcome: Outcome::Deferred("Unable to read the message. (#4.3.0)".into()),
+            });
+            return;
+        };
+        let d = self.next_delivery;
+        self.next_delivery += 1;
+        let chname = ["local", "remote"][c];
+        self.log(&format!("starting delivery {d}: msg {id} to {chname} {to}"));
+        self.log(&format!(
+            "status: local {}/{} remote {}/{}",
+            self.running[0], self.s.concurrency_local, self.running[1], self.s.concurrency_remote
+        ));
+        let tx = self.results_tx.clone();
+        let env = self.env.clone();
+        let first_attempt = self.fresh.remove(&(id, rcpt))
+            || crate::planted::on(crate::planted::Bug::EveryAttemptFirst);
+        let cfg = self.s.local.clone();
+        let remote = self.remote.clone();
+        tokio::spawn(async move {
+            let outcome = match (payload, remote) {
+                (Payload::Local(message), _) => {
+                    let del = local::Delivery {
+                        id,
+                        rcpt,
+                        sender,
+                        recipient: to,
+                        message,
+                        first_attempt,
+                    };
+                    local::deliver(&env, &cfg, del).await
+                }
+                (Payload::Remote(body), Some(r)) => r.deliver(env, sender, to, body).await,
+                (Payload::Remote(_), None) => Outcome::Deferred("No remote delivery.".into()),
+            };
+            let _ = tx.send(JobResult {
+                id,
+                rcpt,
+                channel,
+                delivery: d,
+                outcome,
+            });
+        });
     }
 
     /// Turn results into records: outcomes, and forwards grouped with the outcome that made
@@ -468,7 +489,9 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
         for r in results {
             let c = ch(r.channel);
             self.running[c] -= 1;
-            self.release_data(r.id);
+            if r.channel == Channel::Local {
+                self.release_data(r.id);
+            }
             let key = (r.id, c);
             let done = match self.passes.get_mut(&key) {
                 Some(p) => {

@@ -119,7 +119,6 @@ pub struct Client {
     helo: String,
     sender: String,
     recipient: String,
-    message: Vec<u8>,
     stage: Stage,
     parser: ReplyParser,
     outcome: Option<Outcome>,
@@ -129,6 +128,8 @@ pub struct Client {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Step {
     Send(Vec<u8>),
+    /// Send the message, encoded by a [`BodyEncoder`] and ended with `.`, then read on.
+    SendBody,
     NeedInput,
     Done(Outcome),
 }
@@ -139,39 +140,67 @@ pub enum Step {
 /// a bare CR or LF for a line end (SMTP smuggling).
 pub fn encode_body(message: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(message.len() + message.len() / 32 + 8);
-    let mut line_start = true;
-    let mut bytes = message.iter().copied().peekable();
-    while let Some(b) = bytes.next() {
-        if b == b'\r' || b == b'\n' {
-            if b == b'\r' {
-                bytes.next_if_eq(&b'\n');
-            }
-            out.extend_from_slice(b"\r\n");
-            line_start = true;
-            continue;
-        }
-        if line_start && b == b'.' {
-            out.push(b'.');
-        }
-        out.push(b);
-        line_start = false;
-    }
-    if !line_start {
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b".\r\n");
+    let mut e = BodyEncoder::default();
+    e.push(message, &mut out);
+    e.finish(&mut out);
     out
+}
+
+/// [`encode_body`] a piece at a time: the same bytes whatever the pieces.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyEncoder {
+    line_start: bool,
+    /// The last piece ended in CR: an LF starting the next one belongs to it.
+    after_cr: bool,
+}
+
+impl Default for BodyEncoder {
+    fn default() -> Self {
+        BodyEncoder {
+            line_start: true,
+            after_cr: false,
+        }
+    }
+}
+
+impl BodyEncoder {
+    pub fn push(&mut self, piece: &[u8], out: &mut Vec<u8>) {
+        for &b in piece {
+            let lf_of_crlf = self.after_cr && b == b'\n';
+            self.after_cr = b == b'\r';
+            if lf_of_crlf {
+                continue;
+            }
+            if b == b'\r' || b == b'\n' {
+                out.extend_from_slice(b"\r\n");
+                self.line_start = true;
+                continue;
+            }
+            if self.line_start && b == b'.' {
+                out.push(b'.');
+            }
+            out.push(b);
+            self.line_start = false;
+        }
+    }
+
+    /// End the message: a last line end if needed, then `.`.
+    pub fn finish(self, out: &mut Vec<u8>) {
+        if !self.line_start {
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b".\r\n");
+    }
 }
 
 impl Client {
     /// `host` names the server in reports (its address).
-    pub fn new(host: &str, helo: &str, sender: &str, recipient: &str, message: &[u8]) -> Self {
+    pub fn new(host: &str, helo: &str, sender: &str, recipient: &str) -> Self {
         Client {
             host: host.to_string(),
             helo: helo.to_string(),
             sender: sender.to_string(),
             recipient: recipient.to_string(),
-            message: message.to_vec(),
             stage: Stage::Greeting,
             parser: ReplyParser::default(),
             outcome: None,
@@ -257,7 +286,7 @@ impl Client {
             }
             Stage::Data if c == 354 => {
                 self.stage = Stage::Final;
-                Step::Send(encode_body(&self.message))
+                Step::SendBody
             }
             Stage::Data => {
                 let t = self.said(&format!("{h} failed on DATA command."), &r);
@@ -311,13 +340,7 @@ mod tests {
 
     /// Play a server script: each entry is the server's reply to the client's last send.
     fn play(replies: &[&str]) -> (Vec<String>, Outcome) {
-        let mut c = Client::new(
-            "10.0.0.9",
-            "me.example",
-            "a@me.example",
-            "b@far.example",
-            b"Subject: x\n\n.dot\nend",
-        );
+        let mut c = Client::new("10.0.0.9", "me.example", "a@me.example", "b@far.example");
         let mut sent = Vec::new();
         for r in replies {
             let bytes = r.as_bytes();
@@ -327,6 +350,8 @@ mod tests {
                 at += used;
                 match step {
                     Step::Send(b) => sent.push(String::from_utf8(b).unwrap()),
+                    Step::SendBody => sent
+                        .push(String::from_utf8(encode_body(b"Subject: x\n\n.dot\nend")).unwrap()),
                     Step::Done(o) => return (sent, o),
                     Step::NeedInput => {}
                 }
@@ -536,6 +561,16 @@ mod tests {
             b"a\r\n..\r\nb\r\n..\r\nc\r\n..\r\nd\r\n\r\n..e\r\n.\r\n".to_vec()
         );
         assert_eq!(encode_body(b"x\r"), b"x\r\n.\r\n".to_vec());
+        // In pieces, split anywhere (inside a CRLF too), the same bytes.
+        let m: &[u8] = b"a\r\n.b\r\rc\n\r\n..d\re";
+        for cut in 0..=m.len() {
+            let mut e = BodyEncoder::default();
+            let mut out = Vec::new();
+            e.push(&m[..cut], &mut out);
+            e.push(&m[cut..], &mut out);
+            e.finish(&mut out);
+            assert_eq!(out, encode_body(m), "cut at {cut}");
+        }
         let nasty: [&[u8]; 5] = [
             b"\r.\r\n",
             b"\n.\n",

@@ -1,0 +1,103 @@
+//! A queued message's bytes, read a piece at a time: deliveries stream the message from its
+//! log segment instead of holding it in memory, so memory does not grow with message size.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::env::{Fs, FsFile};
+
+/// Where a message's bytes are: `len` bytes at `offset` of the log segment `path`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BodyRef {
+    pub path: PathBuf,
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// Bytes read at a time.
+pub const PIECE: usize = 64 * 1024;
+
+impl BodyRef {
+    /// Open for reading (by the process that owns the queue: a delivery running as another
+    /// user gets the open file, never the path).
+    pub fn open<F: Fs>(&self, fs: &F) -> io::Result<Body<F::File>> {
+        Ok(Body {
+            file: fs.open_rw(&self.path)?,
+            offset: self.offset,
+            len: self.len,
+            pos: 0,
+        })
+    }
+}
+
+/// An open message, read from its start.
+pub struct Body<T: FsFile> {
+    file: T,
+    offset: u64,
+    len: u64,
+    pos: u64,
+}
+
+impl<T: FsFile> Body<T> {
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Back to the first byte.
+    pub fn rewind(&mut self) {
+        self.pos = 0;
+    }
+
+    /// The next piece (at most [`PIECE`] bytes); empty at the end.
+    pub fn next_piece(&mut self) -> io::Result<Vec<u8>> {
+        let want = (self.len - self.pos).min(PIECE as u64) as usize;
+        let mut buf = vec![0u8; want];
+        let mut got = 0;
+        while got < want {
+            let n = self
+                .file
+                .read_at(self.offset + self.pos + got as u64, &mut buf[got..])?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            got += n;
+        }
+        self.pos += want as u64;
+        Ok(buf)
+    }
+
+    /// Call `f` with every piece from the start.
+    pub fn each_piece(&mut self, mut f: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+        self.rewind();
+        loop {
+            let p = self.next_piece()?;
+            if p.is_empty() {
+                return Ok(());
+            }
+            f(&p)?;
+        }
+    }
+
+    /// The first `n` bytes at most (a header to look at).
+    pub fn prefix(&mut self, n: usize) -> io::Result<Vec<u8>> {
+        self.rewind();
+        let mut out = Vec::new();
+        while out.len() < n {
+            let p = self.next_piece()?;
+            if p.is_empty() {
+                break;
+            }
+            out.extend_from_slice(&p);
+        }
+        out.truncate(n);
+        Ok(out)
+    }
+
+    /// The whole message in memory (for what must hold it: a forward's new queue record).
+    pub fn read_all(&mut self) -> io::Result<Vec<u8>> {
+        self.prefix(self.len as usize)
+    }
+}
