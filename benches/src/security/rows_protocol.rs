@@ -126,99 +126,37 @@ fn show(forbid: &[&[u8]]) -> String {
 
 const INJ: &[&[u8]] = &[b"\nX-Injected", b"\rX-Injected"];
 
-pub fn injection(ctx: &mut Ctx) -> Result<(), SecError> {
+/// The hostile lines: what the table shows, the bytes, whether MAIL comes first, and the
+/// expected reply class.
+#[rustfmt::skip]
+fn injection_cases() -> Vec<(&'static str, Vec<u8>, bool, u8)> {
     let rows: [(&str, &[u8], bool, u8); 16] = [
-        (
-            "HELO a\\r\\nX-Injected: yes",
-            b"HELO a\r\nX-Injected: yes\r\n",
-            false,
-            5,
-        ),
-        (
-            "HELO a\\rX-Injected: yes (bare CR)",
-            b"HELO a\rX-Injected: yes\r\n",
-            false,
-            2,
-        ),
-        (
-            "HELO a\\nX-Injected: yes (bare LF)",
-            b"HELO a\nX-Injected: yes\r\n",
-            false,
-            5,
-        ),
+        ("HELO a\\r\\nX-Injected: yes", b"HELO a\r\nX-Injected: yes\r\n", false, 5),
+        ("HELO a\\rX-Injected: yes (bare CR)", b"HELO a\rX-Injected: yes\r\n", false, 2),
+        ("HELO a\\nX-Injected: yes (bare LF)", b"HELO a\nX-Injected: yes\r\n", false, 5),
         ("HELO with NUL: HELO a\\0b", b"HELO a\0b\r\n", false, 2),
-        (
-            "HELO \\xff\\xfe\\x80 (8-bit, invalid UTF-8)",
-            b"HELO \xff\xfe\x80\r\n",
-            false,
-            2,
-        ),
+        ("HELO \\xff\\xfe\\x80 (8-bit, invalid UTF-8)", b"HELO \xff\xfe\x80\r\n", false, 2),
         ("EHLO with 2000 bytes of \\x01", &[b'x'; 0], false, 2),
-        (
-            "MAIL FROM:<a@example.net>\\r\\nRCPT TO:<victim@far.example>",
-            b"MAIL FROM:<a@example.net>\r\nRCPT TO:<victim@far.example>\r\n",
-            false,
-            5,
-        ),
-        (
-            "MAIL FROM:<a@example.net\\r\\nX-Injected: yes>",
-            b"MAIL FROM:<a@example.net\r\nX-Injected: yes>\r\n",
-            false,
-            5,
-        ),
-        (
-            "MAIL FROM:<a@example.net> SIZE=1\\rX-Injected: yes",
-            b"MAIL FROM:<a@example.net> SIZE=1\rX-Injected: yes\r\n",
-            false,
-            2,
-        ),
-        (
-            "RCPT TO:<fred@heaven.af.mil\\r\\nX-Injected: yes>",
-            b"RCPT TO:<fred@heaven.af.mil\r\nX-Injected: yes>\r\n",
-            true,
-            5,
-        ),
-        (
-            "RCPT TO:<fred\\n@heaven.af.mil>",
-            b"RCPT TO:<fred\n@heaven.af.mil>\r\n",
-            true,
-            5,
-        ),
-        (
-            "RCPT TO:<fr\\xe9d@heaven.af.mil> (8-bit local part)",
-            b"RCPT TO:<fr\xe9d@heaven.af.mil>\r\n",
-            true,
-            5,
-        ),
-        (
-            "RCPT TO:<j\\xc3\\xb6e@heaven.af.mil> (UTF-8 local part)",
-            "RCPT TO:<jöe@heaven.af.mil>\r\n".as_bytes(),
-            true,
-            5,
-        ),
-        (
-            "\\xff\\xfeHELO x (8-bit verb)",
-            b"\xff\xfeHELO x\r\n",
-            false,
-            5,
-        ),
+        ("MAIL FROM:<a@example.net>\\r\\nRCPT TO:<victim@far.example>", b"MAIL FROM:<a@example.net>\r\nRCPT TO:<victim@far.example>\r\n", false, 5),
+        ("MAIL FROM:<a@example.net\\r\\nX-Injected: yes>", b"MAIL FROM:<a@example.net\r\nX-Injected: yes>\r\n", false, 5),
+        ("MAIL FROM:<a@example.net> SIZE=1\\rX-Injected: yes", b"MAIL FROM:<a@example.net> SIZE=1\rX-Injected: yes\r\n", false, 2),
+        ("RCPT TO:<fred@heaven.af.mil\\r\\nX-Injected: yes>", b"RCPT TO:<fred@heaven.af.mil\r\nX-Injected: yes>\r\n", true, 5),
+        ("RCPT TO:<fred\\n@heaven.af.mil>", b"RCPT TO:<fred\n@heaven.af.mil>\r\n", true, 5),
+        ("RCPT TO:<fr\\xe9d@heaven.af.mil> (8-bit local part)", b"RCPT TO:<fr\xe9d@heaven.af.mil>\r\n", true, 5),
+        ("RCPT TO:<j\\xc3\\xb6e@heaven.af.mil> (UTF-8 local part)", "RCPT TO:<jöe@heaven.af.mil>\r\n".as_bytes(), true, 5),
+        ("\\xff\\xfeHELO x (8-bit verb)", b"\xff\xfeHELO x\r\n", false, 5),
         ("NO\\0OP (NUL in verb)", b"NO\0OP\r\n", false, 5),
-        (
-            "MAIL FROM:<\\xc3\\x28@example.net> (invalid UTF-8 sender)",
-            b"MAIL FROM:<\xc3\x28@example.net>\r\n",
-            false,
-            5,
-        ),
+        ("MAIL FROM:<\\xc3\\x28@example.net> (invalid UTF-8 sender)", b"MAIL FROM:<\xc3\x28@example.net>\r\n", false, 5),
     ];
-    for (input, raw, mail, class) in rows {
-        let ehlo;
-        let raw = if raw.is_empty() {
-            ehlo = [b"EHLO ".to_vec(), vec![1u8; 2000], b"\r\n".to_vec()].concat();
-            &ehlo[..]
-        } else {
-            raw
-        };
-        hostile(ctx, input, raw, mail, Expect::Class(class), INJ)?;
+    rows.into_iter().map(|(i, r, m, c)| (i, r.to_vec(), m, c)).collect()
+}
+
+pub fn injection(ctx: &mut Ctx) -> Result<(), SecError> {
+    for (input, mut raw, mail, class) in injection_cases() {
+        if raw.is_empty() {
+            raw = [b"EHLO ".to_vec(), vec![1u8; 2000], b"\r\n".to_vec()].concat();
+        }
+        hostile(ctx, input, &raw, mail, Expect::Class(class), INJ)?;
     }
     sender_with_cr(ctx)?;
     eight_bit_body(ctx)
