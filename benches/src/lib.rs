@@ -1,5 +1,7 @@
 //! Shared helpers for the benchmarks: a real-disk scratch directory and message fixtures.
 
+pub mod security;
+
 use std::path::PathBuf;
 
 use mta::control::Rewrite;

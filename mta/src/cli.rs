@@ -202,7 +202,15 @@ fn give_homes(root: &Path, o: &InitOptions) -> Result<(), init::InitError> {
     let ids = alias
         .filter(|p| !p.uid.is_root())
         .map_or_else(|| account("nobody"), |p| (p.uid.as_raw(), p.gid.as_raw()));
-    chown(&root.join("alias"), ids)
+    chown(&root.join("alias"), ids)?;
+    // The alias files init wrote are read by deliveries running as that account.
+    for a in ["postmaster", "mailer-daemon", "root", "abuse"] {
+        let f = root.join("alias").join(format!(".qmail-{a}"));
+        if f.exists() {
+            chown(&f, ids)?;
+        }
+    }
+    Ok(())
 }
 
 fn var(names: &[&str]) -> Option<String> {

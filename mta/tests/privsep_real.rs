@@ -143,3 +143,40 @@ fn a_symlink_in_a_home_cannot_reach_what_the_user_cannot() {
     assert!(l.contains("Unable_to_read_.qmail-peek."), "{l}");
     assert!(!l.contains("thief"), "{l}");
 }
+
+/// A root `mta init` hands the alias files to the alias account: mail to postmaster is
+/// delivered (through `&fred`), not deferred for ever as unreadable.
+#[test]
+fn postmaster_mail_is_delivered_after_a_root_init() {
+    assert_eq!(
+        nix::unistd::getuid().as_raw(),
+        0,
+        "runs as root, as CI does"
+    );
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let ok = Command::new(MTA)
+        .args(["init", "--me", "heaven.af.mil", "--user", "fred", "--root"])
+        .arg(r)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let pm = std::fs::metadata(r.join("alias/.qmail-postmaster")).unwrap();
+    let dir = std::fs::metadata(r.join("alias")).unwrap();
+    assert_eq!(
+        (pm.uid(), pm.gid()),
+        (dir.uid(), dir.gid()),
+        "alias files' owner"
+    );
+    let (child, addr) = common::spawn_run(MTA, r);
+    let _srv = Server { child, addr, root };
+    let r = _srv.root.path();
+    inject(r, "postmaster", "to postmaster");
+    let new = r.join("home/fred/Maildir/new");
+    common::eventually("postmaster's mail in fred's Maildir", 30, || {
+        std::fs::read_dir(&new).unwrap().count() == 1
+    });
+}

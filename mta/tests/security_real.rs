@@ -413,3 +413,24 @@ fn remote_delivery_sends_only_crlf_so_nothing_is_smuggled() {
         "{text:?}"
     );
 }
+
+/// A local part too long for a `.qmail-` file name names no mailbox: realrcptto refuses it
+/// at RCPT (before, ENAMETOOLONG counted as "cannot tell", so it was taken and deferred for
+/// the whole queue lifetime).
+#[test]
+fn realrcptto_refuses_a_local_part_too_long_for_a_file_name() {
+    let srv = start_on("127.0.0.1:0", &[("realrcptto", "1\n")]);
+    for local in ["fred-".to_string() + &"x".repeat(600), "y".repeat(600)] {
+        let r = dialogue(
+            srv.addr,
+            &[
+                "MAIL FROM:<a@example.net>",
+                &format!("RCPT TO:<{local}@heaven.af.mil>"),
+            ],
+        );
+        assert_eq!(
+            r[2], "550 sorry, no mailbox here by that name (#5.1.1)\r\n",
+            "{local}"
+        );
+    }
+}

@@ -218,7 +218,15 @@ fn find_dotqmail<F: crate::env::Fs>(
                     )))
                 }
             },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            // A name too long for the file system names no file: not there, not a deferral.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::InvalidFilename
+                ) =>
+            {
+                continue
+            }
             // Not knowing whether it exists (no permission): neither skip it nor bounce.
             Err(_) => {
                 return Err(Outcome::Deferred(format!(
