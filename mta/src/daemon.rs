@@ -87,9 +87,23 @@ fn receiver_settings<E: Env>(env: &E, opts: &Options, ipme: &Ipme) -> Result<Set
     Ok(s)
 }
 
-/// This host's addresses as they are now (at start and on every SIGHUP).
-fn own_addresses<E: Env>(env: &E, opts: &Options) -> Vec<IpAddr> {
-    crate::ipme::gather(env, opts.listen, &opts.local_ips)
+/// This host's addresses as they are now (at start and on every SIGHUP), with those listed in
+/// `control/moreipme` (addresses that reach this host through NAT or a load balancer).
+fn own_addresses<E: Env>(env: &E, opts: &Options) -> Result<Vec<IpAddr>, StartError> {
+    let c = ControlDir::new(env.fs(), &opts.root);
+    let ctl = |e: crate::control::ControlError| StartError::Controls(e.to_string());
+    let mut extra = opts.local_ips.clone();
+    for (n, l) in c.numbered("moreipme").map_err(ctl)?.unwrap_or_default() {
+        let ip = l.parse().map_err(|_| {
+            ctl(crate::control::ControlError::invalid(
+                "moreipme",
+                n,
+                format!("not an address: {l:?}"),
+            ))
+        })?;
+        extra.push(ip);
+    }
+    Ok(crate::ipme::gather(env, opts.listen, &extra))
 }
 
 fn filter_for(s: &Settings) -> Arc<dyn Filter> {
@@ -232,7 +246,7 @@ async fn serve<E: Env>(env: E, mut opts: Options) -> Result<(), StartError> {
     opts.nameservers = Some(nameservers(&env, &opts));
     // First, so a SIGALRM or SIGHUP during recovery (`mta queue flush`) cannot kill us.
     let signals = env.signals().map_err(StartError::Signals)?;
-    let ipme = Ipme::new(own_addresses(&env, &opts));
+    let ipme = Ipme::new(own_addresses(&env, &opts)?);
     let settings = receiver_settings(&env, &opts, &ipme)?;
     let (handle, manager_done) = start_queue(&env, &opts, &ipme)?;
     let listener = match env.net().listen(opts.listen).await {
@@ -275,11 +289,12 @@ async fn serve<E: Env>(env: E, mut opts: Options) -> Result<(), StartError> {
 /// This host's addresses are read again too (an interface may have come or gone).
 fn reread<E: Env>(env: &E, opts: &Options, ipme: &Ipme) -> Result<Settings, StartError> {
     let ctl = |e: &dyn std::fmt::Display| StartError::Controls(e.to_string());
-    ipme.set(own_addresses(env, opts));
-    let s = receiver_settings(env, opts, ipme)?;
+    let addrs = own_addresses(env, opts)?;
+    let s = receiver_settings(env, opts, &Ipme::new(addrs.clone()))?;
     Rewrite::load(&ControlDir::new(env.fs(), &opts.root)).map_err(|e| ctl(&e))?;
     manager::Settings::load(env.fs(), &opts.root).map_err(|e| ctl(&e))?;
     crate::remote::RemoteConfig::load(env.fs(), &opts.root).map_err(|e| ctl(&e))?;
+    ipme.set(addrs);
     Ok(s)
 }
 

@@ -415,3 +415,26 @@ fn program_output_is_capped_while_read_and_both_streams_drain() {
     let peak = peak_rss_kib(srv.child.id());
     assert!(peak < 64 * 1024, "mta run peaked at {peak} KiB");
 }
+
+#[test]
+fn an_executable_dotqmail_with_a_program_line_is_not_run() {
+    use std::os::unix::fs::PermissionsExt;
+    let (srv, log) = start_logged();
+    let dq = srv.root.path().join("home/fred/.qmail");
+    std::fs::write(&dq, "|touch ran\n./Maildir/\n").unwrap();
+    std::fs::set_permissions(&dq, std::fs::Permissions::from_mode(0o755)).unwrap();
+    inject(
+        srv.root.path(),
+        &["-f", "joe@heaven.af.mil", "fred"],
+        b"Subject: x bit\n\nx\n",
+        None,
+    );
+    common::eventually("the delivery is deferred", 30, || {
+        log_has(
+            &log,
+            "deferral: Uh-oh:_.qmail_has_prog_delivery_but_has_x_bit_set._(#4.7.0)",
+        )
+    });
+    assert!(!srv.root.path().join("home/fred/ran").exists());
+    assert!(maildir(srv.root.path(), "fred").is_empty());
+}

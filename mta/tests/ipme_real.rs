@@ -162,3 +162,25 @@ fn an_mx_on_one_of_our_own_addresses_bounces_at_once() {
     // The injection and its bounce are the only new messages: nothing arrived over SMTP.
     assert_eq!(log.matches("new msg").count(), 2, "{log}");
 }
+
+#[test]
+fn a_bad_moreipme_stops_the_start_naming_file_and_line() {
+    let root = tempfile::tempdir().unwrap();
+    install(root.path());
+    std::fs::write(
+        root.path().join("control/moreipme"),
+        "10.1.2.3\nnot-an-ip\n",
+    )
+    .unwrap();
+    let out = Command::new(MTA)
+        .args(["run", "--listen", "127.0.0.1:0", "--root"])
+        .arg(root.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(111));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("control/moreipme line 2: not an address"),
+        "{err}"
+    );
+}

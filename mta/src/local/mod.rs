@@ -190,12 +190,12 @@ fn home_checked<F: crate::env::Fs>(fs: &F, home: &Path) -> Result<(), Outcome> {
     }
 }
 
-/// The first .qmail file that exists: (name, the part `-default` matched, contents).
+/// The first .qmail file that exists: (name, the part `-default` matched, contents, mode).
 fn find_dotqmail<F: crate::env::Fs>(
     fs: &F,
     user: &User,
     home: &Path,
-) -> Result<Option<(String, String, String)>, Outcome> {
+) -> Result<Option<(String, String, String, u32)>, Outcome> {
     for (name, default) in dotqmail::candidates(&user.dash, &user.ext) {
         let p = home.join(&name);
         match fs.metadata(&p) {
@@ -204,12 +204,13 @@ fn find_dotqmail<F: crate::env::Fs>(
                     "Uh-oh: .qmail file is writable. (#4.7.0)".into(),
                 ))
             }
-            Ok(_) => match fs.read(&p) {
+            Ok(m) => match fs.read(&p) {
                 Ok(b) => {
                     return Ok(Some((
                         name,
                         default,
                         String::from_utf8_lossy(&b).into_owned(),
+                        m.mode,
                     )))
                 }
                 Err(_) => {
@@ -307,20 +308,27 @@ fn resolve<'a, F: crate::env::Fs>(
             "This message is looping: it already has my Delivered-To line. (#5.4.6)".into(),
         ));
     }
-    let (text, default, owner_file) = match find_dotqmail(fs, &user, &base)? {
-        Some((name, default, text)) => (text, default, Some(format!("{name}-owner"))),
+    let (text, default, owner_file, mode) = match find_dotqmail(fs, &user, &base)? {
+        Some((name, default, text, mode)) => (text, default, Some(format!("{name}-owner")), mode),
         None if !user.dash.is_empty() => {
             return Err(Outcome::Failed(
                 "Sorry, no mailbox here by that name. (#5.1.1)".into(),
             ))
         }
-        None => (String::new(), String::new(), None),
+        None => (String::new(), String::new(), None, 0),
     };
     let Ok(mut ins) = dotqmail::parse(&text) else {
         return Err(Outcome::Deferred(
             "Uh-oh: first line of .qmail file is blank. (#4.2.1)".into(),
         ));
     };
+    // qmail-local: an executable .qmail with a program line may be a mistake (a script put
+    // there to run) or an attack; neither is run.
+    if mode & 0o111 != 0 && ins.iter().any(|i| matches!(i, Instruction::Program(_))) {
+        return Err(Outcome::Deferred(
+            "Uh-oh: .qmail has prog delivery but has x bit set. (#4.7.0)".into(),
+        ));
+    }
     if ins.is_empty() {
         ins = dotqmail::parse(&cfg.defaultdelivery).unwrap_or_default();
     }
