@@ -137,6 +137,8 @@ fn manager<E: Env>(
     send.local = with_fsync_off(&send.local, opts.fsync_off);
     let mut rcfg = crate::remote::RemoteConfig::load(env.fs(), &opts.root).map_err(|e| ctl(&e))?;
     rcfg.ipme = ipme.clone();
+    let tcpto = opts.root.join("queue").join("tcpto");
+    rcfg.tcpto = Arc::new(crate::remote::tcpto::Tcpto::load(env.fs(), &tcpto));
     let resolver =
         crate::dns::Resolver::new(env.clone(), nameservers(env, opts), Duration::from_secs(10));
     let remote: Arc<dyn Remote<E>> = Arc::new(crate::remote::Smtp {

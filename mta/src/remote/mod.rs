@@ -2,6 +2,7 @@
 //! records), connect in order, and run one SMTP transaction per recipient.
 
 pub mod routes;
+pub mod tcpto;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -47,6 +48,8 @@ pub struct RemoteConfig {
     pub timeout_remote: Duration,
     /// Our own addresses, for the "listed as best-preference MX" check.
     pub ipme: crate::ipme::Ipme,
+    /// Hosts that timed out recently (shared by every delivery).
+    pub tcpto: Arc<tcpto::Tcpto>,
 }
 
 impl RemoteConfig {
@@ -59,6 +62,7 @@ impl RemoteConfig {
             timeout_connect: Duration::from_secs(c.number("timeoutconnect", 60)?),
             timeout_remote: Duration::from_secs(c.number("timeoutremote", 1200)?),
             ipme: crate::ipme::Ipme::new(vec![IpAddr::from([127, 0, 0, 1])]),
+            tcpto: Arc::default(),
         })
     }
 }
@@ -158,8 +162,13 @@ async fn transact<E: Env>(
     let mut s = tokio::select! {
         biased;
         r = connect => r.ok()?,
-        _ = env.sleep(cfg.timeout_connect) => return None,
+        _ = env.sleep(cfg.timeout_connect) => {
+            let now = crate::env::unix_secs(env.now());
+            cfg.tcpto.timed_out(env.fs(), to.ip(), now);
+            return None;
+        }
     };
+    cfg.tcpto.connected(env.fs(), to.ip());
     let mut buf = vec![0u8; 8192];
     let mut pending: Vec<u8> = Vec::new();
     loop {
@@ -223,6 +232,11 @@ impl<R: Resolve> Smtp<R> {
                 },
             };
             for ip in ips {
+                if self.cfg.tcpto.skip(&ip, crate::env::unix_secs(env.now())) {
+                    tracing::info!("{ip} timed out recently: not tried (tcpto)");
+                    resolved = true;
+                    continue;
+                }
                 // Reaching our own address through MX: only better hosts may be used.
                 if via_mx && self.cfg.ipme.contains(&ip) {
                     if !resolved {
