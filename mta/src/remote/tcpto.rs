@@ -109,7 +109,7 @@ mod tests {
     #[test]
     fn two_recent_timeouts_skip_a_host_for_an_hour_and_a_restart_remembers() {
         let d = tempfile::tempdir().unwrap();
-        let (fs, path) = (RealFs::default(), d.path().join("tcpto"));
+        let (fs, path) = (RealFs, d.path().join("tcpto"));
         let ip: IpAddr = "192.0.2.7".parse().unwrap();
         let t = Tcpto::load(&fs, &path);
         t.timed_out(&fs, ip, 1000);
@@ -134,7 +134,7 @@ mod tests {
     #[test]
     fn a_damaged_file_is_an_empty_table() {
         let d = tempfile::tempdir().unwrap();
-        let (fs, path) = (RealFs::default(), d.path().join("tcpto"));
+        let (fs, path) = (RealFs, d.path().join("tcpto"));
         std::fs::write(&path, "garbage\n1.2.3.4 x 5\n").unwrap();
         assert!(!Tcpto::load(&fs, &path).skip(&"1.2.3.4".parse().unwrap(), 6));
     }
