@@ -21,7 +21,8 @@
 //!   `\r \n \t \\ \0 \xNN`), N times;
 //! - `S: codes [+KEY] [-KEY] [| text] [| @tag text]` reads one whole reply (all its lines).
 //!   `codes` is `250`, `2xx`, `503/554`, `!500/501` (none of) or `any`; `+KEY`/`-KEY`: an
-//!   EHLO keyword present/absent; `| text`: for text profiles, the reply (lines joined by `\n`)
+//!   EHLO keyword present/absent; `=form`, `=unique`, `=single`, `=short`: see
+//!   [`Expect::shape`]; `| text`: for text profiles, the reply (lines joined by `\n`)
 //!   starts with text; `@tag` limits a text to profiles with that tag;
 //! - `CLOSE`: the server closes the connection; `IDLE n`: it stays silent and open n seconds;
 //! - `M: check`: a check on the delivered message (see [`MailCheck`]);
@@ -125,6 +126,9 @@ pub struct Expect {
     pub codes: Codes,
     /// EHLO keywords that must be (true) or must not be (false) advertised.
     pub keywords: Vec<(String, bool)>,
+    /// Checks of the reply's shape: `=form` (EHLO lines are keyword [params]), `=unique`
+    /// (no keyword twice), `=single` (one line), `=short` (lines of at most 512 octets).
+    pub shape: Vec<String>,
     /// Exact texts for text profiles: (tag or empty for all, text prefix).
     pub texts: Vec<(String, String)>,
 }
@@ -244,10 +248,18 @@ fn parse_expect(s: &str) -> Result<Expect, String> {
     let codes = words.next().ok_or("S: needs reply codes")?;
     let codes = Codes::parse(codes).ok_or_else(|| format!("bad reply codes {codes:?}"))?;
     let mut keywords = Vec::new();
+    let mut shape = Vec::new();
     for w in words {
-        match (w.strip_prefix('+'), w.strip_prefix('-')) {
-            (Some(k), _) => keywords.push((k.to_ascii_uppercase(), true)),
-            (_, Some(k)) => keywords.push((k.to_ascii_uppercase(), false)),
+        match (
+            w.strip_prefix('+'),
+            w.strip_prefix('-'),
+            w.strip_prefix('='),
+        ) {
+            (Some(k), _, _) => keywords.push((k.to_ascii_uppercase(), true)),
+            (_, Some(k), _) => keywords.push((k.to_ascii_uppercase(), false)),
+            (_, _, Some(s)) if ["form", "unique", "single", "short"].contains(&s) => {
+                shape.push(s.to_string())
+            }
             _ => return Err(format!("bad word {w:?} in S:")),
         }
     }
@@ -262,6 +274,7 @@ fn parse_expect(s: &str) -> Result<Expect, String> {
     Ok(Expect {
         codes,
         keywords,
+        shape,
         texts,
     })
 }

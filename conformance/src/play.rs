@@ -295,6 +295,9 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Player<'a, S> {
                 return Err(format!("EHLO keyword {k} {what}"));
             }
         }
+        if let Some(s) = e.shape.iter().find(|s| !shape_ok(s, r)) {
+            return Err(format!("reply fails ={s}: {}", r.0.join(" / ")));
+        }
         if let Some(want) = self.profile.text(&e.texts) {
             let want = self.vars.subst(want).replace("\\n", "\n");
             let got = r.0.join("\n");
@@ -344,6 +347,29 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Player<'a, S> {
         } else {
             Err(format!("delivered message fails {c:?}"))
         }
+    }
+}
+
+/// ehlo-line = ehlo-keyword *( SP ehlo-param ); ehlo-keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-").
+fn ehlo_line_ok(l: &str) -> bool {
+    let mut w = l.get(4..).unwrap_or("").split(' ');
+    let k = w.next().unwrap_or("");
+    let key = k.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    key && w.all(|p| !p.is_empty() && p.bytes().all(|b| (33..=126).contains(&b) && b != b'='))
+}
+
+fn shape_ok(s: &str, r: &Reply) -> bool {
+    match s {
+        "form" => r.0.iter().skip(1).all(|l| ehlo_line_ok(l)),
+        "unique" => {
+            let mut k = r.keywords();
+            k.sort();
+            k.windows(2).all(|w| w[0] != w[1])
+        }
+        "single" => r.0.len() == 1,
+        "short" => r.0.iter().all(|l| l.len() <= 510),
+        _ => false,
     }
 }
 

@@ -49,6 +49,30 @@ fn cell(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
 }
 
+/// Entries per area and level.
+fn areas(rs: &[Result1]) -> String {
+    let mut by: std::collections::BTreeMap<&str, [usize; 3]> = Default::default();
+    for r in rs {
+        by.entry(r.area.as_str()).or_default()[r.level as usize] += 1;
+    }
+    let mut s = String::from(
+        "\n## Entries per area\n\n| area | MUST | SHOULD | MAY |\n|---|---:|---:|---:|\n",
+    );
+    for (a, [m, sh, my]) in &by {
+        let _ = writeln!(s, "| {a} | {m} | {sh} | {my} |");
+    }
+    let t = |i: usize| by.values().map(|c| c[i]).sum::<usize>();
+    let _ = writeln!(
+        s,
+        "| **all {}** | {} | {} | {} |",
+        rs.len(),
+        t(0),
+        t(1),
+        t(2)
+    );
+    s
+}
+
 /// The Markdown report: header lines, totals, deviations, then every entry by area.
 pub fn markdown(rs: &[Result1], header: &[String]) -> String {
     let mut s = String::from("# RFC 5321 conformance\n\n");
@@ -68,6 +92,19 @@ pub fn markdown(rs: &[Result1], header: &[String]) -> String {
         }
         s.push('\n');
     }
+    let must_devs: Vec<String> = rs
+        .iter()
+        .filter(|r| r.level == Level::Must && matches!(r.outcome, Outcome::Deviation(_)))
+        .map(|r| format!("`{}`", r.id))
+        .collect();
+    if !must_devs.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n**MUSTs not met** (listed, see below): {}",
+            must_devs.join(", ")
+        );
+    }
+    s.push_str(&areas(rs));
     s.push_str(
         "\n`pass*`: listed as a deviation, but passed. `n/a`: not run (see the entry).\n\
          \n## Deviations\n\n| entry | level | section | reason |\n|---|---|---|---|\n",
