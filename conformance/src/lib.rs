@@ -8,6 +8,12 @@
 //! - `CLOSE`: the server must close the connection;
 //! - `#` comments and blank lines are ignored.
 
+pub mod catalogue;
+pub mod play;
+pub mod profile;
+pub mod report;
+pub mod runner;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -134,6 +140,55 @@ impl Dialogue {
 /// The fixtures directory of this repository.
 pub fn fixtures() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
+}
+
+/// A string unique to this run, part of every dialogue's `${token}`.
+pub fn run_token() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("{}.{}", t.as_secs(), std::process::id())
+}
+
+/// `YYYY-MM-DD HH:MM UTC` for a Unix time (civil-from-days, proleptic Gregorian).
+pub fn utc(unix: u64) -> String {
+    let (days, secs) = ((unix / 86400) as i64, unix % 86400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        secs / 3600,
+        secs % 3600 / 60
+    )
+}
+
+/// The lines a report starts with: what ran, against what, where and when.
+pub fn report_header(server: &str, p: &profile::Profile, o: &runner::Options) -> Vec<String> {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    vec![
+        format!("Server: {server}, profile `{}`", p.name),
+        format!(
+            "Delivery checks: {}; slow entries: {}",
+            if o.mailbox.is_some() { "on" } else { "off" },
+            if o.slow { "on" } else { "off (n/a)" }
+        ),
+        format!("Machine: {host}, {cores} cores, {}", std::env::consts::OS),
+        format!("Date: {}", utc(now)),
+    ]
 }
 
 /// How strictly replies are compared.

@@ -1,21 +1,37 @@
-//! `mta-conform`: play the SMTP conformance dialogues against a live server.
+//! `mta-conform`: play the SMTP conformance dialogues, or the RFC 5321 catalogue, against a
+//! live server.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
-use conformance::{fixtures, run, Dialogue, Match};
+use clap::{Args, Parser, Subcommand};
+use conformance::catalogue;
+use conformance::play::{Mailbox, Vars};
+use conformance::profile::Profile;
+use conformance::runner::{self, Options};
+use conformance::{fixtures, report, run, Dialogue, Match};
 
 #[derive(Parser)]
 #[command(
     name = "mta-conform",
-    about = "Play SMTP conformance dialogues against a server"
+    about = "Play SMTP conformance dialogues against a server",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
 )]
 struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    #[command(flatten)]
+    dialogues: DialogueArgs,
+}
+
+/// Without a subcommand: the qmail-flavoured dialogues of `fixtures/smtp/`.
+#[derive(Args)]
+struct DialogueArgs {
     /// Server address, e.g. 127.0.0.1:2525.
-    #[arg(long)]
-    server: std::net::SocketAddr,
+    #[arg(long, required = true)]
+    server: Option<std::net::SocketAddr>,
     /// Dialogue directory.
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -27,9 +43,74 @@ struct Cli {
     only: Option<String>,
 }
 
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the RFC 5321 requirement catalogue (`fixtures/rfc5321/`) against a server.
+    Catalogue(CatalogueArgs),
+}
+
+#[derive(Args)]
+struct CatalogueArgs {
+    /// Server address, HOST:PORT.
+    #[arg(long)]
+    server: String,
+    /// Profile: generic (reply codes), mta or qmail (exact texts), or a file's stem in
+    /// `fixtures/rfc5321/profiles/`.
+    #[arg(long, default_value = "generic")]
+    profile: String,
+    /// Write a Markdown report here.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// A Maildir that receives mail for --rcpt: enables the delivered-message checks.
+    #[arg(long)]
+    maildir: Option<PathBuf>,
+    /// Also run the entries that take minutes (timeouts).
+    #[arg(long)]
+    slow: bool,
+    /// Seconds allowed per entry.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+    /// Only entries whose id contains this.
+    #[arg(long)]
+    only: Option<String>,
+    /// The catalogue directory (default: the repository's `fixtures/rfc5321`).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// The server's domain (it must accept mail for ${rcpt} and postmaster there).
+    #[arg(long, default_value = "heaven.af.mil")]
+    domain: String,
+    /// A recipient the server accepts and delivers.
+    #[arg(long, default_value = "fred@heaven.af.mil")]
+    rcpt: String,
+    /// The envelope sender used.
+    #[arg(long, default_value = "joe@example.net")]
+    sender: String,
+    /// The name the client gives in EHLO/HELO.
+    #[arg(long, default_value = "client.example")]
+    client: String,
+    /// The command to name in the report's header as the one that made it.
+    #[arg(long)]
+    generated_by: Option<String>,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let dir = cli.dir.unwrap_or_else(|| fixtures().join("smtp"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    match cli.cmd {
+        Some(Cmd::Catalogue(a)) => rt.block_on(catalogue_cmd(a)),
+        None => dialogues_cmd(&rt, cli.dialogues),
+    }
+}
+
+fn dialogues_cmd(rt: &tokio::runtime::Runtime, a: DialogueArgs) -> ExitCode {
+    let Some(server) = a.server else {
+        eprintln!("mta-conform: --server is required");
+        return ExitCode::from(2);
+    };
+    let dir = a.dir.unwrap_or_else(|| fixtures().join("smtp"));
     let dialogues = match Dialogue::load_dir(&dir) {
         Ok(d) => d,
         Err(e) => {
@@ -37,23 +118,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let m = if cli.codes_only {
+    let m = if a.codes_only {
         Match::Code
     } else {
         Match::Text
     };
     let (mut pass, mut fail) = (0, 0);
-    for d in dialogues.iter().filter(|d| {
-        cli.only
-            .as_ref()
-            .is_none_or(|o| d.name.contains(o.as_str()))
-    }) {
+    let wanted = |n: &str| a.only.as_ref().is_none_or(|o| n.contains(o.as_str()));
+    for d in dialogues.iter().filter(|d| wanted(&d.name)) {
         let r = rt.block_on(async {
-            let s = tokio::net::TcpStream::connect(cli.server)
+            let s = tokio::net::TcpStream::connect(server)
                 .await
                 .map_err(|e| e.to_string())?;
             run(s, d, m, Duration::from_secs(30)).await
@@ -74,5 +148,67 @@ fn main() -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+async fn connect(server: &str) -> std::io::Result<(tokio::net::TcpStream, String)> {
+    let s = tokio::net::TcpStream::connect(server).await?;
+    let ip = s.local_addr()?.ip().to_string();
+    Ok((s, ip))
+}
+
+async fn catalogue_cmd(a: CatalogueArgs) -> ExitCode {
+    let dir = a.dir.clone().unwrap_or_else(|| fixtures().join("rfc5321"));
+    let loaded = catalogue::load(&dir.join("catalogue"))
+        .map_err(|e| e.to_string())
+        .and_then(|c| {
+            let p = Profile::load(&dir.join("profiles"), &a.profile).map_err(|e| e.to_string())?;
+            Ok((c, p))
+        });
+    let (entries, profile) = match loaded {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("mta-conform: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let vars = Vars {
+        domain: a.domain.clone(),
+        rcpt: a.rcpt.clone(),
+        sender: a.sender.clone(),
+        client: a.client.clone(),
+        ip: String::new(),
+        token: conformance::run_token(),
+        sizemax: 0,
+    };
+    let o = Options {
+        mailbox: a.maildir.clone().map(Mailbox),
+        slow: a.slow,
+        timeout: Duration::from_secs(a.timeout),
+        only: a.only.clone(),
+    };
+    let server = a.server.clone();
+    let rs = match runner::run_all(&entries, || connect(&server), &vars, &profile, &o).await {
+        Ok(rs) => rs,
+        Err(e) => {
+            eprintln!("mta-conform: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    print!("{}", report::text(&rs));
+    if let Some(path) = &a.report {
+        let mut header = conformance::report_header(&a.server, &profile, &o);
+        if let Some(g) = &a.generated_by {
+            header.insert(0, format!("Generated by `{g}`"));
+        }
+        if let Err(e) = std::fs::write(path, report::markdown(&rs, &header)) {
+            eprintln!("mta-conform: {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    }
+    if runner::must_failed(&rs) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }

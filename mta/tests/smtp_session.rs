@@ -190,8 +190,8 @@ fn syntax_errors() {
     assert_eq!(
         &r[1..],
         [
-            "555 syntax error (#5.5.4)",
-            "555 syntax error (#5.5.4)",
+            "501 syntax error (#5.5.4)",
+            "501 syntax error (#5.5.4)",
             "250 ok",
             "555 syntax error (#5.5.4)",
             "250 ok",
@@ -199,7 +199,35 @@ fn syntax_errors() {
         ]
     );
     let long = format!("MAIL FROM:<{}@x.org>\r\n", "a".repeat(900));
-    assert_eq!(replies(policy(), &long)[1], "555 syntax error (#5.5.4)");
+    assert_eq!(replies(policy(), &long)[1], "501 syntax error (#5.5.4)");
+}
+
+/// RFC 5321 4.1.4: a refused MAIL leaves the transaction as it was.
+#[test]
+fn bad_mail_keeps_the_transaction() {
+    let r = replies(
+        policy(),
+        "MAIL FROM:<a@b.c>\r\nRCPT TO:<fred@heaven.af.mil>\r\nMAIL FROM:<broken\r\nDATA\r\n",
+    );
+    assert_eq!(&r[3..], ["501 syntax error (#5.5.4)", "354 go ahead"]);
+}
+
+/// RFC 1870: SIZE is 1*20DIGIT; a value past u64 is over any limit, not ignored.
+#[test]
+fn twenty_digit_size_is_over_the_limit() {
+    let mut p = policy();
+    p.databytes = 1000;
+    let r = replies(
+        p,
+        "MAIL FROM:<a@b.c> SIZE=99999999999999999999\r\nMAIL FROM:<a@b.c> SIZE=1000\r\n",
+    );
+    assert_eq!(
+        &r[1..],
+        [
+            "552 sorry, that message size exceeds my databytes limit (#5.3.4)",
+            "250 ok"
+        ]
+    );
 }
 
 #[test]
@@ -428,7 +456,7 @@ fn bare_lf_closes_without_queueing() {
     ] {
         let (t, m) = run(policy(), &input);
         assert!(
-            t.ends_with("451 See https://cr.yp.to/docs/smtplf.html.\r\n"),
+            t.ends_with("421 See https://cr.yp.to/docs/smtplf.html.\r\n"),
             "{t}"
         );
         assert!(m.is_empty());

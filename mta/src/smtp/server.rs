@@ -166,6 +166,14 @@ pub struct Session {
     out: Vec<u8>,
 }
 
+/// RFC 1870 size-value (1*20DIGIT): a value too large for u64 is still over any limit.
+fn size_value(v: &str) -> Option<u64> {
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(v.parse().unwrap_or(u64::MAX))
+}
+
 fn reply(out: &mut Vec<u8>, text: &str) {
     out.extend_from_slice(text.as_bytes());
     out.extend_from_slice(b"\r\n");
@@ -415,15 +423,17 @@ impl Session {
     }
 
     fn mail(&mut self, arg: &[u8]) {
+        // RFC 5321 4.1.4: an unacceptable MAIL argument MUST get 501 (qmail-smtpd: 555), and
+        // the state stays as it was.
         let path = match address::parse(arg, "FROM") {
             Ok(p) => p,
-            Err(_) => return reply(&mut self.out, "555 syntax error (#5.5.4)"),
+            Err(_) => return reply(&mut self.out, "501 syntax error (#5.5.4)"),
         };
         let size = path
             .params
             .iter()
             .find(|(k, _)| k == "SIZE")
-            .and_then(|(_, v)| v.as_deref()?.parse::<u64>().ok());
+            .and_then(|(_, v)| size_value(v.as_deref()?));
         if size.is_some_and(|s| s > self.limit()) {
             return reply(
                 &mut self.out,
@@ -552,7 +562,7 @@ impl Session {
     }
 
     /// Consume DATA bytes; returns bytes used. CRLF → LF, dot-unstuffing, end at CRLF.CRLF,
-    /// a bare LF anywhere closes the session (which also defeats SMTP smuggling).
+    /// a bare LF anywhere closes the session with 421 (which also defeats SMTP smuggling).
     fn data_bytes(&mut self, buf: &[u8]) -> usize {
         let limit = self.limit();
         let Mode::Data {
@@ -589,9 +599,10 @@ impl Session {
                     self.end_of_data(hops.count, too_big);
                     return i + 1;
                 }
+                // qmail says 451 here; RFC 5321 3.8 lets a server close only after 421.
                 (_, b'\n') => {
                     self.out
-                        .extend_from_slice(b"451 See https://cr.yp.to/docs/smtplf.html.\r\n");
+                        .extend_from_slice(b"421 See https://cr.yp.to/docs/smtplf.html.\r\n");
                     self.mode = Mode::Closed;
                     self.data = Vec::new();
                     return i + 1;
