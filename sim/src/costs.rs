@@ -44,7 +44,10 @@ pub fn tolerance_pct(metric: &str) -> u64 {
 }
 
 fn body(i: u64) -> String {
-    format!("Subject: cost {i}\n\n{}\n", "line of the message body\n".repeat(40))
+    format!(
+        "Subject: cost {i}\n\n{}\n",
+        "line of the message body\n".repeat(40)
+    )
 }
 
 /// `mta inject` of [`MESSAGES`] messages to a local user, then `mta run` until it has
@@ -58,7 +61,11 @@ fn inject_and_deliver(seed: u64) -> (Measures, Measures) {
     }
     let injected = fs.costs();
     let run = w.run(3600);
-    assert!(run.drained(), "the cost workload did not drain: {:?}", run.stderr);
+    assert!(
+        run.drained(),
+        "the cost workload did not drain: {:?}",
+        run.stderr
+    );
     assert_eq!(run.delivered() as u64, MESSAGES);
     (measures(injected - before), measures(fs.costs() - injected))
 }
@@ -111,7 +118,9 @@ pub fn parse_baseline(text: &str) -> Result<Table, String> {
         let [w, k, v] = f[..] else {
             return Err(format!("line {}: want `workload metric value`", n + 1));
         };
-        let v = v.parse().map_err(|_| format!("line {}: bad value", n + 1))?;
+        let v = v
+            .parse()
+            .map_err(|_| format!("line {}: bad value", n + 1))?;
         let k = METRICS
             .iter()
             .find(|m| **m == k)
@@ -208,11 +217,20 @@ mod tests {
         let base = table(&[("a", "fsyncs", 40), ("a", "bytes_written", 1000)]);
         let same = compare(&base, &base);
         assert!(same.regressions.is_empty() && same.improvements.is_empty());
-        let v = compare(&base, &table(&[("a", "fsyncs", 41), ("a", "bytes_written", 1010)]));
+        let v = compare(
+            &base,
+            &table(&[("a", "fsyncs", 41), ("a", "bytes_written", 1010)]),
+        );
         assert_eq!(v.regressions, vec!["a fsyncs: 40 -> 41 (+2.5%)"]);
-        let v = compare(&base, &table(&[("a", "fsyncs", 40), ("a", "bytes_written", 1011)]));
+        let v = compare(
+            &base,
+            &table(&[("a", "fsyncs", 40), ("a", "bytes_written", 1011)]),
+        );
         assert_eq!(v.regressions, vec!["a bytes_written: 1000 -> 1011 (+1.1%)"]);
-        let v = compare(&base, &table(&[("a", "fsyncs", 20), ("a", "bytes_written", 900)]));
+        let v = compare(
+            &base,
+            &table(&[("a", "fsyncs", 20), ("a", "bytes_written", 900)]),
+        );
         assert!(v.regressions.is_empty());
         assert_eq!(v.improvements.len(), 2);
     }

@@ -579,7 +579,9 @@ fn cmd_costs(baseline: &str, update: bool, out: &str) -> ExitCode {
     if verdict.regressions.is_empty() {
         println!("costs: no regression against {baseline}");
     } else {
-        eprintln!("(if intended, update the baseline: mta-sim costs --update, in a reviewed commit)");
+        eprintln!(
+            "(if intended, update the baseline: mta-sim costs --update, in a reviewed commit)"
+        );
     }
     exit(verdict.regressions.is_empty())
 }

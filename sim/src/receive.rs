@@ -182,9 +182,11 @@ impl Receive {
         // The crash may have come in the last step, with no reboot after it: then the disk image
         // is what the next boot would find.
         let (image, trace_hash, costs) = match disk.live() {
-            Some(fs) if self.crash_at_end => {
-                (fs.crash_image(&Persist::Synced), fs.trace_hash(), fs.costs())
-            }
+            Some(fs) if self.crash_at_end => (
+                fs.crash_image(&Persist::Synced),
+                fs.trace_hash(),
+                fs.costs(),
+            ),
             Some(fs) => (fs.live_image(), fs.trace_hash(), fs.costs()),
             None => (disk.image(), 0, Costs::default()),
         };

@@ -460,5 +460,8 @@ fn a_record_forged_inside_a_damaged_message_before_a_torn_tail_is_never_applied(
     let bytes = fs::read(&seg).unwrap();
     fs::write(&seg, &bytes[..bytes.len() - 1]).unwrap();
     let (q, _) = open(&t);
-    assert!(q.contains(a), "a record forged inside message data was applied");
+    assert!(
+        q.contains(a),
+        "a record forged inside message data was applied"
+    );
 }
