@@ -67,9 +67,9 @@ fn some_bytes(u: &mut Unstructured<'_>, max: usize) -> ArbResult<Vec<u8>> {
 
 fn text(u: &mut Unstructured<'_>) -> ArbResult<String> {
     let n = u.int_in_range(0..=12)?;
-    Ok((0..n)
+    (0..n)
         .map(|_| u.choose(&['a', 'b', '@', '.', '\u{e9}', '\n']).copied())
-        .collect::<ArbResult<_>>()?)
+        .collect()
 }
 
 fn envelope(u: &mut Unstructured<'_>, id: MsgId) -> ArbResult<Envelope> {
