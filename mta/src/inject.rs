@@ -74,8 +74,8 @@ const DROPPED: [&str; 3] = ["return-path", "bcc", "content-length"];
 const RECIPIENT_HEADERS: [&str; 3] = ["to", "cc", "bcc"];
 
 /// One header field: its name and the whole raw text (name, value, continuation lines).
-struct Field<'a> {
-    name: String,
+pub(crate) struct Field<'a> {
+    pub(crate) name: String,
     raw: &'a [u8],
 }
 
@@ -89,7 +89,7 @@ impl Field<'_> {
 
 /// Split a message into header fields and the rest (starting after the blank separator line,
 /// which is `sep`). A message whose first line is not a header has no header fields.
-fn split_header(msg: &[u8]) -> (Vec<Field<'_>>, &[u8], &[u8]) {
+pub(crate) fn split_header(msg: &[u8]) -> (Vec<Field<'_>>, &[u8], &[u8]) {
     let mut fields: Vec<Field<'_>> = Vec::new();
     let mut at = 0;
     while at < msg.len() {

@@ -33,10 +33,13 @@ pub enum Bug {
     EveryAttemptFirst,
     /// A restart forgets when each message was last tried: everything is due at once.
     ForgetLastAttempt,
+    /// A wasted second fsync of every injected message: correct, only slower (the
+    /// deterministic cost gate must catch it).
+    ExtraFsync,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 10] = [
+    pub const ALL: [Bug; 11] = [
         Bug::RetryFromLastAttempt,
         Bug::LoseBounceStateOnRestart,
         Bug::ServfailPermanent,
@@ -47,6 +50,7 @@ impl Bug {
         Bug::CutAtFirstDamage,
         Bug::EveryAttemptFirst,
         Bug::ForgetLastAttempt,
+        Bug::ExtraFsync,
     ];
     #[cfg(feature = "planted")]
     fn bit(self) -> u32 {

@@ -104,3 +104,56 @@ fn dotqmail_assign_corpus() {
         mta::fuzz::dotqmail_assign(&input);
     }
 }
+
+/// Each input, every prefix of it at a few cuts, and each with one byte changed.
+fn replay_with_variants(target: &str, min: usize, f: fn(&[u8])) {
+    let c = corpus(target);
+    assert!(c.len() >= min, "{target}: {} inputs", c.len());
+    for input in &c {
+        f(input);
+        for i in (1..input.len()).step_by(input.len() / 16 + 1) {
+            f(&input[..i]);
+            let mut changed = input.clone();
+            changed[i] ^= 0x21;
+            f(&changed);
+        }
+    }
+}
+
+#[test]
+fn log_recovery_corpus() {
+    replay_with_variants("log_recovery", 40, mta::fuzz::log_recovery);
+}
+
+#[test]
+fn todo_file_corpus() {
+    use mta::queue::record::{encode_todo, Envelope, MsgId};
+    let env = Envelope {
+        id: MsgId { secs: 1, rand: 2 },
+        birth: 1,
+        qp: 3,
+        uid: 4,
+        sender: "a@b".into(),
+        recipients: vec!["c@d".into(), "e@f".into()],
+    };
+    // A whole file as the queue writes it, in the decode-and-re-encode mode (byte 0 even).
+    let mut whole = vec![0u8];
+    whole.extend(encode_todo(&env, b"Subject: x\n\nbody\n"));
+    mta::fuzz::todo_file(&whole);
+    replay_with_variants("todo_file", 20, mta::fuzz::todo_file);
+}
+
+#[test]
+fn control_files_corpus() {
+    replay_with_variants("control_files", 8, mta::fuzz::control_files);
+}
+
+#[test]
+fn smtpd_rules_corpus() {
+    replay_with_variants("smtpd_rules", 8, mta::fuzz::smtpd_rules);
+}
+
+#[test]
+fn inject_headers_corpus() {
+    replay_with_variants("inject_headers", 8, mta::fuzz::inject_headers);
+}

@@ -505,6 +505,39 @@ impl Clock {
     }
 }
 
+/// Work done on the filesystem, in units that do not depend on the machine (the
+/// deterministic cost gate compares them with committed baselines).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Costs {
+    /// File fsyncs (`fsync` on a file).
+    pub fsyncs: u64,
+    /// Directory fsyncs.
+    pub dir_fsyncs: u64,
+    /// Mutating operations (create, write, rename, link, unlink, truncate, fsyncs).
+    pub ops: u64,
+    pub bytes_written: u64,
+    /// Reads (`read` of a whole file or `read_at`) and the bytes they returned.
+    pub reads: u64,
+    pub bytes_read: u64,
+    /// Directory entries listed.
+    pub listed: u64,
+}
+
+impl std::ops::Sub for Costs {
+    type Output = Costs;
+    fn sub(self, o: Costs) -> Costs {
+        Costs {
+            fsyncs: self.fsyncs - o.fsyncs,
+            dir_fsyncs: self.dir_fsyncs - o.dir_fsyncs,
+            ops: self.ops - o.ops,
+            bytes_written: self.bytes_written - o.bytes_written,
+            reads: self.reads - o.reads,
+            bytes_read: self.bytes_read - o.bytes_read,
+            listed: self.listed - o.listed,
+        }
+    }
+}
+
 struct State {
     live: Image,
     durable: Image,
@@ -520,6 +553,11 @@ struct State {
     usage: Option<Usage>,
     locks: Vec<Ino>,
     trace: u64,
+    /// Fsyncs and bytes so far (operations, reads and listings are counted above).
+    fsyncs: u64,
+    dir_fsyncs: u64,
+    bytes_written: u64,
+    bytes_read: u64,
 }
 
 /// The simulated filesystem (a cheap handle; clones share state).
@@ -580,6 +618,10 @@ impl SimFs {
                 usage: None,
                 locks: Vec::new(),
                 trace: 0xcbf2_9ce4_8422_2325,
+                fsyncs: 0,
+                dir_fsyncs: 0,
+                bytes_written: 0,
+                bytes_read: 0,
             })),
             clock,
         }
@@ -619,6 +661,19 @@ impl SimFs {
     /// Reads so far (what [`Faults::read_eio_at`] counts).
     pub fn reads(&self) -> u64 {
         self.lock().reads
+    }
+    /// Everything counted so far (subtract two of these for the cost of what ran between).
+    pub fn costs(&self) -> Costs {
+        let st = self.lock();
+        Costs {
+            fsyncs: st.fsyncs,
+            dir_fsyncs: st.dir_fsyncs,
+            ops: st.ops,
+            bytes_written: st.bytes_written,
+            reads: st.reads,
+            bytes_read: st.bytes_read,
+            listed: st.listed,
+        }
     }
     /// Directory entries listed so far.
     pub fn listed(&self) -> u64 {
@@ -696,6 +751,12 @@ impl SimFs {
         let mut st = self.lock();
         Self::check_alive(&st)?;
         st.ops += 1;
+        match tag {
+            "fsync" => st.fsyncs += 1,
+            "fsyncdir" => st.dir_fsyncs += 1,
+            "write" => st.bytes_written += parts.last().map_or(0, |b| b.len() as u64),
+            _ => {}
+        }
         st.trace = fnv(fnv(st.trace, &[tag.as_bytes()]), parts);
         let r = if st.faults.eio_at == Some(st.ops) {
             st.fired.eio += 1;
@@ -939,6 +1000,7 @@ impl FsFile for SimFile {
                 let start = (offset as usize).min(data.len());
                 let n = buf.len().min(data.len() - start);
                 buf[..n].copy_from_slice(&data[start..start + n]);
+                st.bytes_read += n as u64;
                 Ok(n)
             }
             _ => Err(io::Error::other("stale file handle")),
@@ -1012,7 +1074,11 @@ impl Fs for SimFs {
         let mut st = self.lock();
         Self::begin_read(&mut st)?;
         match st.live.lookup(path).and_then(|i| st.live.nodes.get(&i)) {
-            Some(Node::File { data, .. }) => Ok(data.clone()),
+            Some(Node::File { data, .. }) => {
+                let data = data.clone();
+                st.bytes_read += data.len() as u64;
+                Ok(data)
+            }
             Some(_) => Err(io::Error::new(
                 io::ErrorKind::IsADirectory,
                 "is a directory",

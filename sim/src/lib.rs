@@ -4,6 +4,7 @@
 
 pub mod campaign;
 pub mod corruption;
+pub mod costs;
 pub mod crash;
 pub mod damage;
 pub mod deliver;

@@ -13,7 +13,7 @@ use mta::env::{Env, Fs, FsFile, Net};
 use mta::queue::{Config, Paths, Queue};
 
 use crate::env::{SimEnv, TURMOIL};
-use crate::fs::{Clock, Faults, Image, Persist, SimFs};
+use crate::fs::{Clock, Costs, Faults, Image, Persist, SimFs};
 use crate::host::MtaHost;
 use crate::world::Disk;
 
@@ -81,6 +81,8 @@ pub struct Outcome {
     pub trace_hash: u64,
     /// Mutating filesystem operations of the last boot (all of them in a crash-free run).
     pub ops: u64,
+    /// Everything the last boot's filesystem counted (see [`Costs`]).
+    pub costs: Costs,
     /// Damage the final recovery found in the middle of log segments (crashes and failed
     /// fsyncs alone must never leave any).
     pub damaged_bytes: u64,
@@ -179,12 +181,14 @@ impl Receive {
         }
         // The crash may have come in the last step, with no reboot after it: then the disk image
         // is what the next boot would find.
-        let (image, trace_hash, ops) = match disk.live() {
-            Some(fs) if self.crash_at_end => {
-                (fs.crash_image(&Persist::Synced), fs.trace_hash(), fs.ops())
-            }
-            Some(fs) => (fs.live_image(), fs.trace_hash(), fs.ops()),
-            None => (disk.image(), 0, 0),
+        let (image, trace_hash, costs) = match disk.live() {
+            Some(fs) if self.crash_at_end => (
+                fs.crash_image(&Persist::Synced),
+                fs.trace_hash(),
+                fs.costs(),
+            ),
+            Some(fs) => (fs.live_image(), fs.trace_hash(), fs.costs()),
+            None => (disk.image(), 0, Costs::default()),
         };
         drop(sim);
         let (stored, corrupt, damaged_bytes) = what_survived(image, clock, n);
@@ -197,7 +201,8 @@ impl Receive {
             corrupt,
             boots: disk.boots(),
             trace_hash,
-            ops,
+            ops: costs.ops,
+            costs,
             damaged_bytes,
         }
     }

@@ -43,11 +43,11 @@ fn parse_seg(name: &str) -> Option<u64> {
 }
 
 /// What scanning a segment found.
-struct Scanned {
+pub(super) struct Scanned {
     /// End of the last whole record: what lies after it is a torn tail.
-    keep: u64,
+    pub(super) keep: u64,
     /// Damaged stretches with whole records after them (latent corruption, not a torn tail).
-    damaged: Vec<(u64, u64)>,
+    pub(super) damaged: Vec<(u64, u64)>,
 }
 
 /// Where whole records start again after a bad one at `at`, if anywhere. A bad record whose
@@ -74,7 +74,7 @@ fn resync(buf: &[u8], at: usize) -> Option<usize> {
 /// Scan one segment's bytes: calls `f(record, end_offset)` for each whole record. A bad
 /// stretch followed by whole records is damage in the middle (every record after it is
 /// kept); one that runs to the end is a torn tail.
-fn scan(
+pub(super) fn scan(
     buf: &[u8],
     mut f: impl FnMut(Record, u64) -> Result<(), QueueError>,
 ) -> Result<Scanned, QueueError> {

@@ -745,6 +745,47 @@ fn apply(msgs: &mut BTreeMap<MsgId, MsgState>, refs: &mut SegRefs, seg: u64, end
     }
 }
 
+/// One log segment's bytes replayed as recovery replays them, without a disk.
+#[doc(hidden)]
+pub struct Replayed {
+    /// Every record applied, with the offset where it ends.
+    pub records: Vec<(Record, u64)>,
+    /// The messages the queue would hold, each with the bytes a delivery would read for it.
+    pub messages: Vec<(MsgState, Vec<u8>)>,
+    /// End of the last whole record (what follows is a torn tail).
+    pub keep: u64,
+    /// Damaged stretches with whole records after them.
+    pub damaged: Vec<(u64, u64)>,
+}
+
+/// Replay one segment's bytes (for the fuzz targets: recovery must never panic, never apply
+/// a record that is not whole in the bytes, and never invent a message).
+#[doc(hidden)]
+pub fn replay_segment(buf: &[u8]) -> Replayed {
+    let (mut msgs, mut refs, mut records) = (BTreeMap::new(), SegRefs::new(), Vec::new());
+    let scanned = log::scan(buf, |r, end| {
+        records.push((r.clone(), end));
+        apply(&mut msgs, &mut refs, 1, end, r);
+        Ok(())
+    })
+    .expect("the callback never fails");
+    // Read each message's bytes where `read_data` would: a wrong offset panics or differs.
+    let messages = msgs
+        .into_values()
+        .map(|m| {
+            let (_, end, len) = m.data_at;
+            let bytes = buf[(end - len) as usize..end as usize].to_vec();
+            (m, bytes)
+        })
+        .collect();
+    Replayed {
+        records,
+        messages,
+        keep: scanned.keep,
+        damaged: scanned.damaged,
+    }
+}
+
 /// A read-only view of a queue for `mta queue list|stat`: works while a queue manager runs.
 pub struct View {
     pub messages: Vec<MsgState>,

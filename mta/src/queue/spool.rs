@@ -126,6 +126,9 @@ impl<E: Env> Spool<E> {
         })?;
         if !self.cfg.disabled.contains(SyncPoint::TodoFile) {
             ctx(self.file.sync(), || format!("fsync {}", tmp.display()))?;
+            if crate::planted::on(crate::planted::Bug::ExtraFsync) {
+                ctx(self.file.sync(), || format!("fsync {}", tmp.display()))?;
+            }
         }
         // link, not rename: it refuses to replace an existing entry.
         let todo = self.paths.todo().join(self.id.to_string());

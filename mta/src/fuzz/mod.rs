@@ -1,6 +1,14 @@
 //! Fuzz entry points, shared by the libFuzzer targets in `fuzz/` and by the regular test that
 //! replays their committed corpora. Each checks invariants beyond "no panic".
 
+mod config;
+mod inject;
+mod queue;
+
+pub use config::{control_files, smtpd_rules};
+pub use inject::inject_headers;
+pub use queue::{log_recovery, todo_file};
+
 use crate::smtp::address;
 use crate::smtp::received::Peer;
 use crate::smtp::server::{CommitError, Policy, Session, Step, MAX_LINE, MAX_MESSAGE};
@@ -27,7 +35,7 @@ fn policy(databytes: u64) -> Policy {
 }
 
 /// Every reply line is `ddd` then space or `-`, and ends with CRLF.
-fn check_replies(out: &[u8]) {
+pub(crate) fn check_replies(out: &[u8]) {
     for line in out.split_inclusive(|&b| b == b'\n') {
         assert!(line.ends_with(b"\r\n"), "reply line without CRLF: {line:?}");
         assert!(
