@@ -34,38 +34,10 @@ fn start_as(me: &str, users: &[&str], controls: &[(&str, String)]) -> Server {
 
 /// `mta run` for fred and joe with the queue manager's log lines in a file (to wait for).
 fn start_logged() -> (Server, PathBuf) {
-    let root = tempfile::tempdir().unwrap();
-    let ok = Command::new(mta())
-        .args([
-            "init",
-            "--me",
-            "heaven.af.mil",
-            "--user",
-            "fred",
-            "--user",
-            "joe",
-            "--root",
-        ])
-        .arg(root.path())
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "mta init");
-    let log = root.path().join("stderr");
-    let mut cmd = Command::new(mta());
-    cmd.args(["run", "--listen", "127.0.0.1:0", "--root"])
-        .arg(root.path())
-        .env("MTA_LOG", "mta::send=info")
-        .stderr(std::fs::File::create(&log).unwrap());
-    let (child, addr) = common::spawn_listening(cmd);
-    (Server { child, addr, root }, log)
+    common::spawn_logged(mta(), common::installation(mta(), &["fred", "joe"]))
 }
 
-fn log_has(log: &Path, what: &str) -> bool {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .contains(what)
-}
+use common::log_has;
 
 /// `mta inject ARGS` with `body` on stdin (as `user` when given); must succeed.
 fn inject(root: &Path, args: &[&str], body: &[u8], user: Option<&str>) {

@@ -66,21 +66,10 @@ fn start() -> (Server, PathBuf) {
     for d in ["", "Maildir", "Maildir/new", "Maildir/cur", "Maildir/tmp"] {
         std::os::unix::fs::chown(fred.join(d), Some(UID), Some(GID)).unwrap();
     }
-    let log = r.join("stderr");
-    let mut cmd = Command::new(MTA);
-    cmd.args(["run", "--listen", "127.0.0.1:0", "--root"])
-        .arg(r)
-        .env("MTA_LOG", "mta::send=info")
-        .stderr(std::fs::File::create(&log).unwrap());
-    let (child, addr) = common::spawn_listening(cmd);
-    (Server { child, addr, root }, log)
+    common::spawn_logged(MTA, root)
 }
 
-fn log_has(log: &Path, what: &str) -> bool {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .contains(what)
-}
+use common::log_has;
 
 #[test]
 fn programs_and_files_are_the_recipients_and_root_is_refused() {

@@ -4,7 +4,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -36,26 +36,7 @@ fn start_on(listen: &str, controls: &[(&str, &str)]) -> Server {
     Server { child, addr, root }
 }
 
-fn reply(r: &mut BufReader<TcpStream>) -> String {
-    let mut all = String::new();
-    loop {
-        let mut l = String::new();
-        if r.read_line(&mut l).unwrap() == 0 {
-            return all;
-        }
-        all.push_str(&l);
-        if l.as_bytes().get(3) != Some(&b'-') {
-            return all;
-        }
-    }
-}
-
-fn connect(addr: SocketAddr) -> (TcpStream, BufReader<TcpStream>) {
-    let s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let r = BufReader::new(s.try_clone().unwrap());
-    (s, r)
-}
+use common::{connect, reply};
 
 /// Send commands one at a time; the replies after the greeting.
 fn dialogue(addr: SocketAddr, cmds: &[&str]) -> Vec<String> {

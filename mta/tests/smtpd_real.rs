@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::Command;
@@ -81,27 +81,7 @@ fn settled(root: &Path) -> Vec<String> {
     }
 }
 
-/// Read one full reply (all continuation lines).
-fn reply(r: &mut BufReader<TcpStream>) -> String {
-    let mut all = String::new();
-    loop {
-        let mut l = String::new();
-        if r.read_line(&mut l).unwrap() == 0 {
-            return all;
-        }
-        all.push_str(&l);
-        if l.as_bytes().get(3) != Some(&b'-') {
-            return all;
-        }
-    }
-}
-
-fn connect(addr: SocketAddr) -> (TcpStream, BufReader<TcpStream>) {
-    let s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let r = BufReader::new(s.try_clone().unwrap());
-    (s, r)
-}
+use common::{connect, reply};
 
 #[test]
 fn every_conformance_dialogue_over_real_tcp() {

@@ -69,3 +69,61 @@ pub fn eventually(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// `mta init --me heaven.af.mil` with `users` on a fresh directory, which must succeed.
+pub fn installation(mta: &str, users: &[&str]) -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(mta);
+    cmd.args(["init", "--me", "heaven.af.mil", "--root"])
+        .arg(root.path())
+        .stdout(Stdio::null());
+    for u in users {
+        cmd.args(["--user", u]);
+    }
+    assert!(cmd.status().unwrap().success(), "mta init");
+    root
+}
+
+/// Start `mta run` on `root` with the queue manager's log lines in `root/stderr` (to wait
+/// for); returns the server and that file.
+pub fn spawn_logged(mta: &str, root: tempfile::TempDir) -> (Server, std::path::PathBuf) {
+    let log = root.path().join("stderr");
+    let mut cmd = Command::new(mta);
+    cmd.args(["run", "--listen", "127.0.0.1:0", "--root"])
+        .arg(root.path())
+        .env("MTA_LOG", "mta::send=info")
+        .stderr(std::fs::File::create(&log).unwrap());
+    let (child, addr) = spawn_listening(cmd);
+    (Server { child, addr, root }, log)
+}
+
+/// Whether the log file holds `what` yet.
+pub fn log_has(log: &Path, what: &str) -> bool {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .contains(what)
+}
+
+/// Read one full reply (all continuation lines); what there was if the connection ends.
+pub fn reply(r: &mut BufReader<std::net::TcpStream>) -> String {
+    let mut all = String::new();
+    loop {
+        let mut l = String::new();
+        if r.read_line(&mut l).unwrap_or(0) == 0 {
+            return all;
+        }
+        all.push_str(&l);
+        if l.as_bytes().get(3) != Some(&b'-') {
+            return all;
+        }
+    }
+}
+
+/// A connection with a 20 s read timeout and a reader on it.
+pub fn connect(addr: SocketAddr) -> (std::net::TcpStream, BufReader<std::net::TcpStream>) {
+    let s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let r = BufReader::new(s.try_clone().unwrap());
+    (s, r)
+}
