@@ -469,9 +469,8 @@ impl<'a> Swarm<'a> {
     /// Safety phase with the faults, then liveness with them healed (with or without
     /// operator flushes) until the end.
     fn drive(&mut self) -> usize {
-        let secs = run_secs(&self.p);
         let (mut crashes, mut flushed, mut clients_done) = (0, u64::MAX, false);
-        while self.sim.elapsed() < Duration::from_secs(secs) {
+        while self.sim.elapsed() < Duration::from_secs(self.end_secs()) {
             match self.sim.step() {
                 Ok(done) => clients_done |= done,
                 Err(e) => {
@@ -502,6 +501,15 @@ impl<'a> Swarm<'a> {
             }
         }
         crashes
+    }
+
+    /// When the run ends: [`run_secs`], or later after a late crash or reboot. A restarted MTA
+    /// keeps each message's retry schedule (it does not try everything at once), so the run
+    /// lasts until the next pass of even the oldest possible message after the last restart.
+    fn end_secs(&self) -> u64 {
+        let last = self.excuses.points.iter().max().map_or(0, |ms| ms / 1000);
+        let after = mta::send::schedule::next_pass(0, last, mta::queue::Channel::Remote) + 60;
+        run_secs(&self.p).max(if last == 0 { 0 } else { after })
     }
 
     /// Both queues are empty on disk (log and todo/): nothing more can happen. What is only in
