@@ -33,8 +33,6 @@ pub struct SimEnv {
     programs: Arc<Mutex<BTreeMap<String, ProgramFn>>>,
     /// Every program run, in order (for checks).
     pub runs: Arc<Mutex<Vec<Program>>>,
-    /// What each program run read on standard input, in order.
-    pub stdins: Arc<Mutex<Vec<Vec<u8>>>>,
     /// Every local delivery's user and home, in order (for checks).
     pub deliveries_as: Arc<Mutex<Vec<(mta::env::Creds, std::path::PathBuf)>>>,
     process: Process,
@@ -89,7 +87,6 @@ impl SimEnv {
             programs: Arc::new(Mutex::new(BTreeMap::new())),
             runs: Arc::new(Mutex::new(Vec::new())),
             deliveries_as: Arc::new(Mutex::new(Vec::new())),
-            stdins: Arc::new(Mutex::new(Vec::new())),
             process: Process::default(),
         }
     }
@@ -204,20 +201,7 @@ impl Env for SimEnv {
     fn run_program(
         &self,
         p: Program,
-        input: &mut dyn mta::env::Input,
     ) -> impl std::future::Future<Output = io::Result<Exit>> + Send {
-        // A script reads its input whole (it is never large in the simulator).
-        let mut stdin = Vec::new();
-        while let Ok(piece) = input.next_piece() {
-            if piece.is_empty() {
-                break;
-            }
-            stdin.extend_from_slice(&piece);
-        }
-        self.stdins
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(stdin);
         let f = self
             .programs
             .lock()

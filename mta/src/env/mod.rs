@@ -28,13 +28,8 @@ pub trait Env: Clone + Send + Sync + 'static {
     fn sleep(&self, d: Duration) -> impl Future<Output = ()> + Send;
     /// Uniformly random 64 bits (seeded in the simulator).
     fn random_u64(&self) -> u64;
-    /// Run a program (`/bin/sh -c command` on a real host; scripted in the simulator), its
-    /// standard input read from `input` a piece at a time.
-    fn run_program(
-        &self,
-        p: Program,
-        input: &mut dyn Input,
-    ) -> impl Future<Output = io::Result<Exit>> + Send;
+    /// Run a program (`/bin/sh -c command` on a real host; scripted in the simulator).
+    fn run_program(&self, p: Program) -> impl Future<Output = io::Result<Exit>> + Send;
 
     /// Start receiving this process's signals. Called once, inside the runtime.
     fn signals(&self) -> io::Result<Signals>;
@@ -109,21 +104,7 @@ pub struct Program {
     pub creds: Option<Creds>,
     /// Environment variables (qmail-command's SENDER, RECIPIENT, ...).
     pub vars: Vec<(String, String)>,
-}
-
-/// A program's standard input, a piece at a time (an empty piece is the end): a message is
-/// streamed from the queue, never held whole.
-pub trait Input: Send {
-    fn next_piece(&mut self) -> io::Result<Vec<u8>>;
-}
-
-impl Input for &[u8] {
-    fn next_piece(&mut self) -> io::Result<Vec<u8>> {
-        let n = self.len().min(64 * 1024);
-        let (piece, rest) = self.split_at(n);
-        *self = rest;
-        Ok(piece.to_vec())
-    }
+    pub stdin: Vec<u8>,
 }
 
 /// How a program ended.

@@ -44,8 +44,9 @@ impl Env for RealEnv {
     fn random_u64(&self) -> u64 {
         rand::random()
     }
-    async fn run_program(&self, p: Program, input: &mut dyn super::Input) -> io::Result<Exit> {
+    async fn run_program(&self, p: Program) -> io::Result<Exit> {
         use std::process::Stdio;
+        use tokio::io::AsyncWriteExt;
         let mut cmd = tokio::process::Command::new("/bin/sh");
         if let Some(c) = p.creds {
             // As root, std also drops every supplementary group.
@@ -63,14 +64,22 @@ impl Env for RealEnv {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()?;
-        // Feed stdin while reading both output streams (a program filling one pipe while we
-        // wait on another would hang), keeping only what the report can use of the output.
-        let (_, mut out, err) = tokio::join!(
-            feed(child.stdin.take(), input),
+        let mut stdin = child.stdin.take();
+        let input = p.stdin;
+        // Feed stdin while reading output, so neither side can block the other.
+        let writer = tokio::spawn(async move {
+            if let Some(s) = stdin.as_mut() {
+                let _ = s.write_all(&input).await;
+            }
+        });
+        // Both streams at once (a program filling one pipe while we wait on the other would
+        // hang), keeping only what the report can use and draining the rest.
+        let (mut out, err) = tokio::join!(
             read_capped(child.stdout.take(), MAX_PROGRAM_OUTPUT),
             read_capped(child.stderr.take(), MAX_PROGRAM_OUTPUT)
         );
         let status = child.wait().await?;
+        let _ = writer.await;
         out.extend_from_slice(&err);
         out.truncate(MAX_PROGRAM_OUTPUT);
         Ok(Exit {
@@ -321,18 +330,6 @@ impl Udp for RealUdp {
     }
     fn local_addr(&self) -> io::Result<SocketAddr> {
         self.0.local_addr()
-    }
-}
-
-/// Write `input` to a program's standard input, then close it. A program that stops reading
-/// (closes its end) just gets no more.
-async fn feed(stdin: Option<tokio::process::ChildStdin>, input: &mut dyn super::Input) {
-    use tokio::io::AsyncWriteExt;
-    let Some(mut s) = stdin else { return };
-    while let Ok(piece) = input.next_piece() {
-        if piece.is_empty() || s.write_all(&piece).await.is_err() {
-            return;
-        }
     }
 }
 

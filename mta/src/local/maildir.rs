@@ -5,7 +5,7 @@ use std::io;
 use std::path::Path;
 
 use crate::env::{Fs, FsFile};
-use crate::queue::{Body, Disabled, SyncPoint};
+use crate::queue::{Disabled, SyncPoint};
 
 /// Deliver `data` into the Maildir at `dir` under `name`. Every failure is temporary.
 ///
@@ -21,7 +21,7 @@ pub fn deliver<F: Fs>(
     fs: &F,
     dir: &Path,
     name: &str,
-    (head, body): (&[u8], &mut Body<F::File>),
+    data: &[u8],
     maybe_repeat: bool,
     off: Disabled,
 ) -> io::Result<()> {
@@ -38,7 +38,7 @@ pub fn deliver<F: Fs>(
         _ => {}
     }
     let mut f = fs.create_new(&tmp)?;
-    let written = write_message(&mut f, head, body).and_then(|()| {
+    let written = f.write_at(0, data).and_then(|()| {
         if off.contains(SyncPoint::MaildirFile) {
             Ok(())
         } else {
@@ -59,21 +59,6 @@ pub fn deliver<F: Fs>(
         }
     }
     Ok(())
-}
-
-/// `head`, then the message a piece at a time.
-fn write_message<T: FsFile, B: FsFile>(
-    f: &mut T,
-    head: &[u8],
-    body: &mut Body<B>,
-) -> io::Result<()> {
-    f.write_at(0, head)?;
-    let mut at = head.len() as u64;
-    body.each_piece(|p| {
-        f.write_at(at, p)?;
-        at += p.len() as u64;
-        Ok(())
-    })
 }
 
 /// A reader moves `new/NAME` to `cur/NAME:2,FLAGS`.

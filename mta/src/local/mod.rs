@@ -12,7 +12,7 @@ use std::sync::Arc;
 use crate::control::{ControlDir, ControlError};
 use crate::date;
 use crate::env::{Creds, Env, Exit, Fs, Program};
-use crate::queue::{Body, BodyRef, Disabled, MsgId};
+use crate::queue::{Disabled, MsgId};
 use assign::{Assign, User};
 use dotqmail::Instruction;
 
@@ -68,8 +68,7 @@ pub struct Delivery {
     pub sender: String,
     /// The recipient after rewriting (`local@domain`).
     pub recipient: String,
-    /// Where the message is in the queue; read a piece at a time.
-    pub message: BodyRef,
+    pub message: Arc<Vec<u8>>,
     /// True when no earlier attempt can have written this recipient's mail (the message is
     /// new in this process and this is its first try): Maildir need not look for a copy.
     pub first_attempt: bool,
@@ -97,10 +96,6 @@ fn perm_code(code: i32) -> bool {
 fn dtline(recipient: &str) -> String {
     format!("Delivered-To: {recipient}\n")
 }
-
-/// How much of a message is searched for our Delivered-To line (a header longer than this is
-/// not searched to its end; SMTP's hop count still stops a loop).
-const MAX_LOOP_SCAN: usize = 1 << 20;
 
 /// True if the message header already holds exactly this Delivered-To line.
 fn looping(message: &[u8], dt: &str) -> bool {
@@ -297,13 +292,13 @@ pub fn has_mailbox<F: crate::env::Fs>(fs: &F, cfg: &LocalConfig, recipient: &str
 fn resolve<'a, F: crate::env::Fs>(
     fs: &F,
     cfg: &'a LocalConfig,
-    (d, header): (&'a Delivery, &[u8]),
+    d: &'a Delivery,
     dt: &str,
     (user, base, creds): (User, PathBuf, Option<Creds>),
 ) -> Result<Target<'a>, Outcome> {
     let (local, domain) = split(cfg, d);
     home_checked(fs, &base)?;
-    if looping(header, dt) {
+    if looping(&d.message, dt) {
         return Err(Outcome::Failed(
             "This message is looping: it already has my Delivered-To line. (#5.4.6)".into(),
         ));
@@ -387,14 +382,9 @@ enum Step {
 }
 
 /// Run a `|program` line (qmail-command's exit codes).
-async fn program<E: Env>(
-    env: &E,
-    cmd: &str,
-    p: Program,
-    input: &mut dyn crate::env::Input,
-) -> Result<Step, Outcome> {
+async fn program<E: Env>(env: &E, cmd: &str, p: Program) -> Result<Step, Outcome> {
     let out = |e: &Exit| String::from_utf8_lossy(&e.output).trim_end().to_string();
-    match env.run_program(p, input).await {
+    match env.run_program(p).await {
         Ok(e) if e.code == Some(0) || e.code == Some(99) => Ok(Step::Program {
             output: out(&e),
             stop: e.code == Some(99),
@@ -421,18 +411,20 @@ async fn step<E: Env>(
     d: &Delivery,
     t: &Target<'_>,
     l: &Lines,
-    (i, body): (&Instruction, &mut Body<<E::Fs as Fs>::File>),
+    i: &Instruction,
 ) -> Result<Step, Outcome> {
     match i {
         Instruction::Maildir(p) => {
             let id = (d.id.secs, d.id.rand, d.rcpt, safe_host(&cfg.me));
             let name = format!("{}.M{:016x}R{}.{}", id.0, id.1, id.2, id.3);
+            let mut data = l.header();
+            data.extend_from_slice(&d.message);
             let repeat = !d.first_attempt;
             maildir::deliver(
                 env.fs(),
                 &t.base.join(p),
                 &name,
-                (&l.header(), body),
+                &data,
                 repeat,
                 cfg.disabled,
             )
@@ -445,7 +437,7 @@ async fn step<E: Env>(
             let mut head = l.ufline.clone().into_bytes();
             head.extend_from_slice(&l.header());
             let path = t.base.join(p);
-            match mbox::deliver(env, &path, &head, body, cfg.disabled).await {
+            match mbox::deliver(env, &path, &head, &d.message, cfg.disabled).await {
                 Ok(()) => Ok(Step::File),
                 Err(mbox::MboxError::Locked) => {
                     Err(Outcome::Deferred(format!("Unable to lock {p}. (#4.2.1)")))
@@ -461,9 +453,9 @@ async fn step<E: Env>(
                 dir: t.base.clone(),
                 creds: t.creds,
                 vars: program_vars(t, d, l),
+                stdin: d.message.to_vec(),
             };
-            body.rewind();
-            program(env, cmd, p, body).await
+            program(env, cmd, p).await
         }
         Instruction::Forward(a) => Ok(Step::Forward(a.clone())),
     }
@@ -488,16 +480,11 @@ pub async fn deliver<E: Env>(env: &E, cfg: &Arc<LocalConfig>, d: Delivery) -> Ou
         Err(o) => return o,
     };
     let home = user.home.clone();
-    // Opened here, by the queue's owner: the delivery gets the open file, not the queue.
-    let mut body = match d.message.open(env.fs()) {
-        Ok(b) => b,
-        Err(e) => return Outcome::Deferred(format!("Unable to read the message: {e}. (#4.3.0)")),
-    };
     // Programs change user themselves only where this process could (root).
     let creds = (env.uid() == 0).then_some(who);
     let (env2, cfg2) = (env.clone(), cfg.clone());
     let run = env.run_as(who, &home, move |base| async move {
-        as_user(&env2, &cfg2, &d, &mut body, (user, base, creds)).await
+        as_user(&env2, &cfg2, &d, (user, base, creds)).await
     });
     run.await.unwrap_or_else(|e| {
         Outcome::Deferred(format!(
@@ -512,15 +499,10 @@ async fn as_user<E: Env>(
     env: &E,
     cfg: &LocalConfig,
     d: &Delivery,
-    body: &mut Body<<E::Fs as Fs>::File>,
     who: (User, PathBuf, Option<Creds>),
 ) -> Outcome {
     let lines = Lines::new(d, crate::env::unix_secs(env.now()));
-    let header = match body.prefix(MAX_LOOP_SCAN) {
-        Ok(h) => h,
-        Err(e) => return Outcome::Deferred(format!("Unable to read the message: {e}. (#4.3.0)")),
-    };
-    let t = match resolve(env.fs(), cfg, (d, &header), &lines.dt, who) {
+    let t = match resolve(env.fs(), cfg, d, &lines.dt, who) {
         Ok(t) => t,
         Err(o) => return o,
     };
@@ -528,7 +510,7 @@ async fn as_user<E: Env>(
     let mut forwards = Vec::new();
     let mut report = String::new();
     for i in &t.ins {
-        match step(env, cfg, d, &t, &lines, (i, &mut *body)).await {
+        match step(env, cfg, d, &t, &lines, i).await {
             Ok(Step::File) => files += 1,
             Ok(Step::Program { output, stop }) => {
                 programs += 1;
@@ -543,14 +525,8 @@ async fn as_user<E: Env>(
     }
     let mut fwd = Vec::new();
     if !forwards.is_empty() {
-        // A forward is a new queued message: it is held whole to be written to the queue.
         fwd = lines.dt.clone().into_bytes();
-        match body.read_all() {
-            Ok(m) => fwd.extend_from_slice(&m),
-            Err(e) => {
-                return Outcome::Deferred(format!("Unable to read the message: {e}. (#4.3.0)"))
-            }
-        }
+        fwd.extend_from_slice(&d.message);
     }
     let report = format!("{}did {}+{}+{}/", report, files, forwards.len(), programs);
     Outcome::Delivered {

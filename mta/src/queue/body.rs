@@ -30,12 +30,6 @@ impl BodyRef {
     }
 }
 
-impl<T: FsFile> crate::env::Input for Body<T> {
-    fn next_piece(&mut self) -> io::Result<Vec<u8>> {
-        Body::next_piece(self)
-    }
-}
-
 /// An open message, read from its start.
 pub struct Body<T: FsFile> {
     file: T,
