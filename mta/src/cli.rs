@@ -67,6 +67,9 @@ enum Cmd {
         /// unless given, e.g. 127.0.0.1:5353).
         #[arg(long = "nameserver", value_name = "ADDR", value_parser = nameserver)]
         nameservers: Vec<std::net::SocketAddr>,
+        /// Also serve POP3 (users' Maildirs, logins through control/checkpassword) here.
+        #[arg(long = "listen-pop3", value_name = "ADDR")]
+        listen_pop3: Option<std::net::SocketAddr>,
     },
     /// Inspect the queue.
     Queue {
@@ -118,7 +121,11 @@ pub fn main() -> i32 {
         Cmd::Run {
             listen,
             nameservers,
-        } => crate::run::run(env, &root, listen, nameservers),
+            listen_pop3,
+        } => {
+            let extra = mta::daemon::Listeners { pop3: listen_pop3 };
+            crate::run::run(env, &root, listen, nameservers, extra)
+        }
     }
 }
 

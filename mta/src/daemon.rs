@@ -42,6 +42,15 @@ pub struct Options {
     pub log_sink: Option<crate::send::log::Sink>,
     /// Fsyncs to leave out: only the simulator's audit that each one is needed sets this.
     pub fsync_off: Disabled,
+    /// The optional protocols' listeners besides SMTP.
+    pub listeners: Listeners,
+}
+
+/// Where the optional servers listen (`None`: not started).
+#[derive(Debug, Clone, Default)]
+pub struct Listeners {
+    /// POP3 (`--listen-pop3`).
+    pub pop3: Option<SocketAddr>,
 }
 
 /// Why `mta run` could not start (or, for a panic in the queue manager, stopped).
@@ -265,7 +274,17 @@ async fn serve<E: Env>(env: E, mut opts: Options) -> Result<(), StartError> {
     let (filter_tx, filter_rx) = watch::channel(filter_for(&settings));
     let (stop_tx, stop_rx) = watch::channel(false);
     let rx = receiver(&env, &opts, handle.clone(), set_rx, filter_rx);
-    let server = tokio::spawn(smtpd::serve(rx, listener, stop_rx));
+    let server = tokio::spawn(smtpd::serve(rx, listener, stop_rx.clone()));
+    let extra = match start_listeners(&env, &opts, &stop_rx).await {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = stop_tx.send(true);
+            let _ = server.await;
+            drop(handle);
+            manager_done.await;
+            return Err(e);
+        }
+    };
     let reload = |s: Settings| {
         let _ = filter_tx.send(filter_for(&s));
         let _ = set_tx.send(Arc::new(s));
@@ -278,12 +297,36 @@ async fn serve<E: Env>(env: E, mut opts: Options) -> Result<(), StartError> {
     };
     let _ = stop_tx.send(true);
     let _ = server.await;
+    for x in extra {
+        let _ = x.await;
+    }
     drop(handle);
     if crashed {
         return Err(StartError::QueueStopped);
     }
     manager_done.await;
     Ok(())
+}
+
+/// Start the optional servers (`mta: listening for POP3 on ADDR` once each accepts).
+async fn start_listeners<E: Env>(
+    env: &E,
+    opts: &Options,
+    stop: &watch::Receiver<bool>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, StartError> {
+    let mut tasks = Vec::new();
+    if let Some(addr) = opts.listeners.pop3 {
+        let l = env
+            .net()
+            .listen(addr)
+            .await
+            .map_err(|e| StartError::Listen(addr, e))?;
+        let bound = l.local_addr().unwrap_or(addr);
+        env.stdout(&format!("mta: listening for POP3 on {bound}"));
+        let serve = crate::pop3d::serve(env.clone(), opts.root.clone(), l, stop.clone());
+        tasks.push(tokio::spawn(serve));
+    }
+    Ok(tasks)
 }
 
 /// Every control file, checked before any part takes new settings, so a mistake leaves the

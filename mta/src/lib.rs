@@ -4,6 +4,7 @@
 //! Data flows one way, each stage talking to the next through the queue on disk:
 //! inject/smtpd → [`queue`] → send → local | remote → (bounce → queue).
 
+pub mod auth;
 pub mod control;
 pub mod daemon;
 pub mod date;
@@ -15,6 +16,8 @@ pub mod inject;
 pub mod ipme;
 pub mod local;
 pub mod planted;
+pub mod pop3;
+pub mod pop3d;
 pub mod queue;
 pub mod remote;
 pub mod send;

@@ -3,11 +3,17 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use mta::daemon::{self, Options, EXIT_TEMP};
+use mta::daemon::{self, Listeners, Options, EXIT_TEMP};
 use mta::env::real::RealEnv;
 
 /// `nameservers` empty: those of `/etc/resolv.conf`.
-pub fn run(env: RealEnv, root: &Path, listen: SocketAddr, nameservers: Vec<SocketAddr>) -> i32 {
+pub fn run(
+    env: RealEnv,
+    root: &Path,
+    listen: SocketAddr,
+    nameservers: Vec<SocketAddr>,
+    listeners: Listeners,
+) -> i32 {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -25,6 +31,7 @@ pub fn run(env: RealEnv, root: &Path, listen: SocketAddr, nameservers: Vec<Socke
         local_ips: Vec::new(),
         log_sink: None,
         fsync_off: mta::queue::Disabled::none(),
+        listeners,
     };
     rt.block_on(daemon::run(env, opts))
 }

@@ -138,6 +138,7 @@ impl World {
             local_ips: Vec::new(),
             log_sink: Some(sink(&env, &lines, &ended)),
             fsync_off: off,
+            listeners: Default::default(),
         };
         let exit = rt.block_on(async {
             env.anchor();

@@ -91,6 +91,7 @@ impl MtaHost {
             local_ips: vec![turmoil::lookup(self.name)],
             log_sink: Some(sink(&self.lines)),
             fsync_off: mta::queue::Disabled::none(),
+            listeners: Default::default(),
         };
         let code = daemon::run(env.clone(), opts).await;
         if env.sim_fs().is_frozen() {

@@ -1,0 +1,171 @@
+//! The Maildir a POP3 session serves (qmail-pop3d's): at the start, messages of `new/` move
+//! to `cur/` with an empty info (`:2,`), as any Maildir reader does; the session lists `cur/`
+//! oldest first; deletions happen only at QUIT, and are durable before QUIT is answered.
+//!
+//! Crash safety: each step is one rename or one unlink, so every message is at every moment
+//! whole under exactly one name; a crash in UPDATE leaves some deletions undone, and the next
+//! session lists those messages again under the same UIDL, which every client handles.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::path::Path;
+
+use super::wire::Counter;
+use crate::env::{Fs, FsFile};
+
+/// One message of a session's listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Msg {
+    /// Inside the Maildir: `cur/NAME:2,` (or `new/NAME` when it could not be moved).
+    pub path: String,
+    /// The unique name (before the `:`), stable across sessions: the UIDL.
+    pub uid: String,
+    /// Octets as RETR sends them (CRLF line ends), without dot-stuffing.
+    pub size: u64,
+}
+
+/// Bytes read at a time (counting sizes, and RETR).
+pub const CHUNK: usize = 64 * 1024;
+
+/// Move `new/` to `cur/`, then list the messages, oldest first.
+pub fn open<F: Fs>(fs: &F, dir: &Path) -> io::Result<Vec<Msg>> {
+    let kept_in_new = move_new(fs, dir)?;
+    let mut found = Vec::new();
+    for (sub, names) in [("cur", fs.list_dir(&dir.join("cur"))?), ("new", kept_in_new)] {
+        for name in names.into_iter().filter(|n| !n.starts_with('.')) {
+            let path = format!("{sub}/{name}");
+            let m = match fs.metadata(&dir.join(&path)) {
+                Ok(m) if !m.is_dir => m,
+                // Gone meanwhile (another session), or not a message.
+                _ => continue,
+            };
+            let uid = name.split(':').next().unwrap_or_default().to_string();
+            found.push((m.mtime, path, uid));
+        }
+    }
+    found.sort();
+    let mut seen = BTreeSet::new();
+    let mut msgs = Vec::new();
+    for (_, path, uid) in found {
+        // One message per unique name: a UIDL listed twice would confuse every client.
+        if !seen.insert(uid.clone()) {
+            continue;
+        }
+        match size(fs, &dir.join(&path)) {
+            Ok(size) => msgs.push(Msg { path, uid, size }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(msgs)
+}
+
+/// Rename each `new/NAME` to `cur/NAME:2,`; returns the names that stay in `new/` (the
+/// rename failed). The moves are made durable so later deletions cannot be undone by a crash
+/// that brings back the `new/` name.
+fn move_new<F: Fs>(fs: &F, dir: &Path) -> io::Result<Vec<String>> {
+    let mut stayed = Vec::new();
+    let mut moved = false;
+    for name in fs.list_dir(&dir.join("new"))? {
+        if name.starts_with('.') {
+            continue;
+        }
+        let to = if name.contains(':') {
+            name.clone()
+        } else {
+            format!("{name}:2,")
+        };
+        match fs.rename(&dir.join("new").join(&name), &dir.join("cur").join(&to)) {
+            Ok(()) => moved = true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!("pop3: cannot move new/{name} to cur/: {e}");
+                stayed.push(name);
+            }
+        }
+    }
+    if moved {
+        fs.sync_dir(&dir.join("cur"))?;
+        fs.sync_dir(&dir.join("new"))?;
+    }
+    Ok(stayed)
+}
+
+/// The size a message has on the wire, reading it in pieces.
+fn size<F: Fs>(fs: &F, path: &Path) -> io::Result<u64> {
+    let mut f = fs.open_rw(path)?;
+    let mut c = Counter::default();
+    let mut buf = vec![0u8; CHUNK];
+    let mut off = 0;
+    loop {
+        let n = f.read_at(off, &mut buf)?;
+        if n == 0 {
+            return Ok(c.finish());
+        }
+        c.push(&buf[..n]);
+        off += n as u64;
+    }
+}
+
+/// UPDATE: remove the deleted messages, then make that durable. An error leaves the rest of
+/// the mailbox as it was; messages not yet removed are listed again next time.
+pub fn update<F: Fs>(fs: &F, dir: &Path, deleted: &[String]) -> io::Result<()> {
+    let mut dirs = BTreeSet::new();
+    for path in deleted {
+        match fs.unlink(&dir.join(path)) {
+            Ok(()) => {}
+            // Another session took it already.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        dirs.insert(path.split('/').next().unwrap_or_default().to_string());
+    }
+    for d in dirs {
+        fs.sync_dir(&dir.join(d))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::env::real::RealFs;
+
+    fn maildir() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        for s in ["new", "cur", "tmp"] {
+            std::fs::create_dir(d.path().join(s)).unwrap();
+        }
+        d
+    }
+
+    #[test]
+    fn new_moves_to_cur_and_sizes_count_crlf() {
+        let d = maildir();
+        let p = d.path();
+        std::fs::write(p.join("new/100.a.host"), "A: b\n\nhi\n").unwrap();
+        std::fs::write(p.join("cur/50.b.host:2,S"), "x\r\ny\n").unwrap();
+        std::fs::write(p.join("new/.hidden"), "no").unwrap();
+        let fs = RealFs;
+        let mut msgs = open(&fs, p).unwrap();
+        msgs.sort_by(|a, b| a.uid.cmp(&b.uid));
+        assert_eq!(
+            msgs,
+            vec![
+                Msg {
+                    path: "cur/100.a.host:2,".into(),
+                    uid: "100.a.host".into(),
+                    size: 12
+                },
+                Msg {
+                    path: "cur/50.b.host:2,S".into(),
+                    uid: "50.b.host".into(),
+                    size: 6
+                },
+            ]
+        );
+        assert!(p.join("cur/100.a.host:2,").exists());
+        update(&fs, p, &["cur/100.a.host:2,".into(), "cur/gone".into()]).unwrap();
+        assert_eq!(open(&fs, p).unwrap().len(), 1);
+    }
+}

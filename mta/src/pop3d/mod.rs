@@ -1,0 +1,307 @@
+//! The POP3 server (qmail-popup + checkpassword + qmail-pop3d in one): a listener driving
+//! [`crate::pop3::session::Session`]s over the environment's network. After a good password
+//! every mailbox operation runs as the mailbox's owner ([`Env::run_as`], as local delivery
+//! does), on the Maildir `HOME/Maildir/` of the user's `users/assign` entry.
+//!
+//! Like qmail's programs, which start afresh for every connection, each session reads its
+//! control files when it starts, so changes apply to the next session without a SIGHUP.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::auth::checkpassword::{self, Verdict};
+use crate::control::ControlDir;
+use crate::env::{unix_secs, Creds, Env, Fs, FsFile, Listener, Net};
+use crate::local::assign::Assign;
+use crate::pop3::mailbox::{self, CHUNK};
+use crate::pop3::session::{Credentials, Login, Session, Step};
+use crate::pop3::wire::Encoder;
+
+/// What a session reads from the installation.
+#[derive(Debug, Clone)]
+struct Config {
+    me: String,
+    /// control/checkpassword: the checker's command line.
+    checkpassword: Option<String>,
+    assign: Assign,
+    /// control/timeoutpop3d (default 1200 s, qmail-pop3d's): one read or write.
+    timeout: Duration,
+}
+
+impl Config {
+    fn load<F: Fs>(fs: &F, root: &Path) -> Result<Config, String> {
+        let c = ControlDir::new(fs, root);
+        let local = crate::local::LocalConfig::load(fs, root).map_err(|e| e.to_string())?;
+        Ok(Config {
+            me: c.me().map_err(|e| e.to_string())?,
+            checkpassword: c.line("checkpassword").map_err(|e| e.to_string())?,
+            assign: local.assign,
+            timeout: Duration::from_secs(
+                c.number("timeoutpop3d", 1200)
+                    .map_err(|e| e.to_string())?
+                    .max(1),
+            ),
+        })
+    }
+}
+
+/// Whose Maildir a logged-in session serves.
+#[derive(Debug, Clone)]
+struct Mailbox {
+    who: Creds,
+    home: PathBuf,
+}
+
+/// Sessions at once when `control/concurrencypop3` does not say.
+pub const DEFAULT_CONCURRENCY: u64 = 40;
+
+/// Accept connections until `shutdown` turns true, then wait for the sessions in progress.
+pub async fn serve<E: Env>(
+    env: E,
+    root: PathBuf,
+    listener: <E::Net as Net>::Listener,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let limit = ControlDir::new(env.fs(), &root)
+        .number("concurrencypop3", DEFAULT_CONCURRENCY)
+        .unwrap_or(DEFAULT_CONCURRENCY) as usize;
+    let active = Arc::new(AtomicUsize::new(0));
+    let mut sessions = JoinSet::new();
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => break,
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+            r = listener.accept() => match r {
+                Ok((mut stream, peer)) => {
+                    let (env, root, active) = (env.clone(), root.clone(), active.clone());
+                    sessions.spawn(async move {
+                        if active.fetch_add(1, Ordering::SeqCst) >= limit {
+                            let msg = b"-ERR too many sessions, try again later\r\n";
+                            let _ = write_timed(&env, &mut stream, msg, Duration::from_secs(10)).await;
+                        } else if let Err(e) = session(&env, &root, stream, peer).await {
+                            tracing::debug!("pop3 {peer}: {e}");
+                        }
+                        active.fetch_sub(1, Ordering::SeqCst);
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!("pop3 accept: {e}");
+                    env.sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    while sessions.join_next().await.is_some() {}
+}
+
+async fn write_timed<E: Env, S: AsyncWrite + Unpin>(
+    env: &E,
+    s: &mut S,
+    buf: &[u8],
+    t: Duration,
+) -> io::Result<()> {
+    tokio::select! {
+        biased;
+        r = s.write_all(buf) => r,
+        _ = env.sleep(t) => Err(io::ErrorKind::TimedOut.into()),
+    }
+}
+
+/// Read within the timeout; `None` when it ran out.
+async fn read_timed<E: Env, S: AsyncRead + Unpin>(
+    env: &E,
+    s: &mut S,
+    buf: &mut [u8],
+    t: Duration,
+) -> io::Result<Option<usize>> {
+    tokio::select! {
+        biased;
+        r = s.read(buf) => r.map(Some),
+        _ = env.sleep(t) => Ok(None),
+    }
+}
+
+/// One POP3 session.
+async fn session<E: Env, S>(env: &E, root: &Path, mut stream: S, peer: SocketAddr) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let cfg = match Config::load(env.fs(), root) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!("pop3 {peer}: unable to read controls: {e}");
+            let msg = b"-ERR unable to read controls, try again later\r\n";
+            return write_timed(env, &mut stream, msg, Duration::from_secs(10)).await;
+        }
+    };
+    let t = cfg.timeout;
+    let ts = format!(
+        "<{}.{}.{}@{}>",
+        env.pid(),
+        unix_secs(env.now()),
+        env.random_u64() % 1_000_000,
+        cfg.me
+    );
+    let mut s = Session::new(ts);
+    let mut mb: Option<Mailbox> = None;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        match s.step() {
+            Step::Idle => {
+                write_timed(env, &mut stream, &s.take_output(), t).await?;
+                match read_timed(env, &mut stream, &mut buf, t).await? {
+                    None => s.timeout(),
+                    Some(0) => return Ok(()),
+                    Some(n) => s.input(&buf[..n]),
+                }
+            }
+            Step::Close => {
+                write_timed(env, &mut stream, &s.take_output(), t).await?;
+                let _ = stream.shutdown().await;
+                return Ok(());
+            }
+            Step::Auth(c) => {
+                let (login, m) = login(env, &cfg, &c, peer).await;
+                mb = m;
+                s.authenticated(login);
+            }
+            Step::Send { index, path, lines } => {
+                let Some(m) = &mb else { continue };
+                match as_user(env, m, move |fs, dir| fs.open_rw(&dir.join(path))).await {
+                    Ok(f) => {
+                        s.send_started(index, lines);
+                        write_timed(env, &mut stream, &s.take_output(), t).await?;
+                        send_message(env, &mut stream, f, lines, t).await?;
+                    }
+                    Err(e) => {
+                        tracing::warn!("pop3 {peer}: message {}: {e}", index + 1);
+                        s.send_failed();
+                    }
+                }
+            }
+            Step::Update(gone) => {
+                let n = gone.len();
+                let r = match &mb {
+                    Some(m) => as_user(env, m, move |fs, dir| mailbox::update(fs, dir, &gone)).await,
+                    None => Ok(()),
+                };
+                if let Err(e) = &r {
+                    tracing::warn!("pop3 {peer}: removing deleted messages: {e}");
+                } else {
+                    tracing::info!("pop3 {peer}: {n} messages deleted");
+                }
+                s.updated(r.is_ok());
+            }
+        }
+    }
+}
+
+/// Run `f` on the user's Maildir as the user.
+async fn as_user<E: Env, T: Send + 'static>(
+    env: &E,
+    m: &Mailbox,
+    f: impl FnOnce(&E::Fs, &Path) -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    let env2 = env.clone();
+    env.run_as(m.who, &m.home, move |base| async move {
+        f(env2.fs(), &base.join("Maildir"))
+    })
+    .await?
+}
+
+/// Check the password, find the user's mailbox and open it.
+async fn login<E: Env>(
+    env: &E,
+    cfg: &Config,
+    c: &Credentials,
+    peer: SocketAddr,
+) -> (Login, Option<Mailbox>) {
+    let Some(cmd) = &cfg.checkpassword else {
+        tracing::warn!("pop3 {peer}: no control/checkpassword, so no one can log in");
+        return (Login::Temp("no password checker configured".into()), None);
+    };
+    match checkpassword::check(env, cmd, &c.user, c.secret.as_bytes(), &c.timestamp).await {
+        Verdict::Ok => {}
+        Verdict::Bad => {
+            tracing::info!("pop3 {peer}: login failed for {:?}", c.user);
+            return (Login::Bad, None);
+        }
+        Verdict::Temp => return (Login::Temp("unable to check the password now".into()), None),
+    }
+    let m = match mailbox_of(env, cfg, &c.user) {
+        Ok(m) => m,
+        Err(why) => {
+            tracing::warn!("pop3 {peer}: {:?}: {why}", c.user);
+            return (Login::Temp(why), None);
+        }
+    };
+    match as_user(env, &m, |fs, dir| mailbox::open(fs, dir)).await {
+        Ok(msgs) => {
+            tracing::info!("pop3 {peer}: {} logged in, {} messages", c.user, msgs.len());
+            (Login::Ok(msgs), Some(m))
+        }
+        Err(e) => {
+            tracing::warn!("pop3 {peer}: {}: cannot open the Maildir: {e}", c.user);
+            (Login::Temp("unable to open the mailbox".into()), None)
+        }
+    }
+}
+
+/// The user's `users/assign` entry, and whether this process can act as them (the rules of
+/// local delivery: never as root, and only as itself unless it runs as root).
+fn mailbox_of<E: Env>(env: &E, cfg: &Config, user: &str) -> Result<Mailbox, String> {
+    let u = match cfg.assign.lookup(user) {
+        Some(u) if u.ext.is_empty() => u,
+        _ => return Err("this user has no mailbox here".into()),
+    };
+    if u.uid == 0 {
+        return Err("not allowed to read mail as root".into());
+    }
+    let me = env.uid();
+    if me != 0 && me != u.uid {
+        return Err(format!("mta run runs as uid {me}, not as root"));
+    }
+    Ok(Mailbox {
+        who: Creds {
+            uid: u.uid,
+            gid: u.gid,
+        },
+        home: u.home,
+    })
+}
+
+/// Stream a message (or TOP's part of it) in pieces, encoded for the wire.
+async fn send_message<E: Env, S: AsyncWrite + Unpin, F: FsFile>(
+    env: &E,
+    stream: &mut S,
+    mut f: F,
+    lines: Option<u64>,
+    t: Duration,
+) -> io::Result<()> {
+    let mut enc = Encoder::new(lines);
+    let mut buf = vec![0u8; CHUNK];
+    let mut out = Vec::with_capacity(2 * CHUNK + 8);
+    let mut off = 0u64;
+    while !enc.is_done() {
+        let n = f.read_at(off, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        off += n as u64;
+        enc.push(&buf[..n], &mut out);
+        write_timed(env, stream, &out, t).await?;
+        out.clear();
+    }
+    enc.finish(&mut out);
+    write_timed(env, stream, &out, t).await
+}
