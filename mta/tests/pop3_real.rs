@@ -135,3 +135,78 @@ fn poplib_reads_deletes_at_quit_and_uidl_is_stable() {
     assert!(cur[0].ends_with(":2,"), "{cur:?}");
     let _ = s.smtp;
 }
+
+/// Install a Debian package unless its program is there; false (skip) when that fails.
+fn have_or_install(program: &str, package: &str) -> bool {
+    let found = || {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {program}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if found() {
+        return true;
+    }
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIP: {program} is missing and only root can install {package}");
+        return false;
+    }
+    let ok = Command::new("apt-get")
+        .args(["install", "-y", package])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok || !found() {
+        eprintln!("SKIP: cannot install {package}");
+        return false;
+    }
+    true
+}
+
+#[test]
+fn fetchmail_retrieves_and_deletes_what_mta_run_delivered() {
+    if !have_or_install("fetchmail", "fetchmail") {
+        return;
+    }
+    let s = start();
+    let md = deliver_two(&s);
+    let home = tempfile::tempdir().unwrap();
+    let out = home.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let rc = home.path().join("fetchmailrc");
+    // sslproto '': no STLS attempt (fetchmail tries it even unannounced; no TLS here yet).
+    let text = format!(
+        "set no syslog\npoll 127.0.0.1 with protocol pop3 port {}:\n  user \"fred\" there \
+         with password \"fred's secret\" is root here\n  sslproto ''\n  mda \"/bin/sh -c 'cat > {}/msg.$$'\"\n",
+        s.pop3.port(),
+        out.display()
+    );
+    std::fs::write(&rc, text).unwrap();
+    std::fs::set_permissions(&rc, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let run = Command::new("fetchmail")
+        .arg("-f")
+        .arg(&rc)
+        .args(["--nodetach", "-v"])
+        .env("HOME", home.path())
+        .env("FETCHMAILHOME", home.path())
+        .output()
+        .unwrap();
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(run.status.code(), Some(0), "fetchmail: {log}");
+    let got: Vec<String> = names(&out)
+        .iter()
+        .map(|n| std::fs::read_to_string(out.join(n)).unwrap())
+        .collect();
+    assert_eq!(got.len(), 2, "{log}");
+    assert!(got.iter().any(|m| m.contains(".leading dot survives")), "{got:?}");
+    let big = got.iter().find(|m| m.contains("Subject: big")).unwrap();
+    assert_eq!(big.matches(&"x".repeat(70)).count(), 43_000);
+    assert!(!log.contains("not the expected length"), "{log}");
+    // fetchmail deletes what it retrieved: the mailbox is empty.
+    assert!(names(&md.join("new")).is_empty() && names(&md.join("cur")).is_empty());
+}
