@@ -18,6 +18,7 @@ pub mod lifecycle;
 pub mod local_crash;
 pub mod mutation;
 pub mod oracle;
+pub mod pop3_crash;
 pub mod profile;
 pub mod receive;
 pub mod remote_world;
