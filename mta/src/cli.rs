@@ -70,6 +70,13 @@ enum Cmd {
         /// Also serve POP3 (users' Maildirs, logins through control/checkpassword) here.
         #[arg(long = "listen-pop3", value_name = "ADDR")]
         listen_pop3: Option<std::net::SocketAddr>,
+        /// Also receive mail over QMTP here (port 209 by convention; smtp.rules apply).
+        #[arg(long = "listen-qmtp", value_name = "ADDR")]
+        listen_qmtp: Option<std::net::SocketAddr>,
+        /// Also take mail from mini-qmail hosts over QMQP here (port 628 by convention;
+        /// only clients control/qmqp.rules allows).
+        #[arg(long = "listen-qmqp", value_name = "ADDR")]
+        listen_qmqp: Option<std::net::SocketAddr>,
     },
     /// Inspect the queue.
     Queue {
@@ -122,8 +129,14 @@ pub fn main() -> i32 {
             listen,
             nameservers,
             listen_pop3,
+            listen_qmtp,
+            listen_qmqp,
         } => {
-            let extra = mta::daemon::Listeners { pop3: listen_pop3 };
+            let extra = mta::daemon::Listeners {
+                pop3: listen_pop3,
+                qmtp: listen_qmtp,
+                qmqp: listen_qmqp,
+            };
             crate::run::run(env, &root, listen, nameservers, extra)
         }
     }
@@ -255,11 +268,58 @@ fn cmd_inject(
         pid: u64::from(std::process::id()),
         uid: std::fs::metadata("/proc/self").map_or(0, |m| m.uid()),
     };
+    match mta::qmqp::servers(&mta::env::real::RealFs, root) {
+        Ok(None) => {}
+        Ok(Some(servers)) => return mini_qmail(env, root, &inv, &servers),
+        Err(e) => {
+            complain!("mta inject: {e}");
+            return mta::qmqp::Exit::Config as i32;
+        }
+    }
     match inject::run(env, root, &inv) {
         Ok(_) => 0,
         Err(f) => {
             complain!("mta inject: {}", f.message);
             f.exit
+        }
+    }
+}
+
+/// A mini-qmail host (control/qmqpservers): no queue here, the message goes over QMQP, and
+/// the exit status is qmail-qmqpc's.
+fn mini_qmail(
+    env: &RealEnv,
+    root: &Path,
+    inv: &inject::Invocation,
+    servers: &[std::net::SocketAddr],
+) -> i32 {
+    let msg = match inject::message(env, root, inv) {
+        Ok(m) => m,
+        Err(f) => {
+            complain!("mta inject: {}", f.message);
+            return f.exit;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            complain!("mta inject: cannot start: {e}");
+            return inject::EXIT_TEMP;
+        }
+    };
+    match rt.block_on(mta::qmqp::send(env, servers, &msg)) {
+        Ok(_) => 0,
+        Err((exit, text)) => {
+            let said = if text.is_empty() {
+                String::new()
+            } else {
+                format!(": {text}")
+            };
+            complain!("mta inject: {}{said}", exit.text());
+            exit as i32
         }
     }
 }

@@ -51,6 +51,10 @@ pub struct Options {
 pub struct Listeners {
     /// POP3 (`--listen-pop3`).
     pub pop3: Option<SocketAddr>,
+    /// QMTP (`--listen-qmtp`).
+    pub qmtp: Option<SocketAddr>,
+    /// QMQP (`--listen-qmqp`).
+    pub qmqp: Option<SocketAddr>,
 }
 
 /// Why `mta run` could not start (or, for a panic in the queue manager, stopped).
@@ -273,9 +277,15 @@ async fn serve<E: Env>(env: E, mut opts: Options) -> Result<(), StartError> {
     let (set_tx, set_rx) = watch::channel(Arc::new(settings.clone()));
     let (filter_tx, filter_rx) = watch::channel(filter_for(&settings));
     let (stop_tx, stop_rx) = watch::channel(false);
+    let others = crate::qmtpd::Server::new(
+        env.clone(),
+        opts.root.clone(),
+        handle.clone(),
+        set_rx.clone(),
+    );
     let rx = receiver(&env, &opts, handle.clone(), set_rx, filter_rx);
     let server = tokio::spawn(smtpd::serve(rx, listener, stop_rx.clone()));
-    let extra = match start_listeners(&env, &opts, &stop_rx).await {
+    let extra = match start_listeners(&env, &opts, &stop_rx, Arc::new(others)).await {
         Ok(x) => x,
         Err(e) => {
             let _ = stop_tx.send(true);
@@ -313,18 +323,30 @@ async fn start_listeners<E: Env>(
     env: &E,
     opts: &Options,
     stop: &watch::Receiver<bool>,
+    srv: Arc<crate::qmtpd::Server<E>>,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, StartError> {
     let mut tasks = Vec::new();
-    if let Some(addr) = opts.listeners.pop3 {
-        let l = env
+    let l = &opts.listeners;
+    for (addr, name) in [(l.pop3, "POP3"), (l.qmtp, "QMTP"), (l.qmqp, "QMQP")] {
+        let Some(addr) = addr else { continue };
+        let listener = env
             .net()
             .listen(addr)
             .await
             .map_err(|e| StartError::Listen(addr, e))?;
-        let bound = l.local_addr().unwrap_or(addr);
-        env.stdout(&format!("mta: listening for POP3 on {bound}"));
-        let serve = crate::pop3d::serve(env.clone(), opts.root.clone(), l, stop.clone());
-        tasks.push(tokio::spawn(serve));
+        let bound = listener.local_addr().unwrap_or(addr);
+        env.stdout(&format!("mta: listening for {name} on {bound}"));
+        let stop = stop.clone();
+        tasks.push(match name {
+            "POP3" => tokio::spawn(crate::pop3d::serve(
+                env.clone(),
+                opts.root.clone(),
+                listener,
+                stop,
+            )),
+            "QMTP" => tokio::spawn(crate::qmtpd::serve(srv.clone(), listener, stop)),
+            _ => tokio::spawn(crate::qmqpd::serve(srv.clone(), listener, stop)),
+        });
     }
     Ok(tasks)
 }

@@ -256,6 +256,20 @@ impl Failure {
 /// Inject a message into the installation at `root`: read the controls, fix up the header,
 /// and commit durably to the queue. `Ok` only after the commit.
 pub fn run<E: Env>(env: &E, root: &Path, inv: &Invocation) -> Result<MsgId, Failure> {
+    let msg = message(env, root, inv)?;
+    let paths = Paths::new(root.join("queue"));
+    match queue::inject(env, &paths, &Default::default(), &[msg]) {
+        Ok(ids) => Ok(ids[0]),
+        Err(e) if e.is_permanent() => Err(Failure::perm(e)),
+        Err(e) if e.is_disk_full() => {
+            Err(Failure::temp(format!("qq write error or disk full: {e}")))
+        }
+        Err(e) => Err(Failure::temp(format!("qq trouble: {e}"))),
+    }
+}
+
+/// The message as the queue takes it: controls read, header fixed up, trace line on top.
+pub fn message<E: Env>(env: &E, root: &Path, inv: &Invocation) -> Result<NewMessage, Failure> {
     let c = ControlDir::new(env.fs(), root);
     let defaults = (|| {
         let me = c.me()?;
@@ -283,22 +297,13 @@ pub fn run<E: Env>(env: &E, root: &Path, inv: &Invocation) -> Result<MsgId, Fail
     let mut data =
         queue::trace_line(inv.pid, &format!("invoked by uid {}", inv.uid), now).into_bytes();
     data.extend_from_slice(&p.data);
-    let msg = NewMessage {
+    Ok(NewMessage {
         sender: p.sender,
         recipients: p.recipients,
         data,
         qp: inv.pid,
         uid: inv.uid,
-    };
-    let paths = Paths::new(root.join("queue"));
-    match queue::inject(env, &paths, &Default::default(), &[msg]) {
-        Ok(ids) => Ok(ids[0]),
-        Err(e) if e.is_permanent() => Err(Failure::perm(e)),
-        Err(e) if e.is_disk_full() => {
-            Err(Failure::temp(format!("qq write error or disk full: {e}")))
-        }
-        Err(e) => Err(Failure::temp(format!("qq trouble: {e}"))),
-    }
+    })
 }
 
 /// Apply qmail-inject's fix-ups and work out the envelope.

@@ -39,7 +39,13 @@ fn start() -> Pop3Server {
     let checker = format!("{} /bin/true\n", scripts().join("checkpw.py").display());
     std::fs::write(root.path().join("control/checkpassword"), checker).unwrap();
     let mut child = Command::new(mta())
-        .args(["run", "--listen", "127.0.0.1:0", "--listen-pop3", "127.0.0.1:0"])
+        .args([
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--listen-pop3",
+            "127.0.0.1:0",
+        ])
         .arg("--root")
         .arg(root.path())
         .env("MTA_LOG", "mta::pop3d=info,mta::send=info")
@@ -203,7 +209,10 @@ fn fetchmail_retrieves_and_deletes_what_mta_run_delivered() {
         .map(|n| std::fs::read_to_string(out.join(n)).unwrap())
         .collect();
     assert_eq!(got.len(), 2, "{log}");
-    assert!(got.iter().any(|m| m.contains(".leading dot survives")), "{got:?}");
+    assert!(
+        got.iter().any(|m| m.contains(".leading dot survives")),
+        "{got:?}"
+    );
     let big = got.iter().find(|m| m.contains("Subject: big")).unwrap();
     assert_eq!(big.matches(&"x".repeat(70)).count(), 43_000);
     assert!(!log.contains("not the expected length"), "{log}");

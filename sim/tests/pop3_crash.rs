@@ -17,5 +17,9 @@ fn crash_at_every_fs_operation_of_a_pop3_session_loses_nothing() {
 #[test]
 fn answering_quit_before_the_deletions_are_durable_is_caught() {
     let r = sim::pop3_crash::enumerate(true);
-    assert!(!r.violations.is_empty(), "{} states, none violate", r.states);
+    assert!(
+        !r.violations.is_empty(),
+        "{} states, none violate",
+        r.states
+    );
 }

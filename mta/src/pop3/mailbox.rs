@@ -31,7 +31,10 @@ pub const CHUNK: usize = 64 * 1024;
 pub fn open<F: Fs>(fs: &F, dir: &Path) -> io::Result<Vec<Msg>> {
     let kept_in_new = move_new(fs, dir)?;
     let mut found = Vec::new();
-    for (sub, names) in [("cur", fs.list_dir(&dir.join("cur"))?), ("new", kept_in_new)] {
+    for (sub, names) in [
+        ("cur", fs.list_dir(&dir.join("cur"))?),
+        ("new", kept_in_new),
+    ] {
         for name in names.into_iter().filter(|n| !n.starts_with('.')) {
             let path = format!("{sub}/{name}");
             let m = match fs.metadata(&dir.join(&path)) {

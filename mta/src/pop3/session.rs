@@ -211,7 +211,14 @@ impl Session {
 
     fn capa(&mut self) {
         self.reply("+OK capability list follows");
-        for c in ["TOP", "UIDL", "USER", "PIPELINING", "IMPLEMENTATION mta", "."] {
+        for c in [
+            "TOP",
+            "UIDL",
+            "USER",
+            "PIPELINING",
+            "IMPLEMENTATION mta",
+            ".",
+        ] {
             self.reply(c);
         }
     }
@@ -247,7 +254,9 @@ impl Session {
         let args: Vec<&str> = arg.split_whitespace().collect();
         match (verb, args.as_slice()) {
             ("STAT", []) => {
-                let (n, size) = self.live().fold((0, 0), |(n, s), (_, m)| (n + 1, s + m.size));
+                let (n, size) = self
+                    .live()
+                    .fold((0, 0), |(n, s), (_, m)| (n + 1, s + m.size));
                 self.reply(&format!("+OK {n} {size}"));
             }
             ("LIST", []) => self.listing(|m| m.size.to_string()),
@@ -413,7 +422,10 @@ mod tests {
         assert_eq!(say(&mut s, "PASS x\r\n").1, "-ERR USER first\r\n");
         let (step, _) = say(&mut s, "apop fred 0123abcd\n");
         let Step::Auth(c) = step else { panic!() };
-        assert_eq!((c.secret.as_str(), c.timestamp.as_str()), ("0123abcd", "<1.2@h>"));
+        assert_eq!(
+            (c.secret.as_str(), c.timestamp.as_str()),
+            ("0123abcd", "<1.2@h>")
+        );
         for _ in 0..MAX_AUTH_FAILURES {
             assert!(!s.is_closed());
             s.authenticated(Login::Bad);

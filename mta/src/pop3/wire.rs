@@ -178,7 +178,10 @@ mod tests {
     fn top_sends_the_header_and_n_body_lines() {
         let msg = b"A: 1\nB: 2\n\nl1\n\nl3\n";
         assert_eq!(encode(msg, Some(0), 3), b"A: 1\r\nB: 2\r\n\r\n.\r\n");
-        assert_eq!(encode(msg, Some(2), 1), b"A: 1\r\nB: 2\r\n\r\nl1\r\n\r\n.\r\n");
+        assert_eq!(
+            encode(msg, Some(2), 1),
+            b"A: 1\r\nB: 2\r\n\r\nl1\r\n\r\n.\r\n"
+        );
         assert_eq!(encode(msg, Some(9), 4), encode(msg, None, 4));
         // No blank line: all of it is header.
         assert_eq!(encode(b"A: 1\nB", Some(0), 2), b"A: 1\r\nB\r\n.\r\n");

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -21,6 +21,7 @@ use crate::auth::checkpassword::{self, Verdict};
 use crate::control::ControlDir;
 use crate::env::{unix_secs, Creds, Env, Fs, FsFile, Listener, Net};
 use crate::local::assign::Assign;
+use crate::netio::{read_timed, write_timed};
 use crate::pop3::mailbox::{self, CHUNK};
 use crate::pop3::session::{Credentials, Login, Session, Step};
 use crate::pop3::wire::Encoder;
@@ -104,33 +105,6 @@ pub async fn serve<E: Env>(
     while sessions.join_next().await.is_some() {}
 }
 
-async fn write_timed<E: Env, S: AsyncWrite + Unpin>(
-    env: &E,
-    s: &mut S,
-    buf: &[u8],
-    t: Duration,
-) -> io::Result<()> {
-    tokio::select! {
-        biased;
-        r = s.write_all(buf) => r,
-        _ = env.sleep(t) => Err(io::ErrorKind::TimedOut.into()),
-    }
-}
-
-/// Read within the timeout; `None` when it ran out.
-async fn read_timed<E: Env, S: AsyncRead + Unpin>(
-    env: &E,
-    s: &mut S,
-    buf: &mut [u8],
-    t: Duration,
-) -> io::Result<Option<usize>> {
-    tokio::select! {
-        biased;
-        r = s.read(buf) => r.map(Some),
-        _ = env.sleep(t) => Ok(None),
-    }
-}
-
 /// One POP3 session.
 async fn session<E: Env, S>(env: &E, root: &Path, mut stream: S, peer: SocketAddr) -> io::Result<()>
 where
@@ -192,7 +166,9 @@ where
             Step::Update(gone) => {
                 let n = gone.len();
                 let r = match &mb {
-                    Some(m) => as_user(env, m, move |fs, dir| mailbox::update(fs, dir, &gone)).await,
+                    Some(m) => {
+                        as_user(env, m, move |fs, dir| mailbox::update(fs, dir, &gone)).await
+                    }
                     None => Ok(()),
                 };
                 if let Err(e) = &r {

@@ -127,3 +127,35 @@ pub fn connect(addr: SocketAddr) -> (std::net::TcpStream, BufReader<std::net::Tc
     let r = BufReader::new(s.try_clone().unwrap());
     (s, r)
 }
+
+/// Start `mta run --listen 127.0.0.1:0 ARGS --root ROOT` (ARGS adding `--listen-X
+/// 127.0.0.1:0` listeners), its log in `root/stderr`; returns the process and every address
+/// it printed (SMTP first, then the others in the order of `mta: listening for X on ADDR`),
+/// once all accept connections.
+pub fn spawn_with(mta: &str, root: &Path, args: &[&str], log: &str) -> (Child, Vec<SocketAddr>) {
+    let extra = args.iter().filter(|a| a.starts_with("--listen-")).count();
+    let mut child = Command::new(mta)
+        .args(["run", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .arg("--root")
+        .arg(root)
+        .env("MTA_LOG", log)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(root.join("stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut addrs = Vec::new();
+    for _ in 0..=extra {
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let a = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected output {line:?}"));
+        addrs.push(a);
+    }
+    (child, addrs)
+}

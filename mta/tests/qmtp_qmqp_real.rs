@@ -1,0 +1,244 @@
+//! QMTP and QMQP on a real host: `mta run --listen-qmtp/--listen-qmqp` against a reference
+//! client written here from the protocol documents (netstrings by hand), and `mta inject` as a
+//! mini-qmail client handing its mail over QMQP to a full host.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+fn mta() -> &'static str {
+    env!("CARGO_BIN_EXE_mta")
+}
+
+struct Running {
+    child: Child,
+    addrs: Vec<SocketAddr>,
+    root: tempfile::TempDir,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A full host for fred and joe with QMTP and QMQP; `controls` written first.
+fn full_host(controls: &[(&str, &str)]) -> Running {
+    let root = common::installation(mta(), &["fred", "joe"]);
+    for (f, t) in controls {
+        std::fs::write(root.path().join("control").join(f), t).unwrap();
+    }
+    let args = [
+        "--listen-qmtp",
+        "127.0.0.1:0",
+        "--listen-qmqp",
+        "127.0.0.1:0",
+    ];
+    let (child, addrs) = common::spawn_with(mta(), root.path(), &args, "mta=info");
+    Running { child, addrs, root }
+}
+
+fn ns(b: &[u8]) -> Vec<u8> {
+    let mut v = format!("{}:", b.len()).into_bytes();
+    v.extend_from_slice(b);
+    v.push(b',');
+    v
+}
+
+/// Read one netstring's contents off the stream (byte by byte: the reference client).
+fn read_ns(s: &mut TcpStream) -> String {
+    let mut len = String::new();
+    let mut b = [0u8; 1];
+    loop {
+        s.read_exact(&mut b).unwrap();
+        if b[0] == b':' {
+            break;
+        }
+        len.push(b[0] as char);
+    }
+    let mut data = vec![0u8; len.parse::<usize>().unwrap() + 1];
+    s.read_exact(&mut data).unwrap();
+    assert_eq!(data.pop(), Some(b','));
+    String::from_utf8(data).unwrap()
+}
+
+fn connect(a: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(a).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s
+}
+
+fn maildir(root: &Path, user: &str) -> Vec<String> {
+    let d = root.join("home").join(user).join("Maildir/new");
+    let mut v: Vec<String> = std::fs::read_dir(d)
+        .map(|d| {
+            d.map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn wait_mail(root: &Path, user: &str, n: usize) -> Vec<String> {
+    common::eventually(&format!("{n} messages for {user}"), 30, || {
+        maildir(root, user).len() >= n
+    });
+    maildir(root, user)
+}
+
+#[test]
+fn qmtp_packages_get_one_reply_per_recipient_and_are_delivered() {
+    let h = full_host(&[]);
+    let mut s = connect(h.addrs[1]);
+    let rcpts = [
+        ns(b"fred@heaven.af.mil"),
+        ns(b"someone@elsewhere.example"),
+        ns(b"joe@heaven.af.mil"),
+    ]
+    .concat();
+    let mut wire = [
+        ns(b"\nSubject: over qmtp\n\nhello\n"),
+        ns(b"sender@example.org"),
+        ns(&rcpts),
+    ]
+    .concat();
+    // A second package on the same connection, CRLF convention.
+    wire.extend(
+        [
+            ns(b"\r\nSubject: crlf\r\n\r\nline\r\n"),
+            ns(b""),
+            ns(&ns(b"fred@heaven.af.mil")),
+        ]
+        .concat(),
+    );
+    s.write_all(&wire).unwrap();
+    let replies: Vec<String> = (0..4).map(|_| read_ns(&mut s)).collect();
+    assert!(replies[0].starts_with("Kok "), "{replies:?}");
+    assert!(replies[1].starts_with('D') && replies[1].contains("rcpthosts"));
+    assert_eq!(replies[2], replies[0], "one message, one queue entry");
+    assert!(replies[3].starts_with('K'), "{replies:?}");
+    drop(s);
+    let fred = wait_mail(h.root.path(), "fred", 2);
+    let joe = wait_mail(h.root.path(), "joe", 1);
+    assert!(joe[0].contains("Subject: over qmtp") && joe[0].contains("with QMTP;"));
+    let crlf = fred.iter().find(|m| m.contains("Subject: crlf")).unwrap();
+    assert!(crlf.contains("Subject: crlf\n\nline\n") && !crlf.contains('\r'));
+    assert!(crlf.contains("Return-Path: <>"), "{crlf}");
+}
+
+#[test]
+fn qmtp_broken_framing_closes_and_bad_convention_is_refused() {
+    let h = full_host(&[]);
+    let mut s = connect(h.addrs[1]);
+    s.write_all(&[ns(b"xno convention"), ns(b"a@b"), ns(&ns(b"fred"))].concat())
+        .unwrap();
+    assert!(read_ns(&mut s).starts_with('D'));
+    s.write_all(b"12x").unwrap();
+    let mut rest = Vec::new();
+    assert_eq!(s.read_to_end(&mut rest).unwrap_or(0), 0, "closed");
+}
+
+fn qmqp_package(msg: &[u8], sender: &str, rcpts: &[&str]) -> Vec<u8> {
+    let mut inner = [ns(msg), ns(sender.as_bytes())].concat();
+    for r in rcpts {
+        inner.extend(ns(r.as_bytes()));
+    }
+    ns(&inner)
+}
+
+#[test]
+fn qmqp_serves_only_trusted_clients() {
+    let open = full_host(&[("qmqp.rules", "127.0.0.1:allow\n:deny\n")]);
+    let mut s = connect(open.addrs[2]);
+    s.write_all(&qmqp_package(
+        b"Subject: qmqp\n\nhi\n",
+        "a@b.example",
+        &["fred@heaven.af.mil"],
+    ))
+    .unwrap();
+    assert!(read_ns(&mut s).starts_with('K'));
+    assert!(wait_mail(open.root.path(), "fred", 1)[0].contains("with QMQP;"));
+    // Without a rule allowing it, the connection is closed unanswered.
+    let closed = full_host(&[]);
+    let mut s = connect(closed.addrs[2]);
+    let _ = s.write_all(&qmqp_package(b"x\n", "", &["fred"]));
+    let mut rest = Vec::new();
+    assert_eq!(s.read_to_end(&mut rest).unwrap_or(0), 0);
+}
+
+/// `mta inject` on a mini-qmail installation (control/qmqpservers, no `mta run`).
+fn mini_inject(root: &Path, rcpt: &str, body: &[u8]) -> (i32, String) {
+    let mut c = Command::new(mta())
+        .args(["inject", "--root"])
+        .arg(root)
+        .arg(rcpt)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(body).unwrap();
+    let out = c.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code().unwrap_or(-1), err)
+}
+
+/// A free port nobody listens on.
+fn dead_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+#[test]
+fn mini_qmail_hands_mail_to_the_first_answering_qmqp_server() {
+    let hub = full_host(&[("qmqp.rules", "127.:allow\n:deny\n")]);
+    let mini = common::installation(mta(), &[]);
+    let dead = dead_port();
+    let servers = format!("127.0.0.1:{dead}\n{}\n", hub.addrs[2]);
+    std::fs::write(mini.path().join("control/qmqpservers"), servers).unwrap();
+    let (code, err) = mini_inject(
+        mini.path(),
+        "joe@heaven.af.mil",
+        b"Subject: mini\n\nvia qmqp\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    let joe = wait_mail(hub.root.path(), "joe", 1);
+    assert!(
+        joe[0].contains("Subject: mini") && joe[0].contains("Message-ID:"),
+        "{}",
+        joe[0]
+    );
+    assert!(
+        !mini
+            .path()
+            .join("queue/todo")
+            .read_dir()
+            .unwrap()
+            .any(|_| true),
+        "no local queue"
+    );
+    // No server answers: qmail-qmqpc's 73 (connection refused).
+    std::fs::write(
+        mini.path().join("control/qmqpservers"),
+        format!("127.0.0.1:{dead}\n"),
+    )
+    .unwrap();
+    let (code, err) = mini_inject(mini.path(), "joe@heaven.af.mil", b"x\n");
+    assert_eq!(code, 73, "{err}");
+    assert!(err.contains("connection to mail server rejected"), "{err}");
+    // A server that drops the connection (not trusted): 74.
+    std::fs::write(mini.path().join("control/qmqp.rules"), "").unwrap();
+    let hub2 = full_host(&[]);
+    std::fs::write(
+        mini.path().join("control/qmqpservers"),
+        format!("{}\n", hub2.addrs[2]),
+    )
+    .unwrap();
+    let (code, err) = mini_inject(mini.path(), "joe@heaven.af.mil", b"x\n");
+    assert_eq!(code, 74, "{err}");
+}
