@@ -242,3 +242,52 @@ fn mini_qmail_hands_mail_to_the_first_answering_qmqp_server() {
     let (code, err) = mini_inject(mini.path(), "joe@heaven.af.mil", b"x\n");
     assert_eq!(code, 74, "{err}");
 }
+
+/// A second `mta run` (a.example, no local users) whose remote deliveries follow `controls`.
+fn sending_host(controls: &[(&str, String)]) -> Running {
+    let root = tempfile::tempdir().unwrap();
+    common::init(mta(), root.path(), "a.example", "alice");
+    for (f, t) in controls {
+        std::fs::write(root.path().join("control").join(f), t).unwrap();
+    }
+    let (child, addrs) = common::spawn_with(mta(), root.path(), &[], "mta=info");
+    Running { child, addrs, root }
+}
+
+#[test]
+fn qmtproutes_deliver_over_qmtp_between_two_mta_runs_and_fall_back_to_smtp() {
+    let hub = full_host(&[]);
+    let qmtp = hub.addrs[1];
+    let a = sending_host(&[(
+        "qmtproutes",
+        format!("heaven.af.mil:[{}]:{}\n", qmtp.ip(), qmtp.port()),
+    )]);
+    mini_inject(
+        a.root.path(),
+        "fred@heaven.af.mil",
+        b"Subject: by qmtp\n\n.dot\n",
+    );
+    let fred = wait_mail(hub.root.path(), "fred", 1);
+    assert!(
+        fred[0].contains("with QMTP;") && fred[0].contains("\n.dot\n"),
+        "{}",
+        fred[0]
+    );
+    // No QMTP server at the route: the message goes by SMTP (smtproutes) instead.
+    let smtp = hub.addrs[0];
+    let dead = dead_port();
+    let b = sending_host(&[
+        ("qmtproutes", format!("heaven.af.mil:[127.0.0.1]:{dead}\n")),
+        (
+            "smtproutes",
+            format!("heaven.af.mil:[{}]:{}\n", smtp.ip(), smtp.port()),
+        ),
+    ]);
+    mini_inject(
+        b.root.path(),
+        "joe@heaven.af.mil",
+        b"Subject: fell back\n\nx\n",
+    );
+    let joe = wait_mail(hub.root.path(), "joe", 1);
+    assert!(joe[0].contains("Subject: fell back") && joe[0].contains("with SMTP;"));
+}

@@ -1,6 +1,7 @@
 //! Remote delivery (qmail-remote): pick the hosts (smtproutes, else MX, else the address
 //! records), connect in order, and run one SMTP transaction per recipient.
 
+pub mod qmtp;
 pub mod routes;
 pub mod tcpto;
 
@@ -44,6 +45,8 @@ pub trait Resolve: Send + Sync + 'static {
 pub struct RemoteConfig {
     pub helohost: String,
     pub routes: Routes,
+    /// control/qmtproutes (notqmail's): domains sent over QMTP, falling back to SMTP.
+    pub qmtproutes: Routes,
     pub timeout_connect: Duration,
     pub timeout_remote: Duration,
     /// Our own addresses, for the "listed as best-preference MX" check.
@@ -59,6 +62,11 @@ impl RemoteConfig {
         Ok(RemoteConfig {
             helohost: c.line_or("helohost", &me)?,
             routes: Routes::parse(&c.numbered("smtproutes")?.unwrap_or_default())?,
+            qmtproutes: Routes::parse_file(
+                &c.numbered("qmtproutes")?.unwrap_or_default(),
+                "qmtproutes",
+                qmtp::PORT,
+            )?,
             timeout_connect: Duration::from_secs(c.number("timeoutconnect", 60)?),
             timeout_remote: Duration::from_secs(c.number("timeoutremote", 1200)?),
             ipme: crate::ipme::Ipme::new(vec![IpAddr::from([127, 0, 0, 1])]),
@@ -212,6 +220,24 @@ impl<R: Resolve> Smtp<R> {
         body: &BodyRef,
     ) -> Outcome {
         let domain = recipient.rsplit_once('@').map_or("", |(_, d)| d);
+        if let Some(r) = self
+            .cfg
+            .qmtproutes
+            .find(domain)
+            .filter(|r| !r.relay.is_empty())
+        {
+            let q = qmtp::deliver(
+                env,
+                &self.cfg,
+                &*self.resolver,
+                r,
+                (sender, recipient),
+                body,
+            );
+            if let Some(o) = q.await {
+                return o;
+            }
+        }
         let (hosts, port, via_mx) = match hosts(env, &self.cfg, &*self.resolver, domain).await {
             Ok(h) => h,
             Err(o) => return o,

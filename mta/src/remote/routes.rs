@@ -17,16 +17,26 @@ impl Routes {
     /// Parse numbered lines (from [`crate::control::ControlDir::numbered`]); a bad port is
     /// an error naming the line, not a silent port 25.
     pub fn parse(lines: &[(usize, String)]) -> Result<Routes, ControlError> {
+        Self::parse_file(lines, "smtproutes", 25)
+    }
+
+    /// As [`Routes::parse`] for a file of the same format with another default port
+    /// (`qmtproutes`: 209).
+    pub fn parse_file(
+        lines: &[(usize, String)],
+        file: &str,
+        default_port: u16,
+    ) -> Result<Routes, ControlError> {
         let mut v = Vec::new();
         for (n, l) in lines {
             let mut parts = l.splitn(3, ':');
             let domain = parts.next().unwrap_or("").to_ascii_lowercase();
             let relay = parts.next().unwrap_or("").to_string();
             let port = match parts.next() {
-                None => 25,
-                Some(p) => p.parse().map_err(|_| {
-                    ControlError::invalid("smtproutes", *n, format!("bad port: {p:?}"))
-                })?,
+                None => default_port,
+                Some(p) => p
+                    .parse()
+                    .map_err(|_| ControlError::invalid(file, *n, format!("bad port: {p:?}")))?,
             };
             v.push((domain, Route { relay, port }));
         }

@@ -154,7 +154,10 @@ pub fn spawn_with(mta: &str, root: &Path, args: &[&str], log: &str) -> (Child, V
             .rsplit(' ')
             .next()
             .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected output {line:?}"));
+            .unwrap_or_else(|| {
+                let err = std::fs::read_to_string(root.join("stderr")).unwrap_or_default();
+                panic!("unexpected output {line:?}; stderr: {err}")
+            });
         addrs.push(a);
     }
     (child, addrs)
