@@ -221,7 +221,7 @@ async fn login<E: Env>(
             return (Login::Temp(why), None);
         }
     };
-    match as_user(env, &m, |fs, dir| mailbox::open(fs, dir)).await {
+    match as_user(env, &m, mailbox::open).await {
         Ok(msgs) => {
             tracing::info!("pop3 {peer}: {} logged in, {} messages", c.user, msgs.len());
             (Login::Ok(msgs), Some(m))
