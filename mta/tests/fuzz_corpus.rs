@@ -157,3 +157,18 @@ fn smtpd_rules_corpus() {
 fn inject_headers_corpus() {
     replay_with_variants("inject_headers", 8, mta::fuzz::inject_headers);
 }
+
+#[test]
+fn pop3_session_corpus() {
+    replay_with_variants("pop3_session", 16, mta::fuzz::pop3_session);
+}
+
+#[test]
+fn pop3_wire_corpus() {
+    replay_with_variants("pop3_wire", 10, mta::fuzz::pop3_wire);
+}
+
+#[test]
+fn netstrings_corpus() {
+    replay_with_variants("netstrings", 20, mta::fuzz::netstrings);
+}

@@ -3,10 +3,12 @@
 
 mod config;
 mod inject;
+mod pop3;
 mod queue;
 
 pub use config::{control_files, smtpd_rules};
 pub use inject::inject_headers;
+pub use pop3::{netstrings, pop3_session, pop3_wire};
 pub use queue::{log_recovery, todo_file};
 
 use crate::smtp::address;
