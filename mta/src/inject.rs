@@ -70,6 +70,21 @@ pub struct Prepared {
 
 /// Headers removed on injection.
 const DROPPED: [&str; 3] = ["return-path", "bcc", "content-length"];
+/// Headers whose bare addresses are qualified (`fred` → `fred@defaulthost`), as
+/// qmail-inject does.
+const ADDRESS_HEADERS: [&str; 11] = [
+    "to",
+    "cc",
+    "from",
+    "sender",
+    "reply-to",
+    "mail-followup-to",
+    "resent-to",
+    "resent-cc",
+    "resent-from",
+    "resent-sender",
+    "resent-reply-to",
+];
 /// Headers whose addresses become recipients with `-t`.
 const RECIPIENT_HEADERS: [&str; 3] = ["to", "cc", "bcc"];
 
@@ -346,7 +361,14 @@ pub fn prepare(req: &Request<'_>, d: &Defaults, o: &Origin) -> Result<Prepared, 
         .iter()
         .filter(|f| !DROPPED.contains(&f.name.as_str()))
     {
-        data.extend_from_slice(f.raw);
+        match std::str::from_utf8(f.raw) {
+            Ok(raw) if ADDRESS_HEADERS.contains(&f.name.as_str()) => {
+                let (name, value) = raw.split_once(':').unwrap_or((raw, ""));
+                let value = crate::addrlist::rewrite(value, &|a| qualify(a, d));
+                data.extend_from_slice(format!("{name}:{value}").as_bytes());
+            }
+            _ => data.extend_from_slice(f.raw),
+        }
         if !f.raw.ends_with(b"\n") {
             data.push(b'\n');
         }
@@ -404,6 +426,17 @@ mod tests {
     }
     fn text(p: &Prepared) -> String {
         String::from_utf8_lossy(&p.data).into_owned()
+    }
+
+    #[test]
+    fn bare_addresses_in_to_and_cc_are_qualified() {
+        let msg = b"To: fred, Joe <joe@heaven>\nCc: bill (B)\nSubject: fred\n\nfred\n";
+        let p = prepare(&req(msg), &d(), &o()).unwrap();
+        assert!(text(&p).starts_with(
+            "To: fred@heaven.af.mil, Joe <joe@heaven.af.mil>\nCc: bill@heaven.af.mil (B)\n\
+             Subject: fred\n"
+        ));
+        assert!(text(&p).ends_with("\n\nfred\n"));
     }
 
     #[test]

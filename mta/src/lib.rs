@@ -4,6 +4,7 @@
 //! Data flows one way, each stage talking to the next through the queue on disk:
 //! inject/smtpd → [`queue`] → send → local | remote → (bounce → queue).
 
+pub mod addrlist;
 pub mod auth;
 pub mod control;
 pub mod daemon;

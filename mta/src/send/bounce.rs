@@ -17,6 +17,9 @@ pub struct Names {
     /// Body bytes of the failed message a bounce carries (control/bouncemaxbytes): a
     /// bounce to a forged sender must not return a large message to a stranger.
     pub bouncemaxbytes: usize,
+    /// control/virtualdomains, so a bounce names a virtual-domain recipient without the
+    /// prepend its delivery added (stripvdomprepend).
+    pub virtualdomains: std::collections::BTreeMap<String, String>,
 }
 
 /// The most header bytes a bounce copies, whatever the message.
@@ -53,7 +56,7 @@ pub fn make(
     let to = if double {
         format!("{}@{}", n.doublebounceto, n.doublebouncehost)
     } else {
-        sender.to_string()
+        super::verp::bounce_to(sender).to_string()
     };
     let mut d = String::new();
     d.push_str(&format!("Date: {}\n", date::rfc822(now)));
@@ -75,6 +78,7 @@ pub fn make(
         d.push_str("This is a permanent error; I've given up. Sorry it didn't work out.\n\n");
     }
     for (rcpt, report) in failures {
+        let rcpt = super::verp::strip_vdom_prepend(&n.virtualdomains, rcpt);
         d.push_str(&format!("<{rcpt}>:\n{}\n\n", report.trim_end()));
     }
     d.push_str(if double {
@@ -142,6 +146,7 @@ mod tests {
             doublebounceto: dbt.into(),
             doublebouncehost: "heaven.af.mil".into(),
             bouncemaxbytes: 4096,
+            virtualdomains: [("virt.example".to_string(), "fred".to_string())].into(),
         }
     }
 
@@ -232,6 +237,20 @@ This is a permanent error; I've given up. Sorry it didn't work out.\n\n\
 <nobody@heaven.af.mil>:\nSorry, no mailbox here by that name. (#5.1.1)\n\n\
 --- Below this line is a copy of the message.\n\nReturn-Path: <joe@heaven.af.mil>\nSubject: x\n\nhi\n"
         );
+    }
+
+    #[test]
+    fn virtual_domain_recipients_lose_their_prepend_and_verp_senders_their_marker() {
+        let f = vec![("fred-bob@virt.example".to_string(), "no".to_string())];
+        let Bounce::Send {
+            recipient, data, ..
+        } = make(&names("postmaster"), "list-@l.example-@[]", &f, b"x\n", 0)
+        else {
+            panic!()
+        };
+        assert_eq!(recipient, "list-@l.example");
+        let t = String::from_utf8(data).unwrap();
+        assert!(t.contains("\n<bob@virt.example>:\nno\n"), "{t}");
     }
 
     #[test]

@@ -72,6 +72,7 @@ impl Settings {
                 }),
                 doublebouncehost: c.line_or("doublebouncehost", &me)?,
                 bouncemaxbytes: c.number("bouncemaxbytes", 4096)? as usize,
+                virtualdomains: crate::control::Rewrite::load(&c)?.virtualdomains,
             },
             lifetime: c.number("queuelifetime", 604_800)?,
             concurrency_local: c.number("concurrencylocal", 10)?.max(1) as usize,
@@ -363,8 +364,8 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
     /// Start one delivery on channel `c`.
     fn start(&mut self, c: usize, id: MsgId, rcpt: u32) {
         let Some(m) = self.q.get(id) else { return };
-        let sender = m.env.sender.clone();
         let to = m.rcpts[rcpt as usize].rcpt.addr.clone();
+        let sender = super::verp::sender_for(&m.env.sender, &to);
         let channel = CHANNELS[c];
         self.running[c] += 1;
         let Some(payload) = self.payload(c, id) else {

@@ -5,3 +5,4 @@ pub mod bounce;
 pub mod log;
 pub mod manager;
 pub mod schedule;
+pub mod verp;
