@@ -3,6 +3,7 @@
 
 pub mod assign;
 pub mod dotqmail;
+pub mod getpw;
 pub mod maildir;
 pub mod mbox;
 
@@ -26,6 +27,9 @@ pub struct LocalConfig {
     pub defaultdelivery: String,
     /// Verification only: fsync points to skip.
     pub disabled: Disabled,
+    /// control/getpw (default 0): local parts not in users/assign are looked up in
+    /// /etc/passwd as qmail-getpw does before they go to the alias user.
+    pub passwd: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,9 +60,24 @@ impl LocalConfig {
             assign,
             defaultdelivery,
             disabled: Disabled::none(),
+            passwd: c.switch("getpw", false)?,
         })
     }
 }
+
+impl LocalConfig {
+    /// The user `users/assign` names for a local part, else (with `getpw`) the system's.
+    pub fn user<F: Fs>(&self, fs: &F, local: &str) -> Option<User> {
+        self.assign.lookup(local).or_else(|| {
+            self.passwd
+                .then(|| getpw::lookup(fs, Path::new(PASSWD), local))
+                .flatten()
+        })
+    }
+}
+
+/// The system's account list (qmail-getpw's getpwnam).
+pub const PASSWD: &str = "/etc/passwd";
 
 /// One recipient of one message.
 #[derive(Debug, Clone)]
@@ -238,7 +257,7 @@ fn find_dotqmail<F: crate::env::Fs>(
 /// part as extension (qmail-lspawn).
 /// The alias user is whoever owns the alias directory (qmail's `alias` account).
 fn user_for<F: crate::env::Fs>(fs: &F, cfg: &LocalConfig, local: &str) -> User {
-    cfg.assign.lookup(local).unwrap_or_else(|| {
+    cfg.user(fs, local).unwrap_or_else(|| {
         let home = cfg.root.join("alias");
         let (uid, gid) = fs.metadata(&home).map_or((0, 0), |m| (m.uid, m.gid));
         User {
@@ -570,6 +589,7 @@ mod tests {
             assign: Assign::parse(&assign).unwrap(),
             defaultdelivery: "./Maildir/".into(),
             disabled: Disabled::none(),
+            passwd: false,
         };
         let fs = crate::env::real::RealFs;
         let has = |a: &str| has_mailbox(&fs, &cfg, a);

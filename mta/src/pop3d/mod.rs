@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 use crate::auth::checkpassword::{self, Verdict};
 use crate::control::ControlDir;
 use crate::env::{unix_secs, Creds, Env, Fs, FsFile, Listener, Net};
-use crate::local::assign::Assign;
+use crate::local::LocalConfig;
 use crate::netio::{read_timed, write_timed};
 use crate::pop3::mailbox::{self, CHUNK};
 use crate::pop3::session::{Credentials, Login, Session, Step};
@@ -32,7 +32,8 @@ struct Config {
     me: String,
     /// control/checkpassword: the checker's command line.
     checkpassword: Option<String>,
-    assign: Assign,
+    /// users/assign (and, with control/getpw, the system's accounts).
+    local: LocalConfig,
     /// control/timeoutpop3d (default 1200 s, qmail-pop3d's): one read or write.
     timeout: Duration,
 }
@@ -40,11 +41,11 @@ struct Config {
 impl Config {
     fn load<F: Fs>(fs: &F, root: &Path) -> Result<Config, String> {
         let c = ControlDir::new(fs, root);
-        let local = crate::local::LocalConfig::load(fs, root).map_err(|e| e.to_string())?;
+        let local = LocalConfig::load(fs, root).map_err(|e| e.to_string())?;
         Ok(Config {
             me: c.me().map_err(|e| e.to_string())?,
             checkpassword: c.line("checkpassword").map_err(|e| e.to_string())?,
-            assign: local.assign,
+            local,
             timeout: Duration::from_secs(
                 c.number("timeoutpop3d", 1200)
                     .map_err(|e| e.to_string())?
@@ -233,10 +234,10 @@ async fn login<E: Env>(
     }
 }
 
-/// The user's `users/assign` entry, and whether this process can act as them (the rules of
+/// The user's `users/assign` entry (or account, with `control/getpw`), and whether this process can act as them (the rules of
 /// local delivery: never as root, and only as itself unless it runs as root).
 fn mailbox_of<E: Env>(env: &E, cfg: &Config, user: &str) -> Result<Mailbox, String> {
-    let u = match cfg.assign.lookup(user) {
+    let u = match cfg.local.user(env.fs(), user) {
         Some(u) if u.ext.is_empty() => u,
         _ => return Err("this user has no mailbox here".into()),
     };
