@@ -78,6 +78,9 @@ enum Cmd {
         #[arg(long = "listen-qmqp", value_name = "ADDR")]
         listen_qmqp: Option<std::net::SocketAddr>,
     },
+    /// Compile users/assign into users/cdb (qmail-newu): lookups then read the table
+    /// instead of the file, and edits of users/assign apply at the next `mta newu`.
+    Newu,
     /// Inspect the queue.
     Queue {
         #[command(subcommand)]
@@ -125,6 +128,20 @@ pub fn main() -> i32 {
             ..
         } => cmd_inject(&env, &root, sender, extract, recipients),
         Cmd::Queue { cmd } => cmd_queue(&env, &root, cmd),
+        Cmd::Newu => match mta::local::assign::newu(env.fs(), &root) {
+            Ok(n) => finish_output(
+                writeln!(std::io::stdout(), "users/cdb: {n} entries"),
+                "mta newu",
+            ),
+            Err(e @ mta::local::assign::NewuError::Assign(_)) => {
+                complain!("mta newu: {e}");
+                EXIT_PERM
+            }
+            Err(e) => {
+                complain!("mta newu: {e}");
+                EXIT_TEMP
+            }
+        },
         Cmd::Run {
             listen,
             nameservers,

@@ -6,6 +6,7 @@
 
 pub mod addrlist;
 pub mod auth;
+pub mod cdb;
 pub mod control;
 pub mod daemon;
 pub mod date;

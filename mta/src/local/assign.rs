@@ -6,7 +6,10 @@
 //! .
 //! ```
 
-use std::path::PathBuf;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::env::{Fs, FsFile};
 
 /// Where a local part is delivered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +99,98 @@ impl Assign {
     }
 }
 
+/// The most bytes a users/cdb record may hold.
+const MAX_RECORD: usize = 8192;
+
+impl Assign {
+    /// The records of `users/cdb` (qmail-newu): `!local` for exact entries, `+prefix` for
+    /// wildcards; data `user\0uid\0gid\0home\0dash\0ext\0`.
+    pub fn cdb_records(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.entries
+            .iter()
+            .map(|e| {
+                let key = format!("{}{}", if e.wildcard { '+' } else { '!' }, e.key);
+                let data = format!(
+                    "{}\0{}\0{}\0{}\0{}\0{}\0",
+                    e.user,
+                    e.uid,
+                    e.gid,
+                    e.home.display(),
+                    e.dash,
+                    e.ext
+                );
+                (key.into_bytes(), data.into_bytes())
+            })
+            .collect()
+    }
+}
+
+fn decode(data: &[u8], rest: &str) -> io::Result<User> {
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, "users/cdb: bad record");
+    let text = std::str::from_utf8(data).map_err(|_| bad())?;
+    let f: Vec<&str> = text.split('\0').collect();
+    if f.len() < 7 {
+        return Err(bad());
+    }
+    Ok(User {
+        user: f[0].to_string(),
+        uid: f[1].parse().map_err(|_| bad())?,
+        gid: f[2].parse().map_err(|_| bad())?,
+        home: PathBuf::from(f[3]),
+        dash: f[4].to_string(),
+        ext: format!("{}{rest}", f[5]),
+    })
+}
+
+/// [`Assign::lookup`] in an open `users/cdb`: the exact entry, else the longest wildcard.
+pub fn lookup_cdb<F: FsFile>(f: &mut F, local: &str) -> io::Result<Option<User>> {
+    let local = local.to_ascii_lowercase();
+    if let Some(d) = crate::cdb::get(f, format!("!{local}").as_bytes(), MAX_RECORD)? {
+        return decode(&d, "").map(Some);
+    }
+    let cuts = (0..=local.len())
+        .rev()
+        .filter(|&i| local.is_char_boundary(i));
+    for i in cuts {
+        let key = format!("+{}", &local[..i]);
+        if let Some(d) = crate::cdb::get(f, key.as_bytes(), MAX_RECORD)? {
+            return decode(&d, &local[i..]).map(Some);
+        }
+    }
+    Ok(None)
+}
+
+/// Why `mta newu` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NewuError {
+    #[error(transparent)]
+    Assign(#[from] AssignError),
+    #[error("users/assign: {0}")]
+    Read(io::Error),
+    #[error("unable to write users/cdb: {0}")]
+    Write(io::Error),
+}
+
+/// qmail-newu: compile `users/assign` into `users/cdb` (written aside, made durable, then
+/// renamed over the old one, so a lookup sees the old table or the new, never half).
+/// Returns the number of entries.
+pub fn newu<F: Fs>(fs: &F, root: &Path) -> Result<usize, NewuError> {
+    let users = root.join("users");
+    let text = fs.read(&users.join("assign")).map_err(NewuError::Read)?;
+    let a = Assign::parse(&String::from_utf8_lossy(&text))?;
+    let db = crate::cdb::build(&a.cdb_records()).map_err(NewuError::Write)?;
+    let tmp = users.join("cdb.tmp");
+    match fs.unlink(&tmp) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(NewuError::Write(e)),
+        _ => {}
+    }
+    crate::env::write_new_synced(fs, &tmp, &db, true).map_err(NewuError::Write)?;
+    fs.rename(&tmp, &users.join("cdb"))
+        .map_err(NewuError::Write)?;
+    fs.sync_dir(&users).map_err(NewuError::Write)?;
+    Ok(a.entries.len())
+}
+
 impl Entry {
     fn user_with(&self, ext: String) -> User {
         User {
@@ -131,6 +226,35 @@ mod tests {
         assert_eq!(a.lookup("joe").unwrap().home, PathBuf::from("/h/joe"));
         assert_eq!(a.lookup("nobody"), None);
         assert_eq!(a.lookup("joe-x"), None);
+    }
+
+    #[test]
+    fn users_cdb_answers_as_users_assign() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("users")).unwrap();
+        std::fs::write(d.path().join("users/assign"), A).unwrap();
+        let fs = crate::env::real::RealFs;
+        assert_eq!(newu(&fs, d.path()).unwrap(), 4);
+        let a = Assign::parse(A).unwrap();
+        let mut f = fs.open_rw(&d.path().join("users/cdb")).unwrap();
+        for local in [
+            "Fred",
+            "fred-sos",
+            "fred-list-x",
+            "joe",
+            "nobody",
+            "joe-x",
+            "fred-",
+        ] {
+            assert_eq!(
+                lookup_cdb(&mut f, local).unwrap(),
+                a.lookup(local),
+                "{local}"
+            );
+        }
+        std::fs::write(d.path().join("users/assign"), "=a:b\n.\n").unwrap();
+        assert!(newu(&fs, d.path()).is_err());
+        assert!(d.path().join("users/cdb").exists(), "the old table stays");
     }
 
     #[test]

@@ -66,13 +66,19 @@ impl LocalConfig {
 }
 
 impl LocalConfig {
-    /// The user `users/assign` names for a local part, else (with `getpw`) the system's.
-    pub fn user<F: Fs>(&self, fs: &F, local: &str) -> Option<User> {
-        self.assign.lookup(local).or_else(|| {
+    /// The user a local part belongs to: from `users/cdb` when `mta newu` made one (as
+    /// qmail-lspawn reads it), else `users/assign`; then, with `getpw`, the system's accounts.
+    pub fn user<F: Fs>(&self, fs: &F, local: &str) -> std::io::Result<Option<User>> {
+        let found = match fs.open_rw(&self.root.join("users/cdb")) {
+            Ok(mut f) => assign::lookup_cdb(&mut f, local)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.assign.lookup(local),
+            Err(e) => return Err(e),
+        };
+        Ok(found.or_else(|| {
             self.passwd
                 .then(|| getpw::lookup(fs, Path::new(PASSWD), local))
                 .flatten()
-        })
+        }))
     }
 }
 
@@ -253,11 +259,15 @@ fn find_dotqmail<F: crate::env::Fs>(
     Ok(None)
 }
 
-/// The user a local part belongs to: users/assign, else the alias user with the whole local
+/// The user a local part belongs to: users/cdb or users/assign (or the system's), else the
+/// alias user with the whole local
 /// part as extension (qmail-lspawn).
 /// The alias user is whoever owns the alias directory (qmail's `alias` account).
-fn user_for<F: crate::env::Fs>(fs: &F, cfg: &LocalConfig, local: &str) -> User {
-    cfg.user(fs, local).unwrap_or_else(|| {
+fn user_for<F: crate::env::Fs>(fs: &F, cfg: &LocalConfig, local: &str) -> Result<User, Outcome> {
+    let found = cfg
+        .user(fs, local)
+        .map_err(|e| Outcome::Deferred(format!("Unable to read users/cdb: {e}. (#4.3.0)")))?;
+    Ok(found.unwrap_or_else(|| {
         let home = cfg.root.join("alias");
         let (uid, gid) = fs.metadata(&home).map_or((0, 0), |m| (m.uid, m.gid));
         User {
@@ -268,7 +278,7 @@ fn user_for<F: crate::env::Fs>(fs: &F, cfg: &LocalConfig, local: &str) -> User {
             dash: "-".into(),
             ext: local.to_string(),
         }
-    })
+    }))
 }
 
 /// qmail-lspawn's rule: never as root; and a server that is not root can only deliver as
@@ -300,7 +310,9 @@ pub fn has_mailbox<F: crate::env::Fs>(fs: &F, cfg: &LocalConfig, recipient: &str
     if local.is_empty() {
         return true;
     }
-    let user = user_for(fs, cfg, local);
+    let Ok(user) = user_for(fs, cfg, local) else {
+        return true;
+    };
     if user.dash.is_empty() || home_checked(fs, &user.home).is_err() {
         return true;
     }
@@ -493,7 +505,10 @@ pub async fn deliver<E: Env>(env: &E, cfg: &Arc<LocalConfig>, d: Delivery) -> Ou
     if local.is_empty() {
         return delivered("empty local part; dropped.".into(), Vec::new(), &d);
     }
-    let user = user_for(env.fs(), cfg, local);
+    let user = match user_for(env.fs(), cfg, local) {
+        Ok(u) => u,
+        Err(o) => return o,
+    };
     let who = match permitted(env, &user) {
         Ok(c) => c,
         Err(o) => return o,

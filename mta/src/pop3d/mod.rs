@@ -238,8 +238,9 @@ async fn login<E: Env>(
 /// local delivery: never as root, and only as itself unless it runs as root).
 fn mailbox_of<E: Env>(env: &E, cfg: &Config, user: &str) -> Result<Mailbox, String> {
     let u = match cfg.local.user(env.fs(), user) {
-        Some(u) if u.ext.is_empty() => u,
-        _ => return Err("this user has no mailbox here".into()),
+        Ok(Some(u)) if u.ext.is_empty() => u,
+        Ok(_) => return Err("this user has no mailbox here".into()),
+        Err(e) => return Err(format!("unable to read users/cdb: {e}")),
     };
     if u.uid == 0 {
         return Err("not allowed to read mail as root".into());
