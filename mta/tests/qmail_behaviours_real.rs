@@ -40,19 +40,37 @@ fn wait_mail(root: &Path, user: &str, what: &str) -> String {
     common::eventually(&format!("{user} gets {what:?}"), 30, || {
         mail(root, user).iter().any(|m| m.contains(what))
     });
-    mail(root, user).into_iter().find(|m| m.contains(what)).unwrap()
+    mail(root, user)
+        .into_iter()
+        .find(|m| m.contains(what))
+        .unwrap()
 }
 
 #[test]
 fn verp_senders_and_bounces_without_the_virtual_domain_prepend() {
     let root = common::installation(mta(), &["fred", "joe"]);
-    std::fs::write(root.path().join("control/virtualdomains"), "virt.example:fred\n").unwrap();
+    std::fs::write(
+        root.path().join("control/virtualdomains"),
+        "virt.example:fred\n",
+    )
+    .unwrap();
     let (s, _) = common::spawn_logged(mta(), root);
     let root = s.root.path();
-    inject(root, &["-f", "list-@heaven.af.mil-@[]", "fred"], b"Subject: verp\n\nx\n");
+    inject(
+        root,
+        &["-f", "list-@heaven.af.mil-@[]", "fred"],
+        b"Subject: verp\n\nx\n",
+    );
     let m = wait_mail(root, "fred", "Subject: verp");
-    assert!(m.starts_with("Return-Path: <list-fred=heaven.af.mil@heaven.af.mil>\n"), "{m}");
-    inject(root, &["-f", "joe@heaven.af.mil", "nosuch@virt.example"], b"Subject: v\n\nx\n");
+    assert!(
+        m.starts_with("Return-Path: <list-fred=heaven.af.mil@heaven.af.mil>\n"),
+        "{m}"
+    );
+    inject(
+        root,
+        &["-f", "joe@heaven.af.mil", "nosuch@virt.example"],
+        b"Subject: v\n\nx\n",
+    );
     let b = wait_mail(root, "joe", "failure notice");
     assert!(b.contains("\n<nosuch@virt.example>:\n"), "{b}");
     assert!(!b.contains("fred-nosuch"), "{b}");
@@ -89,7 +107,10 @@ fn inject_qualifies_bare_addresses_in_to_and_cc() {
     let msg = b"To: fred, Joe <joe>\nCc: nobody (no one)\nSubject: q\n\nfred\n";
     inject(s.root.path(), &["fred"], msg);
     let m = wait_mail(s.root.path(), "fred", "Subject: q");
-    assert!(m.contains("\nTo: fred@heaven.af.mil, Joe <joe@heaven.af.mil>\n"), "{m}");
+    assert!(
+        m.contains("\nTo: fred@heaven.af.mil, Joe <joe@heaven.af.mil>\n"),
+        "{m}"
+    );
     assert!(m.contains("\nCc: nobody@heaven.af.mil (no one)\n"), "{m}");
     assert!(m.ends_with("\n\nfred\n"));
 }

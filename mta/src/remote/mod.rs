@@ -220,24 +220,6 @@ impl<R: Resolve> Smtp<R> {
         body: &BodyRef,
     ) -> Outcome {
         let domain = recipient.rsplit_once('@').map_or("", |(_, d)| d);
-        if let Some(r) = self
-            .cfg
-            .qmtproutes
-            .find(domain)
-            .filter(|r| !r.relay.is_empty())
-        {
-            let q = qmtp::deliver(
-                env,
-                &self.cfg,
-                &*self.resolver,
-                r,
-                (sender, recipient),
-                body,
-            );
-            if let Some(o) = q.await {
-                return o;
-            }
-        }
         let (hosts, port, via_mx) = match hosts(env, &self.cfg, &*self.resolver, domain).await {
             Ok(h) => h,
             Err(o) => return o,
@@ -322,6 +304,20 @@ impl<E: Env, R: Resolve> Remote<E> for Smtp<R> {
             cfg: self.cfg.clone(),
             resolver: self.resolver.clone(),
         };
-        Box::pin(async move { me.deliver(&env, &sender, &recipient, &body).await })
+        Box::pin(async move {
+            let domain = recipient.rsplit_once('@').map_or("", |(_, d)| d);
+            let route = me
+                .cfg
+                .qmtproutes
+                .find(domain)
+                .filter(|r| !r.relay.is_empty());
+            if let Some(r) = route {
+                let to = (sender.as_str(), recipient.as_str());
+                if let Some(o) = qmtp::deliver(&env, &me.cfg, &*me.resolver, r, to, &body).await {
+                    return o;
+                }
+            }
+            me.deliver(&env, &sender, &recipient, &body).await
+        })
     }
 }
