@@ -24,6 +24,10 @@ pub struct MtaHost {
     pub dns: bool,
     /// Every qmail-format log line of every boot.
     pub lines: Arc<Mutex<Vec<String>>>,
+    /// The optional listeners (POP3, QMTP, QMQP) each boot starts.
+    pub listeners: mta::daemon::Listeners,
+    /// Called on each boot's environment before `mta run` starts (scripted programs).
+    pub setup: Option<Arc<dyn Fn(&SimEnv) + Send + Sync>>,
     st: Arc<Mutex<HostState>>,
 }
 
@@ -57,6 +61,8 @@ impl MtaHost {
             seed,
             dns,
             lines: Arc::new(Mutex::new(Vec::new())),
+            listeners: Default::default(),
+            setup: None,
             st: Arc::new(Mutex::new(HostState::default())),
         }
     }
@@ -80,6 +86,9 @@ impl MtaHost {
         self.st().process = process.clone();
         let env =
             SimEnv::turmoil(fs, self.disk.clock().clone(), EPOCH_MS, seed).with_process(process);
+        if let Some(setup) = &self.setup {
+            setup(&env);
+        }
         let opts = Options {
             root: root(),
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), PORT),
@@ -91,7 +100,7 @@ impl MtaHost {
             local_ips: vec![turmoil::lookup(self.name)],
             log_sink: Some(sink(&self.lines)),
             fsync_off: mta::queue::Disabled::none(),
-            listeners: Default::default(),
+            listeners: self.listeners.clone(),
         };
         let code = daemon::run(env.clone(), opts).await;
         if env.sim_fs().is_frozen() {

@@ -1,0 +1,131 @@
+//! POP3 inside the simulator: `mta run --listen-pop3` on a simulated host (logins through a
+//! scripted checkpassword, the mailbox on the simulated disk), a client over turmoil's
+//! network; then the machine crashes keeping only what was made durable, and a message is
+//! gone exactly when the client's QUIT was answered `+OK`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mta::env::{Exit, Fs, FsFile};
+use sim::fixture::{installation, root, EPOCH_MS};
+use sim::fs::{Clock, Persist, SimFs};
+use sim::host::MtaHost;
+use sim::world::Disk;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+const POP3: u16 = 110;
+
+/// An installation whose checkpassword is scripted, with two messages in fred's new/.
+fn disk() -> Disk {
+    let img = installation(&[("checkpassword", "check\n")]);
+    let clock = Clock::new(EPOCH_MS);
+    let fs = SimFs::from_image(img, clock.clone());
+    let new = root().join("home/fred/Maildir/new");
+    for (name, text) in [
+        ("100.a.sim", "Subject: one\n\n.dot\n"),
+        ("200.b.sim", "Subject: two\n\nbody\n"),
+    ] {
+        let mut f = fs.create_new(&new.join(name)).unwrap();
+        f.write_at(0, text.as_bytes()).unwrap();
+        f.sync().unwrap();
+    }
+    fs.sync_dir(&new).unwrap();
+    Disk::with_image(fs.crash_image(&Persist::Synced), clock)
+}
+
+fn host(disk: &Disk) -> MtaHost {
+    let mut h = MtaHost::new("mta", disk.clone(), 7, false);
+    h.listeners.pop3 = Some(SocketAddr::from(([0, 0, 0, 0], POP3)));
+    h.setup = Some(Arc::new(|env: &sim::env::SimEnv| {
+        let cmd = mta::auth::checkpassword::shell_command("check");
+        env.set_program(&cmd, |p| Exit {
+            code: Some(if p.stdin == b"fred\0secret\0\0" { 0 } else { 1 }),
+            output: Vec::new(),
+        });
+    }));
+    h
+}
+
+type Lines = tokio::io::Lines<BufReader<turmoil::net::TcpStream>>;
+
+/// Send a command, return the first reply line (and for `multi`, the lines up to `.`).
+async fn say(w: &mut Lines, cmd: &str, multi: bool) -> Vec<String> {
+    if !cmd.is_empty() {
+        let s = w.get_mut().get_mut();
+        s.write_all(format!("{cmd}\r\n").as_bytes()).await.unwrap();
+    }
+    let mut out = vec![w.next_line().await.unwrap().unwrap_or_default()];
+    while multi && out[0].starts_with("+OK") && out.last().map(String::as_str) != Some(".") {
+        out.push(w.next_line().await.unwrap().unwrap_or_default());
+    }
+    out
+}
+
+/// One session in a fresh world on `disk`: runs `dialogue` as the client.
+fn session<F, Fut>(disk: &Disk, dialogue: F)
+where
+    F: FnOnce(Lines) -> Fut + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    let mut sim = turmoil::Builder::new()
+        .simulation_duration(Duration::from_secs(600))
+        .build();
+    host(disk).install(&mut sim);
+    let once = std::cell::RefCell::new(Some(dialogue));
+    sim.client("client", async move {
+        // The server is up once it accepts (it starts within the first simulated second).
+        let to = SocketAddr::new(turmoil::lookup("mta"), POP3);
+        let s = loop {
+            match turmoil::net::TcpStream::connect(to).await {
+                Ok(s) => break s,
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
+        let f = once.borrow_mut().take().unwrap();
+        f(BufReader::new(s).lines()).await;
+        Ok(())
+    });
+    sim.run().unwrap();
+}
+
+#[test]
+fn pop3_over_the_simulated_network_and_deletions_survive_a_crash_after_quit() {
+    let disk = disk();
+    session(&disk, |mut w| async move {
+        assert!(say(&mut w, "", false).await[0].starts_with("+OK <"));
+        say(&mut w, "USER fred", false).await;
+        assert_eq!(
+            say(&mut w, "PASS wrong", false).await[0],
+            "-ERR authorization failed"
+        );
+        say(&mut w, "USER fred", false).await;
+        assert_eq!(say(&mut w, "PASS secret", false).await[0], "+OK 2 messages");
+        let uidl = say(&mut w, "UIDL", true).await;
+        assert_eq!(uidl[1..], ["1 100.a.sim", "2 200.b.sim", "."]);
+        let retr = say(&mut w, "RETR 1", true).await;
+        assert_eq!(retr, ["+OK 22 octets", "Subject: one", "", "..dot", "."]);
+        assert_eq!(say(&mut w, "DELE 1", false).await[0], "+OK");
+        assert_eq!(say(&mut w, "QUIT", false).await[0], "+OK");
+    });
+    // The machine goes down with only what was made durable: the deletion was.
+    disk.crash(&Persist::Synced);
+    let files = disk.image().files();
+    let names: Vec<&str> = files
+        .iter()
+        .map(|(p, _)| p.as_str())
+        .filter(|p| p.contains("/home/fred/Maildir/"))
+        .collect();
+    assert_eq!(
+        names,
+        ["/mta/home/fred/Maildir/cur/200.b.sim:2,"],
+        "{names:?}"
+    );
+    session(&disk, |mut w| async move {
+        say(&mut w, "", false).await;
+        say(&mut w, "USER fred", false).await;
+        assert_eq!(say(&mut w, "PASS secret", false).await[0], "+OK 1 messages");
+        assert_eq!(say(&mut w, "UIDL 1", false).await[0], "+OK 1 200.b.sim");
+        assert_eq!(say(&mut w, "QUIT", false).await[0], "+OK");
+    });
+}
