@@ -27,9 +27,12 @@ pub struct MtaHost {
     /// The optional listeners (POP3, QMTP, QMQP) each boot starts.
     pub listeners: mta::daemon::Listeners,
     /// Called on each boot's environment before `mta run` starts (scripted programs).
-    pub setup: Option<Arc<dyn Fn(&SimEnv) + Send + Sync>>,
+    pub setup: Option<Setup>,
     st: Arc<Mutex<HostState>>,
 }
+
+/// What [`MtaHost::setup`] runs on each boot's environment.
+pub type Setup = Arc<dyn Fn(&SimEnv) + Send + Sync>;
 
 #[derive(Default)]
 struct HostState {
