@@ -19,6 +19,7 @@ pub mod local_crash;
 pub mod mutation;
 pub mod oracle;
 pub mod pop3_crash;
+pub mod pop3_reader;
 pub mod profile;
 pub mod receive;
 pub mod remote_world;

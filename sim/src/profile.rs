@@ -50,6 +50,8 @@ pub struct Profile {
     /// An operator flushes (SIGALRM) when the faults heal; without, only the natural retry
     /// schedule brings the mail through.
     pub flush: bool,
+    /// The mail reader (`reader`) is a POP3 client of `mta run --listen-pop3` instead.
+    pub pop3: bool,
 }
 
 fn list<T: std::fmt::Display>(v: &[T]) -> String {
@@ -64,7 +66,7 @@ impl std::fmt::Display for Profile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "crashes={};persist={};partition={};eio={};fsyncfail={};readeio={};full={};jump={};reboot={};reader={};big={};corrupt={};peer={};latency={};pause={};inject={};clients={};messages={};remote={};flush={}",
+            "crashes={};persist={};partition={};eio={};fsyncfail={};readeio={};full={};jump={};reboot={};reader={};big={};corrupt={};peer={};latency={};pause={};inject={};clients={};messages={};remote={};flush={};pop3={}",
             list(&self.crashes),
             list(&self.persist),
             span(self.partition),
@@ -85,6 +87,7 @@ impl std::fmt::Display for Profile {
             self.messages,
             self.remote_pct,
             u8::from(self.flush),
+            u8::from(self.pop3),
         )
     }
 }
@@ -112,6 +115,7 @@ impl Default for Profile {
             messages: 2,
             remote_pct: 0,
             flush: true,
+            pop3: false,
         }
     }
 }
@@ -167,6 +171,7 @@ impl std::str::FromStr for Profile {
                 "messages" => p.messages = num()? as usize,
                 "remote" => p.remote_pct = num()? as u32,
                 "flush" => p.flush = num()? != 0,
+                "pop3" => p.pop3 = num()? != 0,
                 _ => return Err(format!("unknown key {k:?}")),
             }
         }
@@ -253,6 +258,8 @@ impl Profile {
             reader: r.random_bool(0.3),
             big: r.random_bool(0.1),
             corrupt: r.random_bool(0.15),
+            // Drawn last, so every other field of a seed stays what it was.
+            pop3: r.random_bool(0.5),
         }
     }
 
@@ -283,7 +290,7 @@ impl Profile {
             }));
         }
         let d = Profile::default();
-        let fields: [(bool, &Edit); 15] = [
+        let fields: [(bool, &Edit); 16] = [
             (self.corrupt, &|c| c.corrupt = false),
             (self.reboot.is_some(), &|c| c.reboot = None),
             (self.reader, &|c| c.reader = false),
@@ -302,6 +309,7 @@ impl Profile {
             (self.messages > 1, &|c| c.messages -= 1),
             (self.remote_pct > 0, &|c| c.remote_pct = 0),
             (!self.flush, &|c| c.flush = true),
+            (self.pop3, &|c| c.pop3 = false),
         ];
         for (applies, f) in fields {
             if applies {

@@ -22,6 +22,7 @@ use crate::fixture::mailbox_files;
 use crate::fs::{Clock, Faults, Fired, Image, Persist};
 use crate::host::{Event, MtaHost};
 use crate::oracle::{self, Excuses, Found, Sent};
+use crate::pop3_reader;
 pub use crate::profile::{shrink as shrink_profile, Profile};
 use crate::receive::{EPOCH_MS, PORT};
 use crate::remote_world::{dns_host, peer_host, PeerLog};
@@ -54,6 +55,8 @@ const TICK_MS: u64 = 1000;
 #[derive(Debug, Clone, Default)]
 pub struct Outcome {
     pub acked: usize,
+    /// Messages a mail reader took out of fred's mailbox (and still gone at the end).
+    pub read: usize,
     /// Transmissions in all (acknowledged or not).
     pub sent: usize,
     pub local_delivered: usize,
@@ -260,6 +263,8 @@ struct Swarm<'a> {
     reboots: usize,
     /// Messages the mail reader deleted: file name (without flags), contents, when.
     read: Vec<(String, String, u64)>,
+    /// The POP3 reader's deletions and findings (a `pop3` profile).
+    pop3_reads: pop3_reader::Shared,
     /// What latent corruption did, once it struck.
     damage: Option<String>,
     full_secs: u64,
@@ -278,10 +283,12 @@ fn boot_faults(p: &Profile) -> Faults {
 
 impl<'a> Swarm<'a> {
     fn build(seed: u64, p: &Profile) -> Swarm<'a> {
-        let img = image(
-            &[("rcpthosts", "heaven.af.mil\nfar.example\nrelay.example\n")],
-            &[],
-        );
+        let pop3 = p.reader && p.pop3;
+        let mut controls = vec![("rcpthosts", "heaven.af.mil\nfar.example\nrelay.example\n")];
+        if pop3 {
+            controls.push(("checkpassword", pop3_reader::CHECKER));
+        }
+        let img = image(&controls, &[]);
         let disk = Disk::with_image(img, Clock::new(EPOCH_MS));
         disk.arm(boot_faults(p));
         let mut sim = turmoil::Builder::new()
@@ -301,7 +308,14 @@ impl<'a> Swarm<'a> {
             peer_host(vec![crate::remote_world::Peer::Accept], p2.clone())
         });
         sim.host("dns", dns_host);
-        let host = MtaHost::new("mta", disk, seed, true);
+        let mut host = MtaHost::new("mta", disk, seed, true);
+        let pop3_reads = pop3_reader::Shared::default();
+        if pop3 {
+            host.listeners.pop3 = Some(SocketAddr::from(([0, 0, 0, 0], pop3_reader::PORT)));
+            host.setup = Some(pop3_reader::setup());
+            let (d, r) = (host.disk.clone(), pop3_reads.clone());
+            sim.client("pop3reader", pop3_reader::reader(d, r));
+        }
         host.install(&mut sim);
         // A second MTA: relay.example's MX, delivering to its own user bill.
         let disk2 = Disk::with_image(relay_image(), Clock::new(EPOCH_MS));
@@ -332,6 +346,7 @@ impl<'a> Swarm<'a> {
             jumped: false,
             reboots: 0,
             read: Vec::new(),
+            pop3_reads,
             damage: None,
             full_secs: 0,
             violations: Vec::new(),
@@ -403,7 +418,8 @@ impl<'a> Swarm<'a> {
     /// new messages to cur/ (`NAME:2,S`), as an IMAP client would.
     fn read_mail(&mut self, t_ms: u64, t: u64) {
         let live = self.host.disk.live().filter(|f| !f.is_frozen());
-        let (true, Some(fs)) = (self.p.reader && t.is_multiple_of(30), live) else {
+        let fs_reader = self.p.reader && !self.p.pop3;
+        let (true, Some(fs)) = (fs_reader && t.is_multiple_of(30), live) else {
             return;
         };
         let dir = root().join("home/fred/Maildir");
@@ -619,6 +635,13 @@ pub fn run(seed: u64) -> (Profile, Outcome) {
 pub fn run_profile(seed: u64, p: &Profile) -> Outcome {
     let mut w = Swarm::build(seed, p);
     let crashes = w.drive();
+    {
+        let mut r = lock(&w.pop3_reads);
+        let got = std::mem::take(&mut r.got);
+        w.read
+            .extend(got.into_iter().map(|(uid, (m, t))| (uid, m, t)));
+        w.violations.append(&mut r.violations);
+    }
     let sent = lock(&w.ledger).clone();
     if std::env::var_os("MTA_SIM_LOG").is_some() {
         debug_dump(&w, &sent, p);
@@ -662,6 +685,7 @@ pub fn run_profile(seed: u64, p: &Profile) -> Outcome {
         .fold(disk_hash, |h, s| fnv(h, &s));
     Outcome {
         acked: sent.iter().filter(|s| s.acked).count(),
+        read: found.read.len(),
         sent: sent.len(),
         local_delivered: found.mailboxes.len(),
         remote_delivered: found.peer.len() + found.others.len(),

@@ -55,9 +55,9 @@ async fn say(w: &mut Lines, cmd: &str, multi: bool) -> Vec<String> {
         let s = w.get_mut().get_mut();
         s.write_all(format!("{cmd}\r\n").as_bytes()).await.unwrap();
     }
-    let mut out = vec![w.next_line().await.unwrap().unwrap_or_default()];
+    let mut out = vec![w.next_line().await.unwrap().expect("connection closed")];
     while multi && out[0].starts_with("+OK") && out.last().map(String::as_str) != Some(".") {
-        out.push(w.next_line().await.unwrap().unwrap_or_default());
+        out.push(w.next_line().await.unwrap().expect("connection closed"));
     }
     out
 }

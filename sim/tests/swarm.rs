@@ -62,3 +62,25 @@ fn latent_corruption_in_the_swarm_is_survived() {
     }
     assert!(struck >= 10, "the damage struck {struck} times");
 }
+
+/// Seeds whose mail reader is a POP3 client of `mta run --listen-pop3`: the oracle counts what
+/// it deleted as read, and checks at each `+OK` to QUIT that the deletions are durable.
+#[test]
+fn pop3_readers_in_the_swarm_pass_the_oracle() {
+    let mut read = 0;
+    let n: u64 = std::env::var("POP3_SEEDS").map_or(8, |v| v.parse().unwrap());
+    for seed in 0..n {
+        let mut p = sim::swarm::Profile::draw(seed);
+        p.reader = true;
+        p.pop3 = true;
+        let o = sim::swarm::run_profile(seed, &p);
+        assert!(
+            o.violations.is_empty(),
+            "seed {seed} {p}: {:?}",
+            o.violations
+        );
+        read += o.read;
+    }
+    println!("{n} seeds: the POP3 reader read {read} messages");
+    assert!(read >= 8, "the POP3 reader read {read} messages");
+}
