@@ -16,6 +16,7 @@ pub mod host;
 pub mod install;
 pub mod lifecycle;
 pub mod local_crash;
+pub mod mini_qmail;
 pub mod mutation;
 pub mod oracle;
 pub mod pop3_crash;

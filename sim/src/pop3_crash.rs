@@ -171,3 +171,46 @@ pub fn enumerate(ack_early: bool) -> Report {
     }
     rep
 }
+
+/// A failed fsync in UPDATE (Linux may drop the removals it covered while they still look
+/// done; the client was told `-ERR`), then a repeated delivery of one of the messages under
+/// its same name, then a session that deletes everything and is answered `+OK`: no copy of a
+/// deleted message may be left on the disk. The problems found.
+pub fn failed_fsync_then_redelivery() -> Vec<String> {
+    let fs = SimFs::from_image(setup(), clock());
+    let dir = Path::new(MAILDIR);
+    let msgs = mailbox::open(&fs, dir).expect("open");
+    let gone: Vec<String> = msgs
+        .iter()
+        .filter(|m| DELETED.contains(&m.uid.as_str()))
+        .map(|m| m.path.clone())
+        .collect();
+    // Each deletion is two operations; the first directory fsync after them fails.
+    let sync = fs.ops() + 2 * gone.len() as u64 + 1;
+    fs.set_faults(Faults {
+        fsync_fail_at: [sync].into_iter().collect(),
+        ..Faults::default()
+    });
+    let mut bad = Vec::new();
+    if mailbox::update(&fs, dir, &gone).is_ok() {
+        bad.push("the UPDATE with a failed fsync succeeded".into());
+    }
+    let (name, data) = &messages()[0];
+    let again = dir.join(name);
+    let mut f = fs.create_new(&again).expect("redeliver");
+    f.write_at(0, data.as_bytes()).expect("write");
+    f.sync().expect("sync");
+    fs.sync_dir(&dir.join("new")).expect("sync new");
+    if !session(&fs, false) {
+        bad.push("the next session's QUIT fails".into());
+    }
+    // The first UPDATE's `-ERR` leaves its removals in doubt; the redelivered message was
+    // deleted again, and that was answered `+OK`.
+    let img = fs.crash_image(&Persist::Synced);
+    for (p, _) in img.files() {
+        if p.contains(unique(name)) {
+            bad.push(format!("{p} is on the disk after QUIT was answered +OK"));
+        }
+    }
+    bad
+}

@@ -52,6 +52,8 @@ pub struct Profile {
     pub flush: bool,
     /// The mail reader (`reader`) is a POP3 client of `mta run --listen-pop3` instead.
     pub pop3: bool,
+    /// A mini-qmail host (no queue) sends two messages to fred over QMQP.
+    pub mini: bool,
 }
 
 fn list<T: std::fmt::Display>(v: &[T]) -> String {
@@ -66,7 +68,7 @@ impl std::fmt::Display for Profile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "crashes={};persist={};partition={};eio={};fsyncfail={};readeio={};full={};jump={};reboot={};reader={};big={};corrupt={};peer={};latency={};pause={};inject={};clients={};messages={};remote={};flush={};pop3={}",
+            "crashes={};persist={};partition={};eio={};fsyncfail={};readeio={};full={};jump={};reboot={};reader={};big={};corrupt={};peer={};latency={};pause={};inject={};clients={};messages={};remote={};flush={};pop3={};mini={}",
             list(&self.crashes),
             list(&self.persist),
             span(self.partition),
@@ -88,6 +90,7 @@ impl std::fmt::Display for Profile {
             self.remote_pct,
             u8::from(self.flush),
             u8::from(self.pop3),
+            u8::from(self.mini),
         )
     }
 }
@@ -116,6 +119,7 @@ impl Default for Profile {
             remote_pct: 0,
             flush: true,
             pop3: false,
+            mini: false,
         }
     }
 }
@@ -172,6 +176,7 @@ impl std::str::FromStr for Profile {
                 "remote" => p.remote_pct = num()? as u32,
                 "flush" => p.flush = num()? != 0,
                 "pop3" => p.pop3 = num()? != 0,
+                "mini" => p.mini = num()? != 0,
                 _ => return Err(format!("unknown key {k:?}")),
             }
         }
@@ -260,6 +265,7 @@ impl Profile {
             corrupt: r.random_bool(0.15),
             // Drawn last, so every other field of a seed stays what it was.
             pop3: r.random_bool(0.5),
+            mini: r.random_bool(0.3),
         }
     }
 
@@ -290,7 +296,7 @@ impl Profile {
             }));
         }
         let d = Profile::default();
-        let fields: [(bool, &Edit); 16] = [
+        let fields: [(bool, &Edit); 17] = [
             (self.corrupt, &|c| c.corrupt = false),
             (self.reboot.is_some(), &|c| c.reboot = None),
             (self.reader, &|c| c.reader = false),
@@ -310,6 +316,7 @@ impl Profile {
             (self.remote_pct > 0, &|c| c.remote_pct = 0),
             (!self.flush, &|c| c.flush = true),
             (self.pop3, &|c| c.pop3 = false),
+            (self.mini, &|c| c.mini = false),
         ];
         for (applies, f) in fields {
             if applies {

@@ -288,6 +288,9 @@ impl<'a> Swarm<'a> {
         if pop3 {
             controls.push(("checkpassword", pop3_reader::CHECKER));
         }
+        if p.mini {
+            controls.push(("qmqp.rules", crate::mini_qmail::RULES));
+        }
         let img = image(&controls, &[]);
         let disk = Disk::with_image(img, Clock::new(EPOCH_MS));
         disk.arm(boot_faults(p));
@@ -316,6 +319,10 @@ impl<'a> Swarm<'a> {
             let (d, r) = (host.disk.clone(), pop3_reads.clone());
             sim.client("pop3reader", pop3_reader::reader(d, r));
         }
+        if p.mini {
+            let port = crate::mini_qmail::PORT;
+            host.listeners.qmqp = Some(SocketAddr::from(([0, 0, 0, 0], port)));
+        }
         host.install(&mut sim);
         // A second MTA: relay.example's MX, delivering to its own user bill.
         let disk2 = Disk::with_image(relay_image(), Clock::new(EPOCH_MS));
@@ -326,6 +333,10 @@ impl<'a> Swarm<'a> {
         for c in 0..p.clients {
             let (rcpts, l) = (recipients(&mut r, p), ledger.clone());
             sim.client(format!("client{c}"), client(c, rcpts, p.clone(), l));
+        }
+        if p.mini {
+            let mini = crate::mini_qmail::host(2, seed ^ 0x3131, ledger.clone());
+            sim.client("mini", mini);
         }
         if p.injects > 0 {
             let (d, l) = (host.disk.clone(), ledger.clone());

@@ -23,3 +23,9 @@ fn answering_quit_before_the_deletions_are_durable_is_caught() {
         r.states
     );
 }
+
+#[test]
+fn a_message_deleted_with_ok_is_gone_after_a_failed_fsync_and_a_repeated_delivery() {
+    let bad = sim::pop3_crash::failed_fsync_then_redelivery();
+    assert!(bad.is_empty(), "{bad:#?}");
+}

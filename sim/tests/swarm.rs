@@ -84,3 +84,23 @@ fn pop3_readers_in_the_swarm_pass_the_oracle() {
     println!("{n} seeds: the POP3 reader read {read} messages");
     assert!(read >= 8, "the POP3 reader read {read} messages");
 }
+
+/// Seeds with a mini-qmail host handing its mail to the MTA over QMQP: every message it saw
+/// acknowledged (`K`) is delivered exactly once.
+#[test]
+fn mini_qmail_hosts_in_the_swarm_pass_the_oracle() {
+    let n: u64 = std::env::var("MINI_SEEDS").map_or(8, |v| v.parse().unwrap());
+    let mut acked = 0;
+    for seed in 0..n {
+        let mut p = sim::swarm::Profile::draw(seed);
+        p.mini = true;
+        let o = sim::swarm::run_profile(seed, &p);
+        assert!(
+            o.violations.is_empty(),
+            "seed {seed} {p}: {:?}",
+            o.violations
+        );
+        acked += o.acked;
+    }
+    println!("{n} seeds with a mini-qmail host: {acked} transmissions acknowledged");
+}

@@ -112,21 +112,43 @@ fn size<F: Fs>(fs: &F, path: &Path) -> io::Result<u64> {
 
 /// UPDATE: remove the deleted messages, then make that durable. An error leaves the rest of
 /// the mailbox as it was; messages not yet removed are listed again next time.
+///
+/// Each message is first renamed to its other Maildir name (`new/NAME` ↔ `cur/NAME:2,`) and
+/// removed under that: after a failed directory fsync (Linux may drop what it covered while
+/// the names still look gone), a stale copy of the other name can be on the disk though
+/// not in the directory listing, and a repeated delivery can bring the message back under
+/// the same name; the rename binds the other name again, so the removal covers both.
 pub fn update<F: Fs>(fs: &F, dir: &Path, deleted: &[String]) -> io::Result<()> {
-    let mut dirs = BTreeSet::new();
     for path in deleted {
-        match fs.unlink(&dir.join(path)) {
+        let other = counterpart(path);
+        let gone = match fs.rename(&dir.join(path), &dir.join(&other)) {
+            Ok(()) => other,
+            // Out of room for a name, say: remove it as it is.
+            Err(_) => path.clone(),
+        };
+        match fs.unlink(&dir.join(gone)) {
             Ok(()) => {}
             // Another session took it already.
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        dirs.insert(path.split('/').next().unwrap_or_default().to_string());
     }
-    for d in dirs {
-        fs.sync_dir(&dir.join(d))?;
+    if !deleted.is_empty() {
+        fs.sync_dir(&dir.join("cur"))?;
+        fs.sync_dir(&dir.join("new"))?;
     }
     Ok(())
+}
+
+/// The message's other name: `new/NAME` for `cur/NAME:INFO`, `cur/NAME:2,` for `new/NAME`.
+fn counterpart(path: &str) -> String {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    let unique = name.split(':').next().unwrap_or(name);
+    if path.starts_with("new/") {
+        format!("cur/{unique}:2,")
+    } else {
+        format!("new/{unique}")
+    }
 }
 
 #[cfg(test)]
