@@ -28,7 +28,7 @@ use thiserror::Error;
 
 use crate::env::{self, Env, Fs};
 pub use body::{Body, BodyRef};
-pub use log::LogStats;
+pub use log::{LogStats, Seg};
 pub use record::{Channel, Envelope, MsgId, Recipient, Record, Status};
 pub use sync::{Disabled, SyncPoint};
 
@@ -341,7 +341,8 @@ impl<E: Env> Queue<E> {
         let mut rec = Recovery::default();
         let mut msgs = BTreeMap::new();
         let mut refs = SegRefs::new();
-        let log = log::Log::open(fs, &paths, &cfg, true, |seg, end, r| {
+        let seed = env.random_u64();
+        let log = log::Log::open(fs, &paths, &cfg, (true, seed), |seg, end, r| {
             apply(&mut msgs, &mut refs, seg, end, planted_on_replay(r))
         })?;
         rec.torn_bytes_cut = log.stats().torn_bytes_cut;
@@ -761,9 +762,9 @@ pub struct Replayed {
 /// Replay one segment's bytes (for the fuzz targets: recovery must never panic, never apply
 /// a record that is not whole in the bytes, and never invent a message).
 #[doc(hidden)]
-pub fn replay_segment(buf: &[u8]) -> Replayed {
+pub fn replay_segment(buf: &[u8], key: u32) -> Replayed {
     let (mut msgs, mut refs, mut records) = (BTreeMap::new(), SegRefs::new(), Vec::new());
-    let scanned = log::scan(buf, |r, end| {
+    let scanned = log::scan(buf, key, |r, end| {
         records.push((r.clone(), end));
         apply(&mut msgs, &mut refs, 1, end, r);
         Ok(())
@@ -798,7 +799,7 @@ impl View {
         let fs = env.fs();
         let mut msgs = BTreeMap::new();
         let mut refs = SegRefs::new();
-        log::Log::open(fs, paths, &Config::default(), false, |seg, end, r| {
+        log::Log::open(fs, paths, &Config::default(), (false, 0), |seg, end, r| {
             apply(&mut msgs, &mut refs, seg, end, r)
         })?;
         let mut todo = Vec::new();

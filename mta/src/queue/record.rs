@@ -3,6 +3,11 @@
 //! A log record on disk is `len:u32 | crc32c:u32 | body` where `body` is `kind:u8 | payload`
 //! and `len` is the body's length. The checksum makes a torn or never-written tail detectable,
 //! so recovery can cut the log at the first record that is not whole.
+//!
+//! The checksum is keyed: it starts from the segment's secret key (named in the segment's
+//! file name, random per segment) instead of zero. A message's data may hold any bytes, even
+//! bytes shaped exactly like records; when recovery has to search for whole records after
+//! damage, such forged bytes fail the check unless their sender guessed the 32-bit key.
 
 use std::fmt;
 
@@ -219,8 +224,8 @@ impl<'a> Dec<'a> {
 }
 
 impl Record {
-    /// Append the framed record to `out`.
-    pub fn encode(&self, out: &mut Vec<u8>) {
+    /// Append the record to `out`, framed with a checksum keyed by `key` (the segment's).
+    pub fn encode(&self, out: &mut Vec<u8>, key: u32) {
         let mut e = Enc(Vec::new());
         match self {
             Record::Msg { env, rcpts, data } => {
@@ -269,41 +274,41 @@ impl Record {
             Record::Group(recs) => {
                 e.u8(K_GROUP);
                 for r in recs {
-                    r.encode_framed(&mut e.0, MEMBER);
+                    r.encode_framed(&mut e.0, key, MEMBER);
                 }
             }
         }
         let body = e.0;
         out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+        out.extend_from_slice(&crc32c::crc32c_append(key, &body).to_le_bytes());
         out.extend_from_slice(&body);
     }
 
     /// Encode with the checksum flipped by `tweak`: a group's members carry
     /// [`MEMBER`], so recovery looking for whole records after damage can never take a member
     /// alone for a record of its own (a group is all or nothing).
-    fn encode_framed(&self, out: &mut Vec<u8>, tweak: u32) {
+    fn encode_framed(&self, out: &mut Vec<u8>, key: u32, tweak: u32) {
         let start = out.len();
-        self.encode(out);
+        self.encode(out, key);
         let crc = u32::from_le_bytes(out[start + 4..start + 8].try_into().expect("4 bytes"));
         out[start + 4..start + 8].copy_from_slice(&(crc ^ tweak).to_le_bytes());
     }
 
     /// Decode a record body into the records it applies, each with the offset (within the
     /// body) where it ends: a group yields its members in order.
-    pub fn decode_flat(body: &[u8]) -> Result<Vec<(Record, usize)>, QueueError> {
+    pub fn decode_flat(body: &[u8], key: u32) -> Result<Vec<(Record, usize)>, QueueError> {
         if body.first() != Some(&K_GROUP) {
-            return Ok(vec![(Record::decode(body)?, body.len())]);
+            return Ok(vec![(Record::decode(body, key)?, body.len())]);
         }
         let mut out = Vec::new();
         let mut at = 1;
         while at < body.len() {
-            match frame_with(&body[at..], MEMBER) {
+            match frame_with(&body[at..], key, MEMBER) {
                 Frame::Whole(inner, n) => {
                     if inner.first() == Some(&K_GROUP) {
                         return Err(QueueError::Corrupt("nested group".into()));
                     }
-                    out.push((Record::decode(inner)?, at + n));
+                    out.push((Record::decode(inner, key)?, at + n));
                     at += n;
                 }
                 Frame::End => return Err(QueueError::Corrupt("bad frame inside a group".into())),
@@ -312,8 +317,8 @@ impl Record {
         Ok(out)
     }
 
-    /// Decode one record body (after the frame was checked).
-    pub fn decode(body: &[u8]) -> Result<Record, QueueError> {
+    /// Decode one record body (after the frame was checked with `key`).
+    pub fn decode(body: &[u8], key: u32) -> Result<Record, QueueError> {
         let mut d = Dec(body);
         let rec = match d.u8()? {
             K_MSG => {
@@ -361,7 +366,7 @@ impl Record {
                 low_water: d.u64()?,
             },
             K_GROUP => {
-                let recs = Record::decode_flat(body)?
+                let recs = Record::decode_flat(body, key)?
                     .into_iter()
                     .map(|(r, _)| r)
                     .collect();
@@ -385,13 +390,13 @@ pub enum Frame<'a> {
 /// What a group member's checksum is flipped by (see [`Record::encode`]).
 const MEMBER: u32 = 0x6d65_6d62;
 
-/// Parse the frame at the start of `buf`.
-pub fn frame(buf: &[u8]) -> Frame<'_> {
-    frame_with(buf, 0)
+/// Parse the frame at the start of `buf`, its checksum keyed by `key`.
+pub fn frame(buf: &[u8], key: u32) -> Frame<'_> {
+    frame_with(buf, key, 0)
 }
 
-/// Parse a frame whose checksum is flipped by `tweak`.
-fn frame_with(buf: &[u8], tweak: u32) -> Frame<'_> {
+/// Parse a frame whose checksum is keyed by `key` and flipped by `tweak`.
+fn frame_with(buf: &[u8], key: u32, tweak: u32) -> Frame<'_> {
     if buf.len() < 8 {
         return Frame::End;
     }
@@ -401,7 +406,7 @@ fn frame_with(buf: &[u8], tweak: u32) -> Frame<'_> {
         return Frame::End;
     }
     let body = &buf[8..8 + len];
-    if crc32c::crc32c(body) ^ tweak != crc {
+    if crc32c::crc32c_append(key, body) ^ tweak != crc {
         return Frame::End;
     }
     Frame::Whole(body, 8 + len)
@@ -516,14 +521,15 @@ mod tests {
                 Record::Checkpoint { low_water: 4 },
             ]),
         ];
+        let key = 0x5eed_cafe;
         let mut buf = Vec::new();
         for r in &recs {
-            r.encode(&mut buf);
+            r.encode(&mut buf, key);
         }
         let mut at = 0;
         let mut got = Vec::new();
-        while let Frame::Whole(body, n) = frame(&buf[at..]) {
-            got.push(Record::decode(body).unwrap());
+        while let Frame::Whole(body, n) = frame(&buf[at..], key) {
+            got.push(Record::decode(body, key).unwrap());
             at += n;
         }
         assert_eq!(got, recs);
@@ -531,16 +537,35 @@ mod tests {
     }
 
     #[test]
+    fn a_frame_is_whole_only_under_its_own_key() {
+        let mut buf = Vec::new();
+        Record::Retire { id: env().id }.encode(&mut buf, 7);
+        assert!(matches!(frame(&buf, 7), Frame::Whole(..)));
+        assert!(matches!(frame(&buf, 0), Frame::End));
+        assert!(matches!(frame(&buf, 8), Frame::End));
+        let mut group = Vec::new();
+        Record::Group(vec![Record::Retire { id: env().id }]).encode(&mut group, 7);
+        let Frame::Whole(body, _) = frame(&group, 7) else {
+            panic!("group not whole")
+        };
+        assert!(Record::decode_flat(body, 7).is_ok());
+        assert!(
+            Record::decode_flat(body, 8).is_err(),
+            "members are keyed too"
+        );
+    }
+
+    #[test]
     fn torn_and_zeroed_frames_end_the_log() {
         let mut buf = Vec::new();
-        Record::Retire { id: env().id }.encode(&mut buf);
+        Record::Retire { id: env().id }.encode(&mut buf, 1);
         for cut in 0..buf.len() {
-            assert!(matches!(frame(&buf[..cut]), Frame::End), "cut at {cut}");
+            assert!(matches!(frame(&buf[..cut], 1), Frame::End), "cut at {cut}");
         }
-        assert!(matches!(frame(&[0u8; 64]), Frame::End));
+        assert!(matches!(frame(&[0u8; 64], 1), Frame::End));
         let mut flipped = buf.clone();
         *flipped.last_mut().unwrap() ^= 1;
-        assert!(matches!(frame(&flipped), Frame::End));
+        assert!(matches!(frame(&flipped, 1), Frame::End));
     }
 
     #[test]
