@@ -43,6 +43,10 @@ enum Cmd {
         /// (never the queue or mailboxes).
         #[arg(long)]
         force: bool,
+        /// As root: the account `mta run` gives root up for, which owns the queue (created
+        /// as a system account if missing; written to control/queueuser).
+        #[arg(long, default_value = "mtaq")]
+        queue_user: String,
     },
     /// Queue a message read from standard input (qmail-inject / sendmail).
     Inject {
@@ -73,6 +77,10 @@ enum Cmd {
         #[command(subcommand)]
         cmd: QueueCmd,
     },
+    /// The local-delivery helper `mta run` starts as root for itself (qmail-lspawn): requests
+    /// on standard input, outcomes on standard output.
+    #[command(hide = true)]
+    Lspawn,
 }
 
 #[derive(Subcommand)]
@@ -107,7 +115,12 @@ pub fn main() -> i32 {
     };
     let env = RealEnv::new();
     match cli.cmd {
-        Cmd::Init { me, users, force } => cmd_init(&env, &root, me, users, force),
+        Cmd::Init {
+            me,
+            users,
+            force,
+            queue_user,
+        } => cmd_init(&env, &root, me, users, force, queue_user),
         Cmd::Inject {
             sender,
             extract,
@@ -119,6 +132,7 @@ pub fn main() -> i32 {
             listen,
             nameservers,
         } => crate::run::run(env, &root, listen, nameservers),
+        Cmd::Lspawn => crate::run::lspawn(env, &root),
     }
 }
 
@@ -129,7 +143,14 @@ fn nameserver(s: &str) -> Result<std::net::SocketAddr, String> {
         .map_err(|_| format!("not an address: {s:?}"))
 }
 
-fn cmd_init(env: &RealEnv, root: &Path, me: String, users: Vec<String>, force: bool) -> i32 {
+fn cmd_init(
+    env: &RealEnv,
+    root: &Path,
+    me: String,
+    users: Vec<String>,
+    force: bool,
+    queue_user: String,
+) -> i32 {
     let (uid, gid) = std::fs::metadata("/proc/self").map_or((0, 0), |m| (m.uid(), m.gid()));
     // As root, deliveries change user, so every user needs an account of its own.
     let owners = if uid == 0 {
@@ -144,11 +165,14 @@ fn cmd_init(env: &RealEnv, root: &Path, me: String, users: Vec<String>, force: b
         uid,
         gid,
         owners,
+        // Only root gives anything up; an ordinary user's server runs as that user.
+        queue_user: (uid == 0).then_some(queue_user),
         disabled: Default::default(),
     };
     let done = init::init(env, root, &o).and_then(|()| {
-        if uid == 0 {
+        if let Some(q) = &o.queue_user {
             give_homes(root, &o)?;
+            crate::owners::hand_over(root, q)?;
         }
         Ok(())
     });
@@ -248,6 +272,12 @@ fn cmd_inject(
         pid: u64::from(std::process::id()),
         uid: std::fs::metadata("/proc/self").map_or(0, |m| m.uid()),
     };
+    // Root writes the queue as its owner (qmail-queue is setuid qmailq), or the queue user
+    // could not read what root wrote.
+    if let Err(e) = crate::owners::as_queue_user(env, root) {
+        complain!("mta inject: {e}");
+        return EXIT_TEMP;
+    }
     match inject::run(env, root, &inv) {
         Ok(_) => 0,
         Err(f) => {

@@ -28,3 +28,28 @@ pub fn run(env: RealEnv, root: &Path, listen: SocketAddr, nameservers: Vec<Socke
     };
     rt.block_on(daemon::run(env, opts))
 }
+
+/// `mta lspawn`: the local-delivery helper `mta run` starts for itself while still root.
+pub fn lspawn(env: RealEnv, root: &Path) -> i32 {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            complain!("mta lspawn: cannot start: {e}");
+            return EXIT_TEMP;
+        }
+    };
+    let pipe = mta::env::HelperPipe {
+        from: Box::new(tokio::io::stdin()),
+        to: Box::new(tokio::io::stdout()),
+    };
+    match rt.block_on(mta::local::lspawn::serve(env, root.to_path_buf(), pipe)) {
+        Ok(()) => 0,
+        Err(e) => {
+            complain!("mta lspawn: {e}");
+            EXIT_TEMP
+        }
+    }
+}

@@ -692,6 +692,7 @@ fn relay_image() -> crate::fs::Image {
         uid: 1000,
         gid: 1000,
         owners: Default::default(),
+        queue_user: None,
         disabled: Default::default(),
     };
     mta::init::init(&env, &root(), &o).expect("init");

@@ -3,6 +3,7 @@
 
 pub mod assign;
 pub mod dotqmail;
+pub mod lspawn;
 pub mod maildir;
 pub mod mbox;
 
