@@ -54,7 +54,7 @@ fn tokens_by_id(files: &[(String, Vec<u8>)]) -> BTreeMap<MsgId, Vec<String>> {
     for (path, bytes) in files.iter().filter(|(p, _)| p.contains("/queue/log/")) {
         for (_, recs) in frames(path, bytes) {
             for r in recs {
-                if let Record::Msg { env, data, .. } = r {
+                if let Record::Msg { env, data, .. } | Record::Moved { env, data, .. } = r {
                     m.insert(env.id, tokens_in(&data));
                 }
             }
@@ -86,7 +86,9 @@ pub fn corrupt_queue(img: &mut Image, seed: u64) -> Option<Damage> {
             }
             for rec in recs {
                 match rec {
-                    Record::Msg { data, .. } => lost.extend(tokens_in(&data)),
+                    Record::Msg { data, .. } | Record::Moved { data, .. } => {
+                        lost.extend(tokens_in(&data))
+                    }
                     Record::Outcome { id, .. } | Record::Retire { id } => {
                         again.extend(ids.get(&id).cloned().unwrap_or_default())
                     }

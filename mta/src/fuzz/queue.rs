@@ -55,8 +55,11 @@ fn check_replay(buf: &[u8]) -> Replayed {
         );
     }
     for (m, bytes) in &r.messages {
-        let held = r.records.iter().any(|(rec, _)| {
-            matches!(rec, Record::Msg { env, data, .. } if env.id == m.id() && data == bytes)
+        let held = r.records.iter().any(|(rec, _)| match rec {
+            Record::Msg { env, data, .. } | Record::Moved { env, data, .. } => {
+                env.id == m.id() && data == bytes
+            }
+            _ => false,
         });
         assert!(held, "message {} held by no record", m.id());
     }
@@ -129,7 +132,7 @@ fn record(u: &mut Unstructured<'_>, depth: u8) -> ArbResult<Record> {
         secs: 1,
         rand: u.int_in_range(0..=3)?,
     };
-    Ok(match u.int_in_range(0..=5)? {
+    Ok(match u.int_in_range(0..=6)? {
         0 => {
             let forge = u.arbitrary()?;
             message(u, id, forge)?
@@ -148,6 +151,15 @@ fn record(u: &mut Unstructured<'_>, depth: u8) -> ArbResult<Record> {
             id,
             channel: Channel::Remote,
             at: u.arbitrary()?,
+        },
+        5 => match message(u, id, false)? {
+            Record::Msg { env, rcpts, data } => Record::Moved {
+                env,
+                rcpts: rcpts.into_iter().map(|r| (r, Status::Pending)).collect(),
+                tried: [u.arbitrary()?, u.arbitrary()?],
+                data,
+            },
+            r => r,
         },
         4 if depth == 0 => {
             let n = u.int_in_range(1..=3)?;

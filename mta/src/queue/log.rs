@@ -69,6 +69,8 @@ pub(super) struct Log<F: Fs> {
     next_seg: u64,
     /// Where new segments' keys come from (seeded from the environment's randomness).
     keys: u64,
+    /// Bytes in each segment before the head (the head's are `head_len`).
+    sealed: std::collections::BTreeMap<u64, u64>,
     stats: LogStats,
 }
 
@@ -244,8 +246,8 @@ impl<F: Fs> Log<F> {
         segs.sort_unstable_by_key(|s| s.n);
         let low_water = low_water(fs, &dir, &segs)?;
         let mut stats = LogStats::default();
-        let mut live = Vec::new();
-        let mut head_len = 0;
+        let mut live: Vec<Seg> = Vec::new();
+        let (mut head_len, mut sealed) = (0, std::collections::BTreeMap::new());
         for &seg in &segs {
             let (s, path) = (seg.n, dir.join(seg.name()));
             if s < low_water {
@@ -275,6 +277,9 @@ impl<F: Fs> Log<F> {
                     ctx(f.set_len(valid), || format!("truncate {}", path.display()))?;
                 }
             }
+            if let Some(prev) = live.last() {
+                sealed.insert(prev.n, head_len);
+            }
             live.push(seg);
             head_len = valid;
         }
@@ -285,6 +290,7 @@ impl<F: Fs> Log<F> {
             head_len,
             next_seg: segs.last().map_or(1, |s| s.n + 1),
             keys: seed,
+            sealed,
             stats,
         };
         if repair {
@@ -311,6 +317,9 @@ impl<F: Fs> Log<F> {
             // Its name may never reach the disk: records appended there could vanish.
             let _ = fs.unlink(&p);
             return Err(e);
+        }
+        if let Some(prev) = self.segs.last() {
+            self.sealed.insert(prev.n, self.head_len);
         }
         self.segs.push(seg);
         self.head = Some(f);
@@ -383,9 +392,20 @@ impl<F: Fs> Log<F> {
         self.append(fs, cfg, &[Record::Checkpoint { low_water }])?;
         for s in self.segs.drain(..dead) {
             let p = self.dir.join(s.name());
+            self.sealed.remove(&s.n);
             ctx(fs.unlink(&p), || format!("remove {}", p.display()))?;
         }
         Ok(())
+    }
+
+    /// Bytes in every live segment.
+    pub fn total_bytes(&self) -> u64 {
+        self.sealed.values().sum::<u64>() + self.head_len
+    }
+
+    /// The oldest live segment, unless it is the head.
+    pub fn oldest_sealed(&self) -> Option<u64> {
+        (self.segs.len() > 1).then(|| self.segs[0].n)
     }
 
     /// The file of live segment number `seg`.

@@ -108,6 +108,15 @@ pub enum Record {
     /// Segments numbered below `low_water` hold nothing live and are being removed. Made
     /// durable before the unlinks, so a segment whose unlink did not persist is ignored.
     Checkpoint { low_water: u64 },
+    /// Compaction: a live message's whole state (envelope, every recipient's status, the last
+    /// passes, its bytes) written again at the head, so the old segments holding its records
+    /// can go. It replaces whatever earlier records said about the message.
+    Moved {
+        env: Envelope,
+        rcpts: Vec<(Recipient, Status)>,
+        tried: [u64; 2],
+        data: Vec<u8>,
+    },
     /// Records that take effect together or not at all (one frame, one checksum): a forward
     /// with the outcome that produced it, a bounce with the retirement of its message.
     Group(Vec<Record>),
@@ -119,6 +128,7 @@ const K_RETIRE: u8 = 3;
 const K_CHECKPOINT: u8 = 4;
 const K_GROUP: u8 = 5;
 const K_TRIED: u8 = 6;
+const K_MOVED: u8 = 7;
 /// First bytes of every `todo/` file.
 pub const TODO_MAGIC: &[u8; 8] = b"MTATODO2";
 /// Records larger than this are refused as corrupt while reading (a message is at most this).
@@ -143,6 +153,24 @@ impl Enc {
     fn id(&mut self, id: MsgId) {
         self.u64(id.secs);
         self.u64(id.rand);
+    }
+    fn recipient(&mut self, r: &Recipient) {
+        self.bytes(r.original.as_bytes());
+        self.bytes(r.addr.as_bytes());
+        self.u8(match r.channel {
+            Channel::Local => 0,
+            Channel::Remote => 1,
+        });
+    }
+    fn status(&mut self, s: &Status) {
+        match s {
+            Status::Pending => self.u8(0),
+            Status::Delivered => self.u8(1),
+            Status::Failed(r) => {
+                self.u8(2);
+                self.bytes(r.as_bytes());
+            }
+        }
     }
     fn envelope(&mut self, e: &Envelope) {
         self.id(e.id);
@@ -194,6 +222,28 @@ impl<'a> Dec<'a> {
             rand: self.u64()?,
         })
     }
+    fn recipient(&mut self) -> Result<Recipient, QueueError> {
+        let original = self.string()?;
+        let addr = self.string()?;
+        let channel = match self.u8()? {
+            0 => Channel::Local,
+            1 => Channel::Remote,
+            _ => return Err(QueueError::Corrupt("bad channel".into())),
+        };
+        Ok(Recipient {
+            original,
+            addr,
+            channel,
+        })
+    }
+    fn status(&mut self) -> Result<Status, QueueError> {
+        Ok(match self.u8()? {
+            0 => Status::Pending,
+            1 => Status::Delivered,
+            2 => Status::Failed(self.string()?),
+            _ => return Err(QueueError::Corrupt("bad status".into())),
+        })
+    }
     fn envelope(&mut self) -> Result<Envelope, QueueError> {
         let id = self.id()?;
         let birth = self.u64()?;
@@ -231,28 +281,30 @@ impl Record {
             Record::Msg { env, rcpts, data } => {
                 e.u8(K_MSG);
                 e.envelope(env);
-                for r in rcpts {
-                    e.bytes(r.original.as_bytes());
-                    e.bytes(r.addr.as_bytes());
-                    e.u8(match r.channel {
-                        Channel::Local => 0,
-                        Channel::Remote => 1,
-                    });
+                rcpts.iter().for_each(|r| e.recipient(r));
+                e.bytes(data);
+            }
+            Record::Moved {
+                env,
+                rcpts,
+                tried,
+                data,
+            } => {
+                e.u8(K_MOVED);
+                e.envelope(env);
+                for (r, s) in rcpts {
+                    e.recipient(r);
+                    e.status(s);
                 }
+                e.u64(tried[0]);
+                e.u64(tried[1]);
                 e.bytes(data);
             }
             Record::Outcome { id, rcpt, status } => {
                 e.u8(K_OUTCOME);
                 e.id(*id);
                 e.u32(*rcpt);
-                match status {
-                    Status::Pending => e.u8(0),
-                    Status::Delivered => e.u8(1),
-                    Status::Failed(r) => {
-                        e.u8(2);
-                        e.bytes(r.as_bytes());
-                    }
-                }
+                e.status(status);
             }
             Record::Retire { id } => {
                 e.u8(K_RETIRE);
@@ -323,33 +375,30 @@ impl Record {
         let rec = match d.u8()? {
             K_MSG => {
                 let env = d.envelope()?;
-                let mut rcpts = Vec::with_capacity(env.recipients.len());
-                for _ in 0..env.recipients.len() {
-                    let original = d.string()?;
-                    let addr = d.string()?;
-                    let channel = match d.u8()? {
-                        0 => Channel::Local,
-                        1 => Channel::Remote,
-                        _ => return Err(QueueError::Corrupt("bad channel".into())),
-                    };
-                    rcpts.push(Recipient {
-                        original,
-                        addr,
-                        channel,
-                    });
-                }
+                let rcpts = (0..env.recipients.len())
+                    .map(|_| d.recipient())
+                    .collect::<Result<_, _>>()?;
                 let data = d.bytes()?.to_vec();
                 Record::Msg { env, rcpts, data }
+            }
+            K_MOVED => {
+                let env = d.envelope()?;
+                let rcpts = (0..env.recipients.len())
+                    .map(|_| Ok((d.recipient()?, d.status()?)))
+                    .collect::<Result<_, QueueError>>()?;
+                let tried = [d.u64()?, d.u64()?];
+                let data = d.bytes()?.to_vec();
+                Record::Moved {
+                    env,
+                    rcpts,
+                    tried,
+                    data,
+                }
             }
             K_OUTCOME => {
                 let id = d.id()?;
                 let rcpt = d.u32()?;
-                let status = match d.u8()? {
-                    0 => Status::Pending,
-                    1 => Status::Delivered,
-                    2 => Status::Failed(d.string()?),
-                    _ => return Err(QueueError::Corrupt("bad status".into())),
-                };
+                let status = d.status()?;
                 Record::Outcome { id, rcpt, status }
             }
             K_RETIRE => Record::Retire { id: d.id()? },
@@ -516,6 +565,29 @@ mod tests {
             },
             Record::Retire { id: env().id },
             Record::Checkpoint { low_water: 3 },
+            Record::Moved {
+                env: env(),
+                rcpts: vec![
+                    (
+                        Recipient {
+                            original: "a@b".into(),
+                            addr: "a@c".into(),
+                            channel: Channel::Local,
+                        },
+                        Status::Failed("gone".into()),
+                    ),
+                    (
+                        Recipient {
+                            original: "d@b".into(),
+                            addr: "d@b".into(),
+                            channel: Channel::Remote,
+                        },
+                        Status::Pending,
+                    ),
+                ],
+                tried: [7, 9],
+                data: b"moved\0".to_vec(),
+            },
             Record::Group(vec![
                 Record::Retire { id: env().id },
                 Record::Checkpoint { low_water: 4 },
