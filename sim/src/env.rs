@@ -264,6 +264,14 @@ impl Env for SimEnv {
             to: Box::new(to),
         })
     }
+    fn blocking<T, F>(&self, f: F) -> impl std::future::Future<Output = T> + Send + use<T, F>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        // One thread and a simulated disk: in place, in order.
+        std::future::ready(f())
+    }
     fn drop_privileges(&self, account: &str) -> io::Result<mta::env::Creds> {
         let who = ACCOUNTS
             .iter()

@@ -68,6 +68,12 @@ pub trait Env: Clone + Send + Sync + 'static {
     /// Become `account` for good, the whole process: its uid and gid and no supplementary
     /// groups (qmail's daemons run as qmaild, qmails and qmailr). Refuses root's account.
     fn drop_privileges(&self, account: &str) -> io::Result<Creds>;
+    /// Run blocking filesystem work (an fsync) off the threads that serve the network: on a
+    /// blocking-thread pool on a real host, in place in the simulator.
+    fn blocking<T, F>(&self, f: F) -> impl Future<Output = T> + Send + use<Self, T, F>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static;
     /// Run `f` to completion where it may block in fsync without stalling the network side
     /// (a runtime of `threads` threads of its own on a real host). `None` if it panicked.
     fn spawn_worker<T, F>(

@@ -168,6 +168,20 @@ impl Env for RealEnv {
             to: Box::new(to),
         })
     }
+    fn blocking<T, F>(&self, f: F) -> impl std::future::Future<Output = T> + Send + use<T, F>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        let h = tokio::task::spawn_blocking(f);
+        async move {
+            match h.await {
+                Ok(t) => t,
+                // The work panicked: carry the panic on, as an inline call would.
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            }
+        }
+    }
     fn drop_privileges(&self, account: &str) -> io::Result<super::Creds> {
         super::privsep::become_account(account)
     }

@@ -2,6 +2,7 @@
 //! recipient, then carry out its instructions: Maildir (exactly once), mbox, programs, forwards.
 
 pub mod assign;
+pub mod dirsync;
 pub mod dotqmail;
 pub mod lspawn;
 pub mod maildir;
@@ -27,6 +28,8 @@ pub struct LocalConfig {
     pub defaultdelivery: String,
     /// Verification only: fsync points to skip.
     pub disabled: Disabled,
+    /// Maildir `new/` fsyncs shared by concurrent deliveries (this process's).
+    pub dir_syncs: Arc<dirsync::DirSyncs>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +60,7 @@ impl LocalConfig {
             assign,
             defaultdelivery,
             disabled: Disabled::none(),
+            dir_syncs: Default::default(),
         })
     }
 }
@@ -421,12 +425,14 @@ async fn step<E: Env>(
             let mut data = l.header();
             data.extend_from_slice(&d.message);
             let repeat = !d.first_attempt;
+            // The same directory for every delivery into it, wherever each names it from.
+            let key = t.user.home.join(p).join("new");
             maildir::deliver(
                 env.fs(),
-                &t.base.join(p),
-                &name,
+                (&t.base.join(p), &name),
                 &data,
                 repeat,
+                (&cfg.dir_syncs, &key),
                 cfg.disabled,
             )
             .map(|()| Step::File)
@@ -571,6 +577,7 @@ mod tests {
             assign: Assign::parse(&assign).unwrap(),
             defaultdelivery: "./Maildir/".into(),
             disabled: Disabled::none(),
+            dir_syncs: Default::default(),
         };
         let fs = crate::env::real::RealFs;
         let has = |a: &str| has_mailbox(&fs, &cfg, a);
