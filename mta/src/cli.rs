@@ -43,6 +43,10 @@ enum Cmd {
         /// (never the queue or mailboxes).
         #[arg(long)]
         force: bool,
+        /// As root: the account `mta run` gives root up for, which owns the queue (created
+        /// as a system account if missing; written to control/queueuser).
+        #[arg(long, default_value = "mtaq")]
+        queue_user: String,
     },
     /// Queue a message read from standard input (qmail-inject / sendmail).
     Inject {
@@ -78,6 +82,14 @@ enum Cmd {
         #[arg(long = "listen-qmqp", value_name = "ADDR")]
         listen_qmqp: Option<std::net::SocketAddr>,
     },
+    /// Serve POP3 alone, keeping root (as tcpserver runs qmail-popup): for installations
+    /// where `mta run` gives up root (control/queueuser) and so cannot open users' mailboxes.
+    /// SIGTERM/SIGINT: finish sessions and exit.
+    Pop3d {
+        /// Address to listen on.
+        #[arg(long, default_value = "0.0.0.0:110")]
+        listen: std::net::SocketAddr,
+    },
     /// Compile users/assign into users/cdb (qmail-newu): lookups then read the table
     /// instead of the file, and edits of users/assign apply at the next `mta newu`.
     Newu,
@@ -86,6 +98,10 @@ enum Cmd {
         #[command(subcommand)]
         cmd: QueueCmd,
     },
+    /// The local-delivery helper `mta run` starts as root for itself (qmail-lspawn): requests
+    /// on standard input, outcomes on standard output.
+    #[command(hide = true)]
+    Lspawn,
 }
 
 #[derive(Subcommand)]
@@ -120,7 +136,12 @@ pub fn main() -> i32 {
     };
     let env = RealEnv::new();
     match cli.cmd {
-        Cmd::Init { me, users, force } => cmd_init(&env, &root, me, users, force),
+        Cmd::Init {
+            me,
+            users,
+            force,
+            queue_user,
+        } => cmd_init(&env, &root, me, users, force, queue_user),
         Cmd::Inject {
             sender,
             extract,
@@ -156,6 +177,8 @@ pub fn main() -> i32 {
             };
             crate::run::run(env, &root, listen, nameservers, extra)
         }
+        Cmd::Lspawn => crate::run::lspawn(env, &root),
+        Cmd::Pop3d { listen } => crate::run::pop3d(env, &root, listen),
     }
 }
 
@@ -166,7 +189,14 @@ fn nameserver(s: &str) -> Result<std::net::SocketAddr, String> {
         .map_err(|_| format!("not an address: {s:?}"))
 }
 
-fn cmd_init(env: &RealEnv, root: &Path, me: String, users: Vec<String>, force: bool) -> i32 {
+fn cmd_init(
+    env: &RealEnv,
+    root: &Path,
+    me: String,
+    users: Vec<String>,
+    force: bool,
+    queue_user: String,
+) -> i32 {
     let (uid, gid) = std::fs::metadata("/proc/self").map_or((0, 0), |m| (m.uid(), m.gid()));
     // As root, deliveries change user, so every user needs an account of its own.
     let owners = if uid == 0 {
@@ -181,11 +211,14 @@ fn cmd_init(env: &RealEnv, root: &Path, me: String, users: Vec<String>, force: b
         uid,
         gid,
         owners,
+        // Only root gives anything up; an ordinary user's server runs as that user.
+        queue_user: (uid == 0).then_some(queue_user),
         disabled: Default::default(),
     };
     let done = init::init(env, root, &o).and_then(|()| {
-        if uid == 0 {
+        if let Some(q) = &o.queue_user {
             give_homes(root, &o)?;
+            crate::owners::hand_over(root, q)?;
         }
         Ok(())
     });
@@ -292,6 +325,12 @@ fn cmd_inject(
             complain!("mta inject: {e}");
             return mta::qmqp::Exit::Config as i32;
         }
+    }
+    // Root writes the queue as its owner (qmail-queue is setuid qmailq), or the queue user
+    // could not read what root wrote.
+    if let Err(e) = crate::owners::as_queue_user(env, root) {
+        complain!("mta inject: {e}");
+        return EXIT_TEMP;
     }
     match inject::run(env, root, &inv) {
         Ok(_) => 0,

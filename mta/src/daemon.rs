@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use crate::control::{ControlDir, Rewrite};
 use crate::env::{Env, Fs, FsFile, Listener, Net, Signal, Signals};
 use crate::ipme::Ipme;
+use crate::local::lspawn::Lspawn;
 use crate::local::LocalConfig;
 use crate::queue::service::{self, Inbox, QueueHandle};
 use crate::queue::Disabled;
@@ -72,6 +73,10 @@ pub enum StartError {
     Signals(std::io::Error),
     #[error("the queue manager stopped unexpectedly")]
     QueueStopped,
+    #[error("cannot give up root: {0}")]
+    Privileges(String),
+    #[error("the local delivery helper stopped unexpectedly")]
+    HelperStopped,
 }
 
 /// Run until SIGTERM/SIGINT (exit 0) or a failed start (exit 111, reason on stderr).
@@ -184,11 +189,50 @@ fn queue_config(opts: &Options) -> Config {
     }
 }
 
+/// Started as root with `control/queueuser` naming an account: start the local-delivery
+/// helper (the only part that keeps root), then become that account for good, so the SMTP
+/// receiver, the queue manager and remote delivery never run as root. The queue must belong
+/// to that account (`mta init` as root hands it over).
+fn give_up_root<E: Env>(env: &E, opts: &Options) -> Result<Option<Arc<Lspawn>>, StartError> {
+    let c = ControlDir::new(env.fs(), &opts.root);
+    let account = c
+        .line("queueuser")
+        .map_err(|e| StartError::Controls(e.to_string()))?;
+    let Some(account) = account.filter(|_| env.uid() == 0) else {
+        if env.uid() == 0 {
+            tracing::warn!("running as root without control/queueuser: nothing gives up root");
+        }
+        return Ok(None);
+    };
+    let priv_err = |e: std::io::Error| StartError::Privileges(format!("{account}: {e}"));
+    let pipe = env.spawn_lspawn(&opts.root).map_err(priv_err)?;
+    let who = env.drop_privileges(&account).map_err(priv_err)?;
+    let queue = opts.root.join("queue");
+    match env.fs().metadata(&queue) {
+        Ok(m) if m.uid != who.uid => {
+            return Err(StartError::Privileges(format!(
+                "{} belongs to uid {}, not to {account} (uid {}): run `mta init --force` as root to hand it over",
+                queue.display(),
+                m.uid,
+                who.uid
+            )))
+        }
+        _ => {}
+    }
+    tracing::info!(
+        uid = who.uid,
+        gid = who.gid,
+        "running as {account}; local deliveries go through the root helper"
+    );
+    Ok(Some(Lspawn::start(pipe)))
+}
+
 /// Recover the queue and start the queue manager where its fsyncs may block.
 fn start_queue<E: Env>(
     env: &E,
     opts: &Options,
     ipme: &Ipme,
+    lspawn: Option<Arc<Lspawn>>,
 ) -> Result<
     (
         QueueHandle,
@@ -206,7 +250,8 @@ fn start_queue<E: Env>(
     };
     tracing::info!(?rec, "queue recovered");
     write_pid(env, &paths);
-    let m = manager(env, opts, queue, rewrite, ipme)?;
+    let mut m = manager(env, opts, queue, rewrite, ipme)?;
+    m.lspawn = lspawn;
     // One thread per concurrent local delivery plus one, so their fsyncs overlap (the
     // filesystem groups them into shared journal commits) instead of queueing.
     let threads = (m.settings().concurrency_local + 1).clamp(2, 64);
@@ -263,15 +308,15 @@ async fn serve<E: Env>(env: E, mut opts: Options) -> Result<(), StartError> {
     let signals = env.signals().map_err(StartError::Signals)?;
     let ipme = Ipme::new(own_addresses(&env, &opts)?);
     let settings = receiver_settings(&env, &opts, &ipme)?;
-    let (handle, manager_done) = start_queue(&env, &opts, &ipme)?;
-    let listener = match env.net().listen(opts.listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            drop(handle);
-            manager_done.await;
-            return Err(StartError::Listen(opts.listen, e));
-        }
-    };
+    // Bound while still root (port 25), before root is given up.
+    let listener = env
+        .net()
+        .listen(opts.listen)
+        .await
+        .map_err(|e| StartError::Listen(opts.listen, e))?;
+    let extra = bind_listeners(&env, &opts).await?;
+    let lspawn = give_up_root(&env, &opts)?;
+    let (handle, manager_done) = start_queue(&env, &opts, &ipme, lspawn.clone())?;
     let bound = listener.local_addr().unwrap_or(opts.listen);
     env.stdout(&format!("mta: listening on {bound}"));
     let (set_tx, set_rx) = watch::channel(Arc::new(settings.clone()));
@@ -285,25 +330,24 @@ async fn serve<E: Env>(env: E, mut opts: Options) -> Result<(), StartError> {
     );
     let rx = receiver(&env, &opts, handle.clone(), set_rx, filter_rx);
     let server = tokio::spawn(smtpd::serve(rx, listener, stop_rx.clone()));
-    let extra = match start_listeners(&env, &opts, &stop_rx, Arc::new(others)).await {
-        Ok(x) => x,
-        Err(e) => {
-            let _ = stop_tx.send(true);
-            let _ = server.await;
-            drop(handle);
-            manager_done.await;
-            return Err(e);
-        }
-    };
+    let extra = start_listeners(&env, &opts, extra, &stop_rx, Arc::new(others));
     let reload = |s: Settings| {
         let _ = filter_tx.send(filter_for(&s));
         let _ = set_tx.send(Arc::new(s));
     };
     let mut manager_done = std::pin::pin!(manager_done);
+    let helper_gone = async {
+        match &lspawn {
+            Some(l) => l.closed().await,
+            None => std::future::pending().await,
+        }
+    };
     let crashed = tokio::select! {
-        () = on_signals(&env, &opts, signals, &handle, &ipme, reload) => false,
+        () = on_signals(&env, &opts, signals, &handle, &ipme, reload) => None,
         // Only a panic ends the queue manager while handles exist.
-        _ = &mut manager_done => true,
+        _ = &mut manager_done => Some(StartError::QueueStopped),
+        // Local mail would only defer: exit, for the supervisor to start both again.
+        () = helper_gone => Some(StartError::HelperStopped),
     };
     let _ = stop_tx.send(true);
     let _ = server.await;
@@ -311,22 +355,19 @@ async fn serve<E: Env>(env: E, mut opts: Options) -> Result<(), StartError> {
         let _ = x.await;
     }
     drop(handle);
-    if crashed {
-        return Err(StartError::QueueStopped);
+    if let Some(e @ StartError::QueueStopped) = crashed {
+        return Err(e);
     }
     manager_done.await;
-    Ok(())
+    crashed.map_or(Ok(()), Err)
 }
 
-/// Start the optional servers (`mta: listening for POP3 on ADDR` once each accepts).
-async fn start_listeners<E: Env>(
-    env: &E,
-    opts: &Options,
-    stop: &watch::Receiver<bool>,
-    srv: Arc<crate::qmtpd::Server<E>>,
-) -> Result<Vec<tokio::task::JoinHandle<()>>, StartError> {
-    let mut tasks = Vec::new();
+/// The optional listeners, bound while still root (ports 110, 209, 628).
+type Bound<E> = Vec<(&'static str, <<E as Env>::Net as Net>::Listener)>;
+
+async fn bind_listeners<E: Env>(env: &E, opts: &Options) -> Result<Bound<E>, StartError> {
     let l = &opts.listeners;
+    let mut v = Vec::new();
     for (addr, name) in [(l.pop3, "POP3"), (l.qmtp, "QMTP"), (l.qmqp, "QMQP")] {
         let Some(addr) = addr else { continue };
         let listener = env
@@ -334,8 +375,25 @@ async fn start_listeners<E: Env>(
             .listen(addr)
             .await
             .map_err(|e| StartError::Listen(addr, e))?;
-        let bound = listener.local_addr().unwrap_or(addr);
-        env.stdout(&format!("mta: listening for {name} on {bound}"));
+        v.push((name, listener));
+    }
+    Ok(v)
+}
+
+/// Start the optional servers (`mta: listening for POP3 on ADDR` for each).
+fn start_listeners<E: Env>(
+    env: &E,
+    opts: &Options,
+    bound: Bound<E>,
+    stop: &watch::Receiver<bool>,
+    srv: Arc<crate::qmtpd::Server<E>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    for (name, listener) in bound {
+        let at = listener
+            .local_addr()
+            .map_or(String::new(), |a| a.to_string());
+        env.stdout(&format!("mta: listening for {name} on {at}"));
         let stop = stop.clone();
         tasks.push(match name {
             "POP3" => tokio::spawn(crate::pop3d::serve(
@@ -348,7 +406,7 @@ async fn start_listeners<E: Env>(
             _ => tokio::spawn(crate::qmqpd::serve(srv.clone(), listener, stop)),
         });
     }
-    Ok(tasks)
+    tasks
 }
 
 /// Every control file, checked before any part takes new settings, so a mistake leaves the

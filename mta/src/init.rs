@@ -35,6 +35,8 @@ pub struct InitOptions {
     pub gid: u32,
     /// Per-user uid and gid (a root installation: the system accounts).
     pub owners: std::collections::BTreeMap<String, (u32, u32)>,
+    /// The account `mta run` started as root gives root up for (`control/queueuser`).
+    pub queue_user: Option<String>,
     /// Verification only: fsync points to skip.
     pub disabled: Disabled,
 }
@@ -132,6 +134,10 @@ pub fn init<E: Env>(env: &E, root: &Path, o: &InitOptions) -> Result<(), InitErr
         ("defaultdelivery", "./Maildir/\n"),
     ] {
         put(fs, o, &control.join(file), text)?;
+    }
+    if let Some(q) = &o.queue_user {
+        valid_name("--queue-user", q, &['.', '-', '_'])?;
+        put(fs, o, &control.join("queueuser"), &format!("{q}\n"))?;
     }
     sync_dir(fs, o, &control)?;
 

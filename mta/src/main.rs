@@ -9,6 +9,7 @@ macro_rules! complain {
 }
 
 mod cli;
+mod owners;
 mod run;
 
 fn main() {

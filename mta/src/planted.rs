@@ -36,10 +36,13 @@ pub enum Bug {
     /// A wasted second fsync of every injected message: correct, only slower (the
     /// deterministic cost gate must catch it).
     ExtraFsync,
+    /// Compaction moves a message without its recipients' outcomes: once the old segments
+    /// are gone, recipients already delivered are delivered again.
+    CompactWithoutOutcomes,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 11] = [
+    pub const ALL: [Bug; 12] = [
         Bug::RetryFromLastAttempt,
         Bug::LoseBounceStateOnRestart,
         Bug::ServfailPermanent,
@@ -51,6 +54,7 @@ impl Bug {
         Bug::EveryAttemptFirst,
         Bug::ForgetLastAttempt,
         Bug::ExtraFsync,
+        Bug::CompactWithoutOutcomes,
     ];
     #[cfg(feature = "planted")]
     fn bit(self) -> u32 {

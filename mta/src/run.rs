@@ -35,3 +35,77 @@ pub fn run(
     };
     rt.block_on(daemon::run(env, opts))
 }
+
+/// `mta lspawn`: the local-delivery helper `mta run` starts for itself while still root.
+pub fn lspawn(env: RealEnv, root: &Path) -> i32 {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            complain!("mta lspawn: cannot start: {e}");
+            return EXIT_TEMP;
+        }
+    };
+    let pipe = mta::env::HelperPipe {
+        from: Box::new(tokio::io::stdin()),
+        to: Box::new(tokio::io::stdout()),
+    };
+    match rt.block_on(mta::local::lspawn::serve(env, root.to_path_buf(), pipe)) {
+        Ok(()) => 0,
+        Err(e) => {
+            complain!("mta lspawn: {e}");
+            EXIT_TEMP
+        }
+    }
+}
+
+/// `mta pop3d`: the POP3 server alone, as this process's user (root: it acts as each
+/// mailbox's owner), until SIGTERM or SIGINT.
+pub fn pop3d(env: RealEnv, root: &Path, listen: SocketAddr) -> i32 {
+    use mta::env::{Env, Listener, Net, Signal};
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            complain!("mta pop3d: cannot start: {e}");
+            return EXIT_TEMP;
+        }
+    };
+    rt.block_on(async move {
+        let mut signals = match env.signals() {
+            Ok(s) => s,
+            Err(e) => {
+                complain!("mta pop3d: cannot install signal handlers: {e}");
+                return EXIT_TEMP;
+            }
+        };
+        let listener = match env.net().listen(listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                complain!("mta pop3d: cannot listen on {listen}: {e}");
+                return EXIT_TEMP;
+            }
+        };
+        let at = listener.local_addr().unwrap_or(listen);
+        env.stdout(&format!("mta: listening for POP3 on {at}"));
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let server = tokio::spawn(mta::pop3d::serve(
+            env.clone(),
+            root.to_path_buf(),
+            listener,
+            stop_rx,
+        ));
+        while let Some(sig) = signals.recv().await {
+            if matches!(sig, Signal::Term | Signal::Int) {
+                break;
+            }
+        }
+        let _ = stop_tx.send(true);
+        let _ = server.await;
+        0
+    })
+}

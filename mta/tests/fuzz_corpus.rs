@@ -49,8 +49,8 @@ fn queue_records_corpus() {
         recipients: vec!["c@d".into()],
     };
     let mut log = Vec::new();
-    Record::Retire { id: env.id }.encode(&mut log);
-    Record::Checkpoint { low_water: 9 }.encode(&mut log);
+    Record::Retire { id: env.id }.encode(&mut log, 0);
+    Record::Checkpoint { low_water: 9 }.encode(&mut log, 0);
     let todo = encode_todo(&env, b"message");
     let mut inputs = corpus("queue_records");
     inputs.push(log.clone());

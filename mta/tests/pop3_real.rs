@@ -17,9 +17,9 @@ fn scripts() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pop3")
 }
 
-/// A running `mta run` with POP3; killed when dropped.
+/// A running `mta run` and POP3 server; killed when dropped.
 struct Pop3Server {
-    child: Child,
+    children: Vec<Child>,
     smtp: SocketAddr,
     pop3: SocketAddr,
     root: tempfile::TempDir,
@@ -27,47 +27,59 @@ struct Pop3Server {
 
 impl Drop for Pop3Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 
-/// An installation for fred and joe whose logins go through tests/pop3/checkpw.py, served
-/// by `mta run` on SMTP and POP3.
-fn start() -> Pop3Server {
+/// The address a process printed as `PREFIX ADDR` on its first line of output.
+fn printed(child: &mut Child, prefix: &str) -> SocketAddr {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    line.trim()
+        .strip_prefix(prefix)
+        .unwrap_or_else(|| panic!("unexpected output {line:?}"))
+        .parse()
+        .unwrap()
+}
+
+/// An installation for fred and joe whose logins go through tests/pop3/checkpw.py.
+/// `separate`: as root `mta init` has `mta run` give up root (control/queueuser), so POP3 is
+/// served by `mta pop3d`, which keeps it; otherwise `mta run --listen-pop3`, with root kept.
+fn start(separate: bool) -> Pop3Server {
     let root = common::installation(mta(), &["fred", "joe"]);
     let checker = format!("{} /bin/true\n", scripts().join("checkpw.py").display());
     std::fs::write(root.path().join("control/checkpassword"), checker).unwrap();
-    let mut child = Command::new(mta())
-        .args([
-            "run",
-            "--listen",
-            "127.0.0.1:0",
-            "--listen-pop3",
-            "127.0.0.1:0",
-        ])
-        .arg("--root")
-        .arg(root.path())
-        .env("MTA_LOG", "mta::pop3d=info,mta::send=info")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(root.path().join("stderr")).unwrap())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut addr = |prefix: &str| {
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        line.trim()
-            .strip_prefix(prefix)
-            .unwrap_or_else(|| panic!("unexpected output {line:?}"))
-            .parse()
-            .unwrap()
+    if !separate {
+        let _ = std::fs::remove_file(root.path().join("control/queueuser"));
+    }
+    let pop3_args: &[&str] = if separate {
+        &[]
+    } else {
+        &["--listen-pop3", "127.0.0.1:0"]
     };
-    let smtp = addr("mta: listening on ");
-    let pop3 = addr("mta: listening for POP3 on ");
+    let (child, addrs) = common::spawn_with(mta(), root.path(), pop3_args, "mta=info");
+    let mut children = vec![child];
+    let pop3 = if separate {
+        let mut c = Command::new(mta())
+            .args(["pop3d", "--listen", "127.0.0.1:0", "--root"])
+            .arg(root.path())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let a = printed(&mut c, "mta: listening for POP3 on ");
+        children.push(c);
+        a
+    } else {
+        addrs[1]
+    };
     Pop3Server {
-        child,
-        smtp,
+        children,
+        smtp: addrs[0],
         pop3,
         root,
     }
@@ -131,7 +143,7 @@ fn python(port: u16, scenario: &str) {
 
 #[test]
 fn poplib_reads_deletes_at_quit_and_uidl_is_stable() {
-    let s = start();
+    let s = start(false);
     let md = deliver_two(&s);
     python(s.pop3.port(), "bad-password");
     python(s.pop3.port(), "read-and-delete");
@@ -175,7 +187,8 @@ fn fetchmail_retrieves_and_deletes_what_mta_run_delivered() {
     if !have_or_install("fetchmail", "fetchmail") {
         return;
     }
-    let s = start();
+    // The root installation's layout: `mta run` as the queue user, `mta pop3d` as root.
+    let s = start(true);
     let md = deliver_two(&s);
     let home = tempfile::tempdir().unwrap();
     let out = home.path().join("out");

@@ -169,3 +169,93 @@ fn postmaster_mail_is_delivered_after_a_root_init() {
         std::fs::read_dir(&new).unwrap().count() == 1
     });
 }
+
+/// A process's real, effective, saved and filesystem uids (the `Uid:` line of its status).
+fn uids(pid: u32) -> Vec<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    line.split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap())
+        .collect()
+}
+
+/// The children of `pid` whose command line holds `word`.
+fn children_with(pid: u32, word: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+        // pid (comm) state ppid ...: the comm may hold spaces, so split after its ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|s| s.parse::<u32>().ok());
+        let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+        if ppid == Some(pid) && String::from_utf8_lossy(&cmd).contains(word) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Started as root, `mta run` becomes the queue user named by `mta init` for good; only its
+/// local-delivery helper keeps root. The queue belongs to the queue user and delivery users
+/// cannot write it; mail still reaches each user as that user; a dead helper stops the server
+/// (111) rather than leaving local mail to defer.
+#[test]
+fn the_server_gives_root_up_and_only_the_delivery_helper_keeps_it() {
+    let (mut srv, log) = start();
+    let r = srv.root.path().to_path_buf();
+    let q = nix::unistd::User::from_name("mtaq")
+        .unwrap()
+        .expect("init made mtaq");
+    let pid = srv.child.id();
+    assert_eq!(
+        uids(pid),
+        vec![q.uid.as_raw(); 4],
+        "the server runs as mtaq"
+    );
+    let helpers = children_with(pid, "lspawn");
+    assert_eq!(helpers.len(), 1, "one delivery helper");
+    assert_eq!(uids(helpers[0]), vec![0; 4], "the helper keeps root");
+    let queue = std::fs::metadata(r.join("queue")).unwrap();
+    assert_eq!((queue.uid(), queue.mode() & 0o777), (q.uid.as_raw(), 0o700));
+
+    // fred (uid 4242) tries to drop a file into the queue from his .qmail program.
+    let todo = r.join("queue/todo/forged");
+    std::fs::write(
+        r.join("home/fred/.qmail"),
+        format!(
+            "|touch {} 2>/dev/null; echo $? > tried\n./Maildir/\n",
+            todo.display()
+        ),
+    )
+    .unwrap();
+    inject(&r, "fred", "try the queue");
+    common::eventually("fred's delivery", 30, || {
+        log_has(&log, "delivery 1: success:")
+    });
+    let tried = std::fs::read_to_string(r.join("home/fred/tried")).unwrap();
+    assert_ne!(tried.trim(), "0", "a delivery user wrote into the queue");
+    assert!(!todo.exists());
+    let new = r.join("home/fred/Maildir/new");
+    let m = std::fs::read_dir(&new).unwrap().next().unwrap().unwrap();
+    assert_eq!(m.metadata().unwrap().uid(), UID, "delivered as fred");
+    for seg in std::fs::read_dir(r.join("queue/log")).unwrap() {
+        let s = seg.unwrap().metadata().unwrap();
+        assert_eq!(s.uid(), q.uid.as_raw(), "log segments are the queue user's");
+    }
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(helpers[0] as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let status = srv.child.wait().unwrap();
+    assert_eq!(status.code(), Some(111), "a dead helper stops the server");
+    let l = std::fs::read_to_string(&log).unwrap();
+    assert!(l.contains("local delivery helper stopped"), "{l}");
+}

@@ -18,8 +18,8 @@ proptest! {
     #[test]
     fn log_frames_of_arbitrary_bytes_never_panic(buf in proptest::collection::vec(any::<u8>(), 0..512)) {
         let mut at = 0;
-        while let Frame::Whole(body, n) = frame(&buf[at..]) {
-            let _ = Record::decode(body);
+        while let Frame::Whole(body, n) = frame(&buf[at..], 0) {
+            let _ = Record::decode(body, 0);
             at += n;
         }
         let _ = decode_todo(&buf);
@@ -30,8 +30,8 @@ proptest! {
         let mut buf = (body.len() as u32).to_le_bytes().to_vec();
         buf.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
         buf.extend_from_slice(&body);
-        if let Frame::Whole(b, _) = frame(&buf) {
-            let _ = Record::decode(b);
+        if let Frame::Whole(b, _) = frame(&buf, 0) {
+            let _ = Record::decode(b, 0);
         }
     }
 

@@ -58,9 +58,11 @@ fn setup(n: usize, seed: u64) -> (Image, PathBuf, Vec<Stored>) {
     }
     let log = paths.log();
     let name = e.fs().list_dir(&log).expect("log")[0].clone();
+    let bytes = e.fs().read(&log.join(&name)).expect("segment");
+    let ranges = crate::damage::frames(&name, &bytes)
+        .into_iter()
+        .map(|(r, _)| r);
     let seg = log.join(name);
-    let bytes = e.fs().read(&seg).expect("segment");
-    let ranges = crate::damage::frames(&bytes).into_iter().map(|(r, _)| r);
     let out = msgs
         .into_iter()
         .zip(ranges)

@@ -9,7 +9,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use mta::queue::record::{decode_todo, frame, Frame, Record};
-use mta::queue::MsgId;
+use mta::queue::{MsgId, Seg};
 
 use crate::fs::{Image, SECTOR};
 use crate::oracle;
@@ -33,12 +33,15 @@ fn tokens_in(data: &[u8]) -> Vec<String> {
         .collect()
 }
 
-/// The records of a log segment with their byte ranges, up to the first bad one.
-pub fn frames(bytes: &[u8]) -> Vec<((u64, u64), Vec<Record>)> {
+/// The records of the log segment at `path` with their byte ranges, up to the first bad one
+/// (checksums keyed as the segment's name says).
+pub fn frames(path: &str, bytes: &[u8]) -> Vec<((u64, u64), Vec<Record>)> {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    let key = Seg::parse(name).map_or(0, |s| s.key);
     let (mut at, mut out) = (0usize, Vec::new());
-    while let Frame::Whole(body, n) = frame(&bytes[at..]) {
+    while let Frame::Whole(body, n) = frame(&bytes[at..], key) {
         let recs =
-            Record::decode_flat(body).map_or(vec![], |v| v.into_iter().map(|r| r.0).collect());
+            Record::decode_flat(body, key).map_or(vec![], |v| v.into_iter().map(|r| r.0).collect());
         out.push(((at as u64, (at + n) as u64), recs));
         at += n;
     }
@@ -48,10 +51,10 @@ pub fn frames(bytes: &[u8]) -> Vec<((u64, u64), Vec<Record>)> {
 /// Which message each id is, over every log segment.
 fn tokens_by_id(files: &[(String, Vec<u8>)]) -> BTreeMap<MsgId, Vec<String>> {
     let mut m = BTreeMap::new();
-    for (_, bytes) in files.iter().filter(|(p, _)| p.contains("/queue/log/")) {
-        for (_, recs) in frames(bytes) {
+    for (path, bytes) in files.iter().filter(|(p, _)| p.contains("/queue/log/")) {
+        for (_, recs) in frames(path, bytes) {
             for r in recs {
-                if let Record::Msg { env, data, .. } = r {
+                if let Record::Msg { env, data, .. } | Record::Moved { env, data, .. } = r {
                     m.insert(env.id, tokens_in(&data));
                 }
             }
@@ -77,13 +80,15 @@ pub fn corrupt_queue(img: &mut Image, seed: u64) -> Option<Damage> {
         lost = decode_todo(&bytes).map_or(vec![], |(_, data)| tokens_in(&data));
     } else {
         let ids = tokens_by_id(&files);
-        for ((a, b), recs) in frames(&bytes) {
+        for ((a, b), recs) in frames(&path, &bytes) {
             if a >= hit.1 || b <= hit.0 {
                 continue;
             }
             for rec in recs {
                 match rec {
-                    Record::Msg { data, .. } => lost.extend(tokens_in(&data)),
+                    Record::Msg { data, .. } | Record::Moved { data, .. } => {
+                        lost.extend(tokens_in(&data))
+                    }
                     Record::Outcome { id, .. } | Record::Retire { id } => {
                         again.extend(ids.get(&id).cloned().unwrap_or_default())
                     }

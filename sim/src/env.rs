@@ -14,7 +14,11 @@ use rand_chacha::ChaCha8Rng;
 
 use std::collections::BTreeMap;
 
-use mta::env::{Env, Exit, Listener, Net, Program, Signal, Signals, Udp};
+use mta::env::{Env, Exit, HelperPipe, Listener, Net, Program, Signal, Signals, Udp};
+
+/// The simulated hosts' system accounts besides root, with their uid (= gid). The simulated
+/// disk gives everything one owner ([`crate::fs::OWNER`]), so the queue user is that one.
+pub const ACCOUNTS: &[(&str, u32)] = &[("mtaq", crate::fs::OWNER)];
 
 use crate::fs::{Clock, SimFs};
 
@@ -26,8 +30,9 @@ pub struct SimEnv {
     /// Unix ms at turmoil time zero, when running inside turmoil.
     epoch_ms: Option<u64>,
     rng: Arc<Mutex<ChaCha8Rng>>,
-    /// The process's user: 0 (root, as a production server starts) unless set.
-    uid: u32,
+    /// The process's user: 0 (root, as a production server starts) unless set; shared by
+    /// the clones of one process (giving root up is for all of them).
+    uid: Arc<std::sync::atomic::AtomicU32>,
     /// While set: tokio's (paused) instant and the clock's ms at that instant.
     anchor: Arc<Mutex<Option<(tokio::time::Instant, u64)>>>,
     programs: Arc<Mutex<BTreeMap<String, ProgramFn>>>,
@@ -83,7 +88,7 @@ impl SimEnv {
             epoch_ms: None,
             rng: Arc::new(Mutex::new(ChaCha8Rng::seed_from_u64(seed))),
             anchor: Arc::new(Mutex::new(None)),
-            uid: 0,
+            uid: Arc::new(0.into()),
             programs: Arc::new(Mutex::new(BTreeMap::new())),
             runs: Arc::new(Mutex::new(Vec::new())),
             deliveries_as: Arc::new(Mutex::new(Vec::new())),
@@ -121,7 +126,10 @@ impl SimEnv {
 
     /// The same machine, for a process running as `uid`.
     pub fn with_uid(self, uid: u32) -> Self {
-        SimEnv { uid, ..self }
+        SimEnv {
+            uid: Arc::new(uid.into()),
+            ..self
+        }
     }
 
     /// This env's process as the world sees it (the same for every clone).
@@ -233,7 +241,45 @@ impl Env for SimEnv {
         1000
     }
     fn uid(&self) -> u32 {
-        self.uid
+        self.uid.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    fn spawn_lspawn(&self, root: &std::path::Path) -> io::Result<HelperPipe> {
+        // The helper: the same machine, a process of its own that keeps this one's user.
+        let helper = self.clone().with_uid(self.uid());
+        let (ours, theirs) = tokio::io::duplex(1 << 16);
+        let (from, to) = tokio::io::split(theirs);
+        let pipe = HelperPipe {
+            from: Box::new(from),
+            to: Box::new(to),
+        };
+        let root = root.to_path_buf();
+        tokio::spawn(async move {
+            if let Err(e) = mta::local::lspawn::serve(helper, root, pipe).await {
+                tracing::error!("simulated lspawn: {e}");
+            }
+        });
+        let (from, to) = tokio::io::split(ours);
+        Ok(HelperPipe {
+            from: Box::new(from),
+            to: Box::new(to),
+        })
+    }
+    fn blocking<T, F>(&self, f: F) -> impl std::future::Future<Output = T> + Send + use<T, F>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        // One thread and a simulated disk: in place, in order.
+        std::future::ready(f())
+    }
+    fn drop_privileges(&self, account: &str) -> io::Result<mta::env::Creds> {
+        let who = ACCOUNTS
+            .iter()
+            .find(|(name, _)| *name == account)
+            .map(|&(_, id)| mta::env::Creds { uid: id, gid: id })
+            .ok_or_else(|| io::Error::other(format!("no account named {account:?}")))?;
+        self.uid.store(who.uid, std::sync::atomic::Ordering::SeqCst);
+        Ok(who)
     }
     fn run_as<T, Fut, F>(
         &self,

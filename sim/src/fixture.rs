@@ -29,6 +29,7 @@ pub fn installation(controls: &[(&str, &str)]) -> Image {
         uid: 1000,
         gid: 1000,
         owners: Default::default(),
+        queue_user: None,
         disabled: Default::default(),
     };
     init::init(&env, Path::new(ROOT), &o).expect("init");

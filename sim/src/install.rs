@@ -29,6 +29,7 @@ impl Install {
             uid: 1000,
             gid: 1000,
             owners: Default::default(),
+            queue_user: None,
             disabled: self.0,
         }
     }

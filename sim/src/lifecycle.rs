@@ -3,8 +3,10 @@
 //!
 //! Steps: create the layout; inject two messages in one batch and a third alone (the `todo/`
 //! path); open the queue (recovery + preprocessing); submit a fourth straight into the log;
-//! record outcomes; retire messages until every old log segment is collected; inject and
-//! preprocess a fifth. A [`Ledger`] records what each step attempted and what was acknowledged.
+//! record outcomes; retire messages until every old log segment is collected; keep a sixth
+//! alive (one recipient delivered) while others come and go, so that compaction moves it to
+//! the head; inject and preprocess a fifth. A [`Ledger`] records what each step attempted and
+//! what was acknowledged.
 
 use std::path::{Path, PathBuf};
 
@@ -37,6 +39,9 @@ pub struct Ledger {
     pub retires_acked: Vec<MsgId>,
     /// Every step completed.
     pub finished: bool,
+    /// Log segments right after the churn around the long-lived message (compaction keeps
+    /// them few).
+    pub segments_after_churn: Option<usize>,
 }
 
 fn msg(n: u8, rcpts: &[&str]) -> NewMessage {
@@ -136,11 +141,37 @@ fn run_steps<E: Env>(env: &E, base: &Path, cfg: &Config, l: &mut Ledger) -> Opti
     )
     .then_some(())?;
     l.retire(&mut q, vec![b, c, dd]).then_some(())?;
+    churn_around_a_long_lived_message(&mut q, l)?;
     l.inject(env, &p, cfg, vec![msg(4, &["gina"])])
         .then_some(())?;
     q.preprocess(&rw).ok()?;
     l.finished = true;
     Some(())
+}
+
+/// A message with a delivered and a pending recipient stays while three larger ones come and
+/// go: with small segments, compaction must move it (its outcome too) for the old segments
+/// to be collected; its second outcome comes after the move.
+fn churn_around_a_long_lived_message<E: Env>(q: &mut Queue<E>, l: &mut Ledger) -> Option<()> {
+    let rw = classifier();
+    let submit = |q: &mut Queue<E>, l: &mut Ledger, m: NewMessage| {
+        l.attempted.push(m.clone());
+        let id = q.submit(vec![m], &rw).ok()?[0];
+        l.acked.push((id, l.attempted.len() - 1));
+        Some(id)
+    };
+    let e = submit(q, l, msg(5, &["hank", "ivy@remote.net"]))?;
+    l.record(q, vec![(e, 0, Status::Delivered)]).then_some(())?;
+    let mut churn = Vec::new();
+    for n in 6..9 {
+        let mut m = msg(n, &["jack"]);
+        m.data.extend_from_slice(&[b'x'; 300]);
+        churn.push(submit(q, l, m)?);
+    }
+    l.retire(q, churn).then_some(())?;
+    l.segments_after_churn = Some(q.log_stats().segments);
+    let fail = Status::Failed("550 gone (#5.1.1)".into());
+    l.record(q, vec![(e, 1, fail)]).then_some(())
 }
 
 /// What the queue manager does at start: open the queue (recovery and preprocessing).

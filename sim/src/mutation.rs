@@ -20,7 +20,7 @@ pub struct Mutant {
 /// violation count for a seed.
 type Planted = (Bug, &'static str, &'static str, fn(u64) -> usize);
 
-const PLANTED: [Planted; 9] = [
+const PLANTED: [Planted; 10] = [
     (
         Bug::RetryFromLastAttempt,
         "compute the retry from the last attempt instead of birth",
@@ -68,6 +68,16 @@ const PLANTED: [Planted; 9] = [
         "trust a Maildir new/ name that a failed fsync may have dropped from the disk",
         "failed-fsync-local",
         |s| local_crash::failed_fsyncs(s).violations.len(),
+    ),
+    (
+        Bug::CompactWithoutOutcomes,
+        "compaction moves a message without its recipients' outcomes",
+        "queue-lifecycle crash enumeration",
+        |s| {
+            crash::queue_lifecycle(&crash::small_segments(), s)
+                .violations
+                .len()
+        },
     ),
     (
         Bug::CutAtFirstDamage,

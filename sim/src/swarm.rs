@@ -271,6 +271,38 @@ struct Swarm<'a> {
     violations: Vec<String>,
 }
 
+/// The MTA's control files: rcpthosts, and what the POP3 reader and the mini-qmail host need.
+fn controls(p: &Profile) -> Vec<(&'static str, &'static str)> {
+    let mut controls = vec![("rcpthosts", "heaven.af.mil\nfar.example\nrelay.example\n")];
+    if p.reader && p.pop3 {
+        controls.push(("checkpassword", pop3_reader::CHECKER));
+    }
+    if p.mini {
+        controls.push(("qmqp.rules", crate::mini_qmail::RULES));
+    }
+    controls
+}
+
+/// POP3 (with its reader) and QMQP on the MTA, as the profile asks.
+fn optional_servers(
+    p: &Profile,
+    host: &mut MtaHost,
+    sim: &mut turmoil::Sim<'_>,
+) -> pop3_reader::Shared {
+    let reads = pop3_reader::Shared::default();
+    if p.reader && p.pop3 {
+        host.listeners.pop3 = Some(SocketAddr::from(([0, 0, 0, 0], pop3_reader::PORT)));
+        host.setup = Some(pop3_reader::setup());
+        let (d, r) = (host.disk.clone(), reads.clone());
+        sim.client("pop3reader", pop3_reader::reader(d, r));
+    }
+    if p.mini {
+        let port = crate::mini_qmail::PORT;
+        host.listeners.qmqp = Some(SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+    reads
+}
+
 fn boot_faults(p: &Profile) -> Faults {
     Faults {
         crash_after: p.crashes.first().copied(),
@@ -283,15 +315,7 @@ fn boot_faults(p: &Profile) -> Faults {
 
 impl<'a> Swarm<'a> {
     fn build(seed: u64, p: &Profile) -> Swarm<'a> {
-        let pop3 = p.reader && p.pop3;
-        let mut controls = vec![("rcpthosts", "heaven.af.mil\nfar.example\nrelay.example\n")];
-        if pop3 {
-            controls.push(("checkpassword", pop3_reader::CHECKER));
-        }
-        if p.mini {
-            controls.push(("qmqp.rules", crate::mini_qmail::RULES));
-        }
-        let img = image(&controls, &[]);
+        let img = image(&controls(p), &[]);
         let disk = Disk::with_image(img, Clock::new(EPOCH_MS));
         disk.arm(boot_faults(p));
         let mut sim = turmoil::Builder::new()
@@ -312,17 +336,7 @@ impl<'a> Swarm<'a> {
         });
         sim.host("dns", dns_host);
         let mut host = MtaHost::new("mta", disk, seed, true);
-        let pop3_reads = pop3_reader::Shared::default();
-        if pop3 {
-            host.listeners.pop3 = Some(SocketAddr::from(([0, 0, 0, 0], pop3_reader::PORT)));
-            host.setup = Some(pop3_reader::setup());
-            let (d, r) = (host.disk.clone(), pop3_reads.clone());
-            sim.client("pop3reader", pop3_reader::reader(d, r));
-        }
-        if p.mini {
-            let port = crate::mini_qmail::PORT;
-            host.listeners.qmqp = Some(SocketAddr::from(([0, 0, 0, 0], port)));
-        }
+        let pop3_reads = optional_servers(p, &mut host, &mut sim);
         host.install(&mut sim);
         // A second MTA: relay.example's MX, delivering to its own user bill.
         let disk2 = Disk::with_image(relay_image(), Clock::new(EPOCH_MS));
@@ -727,6 +741,7 @@ fn relay_image() -> crate::fs::Image {
         uid: 1000,
         gid: 1000,
         owners: Default::default(),
+        queue_user: None,
         disabled: Default::default(),
     };
     mta::init::init(&env, &root(), &o).expect("init");

@@ -24,6 +24,7 @@ fn installed() -> SimEnv {
         uid: 1000,
         gid: 1000,
         owners: Default::default(),
+        queue_user: None,
         disabled: Default::default(),
     };
     init::init(&env, Path::new(ROOT), &o).unwrap();

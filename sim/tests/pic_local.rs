@@ -391,3 +391,35 @@ fn listed_for_one_delivery(n: usize) -> u64 {
 fn a_maildir_delivery_costs_the_same_whatever_the_mailbox_holds() {
     assert_eq!(listed_for_one_delivery(3), listed_for_one_delivery(2000));
 }
+
+/// With `control/queueuser`, the simulated server gives root up as the real one does, and
+/// local deliveries go through the helper it started first: still each as its recipient.
+#[test]
+fn a_server_that_gives_root_up_delivers_through_its_helper_as_each_recipient() {
+    let files = [
+        ("home/john/.qmail", "|filter\n./Mailbox\n"),
+        ("control/queueuser", "mtaq\n"),
+    ];
+    let w = World::new(image(PIC, &files), 1);
+    w.env.set_program("filter", |_| mta::env::Exit {
+        code: Some(0),
+        output: Vec::new(),
+    });
+    w.inject("joe@heaven.af.mil", &["fred", "john"], MSG);
+    let r = w.run(DAY);
+    assert!(r.drained(), "{r:?}");
+    use mta::env::Env;
+    assert_eq!(w.env.uid(), sim::fs::OWNER, "the server runs as mtaq");
+    assert!(mailbox(&w, "fred").contains("Subject: PIC"));
+    assert!(mailbox(&w, "john").contains("Subject: PIC"));
+    let who = |uid| mta::env::Creds { uid, gid: uid };
+    let homes: Vec<_> = w.env.deliveries_as.lock().unwrap().clone();
+    assert!(homes.contains(&(who(1000), sim::deliver::root().join("home/fred"))));
+    assert!(homes.contains(&(who(1003), sim::deliver::root().join("home/john"))));
+    let runs = w.env.runs.lock().unwrap().clone();
+    assert_eq!(
+        runs[0].creds,
+        Some(who(1003)),
+        "john's program runs as john"
+    );
+}

@@ -59,6 +59,21 @@ pub trait Env: Clone + Send + Sync + 'static {
         T: Send + 'static,
         Fut: Future<Output = T> + Send + 'static,
         F: FnOnce(std::path::PathBuf) -> Fut + Send + 'static;
+    /// Start the local-delivery helper (qmail-lspawn): a process that keeps this one's
+    /// privileges and serves [`crate::local::lspawn::serve`] on the other end of the returned
+    /// pipe, so that this process can then give its privileges up ([`Env::drop_privileges`])
+    /// and still have mail delivered as each recipient. On a real host, this binary run as
+    /// `mta lspawn`; in the simulator, a task with an identity of its own.
+    fn spawn_lspawn(&self, root: &Path) -> io::Result<HelperPipe>;
+    /// Become `account` for good, the whole process: its uid and gid and no supplementary
+    /// groups (qmail's daemons run as qmaild, qmails and qmailr). Refuses root's account.
+    fn drop_privileges(&self, account: &str) -> io::Result<Creds>;
+    /// Run blocking filesystem work (an fsync) off the threads that serve the network: on a
+    /// blocking-thread pool on a real host, in place in the simulator.
+    fn blocking<T, F>(&self, f: F) -> impl Future<Output = T> + Send + use<Self, T, F>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static;
     /// Run `f` to completion where it may block in fsync without stalling the network side
     /// (a runtime of `threads` threads of its own on a real host). `None` if it panicked.
     fn spawn_worker<T, F>(
@@ -69,6 +84,12 @@ pub trait Env: Clone + Send + Sync + 'static {
     where
         T: Send + 'static,
         F: Future<Output = T> + Send + 'static;
+}
+
+/// The two ends of the local-delivery helper's pipe, as this process sees them.
+pub struct HelperPipe {
+    pub from: Box<dyn AsyncRead + Send + Unpin>,
+    pub to: Box<dyn AsyncWrite + Send + Unpin>,
 }
 
 /// The signals `mta run` reacts to.

@@ -9,7 +9,7 @@ use std::io;
 use std::path::Path;
 
 use nix::sched::{unshare, CloneFlags};
-use nix::unistd::{fchdir, setfsgid, setfsuid, Gid, Uid};
+use nix::unistd::{fchdir, setfsgid, setfsuid, setgid, setgroups, setuid, Gid, Uid, User};
 
 use super::Creds;
 
@@ -38,6 +38,30 @@ pub fn become_user(who: Creds, home: &Path) -> io::Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Make the whole process `account` for good (every thread: glibc applies set*id calls to all
+/// of them): no supplementary groups, its gid, its uid. Checked afterwards: uid 0 is out of
+/// reach.
+pub fn become_account(account: &str) -> io::Result<Creds> {
+    let pw = User::from_name(account)
+        .map_err(io::Error::from)?
+        .ok_or_else(|| io::Error::other(format!("no account named {account:?}")))?;
+    if pw.uid.is_root() {
+        return Err(io::Error::other(format!(
+            "{account} is root's account: it cannot run the server"
+        )));
+    }
+    setgroups(&[]).map_err(io::Error::from)?;
+    setgid(pw.gid).map_err(io::Error::from)?;
+    setuid(pw.uid).map_err(io::Error::from)?;
+    if setuid(Uid::from_raw(0)).is_ok() || nix::unistd::geteuid() != pw.uid {
+        return Err(io::Error::other("privileges were not given up"));
+    }
+    Ok(Creds {
+        uid: pw.uid.as_raw(),
+        gid: pw.gid.as_raw(),
+    })
 }
 
 /// Supplementary groups of this thread only: the user's group, nothing of root's.

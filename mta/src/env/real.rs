@@ -147,6 +147,44 @@ impl Env for RealEnv {
                 .map_err(|_| io::Error::other("the delivery thread died"))?
         }
     }
+    fn spawn_lspawn(&self, root: &Path) -> io::Result<super::HelperPipe> {
+        let mut child = tokio::process::Command::new(std::env::current_exe()?)
+            .arg("--root")
+            .arg(root)
+            .arg("lspawn")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        let (Some(to), Some(from)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err(io::Error::other("no pipe to the delivery helper"));
+        };
+        // The helper ends when its pipe closes (this process ended); reap it then.
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            tracing::info!(?status, "local delivery helper ended");
+        });
+        Ok(super::HelperPipe {
+            from: Box::new(from),
+            to: Box::new(to),
+        })
+    }
+    fn blocking<T, F>(&self, f: F) -> impl std::future::Future<Output = T> + Send + use<T, F>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        let h = tokio::task::spawn_blocking(f);
+        async move {
+            match h.await {
+                Ok(t) => t,
+                // The work panicked: carry the panic on, as an inline call would.
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            }
+        }
+    }
+    fn drop_privileges(&self, account: &str) -> io::Result<super::Creds> {
+        super::privsep::become_account(account)
+    }
     fn local_addresses(&self) -> io::Result<Vec<std::net::IpAddr>> {
         let addrs = nix::ifaddrs::getifaddrs().map_err(io::Error::from)?;
         Ok(addrs

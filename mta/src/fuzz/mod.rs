@@ -114,8 +114,8 @@ pub fn smtp_address(data: &[u8]) {
 pub fn queue_records(data: &[u8]) {
     use crate::queue::record::{decode_todo, frame, Frame, Record};
     let mut at = 0;
-    while let Frame::Whole(body, n) = frame(&data[at..]) {
-        let _ = Record::decode(body);
+    while let Frame::Whole(body, n) = frame(&data[at..], 0) {
+        let _ = Record::decode(body, 0);
         at += n;
     }
     let _ = decode_todo(data);

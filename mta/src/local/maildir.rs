@@ -4,6 +4,7 @@
 use std::io;
 use std::path::Path;
 
+use super::dirsync::DirSyncs;
 use crate::env::{Fs, FsFile};
 use crate::queue::{Disabled, SyncPoint};
 
@@ -17,12 +18,15 @@ use crate::queue::{Disabled, SyncPoint};
 /// the disk while it still shows. The message is written again and renamed over it, which
 /// leaves one copy under the one name either way. Only a reader's move to cur/ (made after
 /// the name was durable) counts as delivered.
+///
+/// The fsync of `new/` is shared with concurrent deliveries into it (`syncs`, keyed by the
+/// directory's absolute name).
 pub fn deliver<F: Fs>(
     fs: &F,
-    dir: &Path,
-    name: &str,
+    (dir, name): (&Path, &str),
     data: &[u8],
     maybe_repeat: bool,
+    (syncs, key): (&DirSyncs, &Path),
     off: Disabled,
 ) -> io::Result<()> {
     let new = dir.join("new").join(name);
@@ -51,7 +55,7 @@ pub fn deliver<F: Fs>(
     }
     fs.rename(&tmp, &new)?;
     if !off.contains(SyncPoint::MaildirNew) {
-        if let Err(e) = fs.sync_dir(&dir.join("new")) {
+        if let Err(e) = syncs.sync(key, || fs.sync_dir(&dir.join("new"))) {
             // Not delivered: take the name back so no reader sees a copy the queue will
             // deliver again (if this fails too, the next attempt still writes over it).
             let _ = fs.unlink(&new);

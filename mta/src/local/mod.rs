@@ -2,8 +2,10 @@
 //! recipient, then carry out its instructions: Maildir (exactly once), mbox, programs, forwards.
 
 pub mod assign;
+pub mod dirsync;
 pub mod dotqmail;
 pub mod getpw;
+pub mod lspawn;
 pub mod maildir;
 pub mod mbox;
 
@@ -30,6 +32,8 @@ pub struct LocalConfig {
     /// control/getpw (default 0): local parts not in users/assign are looked up in
     /// /etc/passwd as qmail-getpw does before they go to the alias user.
     pub passwd: bool,
+    /// Maildir `new/` fsyncs shared by concurrent deliveries (this process's).
+    pub dir_syncs: Arc<dirsync::DirSyncs>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +65,7 @@ impl LocalConfig {
             defaultdelivery,
             disabled: Disabled::none(),
             passwd: c.switch("getpw", false)?,
+            dir_syncs: Default::default(),
         })
     }
 }
@@ -451,12 +456,14 @@ async fn step<E: Env>(
             let mut data = l.header();
             data.extend_from_slice(&d.message);
             let repeat = !d.first_attempt;
+            // The same directory for every delivery into it, wherever each names it from.
+            let key = t.user.home.join(p).join("new");
             maildir::deliver(
                 env.fs(),
-                &t.base.join(p),
-                &name,
+                (&t.base.join(p), &name),
                 &data,
                 repeat,
+                (&cfg.dir_syncs, &key),
                 cfg.disabled,
             )
             .map(|()| Step::File)
@@ -605,6 +612,7 @@ mod tests {
             defaultdelivery: "./Maildir/".into(),
             disabled: Disabled::none(),
             passwd: false,
+            dir_syncs: Default::default(),
         };
         let fs = crate::env::real::RealFs;
         let has = |a: &str| has_mailbox(&fs, &cfg, a);

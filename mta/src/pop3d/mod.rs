@@ -247,7 +247,11 @@ fn mailbox_of<E: Env>(env: &E, cfg: &Config, user: &str) -> Result<Mailbox, Stri
     }
     let me = env.uid();
     if me != 0 && me != u.uid {
-        return Err(format!("mta run runs as uid {me}, not as root"));
+        // After giving up root for control/queueuser, too: see the README's POP3 notes.
+        return Err(format!(
+            "mta run runs as uid {me}, not as root, and cannot open uid {}'s mailbox",
+            u.uid
+        ));
     }
     Ok(Mailbox {
         who: Creds {

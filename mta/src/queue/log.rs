@@ -1,4 +1,8 @@
 //! The queue log: numbered segment files of checksummed records, appended in durable batches.
+//!
+//! A segment is named `NNNNNNNNNNNNNNNN.KKKKKKKK`: its number (16 hex digits, never reused) and
+//! the random key its records' checksums start from (see `record`). Names of 16 digits alone
+//! are segments written before keys existed (key 0).
 
 use std::path::{Path, PathBuf};
 
@@ -19,27 +23,65 @@ pub struct LogStats {
     pub records: u64,
 }
 
+/// One segment: its number and checksum key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seg {
+    pub n: u64,
+    pub key: u32,
+}
+
+impl Seg {
+    /// The segment's file name.
+    pub fn name(self) -> String {
+        if self.key == 0 {
+            format!("{:016x}", self.n)
+        } else {
+            format!("{:016x}.{:08x}", self.n, self.key)
+        }
+    }
+
+    /// The segment a file name in `queue/log/` names, if any.
+    pub fn parse(name: &str) -> Option<Seg> {
+        let (n, key) = match name.split_once('.') {
+            Some((n, k)) if k.len() == 8 => (n, u32::from_str_radix(k, 16).ok()?),
+            Some(_) => return None,
+            None => (name, 0),
+        };
+        if n.len() != 16 || !n.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        Some(Seg {
+            n: u64::from_str_radix(n, 16).ok()?,
+            key,
+        })
+    }
+}
+
 pub(super) struct Log<F: Fs> {
     dir: PathBuf,
-    /// Live segment numbers, oldest first; the last is the head.
-    segs: Vec<u64>,
+    /// Live segments, oldest first; the last is the head.
+    segs: Vec<Seg>,
     /// The segment appends go to; `None` after a failed fsync abandoned it (the next append
     /// starts a new one) or a failed start of a new one.
     head: Option<F::File>,
     head_len: u64,
     /// The number the next new segment gets (never reused, even after a failed start).
     next_seg: u64,
+    /// Where new segments' keys come from (seeded from the environment's randomness).
+    keys: u64,
+    /// Bytes in each segment before the head (the head's are `head_len`).
+    sealed: std::collections::BTreeMap<u64, u64>,
     stats: LogStats,
 }
 
-fn seg_name(n: u64) -> String {
-    format!("{n:016x}")
-}
-
-fn parse_seg(name: &str) -> Option<u64> {
-    (name.len() == 16)
-        .then(|| u64::from_str_radix(name, 16).ok())
-        .flatten()
+/// The next key from `state` (SplitMix64): new segments need unpredictable keys, not many.
+fn next_key(state: &mut u64) -> u32 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    // Key 0 means "legacy, unkeyed": never hand it out.
+    ((z ^ (z >> 31)) as u32).max(1)
 }
 
 /// What scanning a segment found.
@@ -52,11 +94,11 @@ pub(super) struct Scanned {
 
 /// Where whole records start again after a bad one at `at`, if anywhere. A bad record whose
 /// own length runs to the end of the segment is a torn tail: nothing after it. If its length
-/// leads to a whole record, that is where: its own bytes (a message's data may hold anything,
-/// even bytes shaped like records) are never searched. Only a record whose length field is
-/// itself damaged makes the search go byte by byte.
-fn resync(buf: &[u8], at: usize) -> Option<usize> {
-    let whole = |o: usize| matches!(frame(&buf[o..]), Frame::Whole(..));
+/// leads to a whole record, that is where. Otherwise the search goes byte by byte, through the
+/// bad record's own bytes too: a message's data may hold bytes shaped like records, but their
+/// checksums are not keyed with this segment's secret key, so they are never taken as whole.
+fn resync(buf: &[u8], key: u32, at: usize) -> Option<usize> {
+    let whole = |o: usize| matches!(frame(&buf[o..], key), Frame::Whole(..));
     let len = buf.get(at..at + 4)?;
     let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
     if len > 0 && len <= MAX_RECORD {
@@ -76,13 +118,14 @@ fn resync(buf: &[u8], at: usize) -> Option<usize> {
 /// kept); one that runs to the end is a torn tail.
 pub(super) fn scan(
     buf: &[u8],
+    key: u32,
     mut f: impl FnMut(Record, u64) -> Result<(), QueueError>,
 ) -> Result<Scanned, QueueError> {
     let (mut at, mut keep, mut damaged) = (0usize, 0usize, Vec::new());
     while at < buf.len() {
-        match frame(&buf[at..]) {
+        match frame(&buf[at..], key) {
             Frame::Whole(body, n) => {
-                match Record::decode_flat(body) {
+                match Record::decode_flat(body, key) {
                     Ok(recs) => {
                         for (r, end) in recs {
                             f(r, (at + 8 + end) as u64)?;
@@ -95,7 +138,7 @@ pub(super) fn scan(
                 keep = at;
             }
             Frame::End if crate::planted::on(crate::planted::Bug::CutAtFirstDamage) => break,
-            Frame::End => match resync(buf, at) {
+            Frame::End => match resync(buf, key, at) {
                 Some(next) => {
                     damaged.push((at as u64, next as u64));
                     at = next;
@@ -115,18 +158,19 @@ pub(super) fn scan(
 fn set_aside<F: Fs>(
     fs: &F,
     paths: &Paths,
-    seg: u64,
+    seg: Seg,
     buf: &[u8],
     damaged: &[(u64, u64)],
     repair: bool,
 ) {
+    let seg = seg.name();
     tracing::error!(
         "queue log segment {seg}: damaged bytes at {damaged:?}; every whole record after them is kept; records inside them are lost"
     );
     if !repair {
         return;
     }
-    let to = paths.corrupt().join(format!("log-{}", seg_name(seg)));
+    let to = paths.corrupt().join(format!("log-{seg}"));
     match fs.create_new(&to) {
         Ok(mut f) => {
             if let Err(e) = f.write_at(0, buf).and_then(|()| f.sync()) {
@@ -139,13 +183,14 @@ fn set_aside<F: Fs>(
 }
 
 /// Pass 1 of recovery: the highest checkpoint says which old segments are already dead.
-fn low_water<F: Fs>(fs: &F, dir: &Path, segs: &[u64]) -> Result<u64, QueueError> {
+fn low_water<F: Fs>(fs: &F, dir: &Path, segs: &[Seg]) -> Result<u64, QueueError> {
     let mut low_water = 0;
-    for &s in segs {
-        let buf = ctx(fs.read(&dir.join(seg_name(s))), || {
+    for &seg in segs {
+        let s = seg.n;
+        let buf = ctx(fs.read(&dir.join(seg.name())), || {
             format!("read segment {s}")
         })?;
-        scan(&buf, |r, _| {
+        scan(&buf, seg.key, |r, _| {
             // A checkpoint names an earlier segment than its own (anything else is not one
             // the log wrote, and would make recovery drop live segments).
             match r {
@@ -158,28 +203,53 @@ fn low_water<F: Fs>(fs: &F, dir: &Path, segs: &[u64]) -> Result<u64, QueueError>
     Ok(low_water)
 }
 
+/// Encode a batch under `key`, with the end offset of every record (a group's members each).
+fn encode_batch(recs: &[Record], key: u32) -> (Vec<u8>, Vec<u64>) {
+    let mut buf = Vec::new();
+    let mut ends = Vec::with_capacity(recs.len());
+    for r in recs {
+        let start = buf.len();
+        r.encode(&mut buf, key);
+        match r {
+            // Members end inside the group's frame, after its 8-byte header and kind byte.
+            Record::Group(members) => {
+                let mut at = start + 9;
+                for m in members {
+                    let mut one = Vec::new();
+                    m.encode(&mut one, key);
+                    at += one.len();
+                    ends.push(at as u64);
+                }
+            }
+            _ => ends.push(buf.len() as u64),
+        }
+    }
+    (buf, ends)
+}
+
 impl<F: Fs> Log<F> {
     /// Replay the log. `apply(segment, end_offset, record)` sees every live record in order.
-    /// With `repair`, torn tails are cut off and an empty log gets its first segment.
+    /// With `repair`, torn tails are cut off and an empty log gets its first segment (keys of
+    /// new segments come from `seed`).
     pub fn open(
         fs: &F,
         paths: &Paths,
         cfg: &Config,
-        repair: bool,
+        (repair, seed): (bool, u64),
         mut apply: impl FnMut(u64, u64, Record),
     ) -> Result<Self, QueueError> {
         let dir = paths.log();
-        let mut segs: Vec<u64> = ctx(fs.list_dir(&dir), || format!("list {}", dir.display()))?
+        let mut segs: Vec<Seg> = ctx(fs.list_dir(&dir), || format!("list {}", dir.display()))?
             .iter()
-            .filter_map(|n| parse_seg(n))
+            .filter_map(|n| Seg::parse(n))
             .collect();
-        segs.sort_unstable();
+        segs.sort_unstable_by_key(|s| s.n);
         let low_water = low_water(fs, &dir, &segs)?;
         let mut stats = LogStats::default();
-        let mut live = Vec::new();
-        let mut head_len = 0;
-        for &s in &segs {
-            let path = dir.join(seg_name(s));
+        let mut live: Vec<Seg> = Vec::new();
+        let (mut head_len, mut sealed) = (0, std::collections::BTreeMap::new());
+        for &seg in &segs {
+            let (s, path) = (seg.n, dir.join(seg.name()));
             if s < low_water {
                 if repair {
                     // Its unlink had not persisted before a crash: finish it.
@@ -188,13 +258,13 @@ impl<F: Fs> Log<F> {
                 continue;
             }
             let buf = ctx(fs.read(&path), || format!("read {}", path.display()))?;
-            let found = scan(&buf, |r, end| {
+            let found = scan(&buf, seg.key, |r, end| {
                 apply(s, end, r);
                 Ok(())
             })?;
             if !found.damaged.is_empty() {
                 stats.damaged_bytes += found.damaged.iter().map(|(a, b)| b - a).sum::<u64>();
-                set_aside(fs, paths, s, &buf, &found.damaged, repair);
+                set_aside(fs, paths, seg, &buf, &found.damaged, repair);
             }
             let valid = found.keep;
             let len = buf.len() as u64;
@@ -207,7 +277,10 @@ impl<F: Fs> Log<F> {
                     ctx(f.set_len(valid), || format!("truncate {}", path.display()))?;
                 }
             }
-            live.push(s);
+            if let Some(prev) = live.last() {
+                sealed.insert(prev.n, head_len);
+            }
+            live.push(seg);
             head_len = valid;
         }
         let mut log = Log {
@@ -215,12 +288,14 @@ impl<F: Fs> Log<F> {
             segs: live,
             head: None,
             head_len,
-            next_seg: segs.last().map_or(1, |s| s + 1),
+            next_seg: segs.last().map_or(1, |s| s.n + 1),
+            keys: seed,
+            sealed,
             stats,
         };
         if repair {
             if let Some(&h) = log.segs.last() {
-                let p = log.dir.join(seg_name(h));
+                let p = log.dir.join(h.name());
                 log.head = Some(ctx(fs.open_rw(&p), || format!("open {}", p.display()))?);
             } else {
                 log.roll(fs, cfg)?;
@@ -231,16 +306,22 @@ impl<F: Fs> Log<F> {
 
     /// Start a new segment as the head and make its directory entry durable.
     fn roll(&mut self, fs: &F, cfg: &Config) -> Result<(), QueueError> {
-        let n = self.next_seg;
+        let seg = Seg {
+            n: self.next_seg,
+            key: next_key(&mut self.keys),
+        };
         self.next_seg += 1;
-        let p = self.dir.join(seg_name(n));
+        let p = self.dir.join(seg.name());
         let f = ctx(fs.create_new(&p), || format!("create {}", p.display()))?;
         if let Err(e) = sync_dir(fs, cfg, SyncPoint::LogDir, &self.dir) {
             // Its name may never reach the disk: records appended there could vanish.
             let _ = fs.unlink(&p);
             return Err(e);
         }
-        self.segs.push(n);
+        if let Some(prev) = self.segs.last() {
+            self.sealed.insert(prev.n, self.head_len);
+        }
+        self.segs.push(seg);
         self.head = Some(f);
         self.head_len = 0;
         Ok(())
@@ -254,30 +335,19 @@ impl<F: Fs> Log<F> {
         cfg: &Config,
         recs: &[Record],
     ) -> Result<Vec<(u64, u64)>, QueueError> {
-        let mut buf = Vec::new();
-        let mut ends = Vec::with_capacity(recs.len());
-        for r in recs {
-            let start = buf.len();
-            r.encode(&mut buf);
-            match r {
-                // Members end inside the group's frame, after its 8-byte header and kind byte.
-                Record::Group(members) => {
-                    let mut at = start + 9;
-                    for m in members {
-                        let mut one = Vec::new();
-                        m.encode(&mut one);
-                        at += one.len();
-                        ends.push(at as u64);
-                    }
-                }
-                _ => ends.push(buf.len() as u64),
-            }
-        }
+        let head_key = self
+            .segs
+            .last()
+            .filter(|_| self.head.is_some())
+            .map(|s| s.key);
+        let (mut buf, ends) = encode_batch(recs, head_key.unwrap_or(0));
         let full = self.head_len > 0 && self.head_len + buf.len() as u64 > cfg.segment_size;
         if self.head.is_none() || full {
             self.roll(fs, cfg)?;
+            // The new segment has its own key (lengths do not depend on keys: `ends` hold).
+            buf = encode_batch(recs, self.segs.last().expect("rolled").key).0;
         }
-        let seg = *self.segs.last().expect("log has a head");
+        let seg = self.segs.last().expect("log has a head").n;
         let at = self.head_len;
         let f = self.head.as_mut().expect("rolled above");
         if let Err(e) = f.write_at(at, &buf) {
@@ -309,26 +379,39 @@ impl<F: Fs> Log<F> {
     /// A checkpoint record is made durable first, so unlinks need no directory fsync: one that
     /// did not persist is finished by the next recovery.
     pub fn collect(&mut self, fs: &F, cfg: &Config, live: &[u64]) -> Result<(), QueueError> {
-        let head = *self.segs.last().expect("log has a head");
+        let head = self.segs.last().expect("log has a head").n;
         let dead = self
             .segs
             .iter()
-            .take_while(|&&s| s != head && live.binary_search(&s).is_err())
+            .take_while(|s| s.n != head && live.binary_search(&s.n).is_err())
             .count();
         if dead == 0 {
             return Ok(());
         }
-        let low_water = self.segs[dead];
+        let low_water = self.segs[dead].n;
         self.append(fs, cfg, &[Record::Checkpoint { low_water }])?;
         for s in self.segs.drain(..dead) {
-            let p = self.dir.join(seg_name(s));
+            let p = self.dir.join(s.name());
+            self.sealed.remove(&s.n);
             ctx(fs.unlink(&p), || format!("remove {}", p.display()))?;
         }
         Ok(())
     }
 
+    /// Bytes in every live segment.
+    pub fn total_bytes(&self) -> u64 {
+        self.sealed.values().sum::<u64>() + self.head_len
+    }
+
+    /// The oldest live segment, unless it is the head.
+    pub fn oldest_sealed(&self) -> Option<u64> {
+        (self.segs.len() > 1).then(|| self.segs[0].n)
+    }
+
+    /// The file of live segment number `seg`.
     pub fn segment_path(&self, seg: u64) -> PathBuf {
-        self.dir.join(seg_name(seg))
+        let key = self.segs.iter().find(|s| s.n == seg).map_or(0, |s| s.key);
+        self.dir.join(Seg { n: seg, key }.name())
     }
 
     /// Read `len` bytes ending at `end` of segment `seg`.
@@ -353,11 +436,11 @@ impl<F: Fs> Log<F> {
         if let Some(f) = self
             .head
             .as_mut()
-            .filter(|_| Some(&seg) == self.segs.last())
+            .filter(|_| Some(seg) == self.segs.last().map(|s| s.n))
         {
             ctx(read(f, &mut buf), || format!("read log segment {seg}"))?;
         } else {
-            let p: &Path = &self.dir.join(seg_name(seg));
+            let p: &Path = &self.segment_path(seg);
             let mut f = ctx(fs.open_rw(p), || format!("open {}", p.display()))?;
             ctx(read(&mut f, &mut buf), || format!("read {}", p.display()))?;
         }
@@ -367,7 +450,7 @@ impl<F: Fs> Log<F> {
     pub fn stats(&self) -> LogStats {
         LogStats {
             segments: self.segs.len(),
-            head: self.segs.last().copied().unwrap_or(0),
+            head: self.segs.last().map_or(0, |s| s.n),
             head_len: self.head_len,
             ..self.stats
         }

@@ -28,7 +28,7 @@ use thiserror::Error;
 
 use crate::env::{self, Env, Fs};
 pub use body::{Body, BodyRef};
-pub use log::LogStats;
+pub use log::{LogStats, Seg};
 pub use record::{Channel, Envelope, MsgId, Recipient, Record, Status};
 pub use sync::{Disabled, SyncPoint};
 
@@ -256,6 +256,9 @@ pub struct RcptState {
 /// Message bytes preprocessed into one log append at most (a larger message goes alone).
 const PREPROCESS_BATCH_BYTES: usize = 16 << 20;
 
+/// Segments compaction frees at most per retirement (it catches up over the next ones).
+const COMPACT_STEPS: usize = 4;
+
 /// Injections on their way from `todo/` into the log.
 #[derive(Default)]
 struct Batch {
@@ -341,7 +344,8 @@ impl<E: Env> Queue<E> {
         let mut rec = Recovery::default();
         let mut msgs = BTreeMap::new();
         let mut refs = SegRefs::new();
-        let log = log::Log::open(fs, &paths, &cfg, true, |seg, end, r| {
+        let seed = env.random_u64();
+        let log = log::Log::open(fs, &paths, &cfg, (true, seed), |seg, end, r| {
             apply(&mut msgs, &mut refs, seg, end, planted_on_replay(r))
         })?;
         rec.torn_bytes_cut = log.stats().torn_bytes_cut;
@@ -627,13 +631,78 @@ impl<E: Env> Queue<E> {
             return Ok(());
         }
         let live = self.live_segments();
-        self.log.collect(self.env.fs(), &self.cfg, &live)
+        self.log.collect(self.env.fs(), &self.cfg, &live)?;
+        self.compact()
+    }
+
+    /// Compaction: while the log holds more than twice the live messages' bytes plus two
+    /// segments, the live messages of the oldest segment are written again at the head
+    /// ([`Record::Moved`], their whole state), so that segment and the dead ones after it
+    /// can go: disk use stays within a small multiple of live data whatever the age mix.
+    /// Each step is an ordinary durable append, then the checkpoint and unlinks of
+    /// collection, so a crash anywhere leaves the old records, the new, or both (the newer
+    /// replaces the older at recovery).
+    fn compact(&mut self) -> Result<(), QueueError> {
+        for _ in 0..COMPACT_STEPS {
+            let slack = 2 * self.cfg.segment_size;
+            if self.log.total_bytes() <= 2 * self.refs.bytes + slack {
+                return Ok(());
+            }
+            let Some(oldest) = self.log.oldest_sealed() else {
+                return Ok(());
+            };
+            let ids: Vec<MsgId> = self
+                .msgs
+                .values()
+                .filter(|m| m.segs.contains(&oldest))
+                .map(MsgState::id)
+                .collect();
+            let (mut recs, mut bytes) = (Vec::new(), 0);
+            for id in ids {
+                let rec = self.moved(id)?;
+                bytes += self.msgs[&id].size() as usize;
+                recs.push(rec);
+                if bytes >= PREPROCESS_BATCH_BYTES {
+                    self.append(std::mem::take(&mut recs))?;
+                    bytes = 0;
+                }
+            }
+            self.append(recs)?;
+            let live = self.live_segments();
+            self.log.collect(self.env.fs(), &self.cfg, &live)?;
+        }
+        Ok(())
+    }
+
+    /// A live message's whole state, to be written again at the head.
+    fn moved(&mut self, id: MsgId) -> Result<Record, QueueError> {
+        let data = self.read_data(id)?;
+        let m = &self.msgs[&id];
+        let forget = crate::planted::on(crate::planted::Bug::CompactWithoutOutcomes);
+        let rcpts = m
+            .rcpts
+            .iter()
+            .map(|r| {
+                let status = if forget {
+                    Status::Pending
+                } else {
+                    r.status.clone()
+                };
+                (r.rcpt.clone(), status)
+            })
+            .collect();
+        Ok(Record::Moved {
+            env: m.env.clone(),
+            rcpts,
+            tried: m.tried,
+            data,
+        })
     }
 
     /// Segments holding records of live messages (sorted; kept up to date as records apply,
     /// so collection never walks the queue).
     fn live_segments(&self) -> Vec<u64> {
-        self.refs.keys().copied().collect()
+        self.refs.segs.keys().copied().collect()
     }
 
     pub fn messages(&self) -> impl Iterator<Item = &MsgState> {
@@ -681,15 +750,41 @@ fn planted_on_replay(r: Record) -> Record {
     }
 }
 
-/// Live messages per log segment: a segment with none can be collected.
-type SegRefs = BTreeMap<u64, usize>;
+/// What the live messages hold of the log: how many use each segment (a segment with none
+/// can be collected) and how many message bytes they have (what compaction compares with).
+#[derive(Default)]
+struct SegRefs {
+    segs: BTreeMap<u64, usize>,
+    bytes: u64,
+}
+
+impl SegRefs {
+    fn new() -> Self {
+        Self::default()
+    }
+    fn add(&mut self, seg: u64) {
+        *self.segs.entry(seg).or_default() += 1;
+    }
+    /// A message is gone (retired, or replaced by its moved copy).
+    fn drop_msg(&mut self, m: &MsgState) {
+        self.bytes = self.bytes.saturating_sub(m.size());
+        for s in &m.segs {
+            if let Some(n) = self.segs.get_mut(s) {
+                *n -= 1;
+                if *n == 0 {
+                    self.segs.remove(s);
+                }
+            }
+        }
+    }
+}
 
 /// Apply one log record (in segment `seg`, ending at offset `end`) to the in-memory state.
 fn apply(msgs: &mut BTreeMap<MsgId, MsgState>, refs: &mut SegRefs, seg: u64, end: u64, r: Record) {
     let mut touch = |m: &mut MsgState| {
         if !m.segs.contains(&seg) {
             m.segs.push(seg);
-            *refs.entry(seg).or_default() += 1;
+            refs.add(seg);
         }
     };
     match r {
@@ -697,7 +792,8 @@ fn apply(msgs: &mut BTreeMap<MsgId, MsgState>, refs: &mut SegRefs, seg: u64, end
             if msgs.contains_key(&env.id) {
                 return;
             }
-            *refs.entry(seg).or_default() += 1;
+            refs.add(seg);
+            refs.bytes += data.len() as u64;
             msgs.entry(env.id).or_insert_with(|| MsgState {
                 rcpts: rcpts
                     .into_iter()
@@ -724,14 +820,7 @@ fn apply(msgs: &mut BTreeMap<MsgId, MsgState>, refs: &mut SegRefs, seg: u64, end
         }
         Record::Retire { id } => {
             if let Some(m) = msgs.remove(&id) {
-                for s in m.segs {
-                    if let Some(n) = refs.get_mut(&s) {
-                        *n -= 1;
-                        if *n == 0 {
-                            refs.remove(&s);
-                        }
-                    }
-                }
+                refs.drop_msg(&m);
             }
         }
         Record::Tried { id, channel, at } => {
@@ -740,6 +829,33 @@ fn apply(msgs: &mut BTreeMap<MsgId, MsgState>, refs: &mut SegRefs, seg: u64, end
                 m.tried[c] = m.tried[c].max(at);
                 touch(m);
             }
+        }
+        Record::Moved {
+            env,
+            rcpts,
+            tried,
+            data,
+        } => {
+            // The whole state, replacing what earlier records said (their segments may be
+            // gone already, or not yet).
+            if let Some(old) = msgs.remove(&env.id) {
+                refs.drop_msg(&old);
+            }
+            refs.add(seg);
+            refs.bytes += data.len() as u64;
+            let rcpts = rcpts
+                .into_iter()
+                .map(|(rcpt, status)| RcptState { rcpt, status })
+                .collect();
+            let data_at = (seg, end, data.len() as u64);
+            let m = MsgState {
+                env,
+                rcpts,
+                data_at,
+                segs: vec![seg],
+                tried,
+            };
+            msgs.insert(m.env.id, m);
         }
         Record::Checkpoint { .. } | Record::Group(_) => {}
     }
@@ -761,9 +877,9 @@ pub struct Replayed {
 /// Replay one segment's bytes (for the fuzz targets: recovery must never panic, never apply
 /// a record that is not whole in the bytes, and never invent a message).
 #[doc(hidden)]
-pub fn replay_segment(buf: &[u8]) -> Replayed {
+pub fn replay_segment(buf: &[u8], key: u32) -> Replayed {
     let (mut msgs, mut refs, mut records) = (BTreeMap::new(), SegRefs::new(), Vec::new());
-    let scanned = log::scan(buf, |r, end| {
+    let scanned = log::scan(buf, key, |r, end| {
         records.push((r.clone(), end));
         apply(&mut msgs, &mut refs, 1, end, r);
         Ok(())
@@ -798,7 +914,7 @@ impl View {
         let fs = env.fs();
         let mut msgs = BTreeMap::new();
         let mut refs = SegRefs::new();
-        log::Log::open(fs, paths, &Config::default(), false, |seg, end, r| {
+        log::Log::open(fs, paths, &Config::default(), (false, 0), |seg, end, r| {
             apply(&mut msgs, &mut refs, seg, end, r)
         })?;
         let mut todo = Vec::new();

@@ -3,6 +3,11 @@
 //! A log record on disk is `len:u32 | crc32c:u32 | body` where `body` is `kind:u8 | payload`
 //! and `len` is the body's length. The checksum makes a torn or never-written tail detectable,
 //! so recovery can cut the log at the first record that is not whole.
+//!
+//! The checksum is keyed: it starts from the segment's secret key (named in the segment's
+//! file name, random per segment) instead of zero. A message's data may hold any bytes, even
+//! bytes shaped exactly like records; when recovery has to search for whole records after
+//! damage, such forged bytes fail the check unless their sender guessed the 32-bit key.
 
 use std::fmt;
 
@@ -103,6 +108,15 @@ pub enum Record {
     /// Segments numbered below `low_water` hold nothing live and are being removed. Made
     /// durable before the unlinks, so a segment whose unlink did not persist is ignored.
     Checkpoint { low_water: u64 },
+    /// Compaction: a live message's whole state (envelope, every recipient's status, the last
+    /// passes, its bytes) written again at the head, so the old segments holding its records
+    /// can go. It replaces whatever earlier records said about the message.
+    Moved {
+        env: Envelope,
+        rcpts: Vec<(Recipient, Status)>,
+        tried: [u64; 2],
+        data: Vec<u8>,
+    },
     /// Records that take effect together or not at all (one frame, one checksum): a forward
     /// with the outcome that produced it, a bounce with the retirement of its message.
     Group(Vec<Record>),
@@ -114,6 +128,7 @@ const K_RETIRE: u8 = 3;
 const K_CHECKPOINT: u8 = 4;
 const K_GROUP: u8 = 5;
 const K_TRIED: u8 = 6;
+const K_MOVED: u8 = 7;
 /// First bytes of every `todo/` file.
 pub const TODO_MAGIC: &[u8; 8] = b"MTATODO2";
 /// Records larger than this are refused as corrupt while reading (a message is at most this).
@@ -138,6 +153,24 @@ impl Enc {
     fn id(&mut self, id: MsgId) {
         self.u64(id.secs);
         self.u64(id.rand);
+    }
+    fn recipient(&mut self, r: &Recipient) {
+        self.bytes(r.original.as_bytes());
+        self.bytes(r.addr.as_bytes());
+        self.u8(match r.channel {
+            Channel::Local => 0,
+            Channel::Remote => 1,
+        });
+    }
+    fn status(&mut self, s: &Status) {
+        match s {
+            Status::Pending => self.u8(0),
+            Status::Delivered => self.u8(1),
+            Status::Failed(r) => {
+                self.u8(2);
+                self.bytes(r.as_bytes());
+            }
+        }
     }
     fn envelope(&mut self, e: &Envelope) {
         self.id(e.id);
@@ -189,6 +222,28 @@ impl<'a> Dec<'a> {
             rand: self.u64()?,
         })
     }
+    fn recipient(&mut self) -> Result<Recipient, QueueError> {
+        let original = self.string()?;
+        let addr = self.string()?;
+        let channel = match self.u8()? {
+            0 => Channel::Local,
+            1 => Channel::Remote,
+            _ => return Err(QueueError::Corrupt("bad channel".into())),
+        };
+        Ok(Recipient {
+            original,
+            addr,
+            channel,
+        })
+    }
+    fn status(&mut self) -> Result<Status, QueueError> {
+        Ok(match self.u8()? {
+            0 => Status::Pending,
+            1 => Status::Delivered,
+            2 => Status::Failed(self.string()?),
+            _ => return Err(QueueError::Corrupt("bad status".into())),
+        })
+    }
     fn envelope(&mut self) -> Result<Envelope, QueueError> {
         let id = self.id()?;
         let birth = self.u64()?;
@@ -219,35 +274,37 @@ impl<'a> Dec<'a> {
 }
 
 impl Record {
-    /// Append the framed record to `out`.
-    pub fn encode(&self, out: &mut Vec<u8>) {
+    /// Append the record to `out`, framed with a checksum keyed by `key` (the segment's).
+    pub fn encode(&self, out: &mut Vec<u8>, key: u32) {
         let mut e = Enc(Vec::new());
         match self {
             Record::Msg { env, rcpts, data } => {
                 e.u8(K_MSG);
                 e.envelope(env);
-                for r in rcpts {
-                    e.bytes(r.original.as_bytes());
-                    e.bytes(r.addr.as_bytes());
-                    e.u8(match r.channel {
-                        Channel::Local => 0,
-                        Channel::Remote => 1,
-                    });
+                rcpts.iter().for_each(|r| e.recipient(r));
+                e.bytes(data);
+            }
+            Record::Moved {
+                env,
+                rcpts,
+                tried,
+                data,
+            } => {
+                e.u8(K_MOVED);
+                e.envelope(env);
+                for (r, s) in rcpts {
+                    e.recipient(r);
+                    e.status(s);
                 }
+                e.u64(tried[0]);
+                e.u64(tried[1]);
                 e.bytes(data);
             }
             Record::Outcome { id, rcpt, status } => {
                 e.u8(K_OUTCOME);
                 e.id(*id);
                 e.u32(*rcpt);
-                match status {
-                    Status::Pending => e.u8(0),
-                    Status::Delivered => e.u8(1),
-                    Status::Failed(r) => {
-                        e.u8(2);
-                        e.bytes(r.as_bytes());
-                    }
-                }
+                e.status(status);
             }
             Record::Retire { id } => {
                 e.u8(K_RETIRE);
@@ -269,41 +326,41 @@ impl Record {
             Record::Group(recs) => {
                 e.u8(K_GROUP);
                 for r in recs {
-                    r.encode_framed(&mut e.0, MEMBER);
+                    r.encode_framed(&mut e.0, key, MEMBER);
                 }
             }
         }
         let body = e.0;
         out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+        out.extend_from_slice(&crc32c::crc32c_append(key, &body).to_le_bytes());
         out.extend_from_slice(&body);
     }
 
     /// Encode with the checksum flipped by `tweak`: a group's members carry
     /// [`MEMBER`], so recovery looking for whole records after damage can never take a member
     /// alone for a record of its own (a group is all or nothing).
-    fn encode_framed(&self, out: &mut Vec<u8>, tweak: u32) {
+    fn encode_framed(&self, out: &mut Vec<u8>, key: u32, tweak: u32) {
         let start = out.len();
-        self.encode(out);
+        self.encode(out, key);
         let crc = u32::from_le_bytes(out[start + 4..start + 8].try_into().expect("4 bytes"));
         out[start + 4..start + 8].copy_from_slice(&(crc ^ tweak).to_le_bytes());
     }
 
     /// Decode a record body into the records it applies, each with the offset (within the
     /// body) where it ends: a group yields its members in order.
-    pub fn decode_flat(body: &[u8]) -> Result<Vec<(Record, usize)>, QueueError> {
+    pub fn decode_flat(body: &[u8], key: u32) -> Result<Vec<(Record, usize)>, QueueError> {
         if body.first() != Some(&K_GROUP) {
-            return Ok(vec![(Record::decode(body)?, body.len())]);
+            return Ok(vec![(Record::decode(body, key)?, body.len())]);
         }
         let mut out = Vec::new();
         let mut at = 1;
         while at < body.len() {
-            match frame_with(&body[at..], MEMBER) {
+            match frame_with(&body[at..], key, MEMBER) {
                 Frame::Whole(inner, n) => {
                     if inner.first() == Some(&K_GROUP) {
                         return Err(QueueError::Corrupt("nested group".into()));
                     }
-                    out.push((Record::decode(inner)?, at + n));
+                    out.push((Record::decode(inner, key)?, at + n));
                     at += n;
                 }
                 Frame::End => return Err(QueueError::Corrupt("bad frame inside a group".into())),
@@ -312,39 +369,36 @@ impl Record {
         Ok(out)
     }
 
-    /// Decode one record body (after the frame was checked).
-    pub fn decode(body: &[u8]) -> Result<Record, QueueError> {
+    /// Decode one record body (after the frame was checked with `key`).
+    pub fn decode(body: &[u8], key: u32) -> Result<Record, QueueError> {
         let mut d = Dec(body);
         let rec = match d.u8()? {
             K_MSG => {
                 let env = d.envelope()?;
-                let mut rcpts = Vec::with_capacity(env.recipients.len());
-                for _ in 0..env.recipients.len() {
-                    let original = d.string()?;
-                    let addr = d.string()?;
-                    let channel = match d.u8()? {
-                        0 => Channel::Local,
-                        1 => Channel::Remote,
-                        _ => return Err(QueueError::Corrupt("bad channel".into())),
-                    };
-                    rcpts.push(Recipient {
-                        original,
-                        addr,
-                        channel,
-                    });
-                }
+                let rcpts = (0..env.recipients.len())
+                    .map(|_| d.recipient())
+                    .collect::<Result<_, _>>()?;
                 let data = d.bytes()?.to_vec();
                 Record::Msg { env, rcpts, data }
+            }
+            K_MOVED => {
+                let env = d.envelope()?;
+                let rcpts = (0..env.recipients.len())
+                    .map(|_| Ok((d.recipient()?, d.status()?)))
+                    .collect::<Result<_, QueueError>>()?;
+                let tried = [d.u64()?, d.u64()?];
+                let data = d.bytes()?.to_vec();
+                Record::Moved {
+                    env,
+                    rcpts,
+                    tried,
+                    data,
+                }
             }
             K_OUTCOME => {
                 let id = d.id()?;
                 let rcpt = d.u32()?;
-                let status = match d.u8()? {
-                    0 => Status::Pending,
-                    1 => Status::Delivered,
-                    2 => Status::Failed(d.string()?),
-                    _ => return Err(QueueError::Corrupt("bad status".into())),
-                };
+                let status = d.status()?;
                 Record::Outcome { id, rcpt, status }
             }
             K_RETIRE => Record::Retire { id: d.id()? },
@@ -361,7 +415,7 @@ impl Record {
                 low_water: d.u64()?,
             },
             K_GROUP => {
-                let recs = Record::decode_flat(body)?
+                let recs = Record::decode_flat(body, key)?
                     .into_iter()
                     .map(|(r, _)| r)
                     .collect();
@@ -385,13 +439,13 @@ pub enum Frame<'a> {
 /// What a group member's checksum is flipped by (see [`Record::encode`]).
 const MEMBER: u32 = 0x6d65_6d62;
 
-/// Parse the frame at the start of `buf`.
-pub fn frame(buf: &[u8]) -> Frame<'_> {
-    frame_with(buf, 0)
+/// Parse the frame at the start of `buf`, its checksum keyed by `key`.
+pub fn frame(buf: &[u8], key: u32) -> Frame<'_> {
+    frame_with(buf, key, 0)
 }
 
-/// Parse a frame whose checksum is flipped by `tweak`.
-fn frame_with(buf: &[u8], tweak: u32) -> Frame<'_> {
+/// Parse a frame whose checksum is keyed by `key` and flipped by `tweak`.
+fn frame_with(buf: &[u8], key: u32, tweak: u32) -> Frame<'_> {
     if buf.len() < 8 {
         return Frame::End;
     }
@@ -401,7 +455,7 @@ fn frame_with(buf: &[u8], tweak: u32) -> Frame<'_> {
         return Frame::End;
     }
     let body = &buf[8..8 + len];
-    if crc32c::crc32c(body) ^ tweak != crc {
+    if crc32c::crc32c_append(key, body) ^ tweak != crc {
         return Frame::End;
     }
     Frame::Whole(body, 8 + len)
@@ -511,19 +565,43 @@ mod tests {
             },
             Record::Retire { id: env().id },
             Record::Checkpoint { low_water: 3 },
+            Record::Moved {
+                env: env(),
+                rcpts: vec![
+                    (
+                        Recipient {
+                            original: "a@b".into(),
+                            addr: "a@c".into(),
+                            channel: Channel::Local,
+                        },
+                        Status::Failed("gone".into()),
+                    ),
+                    (
+                        Recipient {
+                            original: "d@b".into(),
+                            addr: "d@b".into(),
+                            channel: Channel::Remote,
+                        },
+                        Status::Pending,
+                    ),
+                ],
+                tried: [7, 9],
+                data: b"moved\0".to_vec(),
+            },
             Record::Group(vec![
                 Record::Retire { id: env().id },
                 Record::Checkpoint { low_water: 4 },
             ]),
         ];
+        let key = 0x5eed_cafe;
         let mut buf = Vec::new();
         for r in &recs {
-            r.encode(&mut buf);
+            r.encode(&mut buf, key);
         }
         let mut at = 0;
         let mut got = Vec::new();
-        while let Frame::Whole(body, n) = frame(&buf[at..]) {
-            got.push(Record::decode(body).unwrap());
+        while let Frame::Whole(body, n) = frame(&buf[at..], key) {
+            got.push(Record::decode(body, key).unwrap());
             at += n;
         }
         assert_eq!(got, recs);
@@ -531,16 +609,35 @@ mod tests {
     }
 
     #[test]
+    fn a_frame_is_whole_only_under_its_own_key() {
+        let mut buf = Vec::new();
+        Record::Retire { id: env().id }.encode(&mut buf, 7);
+        assert!(matches!(frame(&buf, 7), Frame::Whole(..)));
+        assert!(matches!(frame(&buf, 0), Frame::End));
+        assert!(matches!(frame(&buf, 8), Frame::End));
+        let mut group = Vec::new();
+        Record::Group(vec![Record::Retire { id: env().id }]).encode(&mut group, 7);
+        let Frame::Whole(body, _) = frame(&group, 7) else {
+            panic!("group not whole")
+        };
+        assert!(Record::decode_flat(body, 7).is_ok());
+        assert!(
+            Record::decode_flat(body, 8).is_err(),
+            "members are keyed too"
+        );
+    }
+
+    #[test]
     fn torn_and_zeroed_frames_end_the_log() {
         let mut buf = Vec::new();
-        Record::Retire { id: env().id }.encode(&mut buf);
+        Record::Retire { id: env().id }.encode(&mut buf, 1);
         for cut in 0..buf.len() {
-            assert!(matches!(frame(&buf[..cut]), Frame::End), "cut at {cut}");
+            assert!(matches!(frame(&buf[..cut], 1), Frame::End), "cut at {cut}");
         }
-        assert!(matches!(frame(&[0u8; 64]), Frame::End));
+        assert!(matches!(frame(&[0u8; 64], 1), Frame::End));
         let mut flipped = buf.clone();
         *flipped.last_mut().unwrap() ^= 1;
-        assert!(matches!(frame(&flipped), Frame::End));
+        assert!(matches!(frame(&flipped, 1), Frame::End));
     }
 
     #[test]

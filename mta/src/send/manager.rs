@@ -128,6 +128,9 @@ pub struct Manager<E: Env, C: Classify> {
     pub sink: Option<log::Sink>,
     /// Rereads address rewriting and settings on a reload request (SIGHUP).
     pub reloader: Option<Reloader<C>>,
+    /// The privileged helper local deliveries go through when this process gave up root
+    /// (`None`: they run here).
+    pub lspawn: Option<Arc<crate::local::lspawn::Lspawn>>,
     /// Finishing `unfinished` failed (the queue could not take the records): not before this.
     finish_retry_at: u64,
 }
@@ -183,6 +186,7 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
             unfinished: Vec::new(),
             sink: None,
             reloader: None,
+            lspawn: None,
             finish_retry_at: 0,
             fresh: BTreeSet::new(),
         };
@@ -391,7 +395,7 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
         let first_attempt = self.fresh.remove(&(id, rcpt))
             || crate::planted::on(crate::planted::Bug::EveryAttemptFirst);
         let cfg = self.s.local.clone();
-        let remote = self.remote.clone();
+        let (remote, lspawn) = (self.remote.clone(), self.lspawn.clone());
         tokio::spawn(async move {
             let outcome = match (payload, remote) {
                 (Payload::Local(message), _) => {
@@ -403,7 +407,10 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
                         message,
                         first_attempt,
                     };
-                    local::deliver(&env, &cfg, del).await
+                    match lspawn {
+                        Some(l) => l.deliver(&del).await,
+                        None => local::deliver(&env, &cfg, del).await,
+                    }
                 }
                 (Payload::Remote(body), Some(r)) => r.deliver(env, sender, to, body).await,
                 (Payload::Remote(_), None) => Outcome::Deferred("No remote delivery.".into()),
@@ -731,6 +738,9 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
                     s.todo_poll = self.s.todo_poll;
                     self.classify = c;
                     self.s = s;
+                    if let Some(l) = self.lspawn.clone() {
+                        tokio::spawn(async move { l.reload().await });
+                    }
                     self.log("control files reread");
                 }
                 Some(Err(e)) => self.log(&format!(

@@ -551,10 +551,15 @@ async fn commit<E: Env>(
             };
             match filter.check(input).await {
                 Verdict::Pass => {
-                    let id = sp
-                        .finish(&tx.sender, &tx.recipients, qp, 0)
-                        .map_err(|e| refusal(&e))?;
-                    spool::sync_todo(&rx.env, &rx.spool.paths, &rx.spool.cfg)
+                    // Its fsyncs off the threads serving other sessions.
+                    let (env, to) = (rx.env.clone(), rx.spool.clone());
+                    let id = rx
+                        .env
+                        .blocking(move || {
+                            let id = sp.finish(&tx.sender, &tx.recipients, qp, 0)?;
+                            spool::sync_todo(&env, &to.paths, &to.cfg).map(|()| id)
+                        })
+                        .await
                         .map_err(|e| refusal(&e))?;
                     rx.queue.poke();
                     Ok(id.to_string())
