@@ -125,6 +125,32 @@ pub fn get<F: FsFile>(f: &mut F, key: &[u8], max: usize) -> io::Result<Option<Ve
     Ok(None)
 }
 
+/// A database read whole into memory, for a reader that may read the file but not open it
+/// for writing (the only open [`crate::env::Fs`] offers).
+#[derive(Debug)]
+pub struct InMemory(pub Vec<u8>);
+
+impl FsFile for InMemory {
+    fn write_at(&mut self, _: u64, _: &[u8]) -> io::Result<()> {
+        Err(io::ErrorKind::PermissionDenied.into())
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let from = usize::try_from(offset).map_or(self.0.len(), |o| o.min(self.0.len()));
+        let n = buf.len().min(self.0.len() - from);
+        buf[..n].copy_from_slice(&self.0[from..from + n]);
+        Ok(n)
+    }
+    fn set_len(&mut self, _: u64) -> io::Result<()> {
+        Err(io::ErrorKind::PermissionDenied.into())
+    }
+    fn size(&mut self) -> io::Result<u64> {
+        Ok(self.0.len() as u64)
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,6 +182,8 @@ mod tests {
             );
         }
         assert_eq!(get(&mut f, b"", 99).unwrap(), Some(b"empty".to_vec()));
+        let mut m = InMemory(std::fs::read(&p).unwrap());
+        assert_eq!(get(&mut m, b"key42", 99).unwrap(), Some(b"data42".to_vec()));
         assert_eq!(get(&mut f, b"key500", 99).unwrap(), None);
         assert!(get(&mut f, b"key1", 2).is_err());
         // The empty database (qmail's cdbmake output for no records) finds nothing.

@@ -74,9 +74,15 @@ impl LocalConfig {
     /// The user a local part belongs to: from `users/cdb` when `mta newu` made one (as
     /// qmail-lspawn reads it), else `users/assign`; then, with `getpw`, the system's accounts.
     pub fn user<F: Fs>(&self, fs: &F, local: &str) -> std::io::Result<Option<User>> {
-        let found = match fs.open_rw(&self.root.join("users/cdb")) {
+        let cdb = self.root.join("users/cdb");
+        let found = match fs.open_rw(&cdb) {
             Ok(mut f) => assign::lookup_cdb(&mut f, local)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.assign.lookup(local),
+            // Readable but not writable (root's table, read by the queue user): whole.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                let mut f = crate::cdb::InMemory(fs.read(&cdb)?);
+                assign::lookup_cdb(&mut f, local)?
+            }
             Err(e) => return Err(e),
         };
         Ok(found.or_else(|| {
