@@ -172,3 +172,8 @@ fn pop3_wire_corpus() {
 fn netstrings_corpus() {
     replay_with_variants("netstrings", 20, mta::fuzz::netstrings);
 }
+
+#[test]
+fn users_cdb_corpus() {
+    replay_with_variants("users_cdb", 5, mta::fuzz::users_cdb);
+}

@@ -232,3 +232,37 @@ fn fetchmail_retrieves_and_deletes_what_mta_run_delivered() {
     // fetchmail deletes what it retrieved: the mailbox is empty.
     assert!(names(&md.join("new")).is_empty() && names(&md.join("cur")).is_empty());
 }
+
+/// An `mta run` that gave up root cannot act as the mailbox's owner: the login says so.
+#[test]
+fn listen_pop3_after_giving_up_root_refuses_logins_with_the_reason() {
+    let root = common::installation(mta(), &["fred"]);
+    if !root.path().join("control/queueuser").exists() {
+        eprintln!("SKIP: not root, so mta run keeps its user and there is nothing to give up");
+        return;
+    }
+    let checker = format!("{} /bin/true\n", scripts().join("checkpw.py").display());
+    std::fs::write(root.path().join("control/checkpassword"), checker).unwrap();
+    let args = ["--listen-pop3", "127.0.0.1:0"];
+    let (child, addrs) = common::spawn_with(mta(), root.path(), &args, "mta=info");
+    let _s = Pop3Server {
+        children: vec![child],
+        smtp: addrs[0],
+        pop3: addrs[1],
+        root,
+    };
+    let (mut w, mut r) = common::connect(addrs[1]);
+    let mut line = || {
+        let mut l = String::new();
+        r.read_line(&mut l).unwrap();
+        l
+    };
+    assert!(line().starts_with("+OK <"));
+    w.write_all(b"USER fred\r\nPASS fred's secret\r\n").unwrap();
+    assert_eq!(line(), "+OK\r\n");
+    let refused = line();
+    assert!(
+        refused.starts_with("-ERR mta run runs as uid ") && refused.contains("not as root"),
+        "{refused}"
+    );
+}

@@ -5,11 +5,13 @@ mod config;
 mod inject;
 mod pop3;
 mod queue;
+mod users;
 
 pub use config::{control_files, smtpd_rules};
 pub use inject::inject_headers;
 pub use pop3::{netstrings, pop3_session, pop3_wire};
 pub use queue::{log_recovery, todo_file};
+pub use users::users_cdb;
 
 use crate::smtp::address;
 use crate::smtp::received::Peer;

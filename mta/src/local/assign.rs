@@ -94,6 +94,8 @@ impl Assign {
         self.entries
             .iter()
             .filter(|e| e.wildcard && local.starts_with(&e.key))
+            // The first of equally long ones, as users/cdb finds it (max_by_key takes the last).
+            .rev()
             .max_by_key(|e| e.key.len())
             .map(|e| e.user_with(format!("{}{}", e.ext, &local[e.key.len()..])))
     }
