@@ -110,6 +110,27 @@ fn size<F: Fs>(fs: &F, path: &Path) -> io::Result<u64> {
     }
 }
 
+/// How old a file in `tmp/` is before it counts as debris of an interrupted delivery.
+pub const TMP_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(36 * 3600);
+
+/// qmail-pop3d's maildir_clean: remove files in `tmp/` older than [`TMP_MAX_AGE`] (a
+/// delivery writes there only briefly). Best effort: what cannot be removed stays.
+pub fn clean_tmp<F: Fs>(fs: &F, dir: &Path, now: std::time::SystemTime) {
+    let tmp = dir.join("tmp");
+    for name in fs.list_dir(&tmp).unwrap_or_default() {
+        let p = tmp.join(&name);
+        let old = fs.metadata(&p).is_ok_and(|m| {
+            !m.is_dir
+                && now
+                    .duration_since(m.mtime)
+                    .is_ok_and(|age| age > TMP_MAX_AGE)
+        });
+        if old {
+            let _ = fs.unlink(&p);
+        }
+    }
+}
+
 /// UPDATE: remove the deleted messages, then make that durable. An error leaves the rest of
 /// the mailbox as it was; messages not yet removed are listed again next time.
 ///
@@ -192,5 +213,21 @@ mod tests {
         assert!(p.join("cur/100.a.host:2,").exists());
         update(&fs, p, &["cur/100.a.host:2,".into(), "cur/gone".into()]).unwrap();
         assert_eq!(open(&fs, p).unwrap().len(), 1);
+        // Debris older than 36 hours goes from tmp/, a delivery in progress stays.
+        for n in ["old", "new"] {
+            std::fs::write(p.join("tmp").join(n), "x").unwrap();
+        }
+        let now = std::time::SystemTime::now();
+        let f = std::fs::File::options()
+            .write(true)
+            .open(p.join("tmp/old"))
+            .unwrap();
+        f.set_modified(now - TMP_MAX_AGE - std::time::Duration::from_secs(1))
+            .unwrap();
+        clean_tmp(&fs, p, now);
+        assert_eq!(
+            fs.list_dir(&p.join("tmp")).unwrap(),
+            vec!["new".to_string()]
+        );
     }
 }

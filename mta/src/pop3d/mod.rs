@@ -222,7 +222,12 @@ async fn login<E: Env>(
             return (Login::Temp(why), None);
         }
     };
-    match as_user(env, &m, mailbox::open).await {
+    let now = env.now();
+    let open = move |fs: &E::Fs, dir: &Path| {
+        mailbox::clean_tmp(fs, dir, now);
+        mailbox::open(fs, dir)
+    };
+    match as_user(env, &m, open).await {
         Ok(msgs) => {
             tracing::info!("pop3 {peer}: {} logged in, {} messages", c.user, msgs.len());
             (Login::Ok(msgs), Some(m))
