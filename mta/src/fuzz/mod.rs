@@ -27,6 +27,7 @@ fn policy(databytes: u64) -> Policy {
         envnoathost: "fuzz.example".into(),
         null_sender_one_rcpt: true,
         rcpt_check: None,
+        secure: Default::default(),
         peer: Peer {
             remote_ip: "10.0.0.1".into(),
             ..Peer::default()
