@@ -137,6 +137,9 @@ pub fn smtp_reply(data: &[u8]) {
                 assert!(sent < 1 << 20, "the client keeps talking");
             }
             Step::SendBody => sent += 5,
+            Step::StartTls => {
+                let _ = c.tls_started();
+            }
             Step::NeedInput => {}
         }
     }
