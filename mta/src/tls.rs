@@ -71,7 +71,8 @@ pub fn load_server<F: Fs>(fs: &F, root: &Path) -> Result<Option<Arc<ServerConfig
     }
 }
 
-/// A self-signed certificate for `host` and its key, as one PEM text (certificate first).
+/// A self-signed certificate for `host` and its key, as one PEM text (key first, the order
+/// Postfix's `smtpd_tls_chain_files` wants too).
 pub fn self_signed(host: &str) -> Result<String, TlsError> {
     let key = rcgen::KeyPair::generate().map_err(|e| TlsError::Generate(e.to_string()))?;
     let params = rcgen::CertificateParams::new(vec![host.to_string()])
@@ -79,7 +80,7 @@ pub fn self_signed(host: &str) -> Result<String, TlsError> {
     let cert = params
         .self_signed(&key)
         .map_err(|e| TlsError::Generate(e.to_string()))?;
-    Ok(format!("{}{}", cert.pem(), key.serialize_pem()))
+    Ok(format!("{}{}", key.serialize_pem(), cert.pem()))
 }
 
 /// How remote delivery treats TLS toward one destination.
@@ -202,7 +203,7 @@ mod tests {
             "{e}"
         );
         let pem = self_signed("a.example").unwrap();
-        let cert_only = &pem[..pem.find("-----BEGIN PRIVATE").unwrap()];
+        let cert_only = &pem[pem.find("-----BEGIN CERTIFICATE").unwrap()..];
         let e = server_config(cert_only.as_bytes(), SERVERCERT).unwrap_err();
         assert!(e.to_string().contains("no private key"), "{e}");
     }

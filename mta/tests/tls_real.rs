@@ -142,38 +142,6 @@ fn starttls(addr: SocketAddr) -> BufReader<TlsStream> {
     tls_client(s)
 }
 
-/// Whether `cmd` is on this host, installing `package` from the distribution if it is not
-/// and we are root; false (with a message) when the test must skip.
-fn have(cmd: &str, package: &str) -> bool {
-    static APT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let found = || {
-        Command::new("sh")
-            .args(["-c", &format!("command -v {cmd}")])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if found() {
-        return true;
-    }
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("SKIP: {cmd} is not installed and installing {package} needs root");
-        return false;
-    }
-    let _one_at_a_time = APT.lock().unwrap_or_else(|e| e.into_inner());
-    let ok = Command::new("apt-get")
-        .args(["install", "-y", "-q", package])
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok || !found() {
-        eprintln!("SKIP: could not install {package} (apt-get install failed)");
-        return false;
-    }
-    true
-}
-
 fn swaks(args: &[&str]) -> (bool, String) {
     let o = Command::new("swaks")
         .args(args)
@@ -353,7 +321,7 @@ fn failures_are_limited_and_no_password_reaches_the_log() {
 
 #[test]
 fn swaks_starttls_and_implicit_tls_with_auth() {
-    if !have("swaks", "swaks") {
+    if !common::have("swaks", "swaks") {
         return;
     }
     let srv = start(&[]);
@@ -429,7 +397,7 @@ fn swaks_starttls_and_implicit_tls_with_auth() {
 
 #[test]
 fn openssl_s_client_starttls() {
-    if !have("openssl", "openssl") {
+    if !common::have("openssl", "openssl") {
         return;
     }
     let srv = start(&[]);
@@ -460,7 +428,7 @@ fn openssl_s_client_starttls() {
 
 #[test]
 fn python_smtplib_starttls_login_and_send() {
-    if !have("python3", "python3") {
+    if !common::have("python3", "python3") {
         return;
     }
     let srv = start(&[]);
