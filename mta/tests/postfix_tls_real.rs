@@ -221,7 +221,12 @@ fn postfix_both_ways_over_starttls() {
     let (child, addr) = common::spawn_listening(cmd);
     let srv = common::Server { child, addr, root };
     let pf = start_postfix(pf_port, srv.addr);
+    postfix_to_mta(&pf, pf_port, &srv);
+    mta_to_postfix(&pf, &srv, &log);
+}
 
+/// Postfix relays a message to bill@far.example through mta, TLS required on its side.
+fn postfix_to_mta(pf: &Postfix, pf_port: u16, srv: &common::Server) {
     // Postfix as the client: it must use TLS (encrypt) to hand over to mta.
     let pf_addr = SocketAddr::from(([127, 0, 0, 1], pf_port));
     send(
@@ -245,7 +250,10 @@ fn postfix_both_ways_over_starttls() {
         "{}",
         pf.log()
     );
+}
 
+/// mta delivers to someone@pf.example at Postfix, TLS required by tlsdestinations.
+fn mta_to_postfix(pf: &Postfix, srv: &common::Server, log: &Path) {
     // mta as the client: TLS required for pf.example.
     let mut inj = Command::new(mta())
         .args([
@@ -271,7 +279,7 @@ fn postfix_both_ways_over_starttls() {
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while !took() {
-        let mine = std::fs::read_to_string(&log).unwrap_or_default();
+        let mine = std::fs::read_to_string(log).unwrap_or_default();
         let why = format!("mta:\n{mine}\npostfix:\n{}", pf.log());
         assert!(
             std::time::Instant::now() < deadline,
@@ -284,7 +292,7 @@ fn postfix_both_ways_over_starttls() {
         l.contains("Anonymous TLS connection established from localhost[127.0.0.1]"),
         "{l}"
     );
-    let mine = std::fs::read_to_string(&log).unwrap();
+    let mine = std::fs::read_to_string(log).unwrap();
     assert!(
         mine.contains("success: 127.0.0.1_accepted_message."),
         "{mine}"

@@ -296,6 +296,17 @@ impl Wanted {
 }
 
 impl<R: Resolve> Smtp<R> {
+    /// TLS for the recipient's domain, and credentials when mail goes to a `relay` from
+    /// smtproutes.
+    fn wanted(&self, domain: &str, relay: Option<&str>) -> Wanted {
+        Wanted {
+            tls: self.cfg.tls_destinations.find(domain),
+            auth: relay
+                .and_then(|r| self.cfg.relay_auth.find(r))
+                .map(|(u, p)| (u.to_string(), p)),
+        }
+    }
+
     /// One connection to `host` at `to` (and, when opportunistic TLS failed in the
     /// handshake, one more without TLS); `None` when no connection was made.
     async fn attempt<E: Env>(
@@ -354,13 +365,7 @@ impl<R: Resolve> Smtp<R> {
             Ok(h) => h,
             Err(o) => return o,
         };
-        let wanted = Wanted {
-            tls: self.cfg.tls_destinations.find(domain),
-            auth: (!via_mx)
-                .then(|| self.cfg.relay_auth.find(&hosts[0]))
-                .flatten()
-                .map(|(u, p)| (u.to_string(), p)),
-        };
+        let wanted = self.wanted(domain, (!via_mx).then(|| hosts[0].as_str()));
         let (mut resolved, mut dns_trouble, mut last) = (false, false, None);
         // Hosts are resolved one at a time, in order: a big MX set costs nothing past the
         // host that takes the message.

@@ -323,17 +323,7 @@ impl Client {
                 self.stage = Stage::Helo;
                 Step::Send(format!("HELO {}\r\n", self.helo).into_bytes())
             }
-            Stage::StartTls if c == 220 => Step::StartTls,
-            Stage::StartTls if self.tls_want == TlsWant::Required => self.no_tls(&r),
-            Stage::StartTls => self.mail(),
-            Stage::Auth if c == 235 => self.mail(),
-            Stage::Auth => {
-                let t = self.said(
-                    &format!("Connected to {h} but authentication was rejected."),
-                    &r,
-                );
-                self.quit_with(Outcome::Deferred(t))
-            }
+            Stage::StartTls | Stage::Auth => self.on_secure_reply(r),
             Stage::Helo if c == 250 => self.mail(),
             Stage::Helo => {
                 let o = Outcome::NextHost(
@@ -381,6 +371,23 @@ impl Client {
                         "Connected to {h} but the dialogue went wrong. (#4.4.2)"
                     ))
                 }))
+            }
+        }
+    }
+
+    /// The reply to STARTTLS or AUTH.
+    fn on_secure_reply(&mut self, r: Reply) -> Step {
+        match (self.stage, r.code) {
+            (Stage::StartTls, 220) => Step::StartTls,
+            (Stage::StartTls, _) if self.tls_want == TlsWant::Required => self.no_tls(&r),
+            (Stage::StartTls, _) | (Stage::Auth, 235) => self.mail(),
+            _ => {
+                let h = &self.host;
+                let t = self.said(
+                    &format!("Connected to {h} but authentication was rejected."),
+                    &r,
+                );
+                self.quit_with(Outcome::Deferred(t))
             }
         }
     }
