@@ -1,10 +1,12 @@
 //! Fuzz entry points, shared by the libFuzzer targets in `fuzz/` and by the regular test that
 //! replays their committed corpora. Each checks invariants beyond "no panic".
 
+mod auth;
 mod config;
 mod inject;
 mod queue;
 
+pub use auth::smtp_auth;
 pub use config::{control_files, smtpd_rules};
 pub use inject::inject_headers;
 pub use queue::{log_recovery, todo_file};
