@@ -1,6 +1,6 @@
 //! Issue 10 with Postfix as the peer, both ways over STARTTLS: Postfix relaying into
-//! `mta run` with `smtp_tls_security_level = encrypt`, and `mta run` delivering to Postfix
-//! with TLS required by `control/tlsdestinations`. Postfix runs as a private instance (its
+//! `mta run` with `smtp_tls_security_level = encrypt` and SMTP AUTH (Cyrus SASL's PLAIN), and
+//! `mta run` delivering to Postfix with TLS required by `control/tlsdestinations`. Postfix runs as a private instance (its
 //! own configuration, queue and log under /var/tmp), installed from the distribution's
 //! packages when missing; skipped when not root.
 
@@ -62,7 +62,25 @@ fn install_postfix() -> bool {
             .write_all(b"postfix postfix/main_mailer_type select No configuration\n");
         let _ = c.wait();
     }
-    common::have("postfix", "postfix")
+    if !common::have("postfix", "postfix") {
+        return false;
+    }
+    // Postfix's SMTP client takes its SASL mechanisms (PLAIN) from Cyrus SASL's modules.
+    let sasl = Command::new("dpkg")
+        .args(["-s", "libsasl2-modules"])
+        .output();
+    if !sasl.is_ok_and(|o| o.status.success()) {
+        let ok = Command::new("apt-get")
+            .args(["install", "-y", "-q", "libsasl2-modules"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("SKIP: could not install libsasl2-modules");
+            return false;
+        }
+    }
+    true
 }
 
 /// Allow our configuration directory in the default main.cf (creating it if the package
@@ -114,7 +132,8 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 ";
 
 /// Start Postfix for pf.example on `port`: it relays everything else to `relay` only over
-/// TLS, offers STARTTLS itself, and discards mail for pf.example once accepted.
+/// TLS, authenticating as fred (password `secret`), offers STARTTLS itself, and discards
+/// mail for pf.example once accepted.
 fn start_postfix(port: u16, relay: SocketAddr) -> Postfix {
     let dir = PathBuf::from(DIR);
     let etc = dir.join("etc");
@@ -145,7 +164,8 @@ fn start_postfix(port: u16, relay: SocketAddr) -> Postfix {
          local_transport = discard\nalias_maps =\nalias_database =\nmynetworks = 127.0.0.0/8\n\
          relayhost = [{ip}]:{rport}\nsmtp_tls_security_level = encrypt\nsmtp_tls_loglevel = 1\n\
          smtpd_tls_security_level = may\nsmtpd_tls_chain_files = {d}/etc/cert.pem\n\
-         smtpd_tls_loglevel = 1\n",
+         smtpd_tls_loglevel = 1\nsmtp_sasl_auth_enable = yes\n\
+         smtp_sasl_password_maps = static:fred:secret\nsmtp_sasl_tls_security_options = noanonymous\n",
         ip = relay.ip(),
         rport = relay.port()
     );
@@ -205,6 +225,15 @@ fn postfix_both_ways_over_starttls() {
     // mta: far.example for bill, with pf.example reachable only over TLS.
     let root = tempfile::tempdir().unwrap();
     common::init(mta(), root.path(), "far.example", "bill");
+    let mut pw = Command::new(mta())
+        .args(["passwd", "--root"])
+        .arg(root.path())
+        .arg("fred")
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    pw.stdin.take().unwrap().write_all(b"secret\n").unwrap();
+    assert!(pw.wait().unwrap().success());
     let ctl = root.path().join("control");
     std::fs::write(
         ctl.join("smtproutes"),
@@ -241,8 +270,9 @@ fn postfix_to_mta(pf: &Postfix, pf_port: u16, srv: &common::Server) {
     });
     let f = std::fs::read_dir(&new).unwrap().next().unwrap().unwrap();
     let m = std::fs::read_to_string(f.path()).unwrap();
+    assert!(m.contains("(Postfix)"), "{m}");
     assert!(
-        m.contains("by far.example with ESMTPS;") && m.contains("(Postfix)"),
+        m.contains("(fred@127.0.0.1)\n  by far.example with ESMTPSA;"),
         "{m}"
     );
     assert!(
@@ -250,6 +280,17 @@ fn postfix_to_mta(pf: &Postfix, pf_port: u16, srv: &common::Server) {
         "{}",
         pf.log()
     );
+    // Relaying elsewhere is allowed because Postfix authenticated.
+    send(
+        pf_addr,
+        "someone@pf.example",
+        "x@elsewhere.example",
+        "Subject: relay\r\n\r\nhi",
+    );
+    common::eventually("relayed through mta", 60, || {
+        let l = pf.log();
+        l.contains("to=<x@elsewhere.example>, relay=127.0.0.1") && l.contains("status=sent (250 ok")
+    });
 }
 
 /// mta delivers to someone@pf.example at Postfix, TLS required by tlsdestinations.
