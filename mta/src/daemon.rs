@@ -247,6 +247,7 @@ fn receiver<E: Env>(
         filter,
         stats: Arc::new(Stats::default()),
         auth_backoff: Arc::default(),
+        per_ip: Default::default(),
     }
 }
 

@@ -517,3 +517,20 @@ fn checkpassword_program_and_reload_on_sighup() {
     say(&mut t, "EHLO c.example\r\n");
     assert!(say(&mut t, "AUTH PLAIN AGZyZWQAc2VjcmV0\r\n").starts_with("535 "));
 }
+
+#[test]
+fn concurrencyperip_counts_both_listeners() {
+    let srv = start(&[("concurrencyperip", "1\n")]);
+    let (_s, mut r) = common::connect(srv.addr);
+    assert!(reply(&mut r).starts_with("220 "));
+    // The implicit-TLS listener refuses the second session, inside TLS.
+    let tcp = TcpStream::connect(srv.tls_addr).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let mut t = tls_client(tcp);
+    let r = reply(&mut t);
+    assert!(
+        r.starts_with("421 too many connections from your address"),
+        "{r}"
+    );
+}

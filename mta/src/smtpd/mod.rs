@@ -238,6 +238,9 @@ pub struct Receiver<E: Env> {
     pub stats: Arc<Stats>,
     /// Failed AUTH attempts by client address.
     pub auth_backoff: Arc<auth::Backoff>,
+    /// Live sessions by client address, over every listener (the SMTP one and the
+    /// implicit-TLS one share `concurrencyperip`).
+    pub per_ip: PerIp,
 }
 
 impl<E: Env> Clone for Receiver<E> {
@@ -251,6 +254,7 @@ impl<E: Env> Clone for Receiver<E> {
             filter: self.filter.clone(),
             stats: self.stats.clone(),
             auth_backoff: self.auth_backoff.clone(),
+            per_ip: self.per_ip.clone(),
         }
     }
 }
@@ -294,7 +298,7 @@ async fn serve_listener<E: Env>(
     implicit: bool,
 ) {
     let mut sessions = JoinSet::new();
-    let per_ip = PerIp::default();
+    let per_ip = rx.per_ip.clone();
     loop {
         tokio::select! {
             biased;
