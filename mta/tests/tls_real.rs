@@ -534,3 +534,23 @@ fn concurrencyperip_counts_both_listeners() {
         "{r}"
     );
 }
+
+#[test]
+fn a_bad_certificate_on_sighup_keeps_the_old_one() {
+    let srv = start(&[]);
+    let before = presented_cert(srv.addr);
+    let cert = srv.root.path().join("control/servercert.pem");
+    let pem = std::fs::read_to_string(&cert).unwrap();
+    let key_only = &pem[..pem.find("-----BEGIN CERTIFICATE").unwrap()];
+    std::fs::write(&cert, key_only).unwrap();
+    let hup = Command::new("kill")
+        .args(["-HUP", &srv.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    common::eventually("the complaint", 10, || {
+        srv.log_text()
+            .contains("control/servercert.pem: no CERTIFICATE block; keeping the old settings")
+    });
+    assert_eq!(presented_cert(srv.addr), before);
+}
