@@ -118,3 +118,89 @@ fn starttls_and_auth_over_the_simulated_network() {
     });
     sim.run().unwrap();
 }
+
+/// Submit one message for fred@relay.example to "mta" over plain SMTP.
+async fn submit() -> turmoil::Result {
+    let to = std::net::SocketAddr::new(turmoil::lookup("mta"), PORT);
+    let mut s = BufReader::new(turmoil::net::TcpStream::connect(to).await?);
+    reply(&mut s).await.map_err(|e| e.to_string())?;
+    for (cmd, code) in [
+        ("HELO c.example\r\n", "250"),
+        ("MAIL FROM:<joe@heaven.af.mil>\r\n", "250"),
+        ("RCPT TO:<fred@relay.example>\r\n", "250"),
+        ("DATA\r\n", "354"),
+        (
+            "Subject: tls\r\n\r\nbetween simulated hosts\r\n.\r\n",
+            "250",
+        ),
+    ] {
+        let r = say(&mut s, cmd).await.map_err(|e| e.to_string())?;
+        assert!(r.starts_with(code), "{cmd:?}: {r}");
+    }
+    Ok(())
+}
+
+/// "mta" relays to relay.example's MX "mta2" (another simulated `mta run`) with TLS required
+/// by tlsdestinations; `cert`: whether mta2 has a certificate. Returns fred's mail on mta2
+/// and mta's log lines after `secs` simulated seconds.
+fn relay_world(cert: bool, secs: u64) -> (Vec<String>, Vec<String>) {
+    use sim::fixture::image;
+    let pem = mta::tls::self_signed("mx.relay.example").unwrap();
+    let mut relay = vec![
+        ("me", "relay.example"),
+        ("locals", "relay.example"),
+        ("rcpthosts", "relay.example"),
+    ];
+    if cert {
+        relay.push(("servercert.pem", pem.as_str()));
+    }
+    let sender = image(
+        &[
+            ("rcpthosts", "heaven.af.mil\nrelay.example\n"),
+            ("tlsdestinations", "relay.example\n"),
+        ],
+        &[],
+    );
+    let clock = || sim::fs::Clock::new(EPOCH_MS);
+    let disk2 = Disk::with_image(image(&relay, &[]), clock());
+    let mut sim = turmoil::Builder::new()
+        .epoch(std::time::UNIX_EPOCH + Duration::from_millis(EPOCH_MS))
+        .tick_duration(Duration::from_millis(100))
+        .simulation_duration(Duration::from_secs(secs + 60))
+        .rng_seed(5)
+        .build();
+    sim.host("dns", sim::remote_world::dns_host);
+    let host = MtaHost::new("mta", Disk::with_image(sender, clock()), 5, true);
+    host.install(&mut sim);
+    MtaHost::new("mta2", disk2.clone(), 6, true).install(&mut sim);
+    sim.client("client", submit());
+    while sim.elapsed() < Duration::from_secs(secs) {
+        sim.step().unwrap();
+    }
+    let img = disk2
+        .live()
+        .map_or_else(|| disk2.image(), |fs| fs.live_image());
+    let mail = sim::deliver::World::new(img, 0).maildir("home/fred/Maildir");
+    let lines = host.lines.lock().unwrap().clone();
+    (mail, lines)
+}
+
+#[test]
+fn remote_delivery_between_simulated_hosts_needs_starttls() {
+    let (mail, _) = relay_world(true, 60);
+    assert_eq!(mail.len(), 1, "{mail:?}");
+    assert!(
+        mail[0].contains("by relay.example with ESMTPS;"),
+        "{}",
+        mail[0]
+    );
+    // mta2 without a certificate: no STARTTLS offered, so the delivery is deferred.
+    let (mail, lines) = relay_world(false, 60);
+    assert!(mail.is_empty(), "{mail:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("deferral") && l.contains("does_not_offer_STARTTLS")),
+        "{lines:#?}"
+    );
+}
