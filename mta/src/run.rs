@@ -7,7 +7,13 @@ use mta::daemon::{self, Options, EXIT_TEMP};
 use mta::env::real::RealEnv;
 
 /// `nameservers` empty: those of `/etc/resolv.conf`.
-pub fn run(env: RealEnv, root: &Path, listen: SocketAddr, nameservers: Vec<SocketAddr>) -> i32 {
+pub fn run(
+    env: RealEnv,
+    root: &Path,
+    listen: SocketAddr,
+    listen_tls: Option<SocketAddr>,
+    nameservers: Vec<SocketAddr>,
+) -> i32 {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -21,6 +27,7 @@ pub fn run(env: RealEnv, root: &Path, listen: SocketAddr, nameservers: Vec<Socke
     let opts = Options {
         root: root.to_path_buf(),
         listen,
+        listen_tls,
         nameservers: (!nameservers.is_empty()).then_some(nameservers),
         local_ips: Vec::new(),
         log_sink: None,

@@ -1,10 +1,12 @@
 //! Fuzz entry points, shared by the libFuzzer targets in `fuzz/` and by the regular test that
 //! replays their committed corpora. Each checks invariants beyond "no panic".
 
+mod auth;
 mod config;
 mod inject;
 mod queue;
 
+pub use auth::smtp_auth;
 pub use config::{control_files, smtpd_rules};
 pub use inject::inject_headers;
 pub use queue::{log_recovery, todo_file};
@@ -27,6 +29,7 @@ fn policy(databytes: u64) -> Policy {
         envnoathost: "fuzz.example".into(),
         null_sender_one_rcpt: true,
         rcpt_check: None,
+        secure: Default::default(),
         peer: Peer {
             remote_ip: "10.0.0.1".into(),
             ..Peer::default()
@@ -136,6 +139,9 @@ pub fn smtp_reply(data: &[u8]) {
                 assert!(sent < 1 << 20, "the client keeps talking");
             }
             Step::SendBody => sent += 5,
+            Step::StartTls => {
+                let _ = c.tls_started();
+            }
             Step::NeedInput => {}
         }
     }
