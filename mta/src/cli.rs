@@ -71,6 +71,10 @@ enum Cmd {
         /// unless given, e.g. 127.0.0.1:5353).
         #[arg(long = "nameserver", value_name = "ADDR", value_parser = nameserver)]
         nameservers: Vec<std::net::SocketAddr>,
+        /// Also listen here for SMTP inside TLS from the first byte (SMTPS, port 465); needs
+        /// control/servercert.pem.
+        #[arg(long = "listen-tls", value_name = "ADDR")]
+        listen_tls: Option<std::net::SocketAddr>,
         /// Also serve POP3 (users' Maildirs, logins through control/checkpassword) here.
         #[arg(long = "listen-pop3", value_name = "ADDR")]
         listen_pop3: Option<std::net::SocketAddr>,
@@ -81,6 +85,12 @@ enum Cmd {
         /// only clients control/qmqp.rules allows).
         #[arg(long = "listen-qmqp", value_name = "ADDR")]
         listen_qmqp: Option<std::net::SocketAddr>,
+    },
+    /// Set a user's SMTP AUTH password in control/passwd (read from standard input: its
+    /// first line, or all of it).
+    Passwd {
+        /// The user name clients give to AUTH.
+        user: String,
     },
     /// Serve POP3 alone, keeping root (as tcpserver runs qmail-popup): for installations
     /// where `mta run` gives up root (control/queueuser) and so cannot open users' mailboxes.
@@ -166,6 +176,7 @@ pub fn main() -> i32 {
         Cmd::Run {
             listen,
             nameservers,
+            listen_tls,
             listen_pop3,
             listen_qmtp,
             listen_qmqp,
@@ -175,8 +186,9 @@ pub fn main() -> i32 {
                 qmtp: listen_qmtp,
                 qmqp: listen_qmqp,
             };
-            crate::run::run(env, &root, listen, nameservers, extra)
+            crate::run::run(env, &root, listen, listen_tls, nameservers, extra)
         }
+        Cmd::Passwd { user } => cmd_passwd(&root, &user),
         Cmd::Lspawn => crate::run::lspawn(env, &root),
         Cmd::Pop3d { listen } => crate::run::pop3d(env, &root, listen),
     }
@@ -216,6 +228,7 @@ fn cmd_init(
         disabled: Default::default(),
     };
     let done = init::init(env, root, &o).and_then(|()| {
+        servercert(root, &o.me)?;
         if let Some(q) = &o.queue_user {
             give_homes(root, &o)?;
             crate::owners::hand_over(root, q)?;
@@ -233,6 +246,80 @@ fn cmd_init(
         }
         Err(e) => {
             complain!("mta init: {e}");
+            EXIT_TEMP
+        }
+    }
+}
+
+/// A self-signed certificate for a fresh installation (an existing control/servercert.pem is
+/// kept, even with --force): STARTTLS works from the start.
+fn servercert(root: &Path, me: &str) -> Result<(), init::InitError> {
+    let path = root.join(mta::tls::SERVERCERT);
+    if path.exists() {
+        return Ok(());
+    }
+    let io = |source| init::InitError::Io {
+        context: format!("write {}", path.display()),
+        source,
+    };
+    let pem = mta::tls::self_signed(me).map_err(|e| io(std::io::Error::other(e)))?;
+    write_private(&path, pem.as_bytes()).map_err(io)
+}
+
+/// Write a file only its owner may read (mode 0600), durably, replacing any old one
+/// atomically.
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()
+}
+
+/// `mta passwd USER`: hash the password from standard input into control/passwd.
+fn cmd_passwd(root: &Path, user: &str) -> i32 {
+    if let Err(e) = mta::passwd::valid_user(user) {
+        complain!("mta passwd: {e}");
+        return EXIT_PERM;
+    }
+    let mut input = Vec::new();
+    if let Err(e) = std::io::stdin().lock().take(4096).read_to_end(&mut input) {
+        complain!("mta passwd: unable to read the password: {e}");
+        return EXIT_TEMP;
+    }
+    // The first line (what `echo` or a terminal gives), without its line end.
+    let password = input.split(|&b| b == b'\n').next().unwrap_or_default();
+    let password = password.strip_suffix(b"\r").unwrap_or(password);
+    let hash = match mta::passwd::hash(password, rand::random()) {
+        Ok(h) => h,
+        Err(e) => {
+            complain!("mta passwd: {e}");
+            return EXIT_PERM;
+        }
+    };
+    let path = root.join(mta::passwd::FILE);
+    let old = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => {
+            complain!("mta passwd: unable to read {}: {e}", path.display());
+            return EXIT_TEMP;
+        }
+    };
+    let text = mta::passwd::set(&old, user, &hash);
+    let written = write_private(&path, text.as_bytes())
+        .and_then(|()| crate::owners::give_secret(root, &path));
+    match written {
+        Ok(()) => 0,
+        Err(e) => {
+            complain!("mta passwd: unable to write {}: {e}", path.display());
             EXIT_TEMP
         }
     }

@@ -35,6 +35,8 @@ pub struct Options {
     pub root: PathBuf,
     /// Where the SMTP receiver listens.
     pub listen: SocketAddr,
+    /// Where it also listens for implicit TLS (SMTPS), if anywhere.
+    pub listen_tls: Option<SocketAddr>,
     /// DNS servers; `None` reads them from `/etc/resolv.conf`.
     pub nameservers: Option<Vec<SocketAddr>>,
     /// Addresses of this host besides loopback and the listen address (never a mail target).
@@ -77,6 +79,11 @@ pub enum StartError {
     Privileges(String),
     #[error("the local delivery helper stopped unexpectedly")]
     HelperStopped,
+    #[error(
+        "--listen-tls needs a certificate: {} is missing",
+        crate::tls::SERVERCERT
+    )]
+    NoCert,
 }
 
 /// Run until SIGTERM/SIGINT (exit 0) or a failed start (exit 111, reason on stderr).
@@ -297,6 +304,8 @@ fn receiver<E: Env>(
         },
         filter,
         stats: Arc::new(Stats::default()),
+        auth_backoff: Arc::default(),
+        per_ip: Default::default(),
     }
 }
 
@@ -308,17 +317,18 @@ async fn serve<E: Env>(env: E, mut opts: Options) -> Result<(), StartError> {
     let signals = env.signals().map_err(StartError::Signals)?;
     let ipme = Ipme::new(own_addresses(&env, &opts)?);
     let settings = receiver_settings(&env, &opts, &ipme)?;
+    if opts.listen_tls.is_some() && settings.tls.is_none() {
+        return Err(StartError::NoCert);
+    }
     // Bound while still root (port 25), before root is given up.
-    let listener = env
-        .net()
-        .listen(opts.listen)
-        .await
-        .map_err(|e| StartError::Listen(opts.listen, e))?;
+    let (listeners, bound) = listen(&env, &opts).await?;
     let extra = bind_listeners(&env, &opts).await?;
     let lspawn = give_up_root(&env, &opts)?;
     let (handle, manager_done) = start_queue(&env, &opts, &ipme, lspawn.clone())?;
-    let bound = listener.local_addr().unwrap_or(opts.listen);
-    env.stdout(&format!("mta: listening on {bound}"));
+    env.stdout(&format!("mta: listening on {}", bound.0));
+    if let Some(b) = bound.1 {
+        env.stdout(&format!("mta: listening for TLS on {b}"));
+    }
     let (set_tx, set_rx) = watch::channel(Arc::new(settings.clone()));
     let (filter_tx, filter_rx) = watch::channel(filter_for(&settings));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -329,6 +339,9 @@ async fn serve<E: Env>(env: E, mut opts: Options) -> Result<(), StartError> {
         set_rx.clone(),
     );
     let rx = receiver(&env, &opts, handle.clone(), set_rx, filter_rx);
+    let (listener, tls_listener) = listeners;
+    let tls_server =
+        tls_listener.map(|l| tokio::spawn(smtpd::serve_tls(rx.clone(), l, stop_rx.clone())));
     let server = tokio::spawn(smtpd::serve(rx, listener, stop_rx.clone()));
     let extra = start_listeners(&env, &opts, extra, &stop_rx, Arc::new(others));
     let reload = |s: Settings| {
@@ -351,6 +364,9 @@ async fn serve<E: Env>(env: E, mut opts: Options) -> Result<(), StartError> {
     };
     let _ = stop_tx.send(true);
     let _ = server.await;
+    if let Some(s) = tls_server {
+        let _ = s.await;
+    }
     for x in extra {
         let _ = x.await;
     }
@@ -407,6 +423,34 @@ fn start_listeners<E: Env>(
         });
     }
     tasks
+}
+
+type SmtpListeners<E> = (
+    <<E as Env>::Net as Net>::Listener,
+    Option<<<E as Env>::Net as Net>::Listener>,
+);
+
+/// Bind the SMTP listener and the implicit-TLS one; also where each is bound (announced
+/// once the queue is up and connections are served).
+async fn listen<E: Env>(
+    env: &E,
+    opts: &Options,
+) -> Result<(SmtpListeners<E>, (SocketAddr, Option<SocketAddr>)), StartError> {
+    let bind = |addr| async move {
+        let l = env
+            .net()
+            .listen(addr)
+            .await
+            .map_err(|e| StartError::Listen(addr, e))?;
+        Ok::<_, StartError>((l.local_addr().unwrap_or(addr), l))
+    };
+    let (bound, listener) = bind(opts.listen).await?;
+    let tls = match opts.listen_tls {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
+    let tls_bound = tls.as_ref().map(|(b, _)| *b);
+    Ok(((listener, tls.map(|(_, l)| l)), (bound, tls_bound)))
 }
 
 /// Every control file, checked before any part takes new settings, so a mistake leaves the

@@ -63,7 +63,36 @@ pub fn hand_over(root: &Path, account: &str) -> Result<(), InitError> {
         chmod(&root.join("control").join(f), 0o644)?;
     }
     chmod(&root.join("users/assign"), 0o644)?;
+    // Secrets the server reads after giving root up: its own, still private (0600).
+    for f in SECRETS {
+        let p = root.join("control").join(f);
+        if p.exists() {
+            std::os::unix::fs::lchown(&p, Some(uid), Some(gid))
+                .map_err(io_err(format!("chown {}", p.display())))?;
+        }
+    }
     give(&root.join("queue"), (uid, gid))
+}
+
+/// Control files only the server may read: the TLS key, the AUTH password hashes, the
+/// smarthost credentials.
+const SECRETS: [&str; 3] = ["servercert.pem", "passwd", "smtproutesauth"];
+
+/// Root wrote a secret control file: give it to the queue user (if the installation has one),
+/// who reads it after root is given up.
+pub fn give_secret(root: &Path, path: &Path) -> std::io::Result<()> {
+    if !nix::unistd::getuid().is_root() {
+        return Ok(());
+    }
+    let name = match std::fs::read_to_string(root.join("control/queueuser")) {
+        Ok(s) => s.trim().to_string(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let Some(pw) = nix::unistd::User::from_name(&name).ok().flatten() else {
+        return Err(std::io::Error::other(format!("no account named {name:?}")));
+    };
+    std::os::unix::fs::lchown(path, Some(pw.uid.as_raw()), Some(pw.gid.as_raw()))
 }
 
 /// `chown -R` and owner-only modes: the queue user reads and writes it, delivery users never.

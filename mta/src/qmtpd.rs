@@ -70,10 +70,8 @@ impl<E: Env> Server<E> {
     ) -> Reply {
         let qp = self.sessions.load(Ordering::Relaxed);
         let me = self.settings.borrow().me.clone();
-        let line = crate::smtp::received::line(peer, None, &me, self.now());
-        let mut data = line
-            .replacen(" with SMTP;", &format!(" with {proto};"), 1)
-            .into_bytes();
+        let line = crate::smtp::received::line(peer, None, &me, proto, self.now());
+        let mut data = line.into_bytes();
         data.extend_from_slice(message);
         let m = NewMessage {
             sender,

@@ -11,6 +11,7 @@ pub fn run(
     env: RealEnv,
     root: &Path,
     listen: SocketAddr,
+    listen_tls: Option<SocketAddr>,
     nameservers: Vec<SocketAddr>,
     listeners: Listeners,
 ) -> i32 {
@@ -27,6 +28,7 @@ pub fn run(
     let opts = Options {
         root: root.to_path_buf(),
         listen,
+        listen_tls,
         nameservers: (!nameservers.is_empty()).then_some(nameservers),
         local_ips: Vec::new(),
         log_sink: None,

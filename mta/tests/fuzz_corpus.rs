@@ -29,6 +29,18 @@ fn smtp_session_corpus() {
 }
 
 #[test]
+fn smtp_auth_corpus() {
+    let c = corpus("smtp_auth");
+    assert!(c.len() >= 8);
+    for input in &c {
+        mta::fuzz::smtp_auth(input);
+        for cut in (0..input.len()).step_by(input.len() / 16 + 1) {
+            mta::fuzz::smtp_auth(&input[..cut]);
+        }
+    }
+}
+
+#[test]
 fn smtp_address_corpus() {
     let c = corpus("smtp_address");
     assert!(!c.is_empty());

@@ -19,6 +19,8 @@ const KNOWN_MUST_BUGS: &[&str] = &["crlf.bare-lf-not-end-of-command"];
 fn install(root: &Path) {
     let mta = env!("CARGO_BIN_EXE_mta");
     common::init(mta, root, "heaven.af.mil", "fred");
+    // The catalogue's mta profile is the server without TLS (as in the simulator).
+    std::fs::remove_file(root.join("control/servercert.pem")).unwrap();
     let ctl = fixtures().join("rfc5321/control");
     for e in std::fs::read_dir(ctl).unwrap() {
         let p = e.unwrap().path();

@@ -20,6 +20,7 @@ fn policy() -> Policy {
         envnoathost: "heaven.af.mil".into(),
         null_sender_one_rcpt: true,
         rcpt_check: None,
+        secure: Default::default(),
         peer: Peer {
             remote_ip: "10.1.2.3".into(),
             ..Peer::default()
@@ -47,7 +48,7 @@ fn run_with(
             // Resume buffered input.
             feed_rest(s, out, &commit, &mut msgs);
         }
-        Step::NeedInput | Step::Close => out.extend(s.take_output()),
+        _ => out.extend(s.take_output()),
     };
     for c in input.chunks(chunk.max(1)) {
         if s.is_closed() {

@@ -32,6 +32,8 @@ fn start(extra: &[(&str, &str)]) -> Server {
         .output()
         .unwrap();
     assert!(st.status.success());
+    // The dialogues describe a server without TLS (as in the simulator): no STARTTLS offer.
+    std::fs::remove_file(root.path().join("control/servercert.pem")).unwrap();
     let ctl = fixtures().join("smtp/control");
     for f in ["me", "rcpthosts", "locals", "badmailfrom", "databytes"] {
         std::fs::copy(ctl.join(f), root.path().join("control").join(f)).unwrap();

@@ -134,6 +134,7 @@ impl World {
         let opts = Options {
             root: root(),
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), PORT),
+            listen_tls: None,
             nameservers: Some(Vec::new()),
             local_ips: Vec::new(),
             log_sink: Some(sink(&env, &lines, &ended)),

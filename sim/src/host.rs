@@ -95,6 +95,7 @@ impl MtaHost {
         let opts = Options {
             root: root(),
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), PORT),
+            listen_tls: None,
             nameservers: Some(if self.dns {
                 vec![SocketAddr::new(turmoil::lookup("dns"), 53)]
             } else {

@@ -12,6 +12,7 @@ pub mod dns_server;
 pub mod env;
 pub mod fixture;
 pub mod fs;
+pub mod fuzz;
 pub mod host;
 pub mod install;
 pub mod lifecycle;

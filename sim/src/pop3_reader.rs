@@ -40,9 +40,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The scripted checkpassword: fred's password is `secret`.
 pub fn setup() -> Setup {
     Arc::new(|env: &SimEnv| {
-        let cmd = mta::auth::checkpassword::shell_command(CHECKER);
+        let cmd = CHECKER.to_string();
         env.set_program(&cmd, |p| Exit {
-            code: Some(if p.stdin == b"fred\0secret\0\0" { 0 } else { 1 }),
+            code: Some(if fred_secret(p) { 0 } else { 1 }),
             output: Vec::new(),
         });
     })
@@ -147,4 +147,11 @@ fn durably_gone(disk: &Disk, reads: &Shared, deleted: &[(String, String)]) {
             ));
         }
     }
+}
+
+/// What the scripted checkpassword accepts on descriptor 3: fred's password `secret`.
+fn fred_secret(p: &mta::env::Program) -> bool {
+    p.fd3
+        .as_ref()
+        .is_some_and(|s| s.0.starts_with(b"fred\0secret\0"))
 }

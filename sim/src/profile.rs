@@ -186,7 +186,7 @@ impl std::str::FromStr for Profile {
 
 /// What a scripted peer does on its first connection: temporary and permanent refusals at
 /// each stage, drops, slowness.
-fn draw_peer(r: &mut ChaCha8Rng) -> Peer {
+fn draw_peer<R: Rng>(r: &mut R) -> Peer {
     let steps = [
         Peer::Greeting(421),
         Peer::Mail(451),
@@ -207,14 +207,19 @@ fn draw_peer(r: &mut ChaCha8Rng) -> Peer {
     steps[r.random_range(0..steps.len())]
 }
 
-fn some<T>(r: &mut ChaCha8Rng, p: f64, f: impl FnOnce(&mut ChaCha8Rng) -> T) -> Option<T> {
+fn some<R: Rng, T>(r: &mut R, p: f64, f: impl FnOnce(&mut R) -> T) -> Option<T> {
     r.random_bool(p).then(|| f(r))
 }
 
 impl Profile {
     /// The profile a seed draws (each fault on or off, then its parameters).
     pub fn draw(seed: u64) -> Profile {
-        let mut r = ChaCha8Rng::seed_from_u64(seed ^ 0x5a5a_5a5a);
+        Profile::draw_from(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x5a5a_5a5a))
+    }
+
+    /// The profile a source of choices draws: a seeded generator for the swarm, a fuzzer's
+    /// bytes for the structure-aware fuzz target (`crate::fuzz`).
+    pub fn draw_from<R: Rng>(mut r: &mut R) -> Profile {
         let n = if r.random_bool(0.7) {
             r.random_range(1..=3)
         } else {
@@ -222,7 +227,7 @@ impl Profile {
         };
         let crashes = (0..n).map(|_| r.random_range(3..120)).collect();
         let persist = (0..n).map(|_| Persist::draw(&mut r)).collect();
-        let several = |r: &mut ChaCha8Rng, k: usize, hi: u64| -> Vec<u64> {
+        let several = |r: &mut R, k: usize, hi: u64| -> Vec<u64> {
             let mut v: Vec<u64> = (0..r.random_range(1..=k))
                 .map(|_| r.random_range(3..hi))
                 .collect();

@@ -38,9 +38,9 @@ fn host(disk: &Disk) -> MtaHost {
     let mut h = MtaHost::new("mta", disk.clone(), 7, false);
     h.listeners.pop3 = Some(SocketAddr::from(([0, 0, 0, 0], POP3)));
     h.setup = Some(Arc::new(|env: &sim::env::SimEnv| {
-        let cmd = mta::auth::checkpassword::shell_command("check");
+        let cmd = "check".to_string();
         env.set_program(&cmd, |p| Exit {
-            code: Some(if p.stdin == b"fred\0secret\0\0" { 0 } else { 1 }),
+            code: Some(if fred_secret(p) { 0 } else { 1 }),
             output: Vec::new(),
         });
     }));
@@ -128,4 +128,11 @@ fn pop3_over_the_simulated_network_and_deletions_survive_a_crash_after_quit() {
         assert_eq!(say(&mut w, "UIDL 1", false).await[0], "+OK 1 200.b.sim");
         assert_eq!(say(&mut w, "QUIT", false).await[0], "+OK");
     });
+}
+
+/// What the scripted checkpassword accepts on descriptor 3: fred's password `secret`.
+fn fred_secret(p: &mta::env::Program) -> bool {
+    p.fd3
+        .as_ref()
+        .is_some_and(|s| s.0.starts_with(b"fred\0secret\0"))
 }

@@ -6,8 +6,13 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+
+/// A connection, plain or TLS.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+type Conn = BufReader<Box<dyn Io>>;
 
 #[derive(Parser)]
 struct Cli {
@@ -26,9 +31,48 @@ struct Cli {
     idle: Option<usize>,
     #[arg(long, default_value_t = 5)]
     hold: u64,
+    /// STARTTLS after the first EHLO (any certificate accepted), then EHLO again.
+    #[arg(long)]
+    starttls: bool,
+    /// TLS from the first byte (an implicit-TLS listener).
+    #[arg(long, conflicts_with = "starttls")]
+    tlsc: bool,
 }
 
-async fn reply(r: &mut BufReader<TcpStream>) -> std::io::Result<String> {
+async fn tls(s: Box<dyn Io>) -> std::io::Result<Box<dyn Io>> {
+    let connector = tokio_rustls::TlsConnector::from(mta::tls::client_config(None));
+    let name = "load.example".try_into().expect("name");
+    Ok(Box::new(connector.connect(name, s).await?))
+}
+
+/// Connect, read the greeting and say EHLO, through TLS as asked.
+async fn open(cli: &Cli) -> std::io::Result<Conn> {
+    let tcp = TcpStream::connect(cli.server).await?;
+    tcp.set_nodelay(true)?;
+    let mut s: Box<dyn Io> = Box::new(tcp);
+    if cli.tlsc {
+        s = tls(s).await?;
+    }
+    let mut r = BufReader::new(s);
+    reply(&mut r).await?;
+    r.get_mut().write_all(b"EHLO load.example\r\n").await?;
+    r.get_mut().flush().await?;
+    reply(&mut r).await?;
+    if cli.starttls {
+        r.get_mut().write_all(b"STARTTLS\r\n").await?;
+        r.get_mut().flush().await?;
+        if !reply(&mut r).await?.starts_with("220") {
+            return Err(std::io::Error::other("STARTTLS refused"));
+        }
+        r = BufReader::new(tls(r.into_inner()).await?);
+        r.get_mut().write_all(b"EHLO load.example\r\n").await?;
+        r.get_mut().flush().await?;
+        reply(&mut r).await?;
+    }
+    Ok(r)
+}
+
+async fn reply(r: &mut Conn) -> std::io::Result<String> {
     let mut all = String::new();
     loop {
         let mut l = String::new();
@@ -43,11 +87,7 @@ async fn reply(r: &mut BufReader<TcpStream>) -> std::io::Result<String> {
 }
 
 async fn client(cli: &Cli, body: &str) -> std::io::Result<usize> {
-    let mut r = BufReader::new(TcpStream::connect(cli.server).await?);
-    r.get_mut().set_nodelay(true)?;
-    reply(&mut r).await?;
-    r.get_mut().write_all(b"EHLO load.example\r\n").await?;
-    reply(&mut r).await?;
+    let mut r = open(cli).await?;
     let mut ok = 0;
     let tx = format!(
         "MAIL FROM:<load@example.net>\r\nRCPT TO:<{}>\r\nDATA\r\n",
@@ -55,15 +95,18 @@ async fn client(cli: &Cli, body: &str) -> std::io::Result<usize> {
     );
     for _ in 0..cli.messages {
         r.get_mut().write_all(tx.as_bytes()).await?;
+        r.get_mut().flush().await?;
         for _ in 0..3 {
             reply(&mut r).await?;
         }
         r.get_mut().write_all(body.as_bytes()).await?;
+        r.get_mut().flush().await?;
         if reply(&mut r).await?.starts_with("250") {
             ok += 1;
         }
     }
     r.get_mut().write_all(b"QUIT\r\n").await?;
+    r.get_mut().flush().await?;
     Ok(ok)
 }
 
@@ -73,7 +116,8 @@ async fn main() {
     if let Some(n) = cli.idle {
         let mut conns = Vec::with_capacity(n);
         for _ in 0..n {
-            let mut r = BufReader::new(TcpStream::connect(cli.server).await.expect("connect"));
+            let s: Box<dyn Io> = Box::new(TcpStream::connect(cli.server).await.expect("connect"));
+            let mut r = BufReader::new(s);
             reply(&mut r).await.expect("greeting");
             conns.push(r);
         }

@@ -261,11 +261,11 @@ pub fn floods(ctx: &mut Ctx) -> Result<(), SecError> {
     flood_row(ctx, "DATA", "", 5)?;
     pipelined_messages(ctx)?;
     before_greeting(ctx)?;
-    let odd: [(&str, &[u8], u8); 11] = [
+    starttls_injection(ctx)?;
+    let odd: [(&str, &[u8], u8); 10] = [
         ("VRFY fred", b"VRFY fred\r\n", 2),
         ("EXPN postmaster", b"EXPN postmaster\r\n", 5),
         ("HELP", b"HELP\r\n", 2),
-        ("STARTTLS", b"STARTTLS\r\n", 5),
         (
             "AUTH PLAIN AGZyZWQAc2VjcmV0",
             b"AUTH PLAIN AGZyZWQAc2VjcmV0\r\n",
@@ -308,6 +308,26 @@ pub fn floods(ctx: &mut Ctx) -> Result<(), SecError> {
     }
     garbage(ctx)?;
     half_close(ctx)
+}
+
+/// STARTTLS (offered: `mta init` makes a certificate), then a command in the clear: the
+/// server says 220 and then speaks only TLS, so the injected RSET is never answered
+/// (CVE-2011-0411); the plain-text bytes fail the handshake and the connection closes.
+fn starttls_injection(ctx: &mut Ctx) -> Result<(), SecError> {
+    let input = "STARTTLS, then RSET in the clear (command injection, CVE-2011-0411)";
+    ctx.row("commands", input, Expect::Closed, On::Main, move |ctx| {
+        let mut c = session(ctx, PLAIN)?;
+        let replies = probe(&mut c, b"STARTTLS\r\n");
+        let ok = replies
+            .first()
+            .is_some_and(|r| r.starts_with("220 ready to start TLS"));
+        let reply = last_first(&replies);
+        Ok(if ok {
+            Outcome::reply(reply)
+        } else {
+            Outcome::reply(format!("no 220 to STARTTLS: {reply}"))
+        })
+    })
 }
 
 /// Many whole messages (MAIL, RCPT, DATA, text, dot) in one write: each must be

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::env::{Env, Program};
+use crate::env::{Env, Program, Secret};
 
 /// The most a checker reads from descriptor 3.
 pub const MAX_INPUT: usize = 512;
@@ -22,14 +22,6 @@ pub enum Verdict {
     /// The checker failed (exit 111, 2 for misuse, a crash, not found, too slow): try again
     /// later.
     Temp,
-}
-
-/// The shell text that runs `command` with what it reads on descriptor 3 (the program's
-/// input) and nothing on its standard input. The simulator scripts checkers under this name.
-pub fn shell_command(command: &str) -> String {
-    // Braces so the redirections cover a command line of several commands; the newline ends a
-    // trailing comment.
-    format!("{{ {command}\n}} 3<&0 </dev/null")
 }
 
 /// The bytes a checker reads; `None` when they exceed [`MAX_INPUT`] (a bad login, as the
@@ -55,15 +47,16 @@ pub async fn check<E: Env>(
     if user.contains('\0') || password.contains(&0) {
         return Verdict::Bad;
     }
-    let Some(stdin) = input(user, password, timestamp) else {
+    let Some(fd3) = input(user, password, timestamp) else {
         return Verdict::Bad;
     };
     let p = Program {
-        command: shell_command(command),
+        command: command.to_string(),
         dir: "/".into(),
         creds: None,
         vars: Vec::new(),
-        stdin,
+        stdin: Vec::new(),
+        fd3: Some(Secret(fd3)),
     };
     let exit = tokio::select! {
         biased;

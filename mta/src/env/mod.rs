@@ -126,6 +126,18 @@ pub struct Program {
     /// Environment variables (qmail-command's SENDER, RECIPIENT, ...).
     pub vars: Vec<(String, String)>,
     pub stdin: Vec<u8>,
+    /// What the program reads on descriptor 3 (checkpassword's `user\0password\0...`).
+    pub fd3: Option<Secret>,
+}
+
+/// Bytes that must never be printed (a password): `Debug` shows only their length.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub Vec<u8>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret({} bytes)", self.0.len())
+    }
 }
 
 /// How a program ended.

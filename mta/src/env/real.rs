@@ -52,9 +52,15 @@ impl Env for RealEnv {
             // As root, std also drops every supplementary group.
             cmd.uid(c.uid).gid(c.gid);
         }
+        // Descriptor 3 without unsafe code: the shell moves the pipe it gets as standard
+        // input there, and the program's standard input is /dev/null.
+        let (command, input) = match p.fd3 {
+            Some(s) => (format!("exec 3<&0 </dev/null\n{}", p.command), s.0),
+            None => (p.command, p.stdin),
+        };
         let mut child = cmd
             .arg("-c")
-            .arg(&p.command)
+            .arg(&command)
             .current_dir(&p.dir)
             .env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
@@ -65,7 +71,6 @@ impl Env for RealEnv {
             .kill_on_drop(true)
             .spawn()?;
         let mut stdin = child.stdin.take();
-        let input = p.stdin;
         // Feed stdin while reading output, so neither side can block the other.
         let writer = tokio::spawn(async move {
             if let Some(s) = stdin.as_mut() {

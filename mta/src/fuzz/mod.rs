@@ -1,12 +1,14 @@
 //! Fuzz entry points, shared by the libFuzzer targets in `fuzz/` and by the regular test that
 //! replays their committed corpora. Each checks invariants beyond "no panic".
 
+mod auth;
 mod config;
 mod inject;
 mod pop3;
 mod queue;
 mod users;
 
+pub use auth::smtp_auth;
 pub use config::{control_files, smtpd_rules};
 pub use inject::inject_headers;
 pub use pop3::{netstrings, pop3_session, pop3_wire};
@@ -31,6 +33,7 @@ fn policy(databytes: u64) -> Policy {
         envnoathost: "fuzz.example".into(),
         null_sender_one_rcpt: true,
         rcpt_check: None,
+        secure: Default::default(),
         peer: Peer {
             remote_ip: "10.0.0.1".into(),
             ..Peer::default()
@@ -140,6 +143,9 @@ pub fn smtp_reply(data: &[u8]) {
                 assert!(sent < 1 << 20, "the client keeps talking");
             }
             Step::SendBody => sent += 5,
+            Step::StartTls => {
+                let _ = c.tls_started();
+            }
             Step::NeedInput => {}
         }
     }

@@ -498,6 +498,7 @@ async fn step<E: Env>(
                 creds: t.creds,
                 vars: program_vars(t, d, l),
                 stdin: d.message.to_vec(),
+                fd3: None,
             };
             program(env, cmd, p).await
         }

@@ -25,13 +25,15 @@ use crate::netio::{read_timed, write_timed};
 use crate::pop3::mailbox::{self, CHUNK};
 use crate::pop3::session::{Credentials, Login, Session, Step};
 use crate::pop3::wire::Encoder;
+use crate::smtp::server::AuthResult;
+use crate::smtpd::auth::Checker;
 
 /// What a session reads from the installation.
 #[derive(Debug, Clone)]
 struct Config {
     me: String,
-    /// control/checkpassword: the checker's command line.
-    checkpassword: Option<String>,
+    /// control/checkpassword, else control/passwd (as SMTP AUTH checks).
+    checker: Option<Checker>,
     /// users/assign (and, with control/getpw, the system's accounts).
     local: LocalConfig,
     /// control/timeoutpop3d (default 1200 s, qmail-pop3d's): one read or write.
@@ -44,7 +46,7 @@ impl Config {
         let local = LocalConfig::load(fs, root).map_err(|e| e.to_string())?;
         Ok(Config {
             me: c.me().map_err(|e| e.to_string())?,
-            checkpassword: c.line("checkpassword").map_err(|e| e.to_string())?,
+            checker: Checker::load(fs, root).map_err(|e| e.to_string())?,
             local,
             timeout: Duration::from_secs(
                 c.number("timeoutpop3d", 1200)
@@ -203,17 +205,15 @@ async fn login<E: Env>(
     c: &Credentials,
     peer: SocketAddr,
 ) -> (Login, Option<Mailbox>) {
-    let Some(cmd) = &cfg.checkpassword else {
-        tracing::warn!("pop3 {peer}: no control/checkpassword, so no one can log in");
-        return (Login::Temp("no password checker configured".into()), None);
-    };
-    match checkpassword::check(env, cmd, &c.user, c.secret.as_bytes(), &c.timestamp).await {
-        Verdict::Ok => {}
-        Verdict::Bad => {
+    match verdict(env, cfg, c).await {
+        AuthResult::Ok => {}
+        AuthResult::Bad => {
             tracing::info!("pop3 {peer}: login failed for {:?}", c.user);
             return (Login::Bad, None);
         }
-        Verdict::Temp => return (Login::Temp("unable to check the password now".into()), None),
+        AuthResult::Temporary => {
+            return (Login::Temp("unable to check the password now".into()), None)
+        }
     }
     let m = match mailbox_of(env, cfg, &c.user) {
         Ok(m) => m,
@@ -236,6 +236,32 @@ async fn login<E: Env>(
             tracing::warn!("pop3 {peer}: {}: cannot open the Maildir: {e}", c.user);
             (Login::Temp("unable to open the mailbox".into()), None)
         }
+    }
+}
+
+/// USER/PASS as SMTP AUTH checks them (checkpassword or the password file); APOP through
+/// checkpassword with the greeting's timestamp (the password file cannot check a digest).
+async fn verdict<E: Env>(env: &E, cfg: &Config, c: &Credentials) -> AuthResult {
+    match (&cfg.checker, c.timestamp.is_empty()) {
+        (None, _) => {
+            tracing::warn!("pop3: no control/checkpassword or control/passwd: no one can log in");
+            AuthResult::Temporary
+        }
+        (Some(ch), true) => {
+            let cred = crate::smtp::auth::Credentials {
+                user: c.user.clone(),
+                password: c.secret.as_bytes().to_vec(),
+            };
+            ch.check(env, &cred, &cfg.me).await
+        }
+        (Some(Checker::Program(cmd)), false) => {
+            match checkpassword::check(env, cmd, &c.user, c.secret.as_bytes(), &c.timestamp).await {
+                Verdict::Ok => AuthResult::Ok,
+                Verdict::Bad => AuthResult::Bad,
+                Verdict::Temp => AuthResult::Temporary,
+            }
+        }
+        (Some(Checker::File(_)), false) => AuthResult::Bad,
     }
 }
 

@@ -2,8 +2,10 @@
 //! records), connect in order, and run one SMTP transaction per recipient.
 
 pub mod qmtp;
+pub mod relayauth;
 pub mod routes;
 pub mod tcpto;
+pub mod tlsdest;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -11,14 +13,17 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::control::{ControlDir, ControlError};
 use crate::env::{Env, Fs, Net};
 use crate::queue::{Body, BodyRef};
 use crate::send::manager::{Outcome, Remote};
-use crate::smtp::client::{self, Client, Step};
+use crate::smtp::client::{self, Client, Step, TlsWant};
+use crate::tls::ClientTls;
+use relayauth::RelayAuth;
 use routes::Routes;
+use tlsdest::TlsDestinations;
 
 /// Why a name could not be resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,13 +58,30 @@ pub struct RemoteConfig {
     pub ipme: crate::ipme::Ipme,
     /// Hosts that timed out recently (shared by every delivery).
     pub tcpto: Arc<tcpto::Tcpto>,
+    /// control/tlsdestinations: where TLS (and a checked certificate) is required.
+    pub tls_destinations: TlsDestinations,
+    /// control/smtproutesauth: smarthost credentials.
+    pub relay_auth: RelayAuth,
+    /// TLS without certificate checks (opportunistic, or required without `verify`).
+    pub tls_any: Arc<rustls::ClientConfig>,
+    /// TLS checked against the system's roots, when some destination asks for it.
+    pub tls_verify: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl RemoteConfig {
     pub fn load<F: Fs>(fs: &F, root: &std::path::Path) -> Result<RemoteConfig, ControlError> {
         let c = ControlDir::new(fs, root);
         let me = c.me()?;
+        let tls_destinations =
+            TlsDestinations::parse(&c.numbered("tlsdestinations")?.unwrap_or_default())?;
+        let tls_verify = tls_destinations
+            .any_verify()
+            .then(|| crate::tls::client_config(Some(crate::tls::system_roots(fs))));
         Ok(RemoteConfig {
+            tls_destinations,
+            relay_auth: RelayAuth::load(fs, root)?,
+            tls_any: crate::tls::client_config(None),
+            tls_verify,
             helohost: c.line_or("helohost", &me)?,
             routes: Routes::parse(&c.numbered("smtproutes")?.unwrap_or_default())?,
             qmtproutes: Routes::parse_file(
@@ -159,39 +181,93 @@ async fn send_body<E: Env, S: AsyncWrite + Unpin>(
     }
 }
 
+/// How one connection went.
+enum Attempt {
+    /// `None`: no connection.
+    Done(Option<client::Outcome>),
+    /// The TLS handshake after STARTTLS failed (the client's verdict for this host).
+    TlsFailed(client::Outcome),
+}
+
+/// The TLS side of a connection: the configuration and the name to present and check.
+struct TlsSetup {
+    config: Arc<rustls::ClientConfig>,
+    name: rustls::pki_types::ServerName<'static>,
+}
+
 async fn transact<E: Env>(
     env: &E,
     cfg: &RemoteConfig,
     to: SocketAddr,
     mut c: Client,
     body: &mut Body<<E::Fs as Fs>::File>,
-) -> Option<client::Outcome> {
+    tls: &TlsSetup,
+) -> Attempt {
     let connect = env.net().connect(to);
     let mut s = tokio::select! {
         biased;
-        r = connect => r.ok()?,
+        r = connect => match r {
+            Ok(s) => s,
+            Err(_) => return Attempt::Done(None),
+        },
         _ = env.sleep(cfg.timeout_connect) => {
             let now = crate::env::unix_secs(env.now());
             cfg.tcpto.timed_out(env.fs(), to.ip(), now);
-            return None;
+            return Attempt::Done(None);
         }
     };
     cfg.tcpto.connected(env.fs(), to.ip());
+    if let Some(o) = converse(env, cfg, &mut c, &mut s, body, None).await {
+        return Attempt::Done(Some(o));
+    }
+    // Whatever the server sent after its 220 to STARTTLS is never read (RFC 3207 4.2).
+    let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+    let r = tokio::select! {
+        biased;
+        r = connector.connect(tls.name.clone(), s) => r,
+        _ = env.sleep(cfg.timeout_remote) => Err(std::io::ErrorKind::TimedOut.into()),
+    };
+    let mut s = match r {
+        Ok(s) => s,
+        Err(e) => return Attempt::TlsFailed(c.tls_failed(&e.to_string())),
+    };
+    let ehlo = c.tls_started();
+    let o = converse(env, cfg, &mut c, &mut s, body, Some(ehlo)).await;
+    Attempt::Done(Some(o.unwrap_or_else(|| c.connection_lost())))
+}
+
+/// Run the dialogue over `s` (starting with `first`, if given) to its outcome; `None` when
+/// the client asks for the TLS handshake.
+async fn converse<E: Env, S: AsyncRead + AsyncWrite + Unpin>(
+    env: &E,
+    cfg: &RemoteConfig,
+    c: &mut Client,
+    s: &mut S,
+    body: &mut Body<<E::Fs as Fs>::File>,
+    mut first: Option<Step>,
+) -> Option<client::Outcome> {
     let mut buf = vec![0u8; 8192];
     let mut pending: Vec<u8> = Vec::new();
     loop {
-        let (step, used) = c.input(&pending);
-        pending.drain(..used);
+        let step = match first.take() {
+            Some(st) => st,
+            None => {
+                let (step, used) = c.input(&pending);
+                pending.drain(..used);
+                step
+            }
+        };
         match step {
             Step::Done(o) => return Some(o),
+            Step::StartTls => return None,
             Step::Send(bytes) => {
-                if send(env, cfg, &mut s, &bytes).await.is_err() {
+                if send(env, cfg, s, &bytes).await.is_err() {
                     return Some(c.connection_lost());
                 }
                 continue;
             }
             Step::SendBody => {
-                if send_body(env, cfg, &mut s, body).await.is_err() {
+                if send_body(env, cfg, s, body).await.is_err() {
                     return Some(c.connection_lost());
                 }
                 continue;
@@ -211,7 +287,80 @@ async fn transact<E: Env>(
     }
 }
 
+/// What one delivery wants of TLS and AUTH toward its hosts.
+struct Wanted {
+    tls: ClientTls,
+    /// Smarthost credentials (they make TLS required).
+    auth: Option<(String, String)>,
+}
+
+impl Wanted {
+    fn client_tls(&self) -> TlsWant {
+        match (self.tls, &self.auth) {
+            (ClientTls::Opportunistic, None) => TlsWant::Opportunistic,
+            _ => TlsWant::Required,
+        }
+    }
+}
+
 impl<R: Resolve> Smtp<R> {
+    /// TLS for the recipient's domain, and credentials when mail goes to a `relay` from
+    /// smtproutes.
+    fn wanted(&self, domain: &str, relay: Option<&str>) -> Wanted {
+        Wanted {
+            tls: self.cfg.tls_destinations.find(domain),
+            auth: relay
+                .and_then(|r| self.cfg.relay_auth.find(r))
+                .map(|(u, p)| (u.to_string(), p)),
+        }
+    }
+
+    /// One connection to `host` at `to` (and, when opportunistic TLS failed in the
+    /// handshake, one more without TLS); `None` when no connection was made.
+    async fn attempt<E: Env>(
+        &self,
+        env: &E,
+        host: &str,
+        to: SocketAddr,
+        w: &Wanted,
+        (sender, recipient): (&str, &str),
+        body: &mut Body<<E::Fs as Fs>::File>,
+    ) -> Option<client::Outcome> {
+        let new = |want| {
+            let c = Client::new(&to.ip().to_string(), &self.cfg.helohost, sender, recipient);
+            match &w.auth {
+                Some((u, p)) => c.with_tls(want).with_auth(u, p),
+                None => c.with_tls(want),
+            }
+        };
+        let config = match w.tls {
+            // No roots (should they be missing) means no certificate passes.
+            ClientTls::Required { verify: true } => {
+                self.cfg.tls_verify.clone().unwrap_or_else(|| {
+                    crate::tls::client_config(Some(rustls::RootCertStore::empty()))
+                })
+            }
+            _ => self.cfg.tls_any.clone(),
+        };
+        let name = crate::tls::server_name(host)
+            .unwrap_or_else(|| rustls::pki_types::ServerName::IpAddress(to.ip().into()));
+        let tls = TlsSetup { config, name };
+        let want = w.client_tls();
+        match transact(env, &self.cfg, to, new(want), body, &tls).await {
+            Attempt::Done(o) => o,
+            Attempt::TlsFailed(client::Outcome::NextHost(why))
+                if want == TlsWant::Opportunistic =>
+            {
+                tracing::info!("{why} Trying again without TLS.");
+                match transact(env, &self.cfg, to, new(TlsWant::Off), body, &tls).await {
+                    Attempt::Done(o) => o,
+                    Attempt::TlsFailed(o) => Some(o),
+                }
+            }
+            Attempt::TlsFailed(o) => Some(o),
+        }
+    }
+
     pub async fn deliver<E: Env>(
         &self,
         env: &E,
@@ -224,6 +373,7 @@ impl<R: Resolve> Smtp<R> {
             Ok(h) => h,
             Err(o) => return o,
         };
+        let wanted = self.wanted(domain, (!via_mx).then(|| hosts[0].as_str()));
         let (mut resolved, mut dns_trouble, mut last) = (false, false, None);
         // Hosts are resolved one at a time, in order: a big MX set costs nothing past the
         // host that takes the message.
@@ -257,11 +407,12 @@ impl<R: Resolve> Smtp<R> {
                     break 'hosts;
                 }
                 resolved = true;
-                let c = Client::new(&ip.to_string(), &self.cfg.helohost, sender, recipient);
                 let Ok(mut b) = body.open(env.fs()) else {
                     return Outcome::Deferred("Unable to read the message. (#4.3.0)".into());
                 };
-                match transact(env, &self.cfg, SocketAddr::new(ip, port), c, &mut b).await {
+                let to = SocketAddr::new(ip, port);
+                let envelope = (sender, recipient);
+                match self.attempt(env, h, to, &wanted, envelope, &mut b).await {
                     None => continue,
                     Some(client::Outcome::NextHost(why)) => last = Some(why),
                     Some(client::Outcome::Delivered(r)) => {

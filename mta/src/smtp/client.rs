@@ -105,6 +105,8 @@ enum Stage {
     Greeting,
     Ehlo,
     Helo,
+    StartTls,
+    Auth,
     Mail,
     Rcpt,
     Data,
@@ -113,7 +115,20 @@ enum Stage {
     Done,
 }
 
-/// One transaction: greeting, EHLO (HELO if refused), MAIL, RCPT, DATA, message, QUIT.
+/// What the client wants of TLS on this connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsWant {
+    /// Never (a retry after a failed opportunistic handshake).
+    Off,
+    /// STARTTLS when the server offers it.
+    #[default]
+    Opportunistic,
+    /// STARTTLS or no delivery through this host.
+    Required,
+}
+
+/// One transaction: greeting, EHLO (HELO if refused), STARTTLS and EHLO again if wanted and
+/// offered, AUTH if configured, MAIL, RCPT, DATA, message, QUIT.
 pub struct Client {
     host: String,
     helo: String,
@@ -122,6 +137,10 @@ pub struct Client {
     stage: Stage,
     parser: ReplyParser,
     outcome: Option<Outcome>,
+    tls_want: TlsWant,
+    tls: bool,
+    /// Smarthost credentials, sent only inside TLS.
+    auth: Option<(String, String)>,
 }
 
 /// What the driver does next.
@@ -132,6 +151,9 @@ pub enum Step {
     SendBody,
     NeedInput,
     Done(Outcome),
+    /// The server said `220` to STARTTLS: drop any bytes read after that reply, run the TLS
+    /// handshake, then call [`Client::tls_started`] (or [`Client::tls_failed`]).
+    StartTls,
 }
 
 /// Encode a message for DATA: every line end (LF, CRLF, and a bare CR too) becomes CRLF,
@@ -204,7 +226,46 @@ impl Client {
             stage: Stage::Greeting,
             parser: ReplyParser::default(),
             outcome: None,
+            tls_want: TlsWant::Opportunistic,
+            tls: false,
+            auth: None,
         }
+    }
+
+    /// How much this connection wants TLS (default: opportunistic).
+    pub fn with_tls(mut self, want: TlsWant) -> Self {
+        self.tls_want = want;
+        self
+    }
+
+    /// Authenticate (AUTH PLAIN) with these credentials; they make TLS required, since a
+    /// password never goes out in the clear.
+    pub fn with_auth(mut self, user: &str, password: &str) -> Self {
+        self.auth = Some((user.to_string(), password.to_string()));
+        self.tls_want = TlsWant::Required;
+        self
+    }
+
+    /// The handshake after STARTTLS succeeded: start over with EHLO (RFC 3207 4.2).
+    pub fn tls_started(&mut self) -> Step {
+        self.tls = true;
+        self.parser = ReplyParser::default();
+        self.stage = Stage::Ehlo;
+        Step::Send(format!("EHLO {}\r\n", self.helo).into_bytes())
+    }
+
+    /// The handshake after STARTTLS failed: this host is of no use now.
+    pub fn tls_failed(&mut self, why: &str) -> Outcome {
+        self.stage = Stage::Done;
+        Outcome::NextHost(format!(
+            "Connected to {} but the TLS handshake failed: {why}. (#4.7.0)",
+            self.host
+        ))
+    }
+
+    /// True once the connection is TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls
     }
 
     /// Feed the server's bytes (possibly empty); returns what to do.
@@ -256,11 +317,13 @@ impl Client {
                 );
                 self.quit_with(o)
             }
-            Stage::Ehlo if c == 250 => self.mail(),
+            Stage::Ehlo if c == 250 => self.after_ehlo(&r),
+            Stage::Ehlo if self.tls_want == TlsWant::Required => self.no_tls(&r),
             Stage::Ehlo => {
                 self.stage = Stage::Helo;
                 Step::Send(format!("HELO {}\r\n", self.helo).into_bytes())
             }
+            Stage::StartTls | Stage::Auth => self.on_secure_reply(r),
             Stage::Helo if c == 250 => self.mail(),
             Stage::Helo => {
                 let o = Outcome::NextHost(
@@ -312,6 +375,60 @@ impl Client {
         }
     }
 
+    /// The reply to STARTTLS or AUTH.
+    fn on_secure_reply(&mut self, r: Reply) -> Step {
+        match (self.stage, r.code) {
+            (Stage::StartTls, 220) => Step::StartTls,
+            (Stage::StartTls, _) if self.tls_want == TlsWant::Required => self.no_tls(&r),
+            (Stage::StartTls, _) | (Stage::Auth, 235) => self.mail(),
+            _ => {
+                let h = &self.host;
+                let t = self.said(
+                    &format!("Connected to {h} but authentication was rejected."),
+                    &r,
+                );
+                self.quit_with(Outcome::Deferred(t))
+            }
+        }
+    }
+
+    /// EHLO answered: STARTTLS if wanted and offered (or required), AUTH if configured,
+    /// else the transaction.
+    fn after_ehlo(&mut self, r: &Reply) -> Step {
+        let has = |kw: &str| {
+            r.lines.iter().skip(1).any(|l| {
+                let mut w = l.split_ascii_whitespace();
+                w.next().is_some_and(|k| k.eq_ignore_ascii_case(kw))
+            })
+        };
+        if !self.tls && self.tls_want != TlsWant::Off {
+            if has("STARTTLS") {
+                self.stage = Stage::StartTls;
+                return Step::Send(b"STARTTLS\r\n".to_vec());
+            }
+            if self.tls_want == TlsWant::Required {
+                return self.no_tls(r);
+            }
+        }
+        match &self.auth {
+            Some((u, p)) if self.tls => {
+                self.stage = Stage::Auth;
+                Step::Send(super::auth::plain_command(u, p).into_bytes())
+            }
+            _ => self.mail(),
+        }
+    }
+
+    /// TLS is required and this host will not do it.
+    fn no_tls(&mut self, r: &Reply) -> Step {
+        let h = &self.host;
+        let t = self.said(
+            &format!("Connected to {h} but it does not offer STARTTLS, which is required."),
+            r,
+        );
+        self.quit_with(Outcome::NextHost(t))
+    }
+
     fn mail(&mut self) -> Step {
         self.stage = Stage::Mail;
         Step::Send(format!("MAIL FROM:<{}>\r\n", self.sender).into_bytes())
@@ -326,7 +443,7 @@ impl Client {
             (Stage::Final, _) => Outcome::Deferred(format!(
                 "Connected to {h} but connection died. Possible duplicate! (#4.4.2)"
             )),
-            (Stage::Greeting | Stage::Ehlo | Stage::Helo, _) => {
+            (Stage::Greeting | Stage::Ehlo | Stage::Helo | Stage::StartTls, _) => {
                 Outcome::NextHost(format!("Connected to {h} but connection died. (#4.4.2)"))
             }
             _ => Outcome::Deferred(format!("Connected to {h} but connection died. (#4.4.2)")),
@@ -340,7 +457,13 @@ mod tests {
 
     /// Play a server script: each entry is the server's reply to the client's last send.
     fn play(replies: &[&str]) -> (Vec<String>, Outcome) {
-        let mut c = Client::new("10.0.0.9", "me.example", "a@me.example", "b@far.example");
+        let c = Client::new("10.0.0.9", "me.example", "a@me.example", "b@far.example");
+        play_with(c, replies)
+    }
+
+    /// As [`play`] with a configured client; a STARTTLS handshake always succeeds and shows
+    /// as `[TLS]`.
+    fn play_with(mut c: Client, replies: &[&str]) -> (Vec<String>, Outcome) {
         let mut sent = Vec::new();
         for r in replies {
             let bytes = r.as_bytes();
@@ -353,6 +476,14 @@ mod tests {
                     Step::SendBody => sent
                         .push(String::from_utf8(encode_body(b"Subject: x\n\n.dot\nend")).unwrap()),
                     Step::Done(o) => return (sent, o),
+                    Step::StartTls => {
+                        sent.push("[TLS]".into());
+                        let Step::Send(b) = c.tls_started() else {
+                            panic!("no EHLO after TLS")
+                        };
+                        sent.push(String::from_utf8(b).unwrap());
+                        break;
+                    }
                     Step::NeedInput => {}
                 }
                 if at >= bytes.len() {
@@ -392,6 +523,84 @@ mod tests {
                 "10.0.0.9 accepted message.\nRemote host said: 250 ok 123 qp 9".into()
             )
         );
+    }
+
+    const OK_TAIL: [&str; 5] = [
+        "250 ok\r\n",
+        "250 ok\r\n",
+        "354 go\r\n",
+        "250 ok\r\n",
+        "221\r\n",
+    ];
+
+    #[test]
+    fn starttls_when_offered_then_ehlo_again() {
+        let mut script = vec![
+            "220 far\r\n",
+            "250-far\r\n250-STARTTLS\r\n250 8BITMIME\r\n",
+            "220 go ahead\r\n",
+            "250-far\r\n250 8BITMIME\r\n",
+        ];
+        script.extend(OK_TAIL);
+        let (sent, o) = play(&script);
+        assert_eq!(
+            sent[..5],
+            [
+                "EHLO me.example\r\n",
+                "STARTTLS\r\n",
+                "[TLS]",
+                "EHLO me.example\r\n",
+                "MAIL FROM:<a@me.example>\r\n"
+            ]
+        );
+        assert!(matches!(o, Outcome::Delivered(_)), "{o:?}");
+        // Not offered: opportunistic goes on in the clear, required gives up on the host.
+        let mut script = vec!["220 far\r\n", "250-far\r\n250 8BITMIME\r\n"];
+        script.extend(OK_TAIL);
+        assert!(matches!(play(&script).1, Outcome::Delivered(_)));
+        let c = Client::new("10.0.0.9", "me", "a@me", "b@far").with_tls(TlsWant::Required);
+        let (sent, o) = play_with(c, &script);
+        assert!(
+            matches!(o, Outcome::NextHost(ref t) if t.contains("does not offer STARTTLS")),
+            "{o:?}"
+        );
+        assert!(!sent.iter().any(|l| l.starts_with("MAIL")), "{sent:?}");
+        // A refused STARTTLS: opportunistic goes on, required gives up.
+        let mut script = vec!["220 far\r\n", "250-far\r\n250 STARTTLS\r\n", "454 no\r\n"];
+        script.extend(OK_TAIL);
+        assert!(matches!(play(&script).1, Outcome::Delivered(_)));
+        let c = Client::new("10.0.0.9", "me", "a@me", "b@far").with_tls(TlsWant::Required);
+        assert!(matches!(play_with(c, &script).1, Outcome::NextHost(_)));
+    }
+
+    #[test]
+    fn auth_only_inside_tls() {
+        let c = || Client::new("10.0.0.9", "me", "a@me", "b@far").with_auth("fred", "secret");
+        let mut script = vec![
+            "220 far\r\n",
+            "250-far\r\n250-STARTTLS\r\n250 AUTH PLAIN LOGIN\r\n",
+            "220 go ahead\r\n",
+            "250-far\r\n250 AUTH PLAIN LOGIN\r\n",
+            "235 ok\r\n",
+        ];
+        script.extend(OK_TAIL);
+        let (sent, o) = play_with(c(), &script);
+        assert_eq!(sent[4], "AUTH PLAIN AGZyZWQAc2VjcmV0\r\n");
+        assert_eq!(sent[5], "MAIL FROM:<a@me>\r\n");
+        assert!(matches!(o, Outcome::Delivered(_)), "{o:?}");
+        script[4] = "535 no\r\n";
+        let (_, o) = play_with(c(), &script[..6]);
+        assert!(
+            matches!(o, Outcome::Deferred(ref t) if t.contains("authentication was rejected")),
+            "{o:?}"
+        );
+        // No STARTTLS offered: the password is never sent.
+        let (sent, o) = play_with(
+            c(),
+            &["220 far\r\n", "250-far\r\n250 AUTH PLAIN\r\n", "221\r\n"],
+        );
+        assert!(!sent.iter().any(|l| l.starts_with("AUTH")), "{sent:?}");
+        assert!(matches!(o, Outcome::NextHost(_)), "{o:?}");
     }
 
     #[test]

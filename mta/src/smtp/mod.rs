@@ -2,6 +2,7 @@
 //! bytes live in `smtpd` (server) and, later, `remote` (client).
 
 pub mod address;
+pub mod auth;
 pub mod client;
 pub mod deadline;
 pub mod received;

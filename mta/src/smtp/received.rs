@@ -23,8 +23,9 @@ pub struct Peer {
     pub remote_info: Option<String>,
 }
 
-/// `Received: from host (HELO helo) (info@ip)\n  by local with SMTP; date\n`.
-pub fn line(peer: &Peer, helo: Option<&str>, local: &str, unix: u64) -> String {
+/// `Received: from host (HELO helo) (info@ip)\n  by local with PROTO; date\n` (`SMTP`, or
+/// RFC 3848's `ESMTPS`, `ESMTPA`, `ESMTPSA` for TLS and AUTH).
+pub fn line(peer: &Peer, helo: Option<&str>, local: &str, proto: &str, unix: u64) -> String {
     let host = peer.remote_host.as_deref().unwrap_or("unknown");
     let mut s = format!("Received: from {}", safe(host));
     if let Some(h) = helo {
@@ -39,7 +40,7 @@ pub fn line(peer: &Peer, helo: Option<&str>, local: &str, unix: u64) -> String {
     }
     s.push_str(&safe(&peer.remote_ip));
     s.push_str(&format!(
-        ")\n  by {} with SMTP; {}\n",
+        ")\n  by {} with {proto}; {}\n",
         safe(local),
         date::rfc822(unix)
     ));
@@ -57,7 +58,7 @@ mod tests {
             ..Peer::default()
         };
         assert_eq!(
-            line(&p, Some("client.example"), "heaven.af.mil", 0),
+            line(&p, Some("client.example"), "heaven.af.mil", "SMTP", 0),
             "Received: from unknown (HELO client.example) (10.0.0.1)\n  by heaven.af.mil with SMTP; 1 Jan 1970 00:00:00 -0000\n"
         );
         let p = Peer {
@@ -66,9 +67,9 @@ mod tests {
             remote_info: Some("joe".into()),
         };
         assert_eq!(
-            line(&p, Some("c.example"), "h", 0),
-            "Received: from c.example (joe@10.0.0.1)\n  by h with SMTP; 1 Jan 1970 00:00:00 -0000\n"
+            line(&p, Some("c.example"), "h", "ESMTPSA", 0),
+            "Received: from c.example (joe@10.0.0.1)\n  by h with ESMTPSA; 1 Jan 1970 00:00:00 -0000\n"
         );
-        assert!(line(&p, Some("bad host<>\n"), "h", 0).contains("(HELO bad?host???)"));
+        assert!(line(&p, Some("bad host<>\n"), "h", "SMTP", 0).contains("(HELO bad?host???)"));
     }
 }

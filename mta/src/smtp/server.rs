@@ -11,6 +11,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::address::{self, AddrError};
+use super::auth::{self, Credentials, Exchange, Next};
 
 /// Longest command line kept, CRLF included (RFC 2821's minimum is 512).
 pub const MAX_LINE: usize = 4096;
@@ -20,6 +21,31 @@ pub const MAX_RCPTS: usize = 1000;
 pub const MAX_MESSAGE: u64 = 64 << 20;
 /// `Received:` plus `Delivered-To:` header lines that mean a loop (RFC 2821 6.2: at least 100).
 pub const MAX_HOPS: usize = 100;
+/// Failed AUTH attempts a session may make; the last one closes it.
+pub const MAX_AUTH_FAILURES: u32 = 3;
+
+/// What the session may offer of TLS and AUTH.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Secure {
+    /// A certificate is configured: STARTTLS is offered (outside TLS).
+    pub starttls: bool,
+    /// The connection is TLS from its first byte (the implicit-TLS listener).
+    pub implicit: bool,
+    /// A password checker is configured: AUTH is offered (inside TLS).
+    pub auth: bool,
+    /// control/authallowplaintext: AUTH is offered outside TLS too.
+    pub auth_plaintext: bool,
+}
+
+/// How the driver's check of AUTH credentials came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthResult {
+    Ok,
+    /// Wrong user name or password.
+    Bad,
+    /// The checker could not decide (checkpassword exit 111, a file unreadable).
+    Temporary,
+}
 
 /// What the session knows of its configuration and its client.
 #[derive(Debug, Clone)]
@@ -47,6 +73,8 @@ pub struct Policy {
     pub null_sender_one_rcpt: bool,
     /// control/realrcptto: which recipients local delivery would take; `None` takes all.
     pub rcpt_check: Option<RcptCheck>,
+    /// STARTTLS and AUTH.
+    pub secure: Secure,
 }
 
 /// Decides at RCPT time whether a recipient exists (qmail-realrcptto). The driver builds it
@@ -88,6 +116,12 @@ pub enum Step {
     Message(Transaction),
     /// Send the output, then close the connection.
     Close,
+    /// Send the output (`220 ready to start TLS`), then run the TLS handshake and call
+    /// [`Session::tls_started`]. Whatever the client sent after STARTTLS in the clear has
+    /// been discarded (RFC 3207 4.2, the CVE-2011-0411 command injection).
+    StartTls,
+    /// Send the output, check these credentials, then call [`Session::auth_checked`].
+    Auth(Credentials),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +144,12 @@ enum Mode {
         too_big: bool,
     },
     AwaitCommit,
+    /// In an AUTH exchange, waiting for the client's next line.
+    Auth(Exchange),
+    /// Waiting for the driver's [`Session::auth_checked`].
+    AwaitAuth,
+    /// Waiting for the driver's TLS handshake.
+    AwaitTls,
     Closed,
 }
 
@@ -164,6 +204,13 @@ pub struct Session {
     lines: u64,
     pending: Vec<u8>,
     out: Vec<u8>,
+    /// The connection is TLS (implicit, or after STARTTLS).
+    tls: bool,
+    /// The user AUTH confirmed.
+    user: Option<String>,
+    /// Credentials handed to the driver, until it reports.
+    checking: Option<Credentials>,
+    auth_failures: u32,
 }
 
 /// RFC 1870 size-value (1*20DIGIT): a value too large for u64 is still over any limit.
@@ -185,7 +232,6 @@ impl Session {
         let mut out = Vec::new();
         reply(&mut out, &format!("220 {} ESMTP", p.greeting));
         Session {
-            p,
             now,
             helo: None,
             sender: None,
@@ -198,6 +244,11 @@ impl Session {
             lines: 0,
             pending: Vec::new(),
             out,
+            tls: p.secure.implicit,
+            user: None,
+            checking: None,
+            auth_failures: 0,
+            p,
         }
     }
 
@@ -260,7 +311,7 @@ impl Session {
     pub fn progress(&self) -> super::deadline::Progress {
         let data = self.in_data().then_some(self.raw);
         let started = match self.mode {
-            Mode::Command => !self.line.is_empty(),
+            Mode::Command | Mode::Auth(_) => !self.line.is_empty(),
             Mode::Overlong => true,
             _ => self.raw > 0,
         };
@@ -274,9 +325,14 @@ impl Session {
     /// Process input. Stops early at a complete message; the unprocessed rest is kept and
     /// resumed by the next call (which may pass an empty slice).
     pub fn input(&mut self, buf: &[u8]) -> Step {
-        if matches!(self.mode, Mode::AwaitCommit) {
-            self.pending.extend_from_slice(buf);
-            return Step::NeedInput;
+        match self.mode {
+            Mode::AwaitCommit | Mode::AwaitAuth => {
+                self.pending.extend_from_slice(buf);
+                return Step::NeedInput;
+            }
+            // Nothing sent in the clear after STARTTLS is ever read.
+            Mode::AwaitTls => return Step::StartTls,
+            _ => {}
         }
         let owned;
         let buf = if self.pending.is_empty() {
@@ -290,11 +346,14 @@ impl Session {
         while i < buf.len() {
             match self.mode {
                 Mode::Closed => return Step::Close,
-                Mode::AwaitCommit => {
+                Mode::AwaitCommit | Mode::AwaitAuth => {
                     self.pending.extend_from_slice(&buf[i..]);
-                    return self.message_step();
+                    return self.await_step();
                 }
-                Mode::Command | Mode::Overlong => i += self.command_bytes(&buf[i..]),
+                Mode::AwaitTls => return Step::StartTls,
+                Mode::Command | Mode::Overlong | Mode::Auth(_) => {
+                    i += self.command_bytes(&buf[i..])
+                }
                 Mode::Data { .. } => {
                     let n = self.data_bytes(&buf[i..]);
                     self.raw += n as u64;
@@ -304,12 +363,17 @@ impl Session {
         }
         match self.mode {
             Mode::Closed => Step::Close,
-            Mode::AwaitCommit => self.message_step(),
+            Mode::AwaitCommit | Mode::AwaitAuth => self.await_step(),
+            Mode::AwaitTls => Step::StartTls,
             _ => Step::NeedInput,
         }
     }
 
-    fn message_step(&mut self) -> Step {
+    /// What the driver must do before the session goes on.
+    fn await_step(&mut self) -> Step {
+        if let Some(c) = self.checking.clone() {
+            return Step::Auth(c);
+        }
         Step::Message(Transaction {
             sender: self.sender.take().unwrap_or_default(),
             recipients: std::mem::take(&mut self.rcpts),
@@ -359,7 +423,13 @@ impl Session {
             if line.last() == Some(&b'\r') {
                 line.pop();
             }
-            self.command(&line);
+            match std::mem::replace(&mut self.mode, Mode::Command) {
+                Mode::Auth(ex) => self.auth_next(auth::step(ex, &line)),
+                m => {
+                    self.mode = m;
+                    self.command(&line);
+                }
+            }
         }
         take
     }
@@ -386,6 +456,14 @@ impl Session {
                 self.helo = Some(String::from_utf8_lossy(arg).trim().to_string());
                 reply(&mut self.out, &format!("250-{}", self.p.greeting));
                 reply(&mut self.out, "250-PIPELINING");
+                if self.p.secure.starttls && !self.tls {
+                    reply(&mut self.out, "250-STARTTLS");
+                }
+                if self.auth_offered() && self.user.is_none() {
+                    // The `AUTH=` form is for clients written before RFC 2554 was final.
+                    reply(&mut self.out, &format!("250-AUTH {}", auth::MECHANISMS));
+                    reply(&mut self.out, &format!("250-AUTH={}", auth::MECHANISMS));
+                }
                 if self.p.databytes > 0 {
                     reply(&mut self.out, "250-8BITMIME");
                     reply(&mut self.out, &format!("250 SIZE {}", self.p.databytes));
@@ -406,11 +484,110 @@ impl Session {
                 &mut self.out,
                 "214 qmail home page: http://pobox.com/~djb/qmail.html",
             ),
+            "starttls" => self.starttls(arg),
+            "auth" => self.auth_cmd(arg),
             "quit" => {
                 reply(&mut self.out, &format!("221 {}", self.p.greeting));
                 self.mode = Mode::Closed;
             }
             _ => reply(&mut self.out, "502 unimplemented (#5.5.1)"),
+        }
+    }
+
+    fn auth_offered(&self) -> bool {
+        self.p.secure.auth && (self.tls || self.p.secure.auth_plaintext)
+    }
+
+    fn starttls(&mut self, arg: &[u8]) {
+        if !arg.is_empty() {
+            reply(&mut self.out, "501 syntax error (#5.5.4)");
+        } else if self.tls {
+            reply(&mut self.out, "503 TLS already active (#5.5.1)");
+        } else if !self.p.secure.starttls {
+            reply(&mut self.out, "502 unimplemented (#5.5.1)");
+        } else {
+            reply(&mut self.out, "220 ready to start TLS");
+            self.mode = Mode::AwaitTls;
+        }
+    }
+
+    /// The driver's TLS handshake succeeded: from here the session starts over (RFC 3207
+    /// 4.2), knowing nothing the client said in the clear.
+    pub fn tls_started(&mut self) {
+        self.tls = true;
+        self.helo = None;
+        self.user = None;
+        self.reset();
+        self.line.clear();
+        self.pending.clear();
+        self.mode = Mode::Command;
+    }
+
+    /// True once the connection is TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// The user AUTH confirmed, if any.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    fn auth_cmd(&mut self, arg: &[u8]) {
+        let refusal = if !self.p.secure.auth {
+            "502 unimplemented (#5.5.1)"
+        } else if !self.auth_offered() {
+            "538 encryption required for requested authentication mechanism (#5.7.11)"
+        } else if self.user.is_some() {
+            "503 you're already authenticated (#5.5.0)"
+        } else if self.sender.is_some() {
+            "503 no auth during mail transaction (#5.5.0)"
+        } else {
+            return self.auth_next(auth::start(arg));
+        };
+        reply(&mut self.out, refusal);
+    }
+
+    fn auth_next(&mut self, next: Next) {
+        match next {
+            Next::Challenge(c, ex) => {
+                reply(&mut self.out, c);
+                self.mode = Mode::Auth(ex);
+            }
+            Next::Check(c) => {
+                self.checking = Some(c);
+                self.mode = Mode::AwaitAuth;
+            }
+            Next::Refuse(r) => reply(&mut self.out, r),
+        }
+    }
+
+    /// The driver's verdict on the credentials of the last [`Step::Auth`]. A session that
+    /// fails [`MAX_AUTH_FAILURES`] times is closed.
+    pub fn auth_checked(&mut self, r: AuthResult) {
+        let c = self.checking.take();
+        self.mode = Mode::Command;
+        match r {
+            AuthResult::Ok => {
+                self.user = c.map(|c| c.user);
+                reply(&mut self.out, "235 ok, go ahead (#2.0.0)");
+            }
+            AuthResult::Temporary => reply(
+                &mut self.out,
+                "454 temporary authentication failure (#4.3.0)",
+            ),
+            AuthResult::Bad => {
+                self.auth_failures += 1;
+                if self.auth_failures >= MAX_AUTH_FAILURES {
+                    reply(
+                        &mut self.out,
+                        "421 too many failed authentications, closing connection (#4.7.0)",
+                    );
+                    self.mode = Mode::Closed;
+                } else {
+                    reply(&mut self.out, "535 authentication failed (#5.7.8)");
+                }
+            }
         }
     }
 
@@ -501,6 +678,8 @@ impl Session {
             address::rewrite_ip_literal(&path.addr, &self.p.local_ips, &self.p.localiphost);
         match &self.p.relayclient {
             Some(suffix) => addr.push_str(suffix),
+            // An authenticated user relays, as RELAYCLIENT="" would let it.
+            None if self.user.is_some() => {}
             None => {
                 if !self.allowed_domain(&addr) {
                     return reply(
@@ -544,10 +723,23 @@ impl Session {
             return reply(&mut self.out, "503 RCPT first (#5.5.1)");
         }
         // Like qmail-smtpd, the trace line is written before the message text.
+        // RFC 3848's protocol names; the authenticated user in the info field, as qmail's
+        // SMTP AUTH patches put it (`(fred@10.0.0.1)`).
+        let proto = match (self.tls, self.user.is_some()) {
+            (false, false) => "SMTP",
+            (true, false) => "ESMTPS",
+            (false, true) => "ESMTPA",
+            (true, true) => "ESMTPSA",
+        };
+        let mut peer = self.p.peer.clone();
+        if let Some(u) = &self.user {
+            peer.remote_info = Some(u.clone());
+        }
         let received = super::received::line(
-            &self.p.peer,
+            &peer,
             self.helo.as_deref(),
             &self.p.local_host,
+            proto,
             self.now,
         );
         self.data = received.into_bytes();

@@ -1,6 +1,7 @@
 //! The SMTP receiver (qmail-smtpd): a listener driving [`crate::smtp::server::Session`]s over
 //! the environment's network, committing messages through the queue service.
 
+pub mod auth;
 pub mod filter;
 pub mod perip;
 pub mod rules;
@@ -22,7 +23,7 @@ use crate::queue::spool::{self, Spool};
 use crate::queue::{Config, NewMessage, Paths};
 use crate::smtp::deadline::{self, Limits, Watch};
 use crate::smtp::received::Peer;
-use crate::smtp::server::{CommitError, Policy, RcptCheck, Session, Step};
+use crate::smtp::server::{CommitError, Policy, RcptCheck, Secure, Session, Step};
 use filter::{Filter, Input, Verdict};
 use perip::PerIp;
 use rules::Rules;
@@ -56,6 +57,12 @@ pub struct Settings {
     pub realrcptto: bool,
     /// The check `realrcptto` asks for; the driver builds it (it reads the installation).
     pub rcpt_check: Option<RcptCheck>,
+    /// control/servercert.pem: STARTTLS, and the implicit-TLS listener.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// control/checkpassword, else control/passwd: AUTH is offered.
+    pub checker: Option<auth::Checker>,
+    /// control/authallowplaintext (default 0): AUTH outside TLS too.
+    pub auth_plaintext: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +73,8 @@ pub enum SettingsError {
     Rules(#[from] rules::RulesError),
     #[error(transparent)]
     Local(#[from] crate::local::LocalConfigError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 impl Settings {
@@ -113,6 +122,9 @@ impl Settings {
             null_sender_one_rcpt: c.switch("nullsenderonercpt", true)?,
             realrcptto: c.switch("realrcptto", false)?,
             rcpt_check: None,
+            tls: crate::tls::load_server(fs, root)?,
+            checker: auth::Checker::load(fs, root)?,
+            auth_plaintext: c.switch("authallowplaintext", false)?,
             me,
         })
     }
@@ -156,6 +168,12 @@ impl Settings {
             envnoathost: self.envnoathost.clone(),
             null_sender_one_rcpt: self.null_sender_one_rcpt,
             rcpt_check: self.rcpt_check.clone(),
+            secure: Secure {
+                starttls: self.tls.is_some(),
+                implicit: false,
+                auth: self.checker.is_some(),
+                auth_plaintext: self.auth_plaintext,
+            },
         })
     }
 }
@@ -218,6 +236,11 @@ pub struct Receiver<E: Env> {
     pub spool: SpoolTo,
     pub filter: watch::Receiver<Arc<dyn Filter>>,
     pub stats: Arc<Stats>,
+    /// Failed AUTH attempts by client address.
+    pub auth_backoff: Arc<auth::Backoff>,
+    /// Live sessions by client address, over every listener (the SMTP one and the
+    /// implicit-TLS one share `concurrencyperip`).
+    pub per_ip: PerIp,
 }
 
 impl<E: Env> Clone for Receiver<E> {
@@ -230,6 +253,8 @@ impl<E: Env> Clone for Receiver<E> {
             spool: self.spool.clone(),
             filter: self.filter.clone(),
             stats: self.stats.clone(),
+            auth_backoff: self.auth_backoff.clone(),
+            per_ip: self.per_ip.clone(),
         }
     }
 }
@@ -251,17 +276,38 @@ async fn write_timed<E: Env, S: AsyncWriteExt + Unpin>(
 pub async fn serve<E: Env>(
     rx: Receiver<E>,
     listener: <E::Net as Net>::Listener,
+    shutdown: watch::Receiver<bool>,
+) {
+    serve_listener(rx, listener, shutdown, false).await;
+}
+
+/// As [`serve`], for implicit TLS (SMTPS, port 465): each connection starts with the TLS
+/// handshake, and the session runs inside it.
+pub async fn serve_tls<E: Env>(
+    rx: Receiver<E>,
+    listener: <E::Net as Net>::Listener,
+    shutdown: watch::Receiver<bool>,
+) {
+    serve_listener(rx, listener, shutdown, true).await;
+}
+
+async fn serve_listener<E: Env>(
+    rx: Receiver<E>,
+    listener: <E::Net as Net>::Listener,
     mut shutdown: watch::Receiver<bool>,
+    implicit: bool,
 ) {
     let mut sessions = JoinSet::new();
-    let per_ip = PerIp::default();
+    let per_ip = rx.per_ip.clone();
     loop {
         tokio::select! {
             biased;
             _ = shutdown.changed() => break,
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
             r = listener.accept() => match r {
-                Ok((stream, peer)) => admit(&rx, &per_ip, &mut sessions, stream, peer),
+                Ok((stream, peer)) => {
+                    admit(&rx, &per_ip, &mut sessions, stream, peer, implicit)
+                }
                 Err(e) => {
                     tracing::warn!("accept: {e}");
                     rx.env.sleep(Duration::from_millis(100)).await;
@@ -282,6 +328,7 @@ fn admit<E: Env>(
     sessions: &mut JoinSet<()>,
     stream: <E::Net as Net>::Stream,
     peer: SocketAddr,
+    implicit: bool,
 ) {
     let settings = rx.settings.borrow().clone();
     rx.stats.sessions.fetch_add(1, Ordering::Relaxed);
@@ -292,16 +339,24 @@ fn admit<E: Env>(
             settings.concurrency_per_ip
         );
         let msg = "421 too many connections from your address, closing connection (#4.3.2)";
-        return refuse(&rx.env, sessions, stream, msg);
-    };
-    if rx.stats.active.load(Ordering::SeqCst) >= settings.concurrency {
-        rx.stats.refused_busy.fetch_add(1, Ordering::Relaxed);
-        drop(slot);
         return refuse(
             &rx.env,
             sessions,
             stream,
-            "421 too many sessions, try again later (#4.3.2)",
+            msg,
+            implicit.then_some(&settings),
+        );
+    };
+    if rx.stats.active.load(Ordering::SeqCst) >= settings.concurrency {
+        rx.stats.refused_busy.fetch_add(1, Ordering::Relaxed);
+        drop(slot);
+        let msg = "421 too many sessions, try again later (#4.3.2)";
+        return refuse(
+            &rx.env,
+            sessions,
+            stream,
+            msg,
+            implicit.then_some(&settings),
         );
     }
     rx.stats.active.fetch_add(1, Ordering::SeqCst);
@@ -309,32 +364,106 @@ fn admit<E: Env>(
     sessions.spawn(async move {
         let _slot = slot;
         let qp = r2.stats.sessions.load(Ordering::Relaxed);
-        if let Err(e) = session(&r2, stream, peer, settings, qp).await {
+        let r = if implicit {
+            match accept_tls(&r2.env, &settings, stream, peer).await {
+                Some(tls) => session(&r2, tls, peer, settings, qp, true).await,
+                None => Ok(()),
+            }
+        } else {
+            session(&r2, stream, peer, settings, qp, false).await
+        };
+        if let Err(e) = r {
             tracing::debug!("session {peer}: {e}");
         }
         r2.stats.active.fetch_sub(1, Ordering::SeqCst);
     });
 }
 
-/// Answer a connection with one reply line and close it.
-fn refuse<E: Env, S>(env: &E, sessions: &mut JoinSet<()>, mut stream: S, msg: &'static str)
+/// The server side of a TLS handshake within the session's read timeout; `None` (logged)
+/// when there is no certificate or the handshake fails.
+async fn accept_tls<E: Env, S>(
+    env: &E,
+    settings: &Settings,
+    stream: S,
+    peer: SocketAddr,
+) -> Option<tokio_rustls::server::TlsStream<S>>
 where
-    S: AsyncWriteExt + Unpin + Send + 'static,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let Some(cfg) = settings.tls.clone() else {
+        tracing::warn!("session {peer}: TLS wanted but control/servercert.pem is missing");
+        return None;
+    };
+    let r = tokio::select! {
+        biased;
+        r = tokio_rustls::TlsAcceptor::from(cfg).accept(stream) => r,
+        _ = env.sleep(settings.timeout) => Err(std::io::ErrorKind::TimedOut.into()),
+    };
+    match r {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::info!("session {peer}: TLS handshake failed: {e}");
+            None
+        }
+    }
+}
+
+/// Answer a connection with one reply line and close it (inside TLS on the TLS listener,
+/// when `tls` has the settings).
+fn refuse<E: Env, S>(
+    env: &E,
+    sessions: &mut JoinSet<()>,
+    mut stream: S,
+    msg: &'static str,
+    tls: Option<&Arc<Settings>>,
+) where
+    S: tokio::io::AsyncRead + AsyncWriteExt + Unpin + Send + 'static,
 {
     let env = env.clone();
+    let tls = tls.cloned();
     sessions.spawn(async move {
         let line = format!("{msg}\r\n");
-        let _ = write_timed(&env, &mut stream, line.as_bytes(), Duration::from_secs(10)).await;
+        let t = Duration::from_secs(10);
+        match tls {
+            None => {
+                let _ = write_timed(&env, &mut stream, line.as_bytes(), t).await;
+            }
+            Some(settings) => {
+                let peer = SocketAddr::from(([0, 0, 0, 0], 0));
+                if let Some(mut s) = accept_tls(&env, &settings, stream, peer).await {
+                    let _ = write_timed(&env, &mut s, line.as_bytes(), t).await;
+                    let _ = s.shutdown().await;
+                }
+            }
+        }
     });
 }
 
-/// One SMTP session.
+/// How a stretch of dialogue over one stream ended.
+enum End {
+    Closed,
+    /// The client asked for STARTTLS and has been told to go ahead.
+    StartTls,
+}
+
+/// One session's state across the switch to TLS.
+struct Conn<E: Env> {
+    s: Session,
+    watch: Watch,
+    spooled: Spooled<E>,
+    peer: SocketAddr,
+    qp: u64,
+    settings: Arc<Settings>,
+}
+
+/// One SMTP session (already inside TLS when `implicit`).
 async fn session<E: Env, S>(
     rx: &Receiver<E>,
     mut stream: S,
     peer: SocketAddr,
     settings: Arc<Settings>,
     qp: u64,
+    implicit: bool,
 ) -> std::io::Result<()>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
@@ -349,55 +478,130 @@ where
         },
         _ => None,
     };
-    let Some(policy) = settings.policy_for(peer, host.as_deref()) else {
+    let Some(mut policy) = settings.policy_for(peer, host.as_deref()) else {
         let msg = b"554 no SMTP service for you here (#5.7.1)\r\n";
         return write_timed(env, &mut stream, msg, t).await;
     };
-    let mut s = Session::new(policy, unix_secs(env.now()));
-    let mut watch = Watch::new(settings.deadlines, s.progress(), env.now());
+    policy.secure.implicit = implicit;
+    let s = Session::new(policy, unix_secs(env.now()));
+    let watch = Watch::new(settings.deadlines, s.progress(), env.now());
+    let mut c = Conn {
+        s,
+        watch,
+        spooled: None,
+        peer,
+        qp,
+        settings,
+    };
+    if let End::Closed = dialogue(rx, &mut c, &mut stream).await? {
+        return Ok(());
+    }
+    let Some(mut tls) = accept_tls(env, &c.settings, stream, peer).await else {
+        return Ok(());
+    };
+    c.s.tls_started();
+    c.watch.restart(c.s.progress(), env.now());
+    dialogue(rx, &mut c, &mut tls).await.map(|_| ())
+}
+
+/// Run the dialogue over `stream` until the session closes or switches to TLS.
+async fn dialogue<E: Env, S>(
+    rx: &Receiver<E>,
+    c: &mut Conn<E>,
+    stream: &mut S,
+) -> std::io::Result<End>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
+    let env = &rx.env;
+    let (t, peer) = (c.settings.timeout, c.peer);
     let mut buf = vec![0u8; 16 * 1024];
-    let mut spooled: Spooled<E> = None;
     loop {
-        let out = s.take_output();
+        let out = c.s.take_output();
         if !out.is_empty() {
-            write_timed(env, &mut stream, &out, t).await?;
+            write_timed(env, stream, &out, t).await?;
         }
-        if s.is_closed() {
-            return Ok(());
+        if c.s.is_closed() {
+            return Ok(End::Closed);
         }
-        let n = match read_timed(rx, &mut stream, &mut buf, t, &watch, &mut s, peer).await? {
-            Some(n) => n,
-            None => {
-                if spooled.take().is_some() {
-                    tracing::debug!("session {peer}: unfinished spooled message removed");
-                }
-                let out = s.take_output();
-                write_timed(env, &mut stream, &out, t).await?;
-                linger(env, &mut stream).await;
-                return Ok(());
+        let read = read_timed(rx, stream, &mut buf, t, &c.watch, &mut c.s, peer).await?;
+        let Some(n) = read else {
+            if c.spooled.take().is_some() {
+                tracing::debug!("session {peer}: unfinished spooled message removed");
             }
+            let out = c.s.take_output();
+            write_timed(env, stream, &out, t).await?;
+            linger(env, stream).await;
+            return Ok(End::Closed);
         };
         if n == 0 {
-            return Ok(());
+            return Ok(End::Closed);
         }
-        s.set_now(unix_secs(env.now()));
-        let mut step = s.input(&buf[..n]);
-        watch.observe(s.progress(), env.now());
-        loop {
-            spill(rx, &mut s, &mut spooled, qp);
-            let Step::Message(tx) = step else { break };
-            let r = commit(rx, tx, spooled.take(), qp).await;
-            s.set_now(unix_secs(env.now()));
-            s.committed(r);
-            step = s.input(&[]);
-            // The commit's time is ours, not the client's.
-            watch.restart(s.progress(), env.now());
+        c.s.set_now(unix_secs(env.now()));
+        let step = c.s.input(&buf[..n]);
+        c.watch.observe(c.s.progress(), env.now());
+        if let End::StartTls = steps(rx, c, step).await {
+            write_timed(env, stream, &c.s.take_output(), t).await?;
+            return Ok(End::StartTls);
         }
-        if !s.in_data() {
+        if !c.s.in_data() {
             // The message ended without a commit (too big, looping): drop its spool.
-            spooled = None;
+            c.spooled = None;
         }
     }
+}
+
+/// Act on the session's steps (commits, AUTH checks) until it needs input again.
+async fn steps<E: Env>(rx: &Receiver<E>, c: &mut Conn<E>, mut step: Step) -> End {
+    let env = &rx.env;
+    loop {
+        spill(rx, &mut c.s, &mut c.spooled, c.qp);
+        match step {
+            Step::Message(tx) => {
+                let r = commit(rx, tx, c.spooled.take(), c.qp).await;
+                c.s.set_now(unix_secs(env.now()));
+                c.s.committed(r);
+            }
+            Step::Auth(cred) => {
+                let r = check_auth(rx, &c.settings, c.peer, &cred).await;
+                c.s.auth_checked(r);
+            }
+            Step::StartTls => return End::StartTls,
+            Step::NeedInput | Step::Close => return End::Closed,
+        }
+        step = c.s.input(&[]);
+        // The commit's or the check's time is ours, not the client's.
+        c.watch.restart(c.s.progress(), env.now());
+    }
+}
+
+/// Check AUTH credentials, logging the outcome (never the password) and making a client
+/// that keeps failing wait longer for each answer.
+async fn check_auth<E: Env>(
+    rx: &Receiver<E>,
+    settings: &Settings,
+    peer: SocketAddr,
+    cred: &crate::smtp::auth::Credentials,
+) -> crate::smtp::server::AuthResult {
+    use crate::smtp::server::AuthResult;
+    let Some(checker) = &settings.checker else {
+        return AuthResult::Temporary;
+    };
+    let r = checker.check(&rx.env, cred, &settings.me).await;
+    let user = &cred.user;
+    match r {
+        AuthResult::Ok => {
+            tracing::info!("session {peer}: AUTH ok, user {user:?}");
+            rx.auth_backoff.succeeded(peer.ip());
+        }
+        AuthResult::Bad => {
+            tracing::info!("session {peer}: AUTH failed, user {user:?}");
+            let wait = rx.auth_backoff.failed(peer.ip(), unix_secs(rx.env.now()));
+            rx.env.sleep(wait).await;
+        }
+        AuthResult::Temporary => tracing::warn!("session {peer}: AUTH check failed, user {user:?}"),
+    }
+    r
 }
 
 /// How long, and for how many bytes, a closing session drains a client still sending.

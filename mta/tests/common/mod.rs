@@ -162,3 +162,35 @@ pub fn spawn_with(mta: &str, root: &Path, args: &[&str], log: &str) -> (Child, V
     }
     (child, addrs)
 }
+
+/// Whether `cmd` is on this host, installing `package` from the distribution if it is not
+/// and we are root; false (with a message) when the test must skip.
+pub fn have(cmd: &str, package: &str) -> bool {
+    static APT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let found = || {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {cmd}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if found() {
+        return true;
+    }
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("SKIP: {cmd} is not installed and installing {package} needs root");
+        return false;
+    }
+    let _one_at_a_time = APT.lock().unwrap_or_else(|e| e.into_inner());
+    let ok = Command::new("apt-get")
+        .args(["install", "-y", "-q", package])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok || !found() {
+        eprintln!("SKIP: could not install {package} (apt-get install failed)");
+        return false;
+    }
+    true
+}

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-# A checkpassword for the tests: reads user\0password\0timestamp\0 from fd 3; a non-empty
-# timestamp means APOP (the password field is then md5(timestamp + secret) in hex).
+# A checkpassword for the tests: reads user\0password\0timestamp\0 from fd 3; the password
+# field is the password, or for APOP md5(timestamp + secret) in hex.
 import hashlib
 import os
 import sys
@@ -20,10 +20,10 @@ user, password, timestamp = fields[0], fields[1], fields[2]
 secret = USERS.get(user)
 if secret is None:
     sys.exit(1)
-if timestamp:
-    ok = hashlib.md5(timestamp + secret).hexdigest().encode() == password
-else:
-    ok = password == secret
+# The plain password, or (APOP) the digest of the timestamp and the secret.
+ok = password == secret or (
+    timestamp != b"" and hashlib.md5(timestamp + secret).hexdigest().encode() == password
+)
 if not ok:
     sys.exit(1)
 if len(sys.argv) > 1:
