@@ -78,6 +78,10 @@ enum Cmd {
         /// Also serve POP3 (users' Maildirs, logins through control/checkpassword) here.
         #[arg(long = "listen-pop3", value_name = "ADDR")]
         listen_pop3: Option<std::net::SocketAddr>,
+        /// Also serve POP3 inside TLS from the first byte here (POP3S, port 995); needs
+        /// control/servercert.pem.
+        #[arg(long = "listen-pop3s", value_name = "ADDR")]
+        listen_pop3s: Option<std::net::SocketAddr>,
         /// Also receive mail over QMTP here (port 209 by convention; smtp.rules apply).
         #[arg(long = "listen-qmtp", value_name = "ADDR")]
         listen_qmtp: Option<std::net::SocketAddr>,
@@ -99,6 +103,10 @@ enum Cmd {
         /// Address to listen on.
         #[arg(long, default_value = "0.0.0.0:110")]
         listen: std::net::SocketAddr,
+        /// Also listen here for POP3 inside TLS (POP3S, port 995); needs
+        /// control/servercert.pem.
+        #[arg(long = "listen-tls", value_name = "ADDR")]
+        listen_tls: Option<std::net::SocketAddr>,
     },
     /// Compile users/assign into users/cdb (qmail-newu): lookups then read the table
     /// instead of the file, and edits of users/assign apply at the next `mta newu`.
@@ -178,11 +186,13 @@ pub fn main() -> i32 {
             nameservers,
             listen_tls,
             listen_pop3,
+            listen_pop3s,
             listen_qmtp,
             listen_qmqp,
         } => {
             let extra = mta::daemon::Listeners {
                 pop3: listen_pop3,
+                pop3s: listen_pop3s,
                 qmtp: listen_qmtp,
                 qmqp: listen_qmqp,
             };
@@ -190,7 +200,7 @@ pub fn main() -> i32 {
         }
         Cmd::Passwd { user } => cmd_passwd(&root, &user),
         Cmd::Lspawn => crate::run::lspawn(env, &root),
-        Cmd::Pop3d { listen } => crate::run::pop3d(env, &root, listen),
+        Cmd::Pop3d { listen, listen_tls } => crate::run::pop3d(env, &root, listen, listen_tls),
     }
 }
 

@@ -52,8 +52,10 @@ pub struct Options {
 /// Where the optional servers listen (`None`: not started).
 #[derive(Debug, Clone, Default)]
 pub struct Listeners {
-    /// POP3 (`--listen-pop3`).
+    /// POP3 (`--listen-pop3`; STLS with control/servercert.pem).
     pub pop3: Option<SocketAddr>,
+    /// POP3 inside TLS from the first byte (`--listen-pop3s`, port 995).
+    pub pop3s: Option<SocketAddr>,
     /// QMTP (`--listen-qmtp`).
     pub qmtp: Option<SocketAddr>,
     /// QMQP (`--listen-qmqp`).
@@ -384,7 +386,13 @@ type Bound<E> = Vec<(&'static str, <<E as Env>::Net as Net>::Listener)>;
 async fn bind_listeners<E: Env>(env: &E, opts: &Options) -> Result<Bound<E>, StartError> {
     let l = &opts.listeners;
     let mut v = Vec::new();
-    for (addr, name) in [(l.pop3, "POP3"), (l.qmtp, "QMTP"), (l.qmqp, "QMQP")] {
+    let all = [
+        (l.pop3, "POP3"),
+        (l.pop3s, "POP3S"),
+        (l.qmtp, "QMTP"),
+        (l.qmqp, "QMQP"),
+    ];
+    for (addr, name) in all {
         let Some(addr) = addr else { continue };
         let listener = env
             .net()
@@ -412,11 +420,12 @@ fn start_listeners<E: Env>(
         env.stdout(&format!("mta: listening for {name} on {at}"));
         let stop = stop.clone();
         tasks.push(match name {
-            "POP3" => tokio::spawn(crate::pop3d::serve(
+            "POP3" | "POP3S" => tokio::spawn(crate::pop3d::serve(
                 env.clone(),
                 opts.root.clone(),
                 listener,
                 stop,
+                name == "POP3S",
             )),
             "QMTP" => tokio::spawn(crate::qmtpd::serve(srv.clone(), listener, stop)),
             _ => tokio::spawn(crate::qmqpd::serve(srv.clone(), listener, stop)),

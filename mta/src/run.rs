@@ -63,10 +63,9 @@ pub fn lspawn(env: RealEnv, root: &Path) -> i32 {
     }
 }
 
-/// `mta pop3d`: the POP3 server alone, as this process's user (root: it acts as each
-/// mailbox's owner), until SIGTERM or SIGINT.
-pub fn pop3d(env: RealEnv, root: &Path, listen: SocketAddr) -> i32 {
-    use mta::env::{Env, Listener, Net, Signal};
+/// `mta pop3d`: the POP3 server alone (and POP3S on `tls`), as this process's user (root:
+/// it acts as each mailbox's owner), until SIGTERM or SIGINT.
+pub fn pop3d(env: RealEnv, root: &Path, listen: SocketAddr, tls: Option<SocketAddr>) -> i32 {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -77,37 +76,53 @@ pub fn pop3d(env: RealEnv, root: &Path, listen: SocketAddr) -> i32 {
             return EXIT_TEMP;
         }
     };
-    rt.block_on(async move {
-        let mut signals = match env.signals() {
-            Ok(s) => s,
-            Err(e) => {
-                complain!("mta pop3d: cannot install signal handlers: {e}");
-                return EXIT_TEMP;
-            }
-        };
-        let listener = match env.net().listen(listen).await {
-            Ok(l) => l,
-            Err(e) => {
-                complain!("mta pop3d: cannot listen on {listen}: {e}");
-                return EXIT_TEMP;
-            }
-        };
-        let at = listener.local_addr().unwrap_or(listen);
-        env.stdout(&format!("mta: listening for POP3 on {at}"));
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let server = tokio::spawn(mta::pop3d::serve(
+    match rt.block_on(serve_pop3(env, root, listen, tls)) {
+        Ok(()) => 0,
+        Err(e) => {
+            complain!("mta pop3d: {e}");
+            EXIT_TEMP
+        }
+    }
+}
+
+async fn serve_pop3(
+    env: RealEnv,
+    root: &Path,
+    listen: SocketAddr,
+    tls: Option<SocketAddr>,
+) -> Result<(), String> {
+    use mta::env::{Env, Listener, Net, Signal};
+    let mut signals = env
+        .signals()
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut servers = Vec::new();
+    for (addr, name, tls_first) in [(Some(listen), "POP3", false), (tls, "POP3S", true)] {
+        let Some(addr) = addr else { continue };
+        let l = env
+            .net()
+            .listen(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let at = l.local_addr().unwrap_or(addr);
+        env.stdout(&format!("mta: listening for {name} on {at}"));
+        let serve = mta::pop3d::serve(
             env.clone(),
             root.to_path_buf(),
-            listener,
-            stop_rx,
-        ));
-        while let Some(sig) = signals.recv().await {
-            if matches!(sig, Signal::Term | Signal::Int) {
-                break;
-            }
+            l,
+            stop_rx.clone(),
+            tls_first,
+        );
+        servers.push(tokio::spawn(serve));
+    }
+    while let Some(sig) = signals.recv().await {
+        if matches!(sig, Signal::Term | Signal::Int) {
+            break;
         }
-        let _ = stop_tx.send(true);
-        let _ = server.await;
-        0
-    })
+    }
+    let _ = stop_tx.send(true);
+    for s in servers {
+        let _ = s.await;
+    }
+    Ok(())
 }

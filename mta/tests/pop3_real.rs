@@ -22,6 +22,8 @@ struct Pop3Server {
     children: Vec<Child>,
     smtp: SocketAddr,
     pop3: SocketAddr,
+    /// POP3 inside TLS (with `mta run --listen-pop3s`).
+    pop3s: Option<SocketAddr>,
     root: tempfile::TempDir,
 }
 
@@ -60,7 +62,12 @@ fn start(separate: bool) -> Pop3Server {
     let pop3_args: &[&str] = if separate {
         &[]
     } else {
-        &["--listen-pop3", "127.0.0.1:0"]
+        &[
+            "--listen-pop3",
+            "127.0.0.1:0",
+            "--listen-pop3s",
+            "127.0.0.1:0",
+        ]
     };
     let (child, addrs) = common::spawn_with(mta(), root.path(), pop3_args, "mta=info");
     let mut children = vec![child];
@@ -81,6 +88,7 @@ fn start(separate: bool) -> Pop3Server {
         children,
         smtp: addrs[0],
         pop3,
+        pop3s: addrs.get(2).copied(),
         root,
     }
 }
@@ -127,10 +135,15 @@ fn deliver_two(s: &Pop3Server) -> PathBuf {
 }
 
 fn python(port: u16, scenario: &str) {
+    python_with(port, scenario, &[]);
+}
+
+fn python_with(port: u16, scenario: &str, more: &[String]) {
     let out = Command::new("python3")
         .arg(scripts().join("poplib_client.py"))
         .arg(port.to_string())
         .arg(scenario)
+        .args(more)
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -146,6 +159,9 @@ fn poplib_reads_deletes_at_quit_and_uidl_is_stable() {
     let s = start(false);
     let md = deliver_two(&s);
     python(s.pop3.port(), "bad-password");
+    // STLS, then POP3S (the installation's self-signed control/servercert.pem).
+    let pop3s = s.pop3s.unwrap().port().to_string();
+    python_with(s.pop3.port(), "tls", &[pop3s]);
     python(s.pop3.port(), "read-and-delete");
     assert!(names(&md.join("new")).is_empty(), "new/ was emptied");
     let cur = names(&md.join("cur"));
@@ -194,7 +210,7 @@ fn fetchmail_retrieves_and_deletes_what_mta_run_delivered() {
     let out = home.path().join("out");
     std::fs::create_dir(&out).unwrap();
     let rc = home.path().join("fetchmailrc");
-    // sslproto '': no STLS attempt (fetchmail tries it even unannounced; no TLS here yet).
+    // sslproto '': plain POP3 (STLS and POP3S are the poplib test's).
     let text = format!(
         "set no syslog\npoll 127.0.0.1 with protocol pop3 port {}:\n  user \"fred\" there \
          with password \"fred's secret\" is root here\n  sslproto ''\n  mda \"/bin/sh -c 'cat > {}/msg.$$'\"\n",
@@ -249,6 +265,7 @@ fn listen_pop3_after_giving_up_root_refuses_logins_with_the_reason() {
         children: vec![child],
         smtp: addrs[0],
         pop3: addrs[1],
+        pop3s: None,
         root,
     };
     let (mut w, mut r) = common::connect(addrs[1]);

@@ -25,6 +25,9 @@ pub fn pop3_session(data: &[u8]) {
         return;
     };
     let mut s = Session::new("<1.2@fuzz>".into());
+    if d & 16 != 0 {
+        s.offer_tls();
+    }
     let mut out = s.take_output();
     let listed: Vec<String> = msgs().into_iter().map(|m| m.path).collect();
     'outer: for chunk in data[2..].chunks(usize::from(c % 32) + 1) {
@@ -33,6 +36,7 @@ pub fn pop3_session(data: &[u8]) {
             match s.step() {
                 Step::Idle => break,
                 Step::Close => break 'outer,
+                Step::StartTls => s.tls_started(),
                 Step::Auth(cred) => {
                     assert!(!cred.user.is_empty());
                     s.authenticated(match d % 3 {

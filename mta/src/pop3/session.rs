@@ -33,6 +33,9 @@ pub enum Step {
     /// QUIT in the transaction state: remove these messages durably, then call
     /// [`Session::updated`].
     Update(Vec<String>),
+    /// STLS (RFC 2595) was answered `+OK`: send the output, start TLS, then call
+    /// [`Session::tls_started`].
+    StartTls,
     /// Send the output and close the connection.
     Close,
 }
@@ -78,6 +81,8 @@ pub struct Session {
     /// In the middle of a too-long line.
     discarding: bool,
     out: Vec<u8>,
+    /// STLS may be offered (the server has a certificate and TLS is not on yet).
+    tls_offered: bool,
 }
 
 impl Session {
@@ -93,10 +98,28 @@ impl Session {
             inbuf: Vec::new(),
             discarding: false,
             out: Vec::new(),
+            tls_offered: false,
         };
         let greeting = format!("+OK {}", s.timestamp);
         s.reply(&greeting);
         s
+    }
+
+    /// The server can start TLS: CAPA lists STLS and STLS works.
+    pub fn offer_tls(&mut self) {
+        self.tls_offered = true;
+    }
+
+    /// TLS is on: nothing sent before it counts (RFC 2595 section 4: a client must not
+    /// pipeline past STLS, and plaintext queued behind it could be an attacker's), and a name
+    /// USER gave in the clear is forgotten.
+    pub fn tls_started(&mut self) {
+        self.tls_offered = false;
+        self.inbuf.clear();
+        self.discarding = false;
+        if matches!(self.state, State::Authorization(_)) {
+            self.state = State::Authorization(None);
+        }
     }
 
     pub fn input(&mut self, bytes: &[u8]) {
@@ -202,6 +225,11 @@ impl Session {
                 _ => self.reply("-ERR APOP needs a name and a digest"),
             },
             "CAPA" => self.capa(),
+            "STLS" if self.tls_offered => {
+                self.reply("+OK begin TLS negotiation");
+                return Step::StartTls;
+            }
+            "STLS" => self.reply("-ERR STLS not available"),
             "QUIT" => return self.quit_now("+OK"),
             "NOOP" => self.reply("+OK"),
             _ => self.reply("-ERR authorization first"),
@@ -211,16 +239,14 @@ impl Session {
 
     fn capa(&mut self) {
         self.reply("+OK capability list follows");
-        for c in [
-            "TOP",
-            "UIDL",
-            "USER",
-            "PIPELINING",
-            "IMPLEMENTATION mta",
-            ".",
-        ] {
+        let stls = self.tls_offered && matches!(self.state, State::Authorization(_));
+        for c in ["TOP", "UIDL", "USER", "PIPELINING", "IMPLEMENTATION mta"] {
             self.reply(c);
         }
+        if stls {
+            self.reply("STLS");
+        }
+        self.reply(".");
     }
 
     fn quit_now(&mut self, text: &str) -> Step {
@@ -462,6 +488,22 @@ mod tests {
         s.updated(true);
         assert_eq!(s.take_output(), b"+OK\r\n");
         assert_eq!(s.step(), Step::Close);
+    }
+
+    #[test]
+    fn stls_when_offered_and_nothing_queued_behind_it_counts() {
+        let mut s = Session::new("<1.2@h>".into());
+        s.take_output();
+        assert_eq!(say(&mut s, "STLS\r\n").1, "-ERR STLS not available\r\n");
+        s.offer_tls();
+        assert!(say(&mut s, "CAPA\r\n").1.contains("\r\nSTLS\r\n"));
+        s.input(b"USER fred\r\nSTLS\r\nPASS injected\r\n");
+        assert_eq!(s.step(), Step::StartTls);
+        assert_eq!(s.take_output(), b"+OK\r\n+OK begin TLS negotiation\r\n");
+        s.tls_started();
+        assert_eq!(s.step(), Step::Idle);
+        assert!(!say(&mut s, "CAPA\r\n").1.contains("STLS"));
+        assert_eq!(say(&mut s, "PASS x\r\n").1, "-ERR USER first\r\n");
     }
 
     #[test]

@@ -38,6 +38,8 @@ struct Config {
     local: LocalConfig,
     /// control/timeoutpop3d (default 1200 s, qmail-pop3d's): one read or write.
     timeout: Duration,
+    /// control/servercert.pem (the SMTP side's): STLS and POP3S.
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 impl Config {
@@ -47,6 +49,7 @@ impl Config {
         Ok(Config {
             me: c.me().map_err(|e| e.to_string())?,
             checker: Checker::load(fs, root).map_err(|e| e.to_string())?,
+            tls: crate::tls::load_server(fs, root).map_err(|e| e.to_string())?,
             local,
             timeout: Duration::from_secs(
                 c.number("timeoutpop3d", 1200)
@@ -73,6 +76,7 @@ pub async fn serve<E: Env>(
     root: PathBuf,
     listener: <E::Net as Net>::Listener,
     mut shutdown: watch::Receiver<bool>,
+    tls_first: bool,
 ) {
     let limit = ControlDir::new(env.fs(), &root)
         .number("concurrencypop3", DEFAULT_CONCURRENCY)
@@ -91,7 +95,7 @@ pub async fn serve<E: Env>(
                         if active.fetch_add(1, Ordering::SeqCst) >= limit {
                             let msg = b"-ERR too many sessions, try again later\r\n";
                             let _ = write_timed(&env, &mut stream, msg, Duration::from_secs(10)).await;
-                        } else if let Err(e) = session(&env, &root, stream, peer).await {
+                        } else if let Err(e) = session(&env, &root, stream, peer, tls_first).await {
                             tracing::debug!("pop3 {peer}: {e}");
                         }
                         active.fetch_sub(1, Ordering::SeqCst);
@@ -108,8 +112,28 @@ pub async fn serve<E: Env>(
     while sessions.join_next().await.is_some() {}
 }
 
-/// One POP3 session.
-async fn session<E: Env, S>(env: &E, root: &Path, mut stream: S, peer: SocketAddr) -> io::Result<()>
+/// How a dialogue ended.
+enum End {
+    Closed,
+    StartTls,
+}
+
+/// A session's state across a switch to TLS.
+struct Conn {
+    s: Session,
+    mb: Option<Mailbox>,
+    peer: SocketAddr,
+}
+
+/// One POP3 session; `tls_first`: implicit TLS (POP3S), else STLS when there is a
+/// certificate.
+async fn session<E: Env, S>(
+    env: &E,
+    root: &Path,
+    mut stream: S,
+    peer: SocketAddr,
+    tls_first: bool,
+) -> io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -121,7 +145,6 @@ where
             return write_timed(env, &mut stream, msg, Duration::from_secs(10)).await;
         }
     };
-    let t = cfg.timeout;
     let ts = format!(
         "<{}.{}.{}@{}>",
         env.pid(),
@@ -129,60 +152,123 @@ where
         env.random_u64() % 1_000_000,
         cfg.me
     );
-    let mut s = Session::new(ts);
-    let mut mb: Option<Mailbox> = None;
+    let mut c = Conn {
+        s: Session::new(ts),
+        mb: None,
+        peer,
+    };
+    if !tls_first {
+        if cfg.tls.is_some() {
+            c.s.offer_tls();
+        }
+        if let End::Closed = dialogue(env, &cfg, &mut c, &mut stream).await? {
+            return Ok(());
+        }
+    }
+    let Some(mut tls) = accept_tls(env, &cfg, stream, peer).await else {
+        return Ok(());
+    };
+    c.s.tls_started();
+    dialogue(env, &cfg, &mut c, &mut tls).await.map(|_| ())
+}
+
+/// The TLS handshake with `control/servercert.pem`'s certificate.
+async fn accept_tls<E: Env, S>(
+    env: &E,
+    cfg: &Config,
+    stream: S,
+    peer: SocketAddr,
+) -> Option<tokio_rustls::server::TlsStream<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let Some(tls) = cfg.tls.clone() else {
+        tracing::warn!("pop3 {peer}: TLS wanted but control/servercert.pem is missing");
+        return None;
+    };
+    let r = tokio::select! {
+        biased;
+        r = tokio_rustls::TlsAcceptor::from(tls).accept(stream) => r,
+        _ = env.sleep(cfg.timeout) => Err(io::ErrorKind::TimedOut.into()),
+    };
+    r.map_err(|e| tracing::info!("pop3 {peer}: TLS handshake failed: {e}"))
+        .ok()
+}
+
+/// Run the dialogue over `stream` until the session closes or switches to TLS.
+async fn dialogue<E: Env, S>(env: &E, cfg: &Config, c: &mut Conn, stream: &mut S) -> io::Result<End>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let t = cfg.timeout;
     let mut buf = vec![0u8; 4096];
     loop {
-        match s.step() {
+        match c.s.step() {
             Step::Idle => {
-                write_timed(env, &mut stream, &s.take_output(), t).await?;
-                match read_timed(env, &mut stream, &mut buf, t).await? {
-                    None => s.timeout(),
-                    Some(0) => return Ok(()),
-                    Some(n) => s.input(&buf[..n]),
+                write_timed(env, stream, &c.s.take_output(), t).await?;
+                match read_timed(env, stream, &mut buf, t).await? {
+                    None => c.s.timeout(),
+                    Some(0) => return Ok(End::Closed),
+                    Some(n) => c.s.input(&buf[..n]),
                 }
             }
             Step::Close => {
-                write_timed(env, &mut stream, &s.take_output(), t).await?;
+                write_timed(env, stream, &c.s.take_output(), t).await?;
                 let _ = stream.shutdown().await;
-                return Ok(());
+                return Ok(End::Closed);
             }
-            Step::Auth(c) => {
-                let (login, m) = login(env, &cfg, &c, peer).await;
-                mb = m;
-                s.authenticated(login);
+            Step::StartTls => {
+                write_timed(env, stream, &c.s.take_output(), t).await?;
+                return Ok(End::StartTls);
+            }
+            Step::Auth(cred) => {
+                let (login, m) = login(env, cfg, &cred, c.peer).await;
+                c.mb = m;
+                c.s.authenticated(login);
             }
             Step::Send { index, path, lines } => {
-                let Some(m) = &mb else { continue };
-                match as_user(env, m, move |fs, dir| fs.open_rw(&dir.join(path))).await {
-                    Ok(f) => {
-                        s.send_started(index, lines);
-                        write_timed(env, &mut stream, &s.take_output(), t).await?;
-                        send_message(env, &mut stream, f, lines, t).await?;
-                    }
-                    Err(e) => {
-                        tracing::warn!("pop3 {peer}: message {}: {e}", index + 1);
-                        s.send_failed();
-                    }
-                }
+                retr(env, cfg, c, stream, (index, path, lines)).await?
             }
-            Step::Update(gone) => {
-                let n = gone.len();
-                let r = match &mb {
-                    Some(m) => {
-                        as_user(env, m, move |fs, dir| mailbox::update(fs, dir, &gone)).await
-                    }
-                    None => Ok(()),
-                };
-                if let Err(e) = &r {
-                    tracing::warn!("pop3 {peer}: removing deleted messages: {e}");
-                } else {
-                    tracing::info!("pop3 {peer}: {n} messages deleted");
-                }
-                s.updated(r.is_ok());
-            }
+            Step::Update(gone) => update(env, c, gone).await,
         }
     }
+}
+
+/// RETR or TOP: open the message as its owner, then stream it.
+async fn retr<E: Env, S: AsyncWrite + Unpin>(
+    env: &E,
+    cfg: &Config,
+    c: &mut Conn,
+    stream: &mut S,
+    (index, path, lines): (usize, String, Option<u64>),
+) -> io::Result<()> {
+    let Some(m) = &c.mb else { return Ok(()) };
+    match as_user(env, m, move |fs, dir| fs.open_rw(&dir.join(path))).await {
+        Ok(f) => {
+            c.s.send_started(index, lines);
+            write_timed(env, stream, &c.s.take_output(), cfg.timeout).await?;
+            send_message(env, stream, f, lines, cfg.timeout).await
+        }
+        Err(e) => {
+            tracing::warn!("pop3 {}: message {}: {e}", c.peer, index + 1);
+            c.s.send_failed();
+            Ok(())
+        }
+    }
+}
+
+/// QUIT: the deletions, durable before the answer.
+async fn update<E: Env>(env: &E, c: &mut Conn, gone: Vec<String>) {
+    let n = gone.len();
+    let r = match &c.mb {
+        Some(m) => as_user(env, m, move |fs, dir| mailbox::update(fs, dir, &gone)).await,
+        None => Ok(()),
+    };
+    match &r {
+        Err(e) => tracing::warn!("pop3 {}: removing deleted messages: {e}", c.peer),
+        Ok(()) => tracing::info!("pop3 {}: {n} messages deleted", c.peer),
+    }
+    c.s.updated(r.is_ok());
 }
 
 /// Run `f` on the user's Maildir as the user.

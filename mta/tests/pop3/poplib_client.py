@@ -27,6 +27,28 @@ if scenario == "bad-password":
         check(b"authorization failed" in e.args[0], repr(e))
     p.quit()
     print("OK")
+elif scenario == "tls":
+    import ssl
+
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    p = connect()
+    check("STLS" in p.capa(), "STLS offered")
+    p.stls(ctx)
+    check("STLS" not in p.capa(), "STLS no longer offered once on")
+    p.user("fred")
+    p.pass_("fred's secret")
+    count, _ = p.stat()
+    check(count == 2, "stat over STLS: %d" % count)
+    p.quit()
+    p = poplib.POP3_SSL("127.0.0.1", int(sys.argv[3]), context=ctx, timeout=20)
+    p.user("fred")
+    p.pass_("fred's secret")
+    _, lines, _ = p.retr(1)
+    check(len(lines) > 2, "retr over POP3S")
+    p.quit()
+    print("OK")
 elif scenario == "read-and-delete":
     p = connect()
     caps = p.capa()
