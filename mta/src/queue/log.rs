@@ -182,25 +182,43 @@ fn set_aside<F: Fs>(
     }
 }
 
-/// Pass 1 of recovery: the highest checkpoint says which old segments are already dead.
-fn low_water<F: Fs>(fs: &F, dir: &Path, segs: &[Seg]) -> Result<u64, QueueError> {
-    let mut low_water = 0;
-    for &seg in segs {
-        let s = seg.n;
-        let buf = ctx(fs.read(&dir.join(seg.name())), || {
-            format!("read segment {s}")
-        })?;
-        scan(&buf, seg.key, |r, _| {
-            // A checkpoint names an earlier segment than its own (anything else is not one
-            // the log wrote, and would make recovery drop live segments).
-            match r {
-                Record::Checkpoint { low_water: lw } if lw <= s => low_water = low_water.max(lw),
-                _ => {}
+/// What replaying one segment found.
+struct Found {
+    seg: Seg,
+    len: u64,
+    scanned: Scanned,
+}
+
+/// One replay pass over the segments from `low_water` on, every record to `apply`; also the
+/// highest low water a checkpoint names (a checkpoint names an earlier segment than its own:
+/// anything else is not one the log wrote, and would make recovery drop live segments).
+fn replay<F: Fs>(
+    fs: &F,
+    dir: &Path,
+    segs: &[Seg],
+    low_water: u64,
+    apply: &mut impl FnMut(Option<(u64, u64, Record)>),
+) -> Result<(Vec<Found>, u64), QueueError> {
+    let (mut found, mut highest) = (Vec::new(), low_water);
+    for &seg in segs.iter().filter(|s| s.n >= low_water) {
+        let path = dir.join(seg.name());
+        let buf = ctx(fs.read(&path), || format!("read {}", path.display()))?;
+        let scanned = scan(&buf, seg.key, |r, end| {
+            if let Record::Checkpoint { low_water: lw } = r {
+                if lw <= seg.n {
+                    highest = highest.max(lw);
+                }
             }
+            apply(Some((seg.n, end, r)));
             Ok(())
         })?;
+        found.push(Found {
+            seg,
+            len: buf.len() as u64,
+            scanned,
+        });
     }
-    Ok(low_water)
+    Ok((found, highest))
 }
 
 /// Encode a batch under `key`, with the end offset of every record (a group's members each).
@@ -227,8 +245,41 @@ fn encode_batch(recs: &[Record], key: u32) -> (Vec<u8>, Vec<u64>) {
     (buf, ends)
 }
 
+/// After the final replay: damage in the middle set aside in `corrupt/`, a torn tail cut.
+/// Returns the length of the segment's whole records.
+fn repair_segment<F: Fs>(
+    fs: &F,
+    paths: &Paths,
+    f: &Found,
+    repair: bool,
+    stats: &mut LogStats,
+) -> Result<u64, QueueError> {
+    let path = paths.log().join(f.seg.name());
+    let damaged = &f.scanned.damaged;
+    if !damaged.is_empty() {
+        stats.damaged_bytes += damaged.iter().map(|(a, b)| b - a).sum::<u64>();
+        // Read again: damage is rare, and keeping every segment's bytes is not.
+        let buf = fs.read(&path).unwrap_or_default();
+        set_aside(fs, paths, f.seg, &buf, damaged, repair);
+    }
+    let valid = f.scanned.keep;
+    if valid < f.len {
+        stats.torn_bytes_cut += f.len - valid;
+        if repair {
+            // The cut need not be synced on its own: the next append's fsync covers it, and
+            // until then a recovery would cut the same bytes again.
+            let mut file = ctx(fs.open_rw(&path), || format!("open {}", path.display()))?;
+            ctx(file.set_len(valid), || {
+                format!("truncate {}", path.display())
+            })?;
+        }
+    }
+    Ok(valid)
+}
+
 impl<F: Fs> Log<F> {
-    /// Replay the log. `apply(segment, end_offset, record)` sees every live record in order.
+    /// Replay the log. `apply(Some((segment, end_offset, record)))` sees every live record in
+    /// order; `apply(None)` means "forget what was applied so far: the replay starts over".
     /// With `repair`, torn tails are cut off and an empty log gets its first segment (keys of
     /// new segments come from `seed`).
     pub fn open(
@@ -236,7 +287,7 @@ impl<F: Fs> Log<F> {
         paths: &Paths,
         cfg: &Config,
         (repair, seed): (bool, u64),
-        mut apply: impl FnMut(u64, u64, Record),
+        mut apply: impl FnMut(Option<(u64, u64, Record)>),
     ) -> Result<Self, QueueError> {
         let dir = paths.log();
         let mut segs: Vec<Seg> = ctx(fs.list_dir(&dir), || format!("list {}", dir.display()))?
@@ -244,43 +295,30 @@ impl<F: Fs> Log<F> {
             .filter_map(|n| Seg::parse(n))
             .collect();
         segs.sort_unstable_by_key(|s| s.n);
-        let low_water = low_water(fs, &dir, &segs)?;
+        // Segments below a checkpoint's low water are dead: only a crash between the
+        // checkpoint and their unlinks leaves one. Replay optimistically once; if a dead one
+        // was replayed, forget everything and replay from the low water (rare).
+        let (mut found, low_water) = replay(fs, &dir, &segs, 0, &mut apply)?;
+        if segs.first().is_some_and(|s| s.n < low_water) {
+            apply(None);
+            found = replay(fs, &dir, &segs, low_water, &mut apply)?.0;
+            if repair {
+                for s in segs.iter().filter(|s| s.n < low_water) {
+                    // Its unlink had not persisted before a crash: finish it.
+                    let p = dir.join(s.name());
+                    ctx(fs.unlink(&p), || format!("remove {}", p.display()))?;
+                }
+            }
+        }
         let mut stats = LogStats::default();
         let mut live: Vec<Seg> = Vec::new();
         let (mut head_len, mut sealed) = (0, std::collections::BTreeMap::new());
-        for &seg in &segs {
-            let (s, path) = (seg.n, dir.join(seg.name()));
-            if s < low_water {
-                if repair {
-                    // Its unlink had not persisted before a crash: finish it.
-                    ctx(fs.unlink(&path), || format!("remove {}", path.display()))?;
-                }
-                continue;
-            }
-            let buf = ctx(fs.read(&path), || format!("read {}", path.display()))?;
-            let found = scan(&buf, seg.key, |r, end| {
-                apply(s, end, r);
-                Ok(())
-            })?;
-            if !found.damaged.is_empty() {
-                stats.damaged_bytes += found.damaged.iter().map(|(a, b)| b - a).sum::<u64>();
-                set_aside(fs, paths, seg, &buf, &found.damaged, repair);
-            }
-            let valid = found.keep;
-            let len = buf.len() as u64;
-            if valid < len {
-                stats.torn_bytes_cut += len - valid;
-                if repair {
-                    // The cut need not be synced on its own: the next append's fsync covers it,
-                    // and until then a recovery would cut the same bytes again.
-                    let mut f = ctx(fs.open_rw(&path), || format!("open {}", path.display()))?;
-                    ctx(f.set_len(valid), || format!("truncate {}", path.display()))?;
-                }
-            }
+        for f in found {
+            let valid = repair_segment(fs, paths, &f, repair, &mut stats)?;
             if let Some(prev) = live.last() {
                 sealed.insert(prev.n, head_len);
             }
-            live.push(seg);
+            live.push(f.seg);
             head_len = valid;
         }
         let mut log = Log {

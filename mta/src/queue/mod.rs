@@ -345,8 +345,9 @@ impl<E: Env> Queue<E> {
         let mut msgs = BTreeMap::new();
         let mut refs = SegRefs::new();
         let seed = env.random_u64();
-        let log = log::Log::open(fs, &paths, &cfg, (true, seed), |seg, end, r| {
-            apply(&mut msgs, &mut refs, seg, end, planted_on_replay(r))
+        let log = log::Log::open(fs, &paths, &cfg, (true, seed), |r| match r {
+            Some((seg, end, r)) => apply(&mut msgs, &mut refs, seg, end, planted_on_replay(r)),
+            None => (msgs, refs) = (BTreeMap::new(), SegRefs::new()),
         })?;
         rec.torn_bytes_cut = log.stats().torn_bytes_cut;
         rec.damaged_bytes = log.stats().damaged_bytes;
@@ -914,8 +915,9 @@ impl View {
         let fs = env.fs();
         let mut msgs = BTreeMap::new();
         let mut refs = SegRefs::new();
-        log::Log::open(fs, paths, &Config::default(), (false, 0), |seg, end, r| {
-            apply(&mut msgs, &mut refs, seg, end, r)
+        log::Log::open(fs, paths, &Config::default(), (false, 0), |r| match r {
+            Some((seg, end, r)) => apply(&mut msgs, &mut refs, seg, end, r),
+            None => (msgs, refs) = (BTreeMap::new(), SegRefs::new()),
         })?;
         let mut todo = Vec::new();
         let dir = paths.todo();
