@@ -1,6 +1,6 @@
 //! POP3 on a real host: `mta run --listen-pop3` serving mail it delivered to real clients
 //! (Python's poplib, fetchmail), logins through a checkpassword program.
-//! STLS and implicit TLS are not here yet: the TLS configuration lives on another branch.
+//! TLS: poplib uses STLS and POP3S, fetchmail STLS (the installation's self-signed certificate).
 
 mod common;
 
@@ -210,10 +210,10 @@ fn fetchmail_retrieves_and_deletes_what_mta_run_delivered() {
     let out = home.path().join("out");
     std::fs::create_dir(&out).unwrap();
     let rc = home.path().join("fetchmailrc");
-    // sslproto '': plain POP3 (STLS and POP3S are the poplib test's).
+    // STLS (the installation's self-signed certificate: not checked).
     let text = format!(
         "set no syslog\npoll 127.0.0.1 with protocol pop3 port {}:\n  user \"fred\" there \
-         with password \"fred's secret\" is root here\n  sslproto ''\n  mda \"/bin/sh -c 'cat > {}/msg.$$'\"\n",
+         with password \"fred's secret\" is root here\n  sslproto TLS1.2+\n  no sslcertck\n  mda \"/bin/sh -c 'cat > {}/msg.$$'\"\n",
         s.pop3.port(),
         out.display()
     );
@@ -245,6 +245,7 @@ fn fetchmail_retrieves_and_deletes_what_mta_run_delivered() {
     let big = got.iter().find(|m| m.contains("Subject: big")).unwrap();
     assert_eq!(big.matches(&"x".repeat(70)).count(), 43_000);
     assert!(!log.contains("not the expected length"), "{log}");
+    assert!(log.contains("POP3> STLS"), "{log}");
     // fetchmail deletes what it retrieved: the mailbox is empty.
     assert!(names(&md.join("new")).is_empty() && names(&md.join("cur")).is_empty());
 }
