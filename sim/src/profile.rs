@@ -50,6 +50,9 @@ pub struct Profile {
     /// An operator flushes (SIGALRM) when the faults heal; without, only the natural retry
     /// schedule brings the mail through.
     pub flush: bool,
+    /// Both MTAs have certificates: clients send over STARTTLS (a fault mid-handshake is a
+    /// TLS failure), and the relaying between the MTAs runs over STARTTLS too.
+    pub tls: bool,
 }
 
 fn list<T: std::fmt::Display>(v: &[T]) -> String {
@@ -64,7 +67,7 @@ impl std::fmt::Display for Profile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "crashes={};persist={};partition={};eio={};fsyncfail={};readeio={};full={};jump={};reboot={};reader={};big={};corrupt={};peer={};latency={};pause={};inject={};clients={};messages={};remote={};flush={}",
+            "crashes={};persist={};partition={};eio={};fsyncfail={};readeio={};full={};jump={};reboot={};reader={};big={};corrupt={};peer={};latency={};pause={};inject={};clients={};messages={};remote={};flush={};tls={}",
             list(&self.crashes),
             list(&self.persist),
             span(self.partition),
@@ -85,6 +88,7 @@ impl std::fmt::Display for Profile {
             self.messages,
             self.remote_pct,
             u8::from(self.flush),
+            u8::from(self.tls),
         )
     }
 }
@@ -112,6 +116,7 @@ impl Default for Profile {
             messages: 2,
             remote_pct: 0,
             flush: true,
+            tls: false,
         }
     }
 }
@@ -167,6 +172,7 @@ impl std::str::FromStr for Profile {
                 "messages" => p.messages = num()? as usize,
                 "remote" => p.remote_pct = num()? as u32,
                 "flush" => p.flush = num()? != 0,
+                "tls" => p.tls = num()? != 0,
                 _ => return Err(format!("unknown key {k:?}")),
             }
         }
@@ -258,6 +264,8 @@ impl Profile {
             reader: r.random_bool(0.3),
             big: r.random_bool(0.1),
             corrupt: r.random_bool(0.15),
+            // Drawn last: every other field keeps the value it had before TLS existed.
+            tls: r.random_bool(0.3),
         }
     }
 
@@ -288,7 +296,7 @@ impl Profile {
             }));
         }
         let d = Profile::default();
-        let fields: [(bool, &Edit); 15] = [
+        let fields: [(bool, &Edit); 16] = [
             (self.corrupt, &|c| c.corrupt = false),
             (self.reboot.is_some(), &|c| c.reboot = None),
             (self.reader, &|c| c.reader = false),
@@ -307,6 +315,7 @@ impl Profile {
             (self.messages > 1, &|c| c.messages -= 1),
             (self.remote_pct > 0, &|c| c.remote_pct = 0),
             (!self.flush, &|c| c.flush = true),
+            (self.tls, &|c| c.tls = false),
         ];
         for (applies, f) in fields {
             if applies {
