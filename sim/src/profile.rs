@@ -50,8 +50,9 @@ pub struct Profile {
     /// An operator flushes (SIGALRM) when the faults heal; without, only the natural retry
     /// schedule brings the mail through.
     pub flush: bool,
-    /// Both MTAs have certificates: clients send over STARTTLS (a fault mid-handshake is a
-    /// TLS failure), and the relaying between the MTAs runs over STARTTLS too.
+    /// Both MTAs have certificates: clients send over STARTTLS and authenticate (AUTH PLAIN;
+    /// a fault mid-handshake is a TLS failure), and the relaying between the MTAs runs over
+    /// STARTTLS too.
     pub tls: bool,
 }
 

@@ -71,8 +71,9 @@ pub struct Outcome {
     pub damage: Option<String>,
     pub violations: Vec<String>,
     pub trace_hash: u64,
-    /// Delivered messages (on either MTA) whose Received line says they came over TLS.
-    pub over_tls: usize,
+    /// Messages delivered on the first MTA from authenticated clients over TLS (`with
+    /// ESMTPSA`), and on the second from the first over TLS (`by relay.example with ESMTPS`).
+    pub over_tls: (usize, usize),
 }
 
 fn now_ms() -> u64 {
@@ -102,6 +103,11 @@ fn big_body(token: &str) -> String {
 /// The simulated MTAs' certificate and key when a profile has `tls` (a throwaway self-signed
 /// pair for `heaven.af.mil`, fixed so that every run writes the same bytes to the disk).
 const SERVERCERT: &str = include_str!("../../fixtures/tls/servercert.pem");
+
+/// fred's password (`secret`) in the MTA's `control/passwd` when a profile has `tls`: an
+/// Argon2id hash with the smallest parameters, so checking it costs the swarm nothing.
+const PASSWD: &str =
+    "fred:$argon2id$v=19$m=8,t=1,p=1$c3dhcm1zYWx0c3dhcm1zYWx0$a96CS6PwCmhywU9pNog5Fy8PHzz80wEeDzMAxFyuHa8\n";
 
 /// One SMTP transmission (over STARTTLS when the profile says so): the ledger gets its token
 /// as soon as the dot is on its way (it may be accepted though the reply never comes back),
@@ -143,7 +149,7 @@ async fn reply<S: AsyncRead + Unpin>(r: &mut BufReader<S>) -> std::io::Result<St
 }
 
 /// EHLO, STARTTLS, the handshake (no certificate check: the swarm tests delivery, not
-/// trust), EHLO again. `None` when the server would not.
+/// trust), EHLO again, AUTH as fred. `None` when the server would not.
 async fn starttls(
     mut r: BufReader<turmoil::net::TcpStream>,
 ) -> std::io::Result<Option<BufReader<tokio_rustls::client::TlsStream<turmoil::net::TcpStream>>>> {
@@ -156,8 +162,17 @@ async fn starttls(
     let connector = tokio_rustls::TlsConnector::from(mta::tls::client_config(None));
     let name = "heaven.af.mil".try_into().expect("a DNS name");
     let mut t = BufReader::new(connector.connect(name, r.into_inner()).await?);
-    t.get_mut().write_all(b"EHLO client.example\r\n").await?;
-    Ok(reply(&mut t).await?.starts_with("250").then_some(t))
+    // "\0fred\0secret"
+    for (cmd, want) in [
+        ("EHLO client.example\r\n", "250"),
+        ("AUTH PLAIN AGZyZWQAc2VjcmV0\r\n", "235"),
+    ] {
+        t.get_mut().write_all(cmd.as_bytes()).await?;
+        if !reply(&mut t).await?.starts_with(want) {
+            return Ok(None);
+        }
+    }
+    Ok(Some(t))
 }
 
 /// MAIL, RCPT, DATA and the message on a session that has been greeted.
@@ -339,6 +354,7 @@ impl<'a> Swarm<'a> {
         let mut controls = vec![("rcpthosts", "heaven.af.mil\nfar.example\nrelay.example\n")];
         if p.tls {
             controls.push(("servercert.pem", SERVERCERT));
+            controls.push(("passwd", PASSWD));
         }
         let img = image(&controls, &[]);
         let disk = Disk::with_image(img, Clock::new(EPOCH_MS));
@@ -732,15 +748,19 @@ pub fn run_profile(seed: u64, p: &Profile) -> Outcome {
         damage: w.damage.clone(),
         violations,
         trace_hash,
-        over_tls: over_tls(&final_image(&w.host.disk)) + over_tls(&final_image(&w.host2.disk)),
+        over_tls: (
+            with(&final_image(&w.host.disk), "with ESMTPSA"),
+            with(&final_image(&w.host2.disk), "by relay.example with ESMTPS"),
+        ),
     }
 }
 
-/// Mailbox files holding a message received over TLS (RFC 3848's `with ESMTPS`).
-fn over_tls(img: &Image) -> usize {
+/// Mailbox files whose text holds `what` (a Received line's protocol, RFC 3848).
+fn with(img: &Image, what: &str) -> usize {
+    let what = what.as_bytes();
     mailbox_files(img)
         .iter()
-        .filter(|(_, b)| b.windows(11).any(|w| w == b"with ESMTPS"))
+        .filter(|(_, b)| b.windows(what.len()).any(|w| w == what))
         .count()
 }
 
