@@ -143,7 +143,10 @@ fn start(cli: &Cli, root: &Path) -> (Child, f64, String) {
     let mut line = String::new();
     loop {
         line.clear();
-        assert!(out.read_line(&mut line).expect("read") > 0, "mta run ended");
+        if out.read_line(&mut line).unwrap_or(0) == 0 {
+            let status = child.wait();
+            panic!("mta run ended before listening: {status:?}");
+        }
         if let Some(a) = line.trim().strip_prefix("mta: listening on ") {
             return (child, t.elapsed().as_secs_f64(), a.to_string());
         }
