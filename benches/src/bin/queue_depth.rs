@@ -139,7 +139,12 @@ fn start(cli: &Cli, root: &Path) -> (Child, f64, String) {
         .stderr(Stdio::null())
         .spawn()
         .expect("mta run");
-    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let Some(stdout) = child.stdout.take() else {
+        let _ = child.kill();
+        let status = child.wait();
+        panic!("no stdout from mta run: {status:?}");
+    };
+    let mut out = BufReader::new(stdout);
     let mut line = String::new();
     loop {
         line.clear();
