@@ -5,7 +5,9 @@
 //! - `C: text`: send `text` and CRLF;
 //! - `R: text` / `R*N: text`: send raw bytes (escapes `\r \n \t \\ \0 \xNN`), N times;
 //! - `S: prefix`: the next reply line must start with `prefix`;
-//! - `CLOSE`: the server must close the connection;
+//! - `CLOSE`: the server must close the connection (without a reply line before it);
+//! - `TLS`: a TLS handshake as the client (after the server's `220` to STARTTLS); every step
+//!   after it runs inside TLS;
 //! - `#` comments and blank lines are ignored.
 
 pub mod catalogue;
@@ -13,6 +15,7 @@ pub mod play;
 pub mod profile;
 pub mod report;
 pub mod runner;
+pub mod tls;
 
 use std::path::Path;
 use std::time::Duration;
@@ -24,6 +27,7 @@ pub enum Step {
     Send(Vec<u8>),
     Expect(String),
     Close,
+    Tls,
 }
 
 #[derive(Debug, Clone)]
@@ -87,6 +91,8 @@ impl Dialogue {
             }
             if line == "CLOSE" {
                 steps.push(Step::Close);
+            } else if line == "TLS" {
+                steps.push(Step::Tls);
             } else if let Some(t) = line.strip_prefix("C:") {
                 let t = t.strip_prefix(' ').unwrap_or(t);
                 steps.push(Step::Send(format!("{t}\r\n").into_bytes()));
@@ -201,13 +207,13 @@ pub enum Match {
 }
 
 /// Play a dialogue; returns the transcript, or what went wrong with the transcript so far.
-pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     stream: S,
     d: &Dialogue,
     m: Match,
     timeout: Duration,
 ) -> Result<String, String> {
-    let mut s = BufReader::new(stream);
+    let mut s: BufReader<Box<dyn tls::Io>> = BufReader::new(Box::new(stream));
     let mut transcript = String::new();
     for (i, step) in d.steps.iter().enumerate() {
         let fail = |t: &str, why: String| Err(format!("{}: step {}: {why}\n{t}", d.name, i + 1));
@@ -246,10 +252,31 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     return fail(&transcript, "reply line not ended by CRLF".into());
                 }
             }
+            Step::Tls => {
+                // Nothing may be buffered: the server's first TLS bytes follow its 220.
+                if !s.buffer().is_empty() {
+                    return fail(
+                        &transcript,
+                        "bytes after the 220, before the handshake".into(),
+                    );
+                }
+                let handshake = tls::handshake(s.into_inner(), "heaven.af.mil");
+                match tokio::time::timeout(timeout, handshake).await {
+                    Ok(Ok(t)) => s = BufReader::new(t),
+                    Ok(Err(e)) => return fail(&transcript, format!("TLS handshake: {e}")),
+                    Err(_) => return fail(&transcript, "TLS handshake timed out".into()),
+                }
+                transcript.push_str("TLS\n");
+            }
             Step::Close => {
                 let mut rest = Vec::new();
                 match tokio::time::timeout(timeout, s.read_until(b'\n', &mut rest)).await {
                     Ok(Ok(0)) | Ok(Err(_)) => transcript.push_str("closed\n"),
+                    // Bytes that end at the close without a line end are no reply (a TLS
+                    // alert to a client that did not handshake).
+                    Ok(Ok(n)) if !rest.ends_with(b"\n") => {
+                        transcript.push_str(&format!("closed after {n} bytes that are no reply\n"))
+                    }
                     Ok(Ok(_)) => {
                         return fail(
                             &transcript,

@@ -106,6 +106,29 @@ fn every_conformance_dialogue_over_real_tcp() {
     assert_eq!(settled(srv.root.path()).len(), 5);
 }
 
+/// The STARTTLS and AUTH dialogues (fixtures/smtp-tls), on a server with a certificate and a
+/// password file.
+#[test]
+fn every_tls_dialogue_over_real_tcp() {
+    let cert = std::fs::read_to_string(fixtures().join("tls/servercert.pem")).unwrap();
+    let passwd = std::fs::read_to_string(fixtures().join("smtp-tls/passwd")).unwrap();
+    let srv = start(&[("servercert.pem", &cert), ("passwd", &passwd)]);
+    let dialogues = Dialogue::load_dir(&fixtures().join("smtp-tls")).unwrap();
+    assert!(dialogues.len() >= 4);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for d in &dialogues {
+        rt.block_on(async {
+            let s = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+            if let Err(e) = conformance::run(s, d, Match::Text, Duration::from_secs(20)).await {
+                panic!("{e}");
+            }
+        });
+    }
+}
+
 #[test]
 fn lettre_client_sends_and_the_message_is_durably_queued() {
     use lettre::{Message, SmtpTransport, Transport};

@@ -50,6 +50,10 @@ pub struct Profile {
     /// An operator flushes (SIGALRM) when the faults heal; without, only the natural retry
     /// schedule brings the mail through.
     pub flush: bool,
+    /// Both MTAs have certificates: clients send over STARTTLS and authenticate (AUTH PLAIN;
+    /// a fault mid-handshake is a TLS failure), and the relaying between the MTAs runs over
+    /// STARTTLS too.
+    pub tls: bool,
     /// The mail reader (`reader`) is a POP3 client of `mta run --listen-pop3` instead.
     pub pop3: bool,
     /// A mini-qmail host (no queue) sends two messages to fred over QMQP.
@@ -68,7 +72,7 @@ impl std::fmt::Display for Profile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "crashes={};persist={};partition={};eio={};fsyncfail={};readeio={};full={};jump={};reboot={};reader={};big={};corrupt={};peer={};latency={};pause={};inject={};clients={};messages={};remote={};flush={};pop3={};mini={}",
+            "crashes={};persist={};partition={};eio={};fsyncfail={};readeio={};full={};jump={};reboot={};reader={};big={};corrupt={};peer={};latency={};pause={};inject={};clients={};messages={};remote={};flush={};tls={};pop3={};mini={}",
             list(&self.crashes),
             list(&self.persist),
             span(self.partition),
@@ -89,6 +93,7 @@ impl std::fmt::Display for Profile {
             self.messages,
             self.remote_pct,
             u8::from(self.flush),
+            u8::from(self.tls),
             u8::from(self.pop3),
             u8::from(self.mini),
         )
@@ -118,6 +123,7 @@ impl Default for Profile {
             messages: 2,
             remote_pct: 0,
             flush: true,
+            tls: false,
             pop3: false,
             mini: false,
         }
@@ -175,6 +181,7 @@ impl std::str::FromStr for Profile {
                 "messages" => p.messages = num()? as usize,
                 "remote" => p.remote_pct = num()? as u32,
                 "flush" => p.flush = num()? != 0,
+                "tls" => p.tls = num()? != 0,
                 "pop3" => p.pop3 = num()? != 0,
                 "mini" => p.mini = num()? != 0,
                 _ => return Err(format!("unknown key {k:?}")),
@@ -268,7 +275,9 @@ impl Profile {
             reader: r.random_bool(0.3),
             big: r.random_bool(0.1),
             corrupt: r.random_bool(0.15),
-            // Drawn last, so every other field of a seed stays what it was.
+            // Drawn last: every other field keeps the value it had before TLS existed.
+            tls: r.random_bool(0.3),
+            // After tls: every other field keeps its value.
             pop3: r.random_bool(0.5),
             mini: r.random_bool(0.3),
         }
@@ -301,7 +310,7 @@ impl Profile {
             }));
         }
         let d = Profile::default();
-        let fields: [(bool, &Edit); 17] = [
+        let fields: [(bool, &Edit); 18] = [
             (self.corrupt, &|c| c.corrupt = false),
             (self.reboot.is_some(), &|c| c.reboot = None),
             (self.reader, &|c| c.reader = false),
@@ -320,6 +329,7 @@ impl Profile {
             (self.messages > 1, &|c| c.messages -= 1),
             (self.remote_pct > 0, &|c| c.remote_pct = 0),
             (!self.flush, &|c| c.flush = true),
+            (self.tls, &|c| c.tls = false),
             (self.pop3, &|c| c.pop3 = false),
             (self.mini, &|c| c.mini = false),
         ];

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 
 use mta::env::{Env, Fs, FsFile, Net, Signal};
 use mta::queue::{Config, Paths};
@@ -74,6 +74,9 @@ pub struct Outcome {
     pub damage: Option<String>,
     pub violations: Vec<String>,
     pub trace_hash: u64,
+    /// Messages delivered on the first MTA from authenticated clients over TLS (`with
+    /// ESMTPSA`), and on the second from the first over TLS (`by relay.example with ESMTPS`).
+    pub over_tls: (usize, usize),
 }
 
 fn now_ms() -> u64 {
@@ -100,13 +103,23 @@ fn big_body(token: &str) -> String {
     format!("{}{}", body(token), line.repeat(300 * 1024 / line.len()))
 }
 
-/// One SMTP transmission: the ledger gets its token as soon as the dot is on its way (it
-/// may be accepted though the reply never comes back), marked acked on `250`.
+/// The simulated MTAs' certificate and key when a profile has `tls` (a throwaway self-signed
+/// pair for `heaven.af.mil`, fixed so that every run writes the same bytes to the disk).
+const SERVERCERT: &str = include_str!("../../fixtures/tls/servercert.pem");
+
+/// fred's password (`secret`) in the MTA's `control/passwd` when a profile has `tls`: an
+/// Argon2id hash with the smallest parameters, so checking it costs the swarm nothing.
+const PASSWD: &str =
+    "fred:$argon2id$v=19$m=8,t=1,p=1$c3dhcm1zYWx0c3dhcm1zYWx0$a96CS6PwCmhywU9pNog5Fy8PHzz80wEeDzMAxFyuHa8\n";
+
+/// One SMTP transmission (over STARTTLS when the profile says so): the ledger gets its token
+/// as soon as the dot is on its way (it may be accepted though the reply never comes back),
+/// marked acked on `250`.
 async fn send(
     to: SocketAddr,
-    (rcpt, token, data): (&str, &str, &str),
+    what: (&str, &str, &str),
     ledger: &Ledger,
-    pause: u64,
+    (pause, tls): (u64, bool),
 ) -> std::io::Result<()> {
     let mut r = BufReader::new(TURMOIL.connect(to).await?);
     let mut line = String::new();
@@ -114,6 +127,65 @@ async fn send(
     if !line.starts_with("220") {
         return Ok(());
     }
+    if !tls {
+        return transact(r, what, ledger, pause).await;
+    }
+    match starttls(r).await? {
+        Some(t) => transact(t, what, ledger, pause).await,
+        None => Ok(()),
+    }
+}
+
+/// A whole reply (its continuation lines too).
+async fn reply<S: AsyncRead + Unpin>(r: &mut BufReader<S>) -> std::io::Result<String> {
+    let mut all = String::new();
+    loop {
+        let mut l = String::new();
+        if r.read_line(&mut l).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        all.push_str(&l);
+        if l.as_bytes().get(3) != Some(&b'-') {
+            return Ok(all);
+        }
+    }
+}
+
+/// EHLO, STARTTLS, the handshake (no certificate check: the swarm tests delivery, not
+/// trust), EHLO again, AUTH as fred. `None` when the server would not.
+async fn starttls(
+    mut r: BufReader<turmoil::net::TcpStream>,
+) -> std::io::Result<Option<BufReader<tokio_rustls::client::TlsStream<turmoil::net::TcpStream>>>> {
+    for (cmd, want) in [("EHLO client.example\r\n", "250"), ("STARTTLS\r\n", "220")] {
+        r.get_mut().write_all(cmd.as_bytes()).await?;
+        if !reply(&mut r).await?.starts_with(want) {
+            return Ok(None);
+        }
+    }
+    let connector = tokio_rustls::TlsConnector::from(mta::tls::client_config(None));
+    let name = "heaven.af.mil".try_into().expect("a DNS name");
+    let mut t = BufReader::new(connector.connect(name, r.into_inner()).await?);
+    // "\0fred\0secret"
+    for (cmd, want) in [
+        ("EHLO client.example\r\n", "250"),
+        ("AUTH PLAIN AGZyZWQAc2VjcmV0\r\n", "235"),
+    ] {
+        t.get_mut().write_all(cmd.as_bytes()).await?;
+        if !reply(&mut t).await?.starts_with(want) {
+            return Ok(None);
+        }
+    }
+    Ok(Some(t))
+}
+
+/// MAIL, RCPT, DATA and the message on a session that has been greeted.
+async fn transact<S: AsyncRead + AsyncWrite + Unpin>(
+    mut r: BufReader<S>,
+    (rcpt, token, data): (&str, &str, &str),
+    ledger: &Ledger,
+    pause: u64,
+) -> std::io::Result<()> {
+    let mut line = String::new();
     let cmds = [
         "MAIL FROM:<fred@heaven.af.mil>\r\n".to_string(),
         format!("RCPT TO:<{rcpt}>\r\n"),
@@ -170,7 +242,8 @@ async fn client(c: usize, rcpts: Vec<String>, p: Profile, ledger: Ledger) -> tur
             };
             let limit = Duration::from_secs(20 + 4 * pause);
             let what = (rcpt.as_str(), token.as_str(), data.as_str());
-            let _ = tokio::time::timeout(limit, send(to, what, &ledger, pause)).await;
+            let how = (pause, p.tls);
+            let _ = tokio::time::timeout(limit, send(to, what, &ledger, how)).await;
             if lock(&ledger).iter().any(|s| s.token == token && s.acked) {
                 break;
             }
@@ -274,6 +347,10 @@ struct Swarm<'a> {
 /// The MTA's control files: rcpthosts, and what the POP3 reader and the mini-qmail host need.
 fn controls(p: &Profile) -> Vec<(&'static str, &'static str)> {
     let mut controls = vec![("rcpthosts", "heaven.af.mil\nfar.example\nrelay.example\n")];
+    if p.tls {
+        controls.push(("servercert.pem", SERVERCERT));
+        controls.push(("passwd", PASSWD));
+    }
     if p.reader && p.pop3 {
         controls.push(("checkpassword", pop3_reader::CHECKER));
     }
@@ -339,7 +416,7 @@ impl<'a> Swarm<'a> {
         let pop3_reads = optional_servers(p, &mut host, &mut sim);
         host.install(&mut sim);
         // A second MTA: relay.example's MX, delivering to its own user bill.
-        let disk2 = Disk::with_image(relay_image(), Clock::new(EPOCH_MS));
+        let disk2 = Disk::with_image(relay_image(p.tls), Clock::new(EPOCH_MS));
         let host2 = MtaHost::new("mta2", disk2, seed ^ 0x2222, true);
         host2.install(&mut sim);
         let ledger = Ledger::default();
@@ -722,7 +799,20 @@ pub fn run_profile(seed: u64, p: &Profile) -> Outcome {
         damage: w.damage.clone(),
         violations,
         trace_hash,
+        over_tls: (
+            with(&final_image(&w.host.disk), "with ESMTPSA"),
+            with(&final_image(&w.host2.disk), "by relay.example with ESMTPS"),
+        ),
     }
+}
+
+/// Mailbox files whose text holds `what` (a Received line's protocol, RFC 3848).
+fn with(img: &Image, what: &str) -> usize {
+    let what = what.as_bytes();
+    mailbox_files(img)
+        .iter()
+        .filter(|(_, b)| b.windows(what.len()).any(|w| w == what))
+        .count()
 }
 
 /// Shrink a failing run to a minimal profile; returns it and how many runs it took.
@@ -731,7 +821,7 @@ pub fn shrink(seed: u64, start: &Profile, fails: impl Fn(&Outcome) -> bool) -> (
 }
 
 /// The second MTA's disk: relay.example, user bill.
-fn relay_image() -> crate::fs::Image {
+fn relay_image(tls: bool) -> crate::fs::Image {
     let clock = Clock::new(EPOCH_MS);
     let env = SimEnv::manual(crate::fs::SimFs::new(clock.clone()), clock, 0);
     let o = mta::init::InitOptions {
@@ -745,7 +835,11 @@ fn relay_image() -> crate::fs::Image {
         disabled: Default::default(),
     };
     mta::init::init(&env, &root(), &o).expect("init");
-    for (name, text) in [("timeoutconnect", "10"), ("timeoutremote", "30")] {
+    let mut controls = vec![("timeoutconnect", "10"), ("timeoutremote", "30")];
+    if tls {
+        controls.push(("servercert.pem", SERVERCERT));
+    }
+    for (name, text) in controls {
         let p = root().join("control").join(name);
         let mut f = env.fs().create_new(&p).expect("control file");
         f.write_at(0, text.as_bytes()).expect("write");

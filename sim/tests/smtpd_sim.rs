@@ -51,6 +51,46 @@ fn every_conformance_dialogue_over_the_simulated_network() {
     sim.run().unwrap();
 }
 
+/// The STARTTLS and AUTH dialogues (fixtures/smtp-tls): TLS over the simulated network.
+#[test]
+fn every_tls_dialogue_over_the_simulated_network() {
+    let ctl = fixtures().join("smtp/control");
+    let mut files: Vec<(String, String)> =
+        ["me", "rcpthosts", "locals", "badmailfrom", "databytes"]
+            .iter()
+            .map(|f| (f.to_string(), std::fs::read_to_string(ctl.join(f)).unwrap()))
+            .collect();
+    for (name, from) in [
+        ("servercert.pem", "tls/servercert.pem"),
+        ("passwd", "smtp-tls/passwd"),
+    ] {
+        let text = std::fs::read_to_string(fixtures().join(from)).unwrap();
+        files.push((name.to_string(), text));
+    }
+    let controls: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let clock = sim::fs::Clock::new(EPOCH_MS);
+    let disk = Disk::with_image(installation(&controls), clock);
+    let mut sim = turmoil::Builder::new()
+        .simulation_duration(Duration::from_secs(600))
+        .build();
+    MtaHost::new("mta", disk.clone(), 1, false).install(&mut sim);
+    sim.client("client", async {
+        let to = std::net::SocketAddr::new(turmoil::lookup("mta"), PORT);
+        for d in Dialogue::load_dir(&fixtures().join("smtp-tls")).unwrap() {
+            let s = turmoil::net::TcpStream::connect(to).await?;
+            match conformance::run(s, &d, Match::Text, Duration::from_secs(30)).await {
+                Ok(t) => insta::assert_snapshot!(format!("tls-dialogue-{}", d.name), redact(&t)),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        Ok(())
+    });
+    sim.run().unwrap();
+}
+
 #[test]
 fn crash_at_every_fs_operation_while_receiving_loses_no_acknowledged_message() {
     let c = receive::crash_mid_receive(4, mta::smtpd::SPOOL_THRESHOLD, 5);

@@ -63,6 +63,34 @@ fn latent_corruption_in_the_swarm_is_survived() {
     assert!(struck >= 10, "the damage struck {struck} times");
 }
 
+/// With `tls`, clients send over STARTTLS after AUTH and the MTAs relay to each other over it, through
+/// the same faults: the oracle holds, mail arrives over TLS, and a seed still replays
+/// exactly (the TLS bytes differ run to run, what happened does not).
+#[test]
+fn tls_seeds_pass_and_replay() {
+    let (mut authenticated, mut relayed) = (0, 0);
+    for seed in 0..8 {
+        let mut p = sim::swarm::Profile::draw(seed);
+        p.tls = true;
+        let o = sim::swarm::run_profile(seed, &p);
+        assert!(
+            o.violations.is_empty(),
+            "seed {seed} {p}: {:?}",
+            o.violations
+        );
+        authenticated += o.over_tls.0;
+        relayed += o.over_tls.1;
+        if seed < 2 {
+            let again = sim::swarm::run_profile(seed, &p);
+            assert_eq!(o.trace_hash, again.trace_hash, "seed {seed} {p}");
+        }
+    }
+    assert!(
+        authenticated > 0 && relayed > 0,
+        "{authenticated} from authenticated clients over TLS, {relayed} relayed over TLS"
+    );
+}
+
 /// Seeds whose mail reader is a POP3 client of `mta run --listen-pop3`: the oracle counts what
 /// it deleted as read, and checks at each `+OK` to QUIT that the deletions are durable.
 #[test]

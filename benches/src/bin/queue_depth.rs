@@ -139,11 +139,19 @@ fn start(cli: &Cli, root: &Path) -> (Child, f64, String) {
         .stderr(Stdio::null())
         .spawn()
         .expect("mta run");
-    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let Some(stdout) = child.stdout.take() else {
+        let _ = child.kill();
+        let status = child.wait();
+        panic!("no stdout from mta run: {status:?}");
+    };
+    let mut out = BufReader::new(stdout);
     let mut line = String::new();
     loop {
         line.clear();
-        assert!(out.read_line(&mut line).expect("read") > 0, "mta run ended");
+        if out.read_line(&mut line).unwrap_or(0) == 0 {
+            let status = child.wait();
+            panic!("mta run ended before listening: {status:?}");
+        }
         if let Some(a) = line.trim().strip_prefix("mta: listening on ") {
             return (child, t.elapsed().as_secs_f64(), a.to_string());
         }
