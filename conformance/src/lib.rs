@@ -206,6 +206,8 @@ pub enum Match {
     Code,
 }
 
+type Conn = BufReader<Box<dyn tls::Io>>;
+
 /// Play a dialogue; returns the transcript, or what went wrong with the transcript so far.
 pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     stream: S,
@@ -213,82 +215,98 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     m: Match,
     timeout: Duration,
 ) -> Result<String, String> {
-    let mut s: BufReader<Box<dyn tls::Io>> = BufReader::new(Box::new(stream));
+    let mut s: Conn = BufReader::new(Box::new(stream));
     let mut transcript = String::new();
     for (i, step) in d.steps.iter().enumerate() {
-        let fail = |t: &str, why: String| Err(format!("{}: step {}: {why}\n{t}", d.name, i + 1));
-        match step {
-            Step::Send(b) => {
-                if let Err(e) = s.get_mut().write_all(b).await {
-                    return fail(&transcript, format!("write: {e}"));
-                }
-                transcript.push_str(&format!(
+        let done = match step {
+            Step::Send(b) => match s.get_mut().write_all(b).await {
+                Ok(()) => Ok(format!(
                     "C: {}\n",
                     String::from_utf8_lossy(&b[..b.len().min(80)]).trim_end()
-                ));
-            }
-            Step::Expect(want) => {
-                let mut line = Vec::new();
-                let r = tokio::time::timeout(timeout, s.read_until(b'\n', &mut line)).await;
-                let got = String::from_utf8_lossy(&line).trim_end().to_string();
-                match r {
-                    Err(_) => return fail(&transcript, format!("timed out waiting for {want:?}")),
-                    Ok(Err(e)) => return fail(&transcript, format!("read: {e}")),
-                    Ok(Ok(0)) => return fail(&transcript, format!("closed, expected {want:?}")),
-                    Ok(Ok(_)) => {}
+                )),
+                Err(e) => Err(format!("write: {e}")),
+            },
+            Step::Expect(want) => expect_line(&mut s, want, m, timeout).await,
+            Step::Tls => match start_tls(s, timeout).await {
+                Ok(t) => {
+                    s = t;
+                    Ok("TLS\n".into())
                 }
-                transcript.push_str(&format!("S: {got}\n"));
-                let ok = match m {
-                    Match::Text => got.starts_with(want.as_str()),
-                    Match::Code => {
-                        got.get(..3) == want.get(..3)
-                            && got.get(3..4).unwrap_or(" ") == want.get(3..4).unwrap_or(" ")
-                    }
-                };
-                if !ok {
-                    return fail(&transcript, format!("expected {want:?}, got {got:?}"));
-                }
-                if !line.ends_with(b"\r\n") {
-                    return fail(&transcript, "reply line not ended by CRLF".into());
-                }
-            }
-            Step::Tls => {
-                // Nothing may be buffered: the server's first TLS bytes follow its 220.
-                if !s.buffer().is_empty() {
-                    return fail(
-                        &transcript,
-                        "bytes after the 220, before the handshake".into(),
-                    );
-                }
-                let handshake = tls::handshake(s.into_inner(), "heaven.af.mil");
-                match tokio::time::timeout(timeout, handshake).await {
-                    Ok(Ok(t)) => s = BufReader::new(t),
-                    Ok(Err(e)) => return fail(&transcript, format!("TLS handshake: {e}")),
-                    Err(_) => return fail(&transcript, "TLS handshake timed out".into()),
-                }
-                transcript.push_str("TLS\n");
-            }
-            Step::Close => {
-                let mut rest = Vec::new();
-                match tokio::time::timeout(timeout, s.read_until(b'\n', &mut rest)).await {
-                    Ok(Ok(0)) | Ok(Err(_)) => transcript.push_str("closed\n"),
-                    // Bytes that end at the close without a line end are no reply (a TLS
-                    // alert to a client that did not handshake).
-                    Ok(Ok(n)) if !rest.ends_with(b"\n") => {
-                        transcript.push_str(&format!("closed after {n} bytes that are no reply\n"))
-                    }
-                    Ok(Ok(_)) => {
-                        return fail(
-                            &transcript,
-                            format!("expected close, got {:?}", String::from_utf8_lossy(&rest)),
-                        )
-                    }
-                    Err(_) => return fail(&transcript, "connection still open".into()),
-                }
-            }
+                // The connection went with the handshake: nothing more to play.
+                Err(why) => return Err(format!("{}: step {}: {why}\n{transcript}", d.name, i + 1)),
+            },
+            Step::Close => expect_close(&mut s, timeout).await,
+        };
+        match done {
+            Ok(t) => transcript.push_str(&t),
+            Err(why) => return Err(format!("{}: step {}: {why}\n{transcript}", d.name, i + 1)),
         }
     }
     Ok(transcript)
+}
+
+/// The next reply line must match `want`; its transcript line, or why not (with the line).
+async fn expect_line(
+    s: &mut Conn,
+    want: &str,
+    m: Match,
+    timeout: Duration,
+) -> Result<String, String> {
+    let mut line = Vec::new();
+    let r = tokio::time::timeout(timeout, s.read_until(b'\n', &mut line)).await;
+    let got = String::from_utf8_lossy(&line).trim_end().to_string();
+    match r {
+        Err(_) => return Err(format!("timed out waiting for {want:?}")),
+        Ok(Err(e)) => return Err(format!("read: {e}")),
+        Ok(Ok(0)) => return Err(format!("closed, expected {want:?}")),
+        Ok(Ok(_)) => {}
+    }
+    let ok = match m {
+        Match::Text => got.starts_with(want),
+        Match::Code => {
+            got.get(..3) == want.get(..3)
+                && got.get(3..4).unwrap_or(" ") == want.get(3..4).unwrap_or(" ")
+        }
+    };
+    if !ok {
+        return Err(format!("expected {want:?}, got {got:?}\nS: {got}"));
+    }
+    if !line.ends_with(b"\r\n") {
+        return Err(format!("reply line not ended by CRLF\nS: {got}"));
+    }
+    Ok(format!("S: {got}\n"))
+}
+
+/// The client's handshake, right after the server's 220 to STARTTLS.
+async fn start_tls(s: Conn, timeout: Duration) -> Result<Conn, String> {
+    // Nothing may be buffered: the server's first TLS bytes follow its 220.
+    if !s.buffer().is_empty() {
+        return Err("bytes after the 220, before the handshake".into());
+    }
+    let handshake = tls::handshake(s.into_inner(), "heaven.af.mil");
+    match tokio::time::timeout(timeout, handshake).await {
+        Ok(Ok(t)) => Ok(BufReader::new(t)),
+        Ok(Err(e)) => Err(format!("TLS handshake: {e}")),
+        Err(_) => Err("TLS handshake timed out".into()),
+    }
+}
+
+/// The server must close the connection without another reply line.
+async fn expect_close(s: &mut Conn, timeout: Duration) -> Result<String, String> {
+    let mut rest = Vec::new();
+    match tokio::time::timeout(timeout, s.read_until(b'\n', &mut rest)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => Ok("closed\n".into()),
+        // Bytes that end at the close without a line end are no reply (a TLS alert to a
+        // client that did not handshake).
+        Ok(Ok(n)) if !rest.ends_with(b"\n") => {
+            Ok(format!("closed after {n} bytes that are no reply\n"))
+        }
+        Ok(Ok(_)) => Err(format!(
+            "expected close, got {:?}",
+            String::from_utf8_lossy(&rest)
+        )),
+        Err(_) => Err("connection still open".into()),
+    }
 }
 
 #[cfg(test)]

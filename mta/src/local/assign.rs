@@ -58,6 +58,11 @@ impl Assign {
             if line.trim().is_empty() {
                 continue;
             }
+            // No field can hold a NUL (users/cdb separates fields with it, and a path with
+            // one names nothing).
+            if line.contains('\0') {
+                return Err(err("a NUL byte"));
+            }
             let wildcard = match line.as_bytes()[0] {
                 b'=' => false,
                 b'+' => true,
@@ -228,6 +233,14 @@ mod tests {
         assert_eq!(a.lookup("joe").unwrap().home, PathBuf::from("/h/joe"));
         assert_eq!(a.lookup("nobody"), None);
         assert_eq!(a.lookup("joe-x"), None);
+    }
+
+    /// Found by the users_cdb fuzz target: a NUL in a field made users/cdb (NUL-separated)
+    /// answer differently from users/assign.
+    #[test]
+    fn a_nul_byte_is_refused_with_its_line() {
+        let e = Assign::parse("=fred:fred:1:1:/h:::\n=joe:j\0e:1:1:/h:::\n.\n").unwrap_err();
+        assert_eq!((e.line, e.why), (2, "a NUL byte"));
     }
 
     #[test]
