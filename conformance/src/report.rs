@@ -74,12 +74,9 @@ fn areas(rs: &[Result1]) -> String {
 }
 
 /// The Markdown report: header lines, totals, deviations, then every entry by area.
-pub fn markdown(rs: &[Result1], header: &[String]) -> String {
-    let mut s = String::from("# RFC 5321 conformance\n\n");
-    for h in header {
-        let _ = writeln!(s, "{h}  ");
-    }
-    s.push_str("\n## Totals\n\n| level | ");
+/// The totals per level and outcome.
+fn totals_table(rs: &[Result1]) -> String {
+    let mut s = String::from("\n## Totals\n\n| level | ");
     s.push_str(&LABELS.join(" | "));
     s.push_str(" |\n|---|");
     s.push_str(&"---:|".repeat(LABELS.len()));
@@ -92,6 +89,15 @@ pub fn markdown(rs: &[Result1], header: &[String]) -> String {
         }
         s.push('\n');
     }
+    s
+}
+
+pub fn markdown(rs: &[Result1], header: &[String]) -> String {
+    let mut s = String::from("# RFC 5321 conformance\n\n");
+    for h in header {
+        let _ = writeln!(s, "{h}  ");
+    }
+    s.push_str(&totals_table(rs));
     let must_devs: Vec<String> = rs
         .iter()
         .filter(|r| r.level == Level::Must && matches!(r.outcome, Outcome::Deviation(_)))

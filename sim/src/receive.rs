@@ -123,6 +123,33 @@ pub struct Receive {
     pub crash_at_end: bool,
 }
 
+/// The SMTP client: sends messages 0..n one after another, each until it is acknowledged,
+/// recording acknowledgements and refusals.
+async fn client(
+    n: usize,
+    acked: Arc<Mutex<Vec<usize>>>,
+    refusals: Arc<Mutex<Vec<String>>>,
+) -> turmoil::Result {
+    let to = SocketAddr::new(turmoil::lookup("mta"), PORT);
+    for i in 0..n {
+        loop {
+            let r = tokio::time::timeout(Duration::from_secs(5), send(to, i)).await;
+            match r {
+                Ok(Ok(Ok(()))) => {
+                    acked.lock().unwrap_or_else(|e| e.into_inner()).push(i);
+                    break;
+                }
+                Ok(Ok(Err(reply))) => refusals
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(reply.trim_end().to_string()),
+                _ => {}
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    Ok(())
+}
 impl Receive {
     /// Send `n` messages with `faults` armed for the first boot.
     pub fn run(
@@ -145,29 +172,7 @@ impl Receive {
         host.install(&mut sim);
         let acked = Arc::new(Mutex::new(Vec::new()));
         let refusals = Arc::new(Mutex::new(Vec::new()));
-        let a = acked.clone();
-        let rf = refusals.clone();
-        sim.client("client", async move {
-            let to = SocketAddr::new(turmoil::lookup("mta"), PORT);
-            for i in 0..n {
-                loop {
-                    let r = tokio::time::timeout(Duration::from_secs(5), send(to, i)).await;
-                    match r {
-                        Ok(Ok(Ok(()))) => {
-                            a.lock().unwrap_or_else(|e| e.into_inner()).push(i);
-                            break;
-                        }
-                        Ok(Ok(Err(reply))) => rf
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push(reply.trim_end().to_string()),
-                        _ => {}
-                    }
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-            }
-            Ok(())
-        });
+        sim.client("client", client(n, acked.clone(), refusals.clone()));
         loop {
             let done = sim.step().expect("simulation step");
             during(

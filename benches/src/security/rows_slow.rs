@@ -110,23 +110,7 @@ pub fn long_lines(ctx: &mut Ctx) -> Result<(), SecError> {
         lbig.into_bytes(),
         5,
     )?;
-    let nolf = format!("HELO {}", "h".repeat(big));
-    ctx.row(
-        "long lines",
-        format!("{big} bytes with no line end, then the client closes"),
-        Expect::Closed,
-        On::Main,
-        move |ctx| {
-            let mut c = session(ctx, PLAIN)?;
-            c.send(nolf.as_bytes());
-            c.shutdown_write();
-            let r = c.drain(3);
-            Ok(Outcome::reply(r.join(" ‖ ")).check(
-                r.last().is_some_and(|l| l == "closed"),
-                "server closed its side",
-            ))
-        },
-    )?;
+    no_line_end(ctx, big)?;
     message_row(
         ctx,
         "text line of 1001 bytes".into(),
@@ -162,6 +146,27 @@ pub fn long_lines(ctx: &mut Ctx) -> Result<(), SecError> {
     )?;
     many_rcpts(ctx)?;
     null_sender(ctx)
+}
+
+/// A long command with no line end, then the client closes: the server closes too.
+fn no_line_end(ctx: &mut Ctx, big: usize) -> Result<(), SecError> {
+    let nolf = format!("HELO {}", "h".repeat(big));
+    ctx.row(
+        "long lines",
+        format!("{big} bytes with no line end, then the client closes"),
+        Expect::Closed,
+        On::Main,
+        move |ctx| {
+            let mut c = session(ctx, PLAIN)?;
+            c.send(nolf.as_bytes());
+            c.shutdown_write();
+            let r = c.drain(3);
+            Ok(Outcome::reply(r.join(" ‖ ")).check(
+                r.last().is_some_and(|l| l == "closed"),
+                "server closed its side",
+            ))
+        },
+    )
 }
 
 /// Messages of exactly databytes and one byte more (counted after CRLF → LF).
