@@ -135,12 +135,7 @@ fn required_tls_defers_when_refused_or_unverified() {
         l.contains("does_not_offer_STARTTLS,_which_is_required")
             && l.contains("TLS_handshake_failed:_invalid_peer_certificate")
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !both() {
-        let l = log(&near_log);
-        assert!(std::time::Instant::now() < deadline, "not deferred:\n{l}");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    common::eventually("both deliveries deferred", 20, both);
     assert!(maildir(plain.root.path(), "bill").is_empty());
     assert!(maildir(selfsigned.root.path(), "bill").is_empty());
     let l = log(&near_log);

@@ -110,9 +110,15 @@ mod tests {
                 let (s, runs, start) = (s.clone(), runs.clone(), start.clone());
                 std::thread::spawn(move || {
                     start.wait();
-                    s.sync(Path::new("/m/new"), || {
-                        runs.fetch_add(1, Ordering::SeqCst);
-                        std::thread::sleep(std::time::Duration::from_millis(20));
+                    let s2 = s.clone();
+                    s.sync(Path::new("/m/new"), move || {
+                        // The first fsync lasts until every caller has arrived (each is then
+                        // waiting for it or covered by the next): no timing luck.
+                        if runs.fetch_add(1, Ordering::SeqCst) == 0 {
+                            while s2.lock()[Path::new("/m/new")].inside < n {
+                                std::thread::yield_now();
+                            }
+                        }
                         Ok(())
                     })
                 })
