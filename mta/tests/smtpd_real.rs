@@ -88,19 +88,7 @@ use common::{connect, reply};
 #[test]
 fn every_conformance_dialogue_over_real_tcp() {
     let srv = start(&[]);
-    let dialogues = Dialogue::load_dir(&fixtures().join("smtp")).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    for d in &dialogues {
-        rt.block_on(async {
-            let s = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
-            if let Err(e) = conformance::run(s, d, Match::Text, Duration::from_secs(20)).await {
-                panic!("{e}");
-            }
-        });
-    }
+    play_all(&srv, "smtp");
     // simple-send, null-sender, pipelining and transparency each accepted one message;
     // pipelining's has two recipients (fred and joe): five deliveries.
     assert_eq!(settled(srv.root.path()).len(), 5);
@@ -113,8 +101,12 @@ fn every_tls_dialogue_over_real_tcp() {
     let cert = std::fs::read_to_string(fixtures().join("tls/servercert.pem")).unwrap();
     let passwd = std::fs::read_to_string(fixtures().join("smtp-tls/passwd")).unwrap();
     let srv = start(&[("servercert.pem", &cert), ("passwd", &passwd)]);
-    let dialogues = Dialogue::load_dir(&fixtures().join("smtp-tls")).unwrap();
-    assert!(dialogues.len() >= 4);
+    assert!(play_all(&srv, "smtp-tls") >= 4);
+}
+
+/// Play every dialogue of `fixtures/DIR` against the server over real TCP; how many.
+fn play_all(srv: &Server, dir: &str) -> usize {
+    let dialogues = Dialogue::load_dir(&fixtures().join(dir)).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -127,6 +119,7 @@ fn every_tls_dialogue_over_real_tcp() {
             }
         });
     }
+    dialogues.len()
 }
 
 #[test]

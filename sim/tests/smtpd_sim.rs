@@ -20,50 +20,17 @@ fn redact(t: &str) -> String {
         .join("\n")
 }
 
-#[test]
-fn every_conformance_dialogue_over_the_simulated_network() {
-    let ctl = fixtures().join("smtp/control");
-    let files: Vec<(String, String)> = ["me", "rcpthosts", "locals", "badmailfrom", "databytes"]
-        .iter()
-        .map(|f| (f.to_string(), std::fs::read_to_string(ctl.join(f)).unwrap()))
-        .collect();
-    let controls: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
-    let clock = sim::fs::Clock::new(EPOCH_MS);
-    let disk = Disk::with_image(installation(&controls), clock);
-    let mut sim = turmoil::Builder::new()
-        .simulation_duration(Duration::from_secs(600))
-        .build();
-    MtaHost::new("mta", disk.clone(), 1, false).install(&mut sim);
-    sim.client("client", async {
-        let to = std::net::SocketAddr::new(turmoil::lookup("mta"), PORT);
-        for d in Dialogue::load_dir(&fixtures().join("smtp")).unwrap() {
-            let s = turmoil::net::TcpStream::connect(to).await?;
-            match conformance::run(s, &d, Match::Text, Duration::from_secs(30)).await {
-                Ok(t) => insta::assert_snapshot!(format!("dialogue-{}", d.name), redact(&t)),
-                Err(e) => panic!("{e}"),
-            }
-        }
-        Ok(())
-    });
-    sim.run().unwrap();
-}
-
-/// The STARTTLS and AUTH dialogues (fixtures/smtp-tls): TLS over the simulated network.
-#[test]
-fn every_tls_dialogue_over_the_simulated_network() {
+/// Play every dialogue of `fixtures/DIR` over the simulated network against an MTA with the
+/// controls of `fixtures/smtp/control` plus `extra` (name, fixture file); snapshots named
+/// `PREFIX-NAME`.
+fn play_all(dir: &'static str, extra: &[(&str, &str)], prefix: &'static str) {
     let ctl = fixtures().join("smtp/control");
     let mut files: Vec<(String, String)> =
         ["me", "rcpthosts", "locals", "badmailfrom", "databytes"]
             .iter()
             .map(|f| (f.to_string(), std::fs::read_to_string(ctl.join(f)).unwrap()))
             .collect();
-    for (name, from) in [
-        ("servercert.pem", "tls/servercert.pem"),
-        ("passwd", "smtp-tls/passwd"),
-    ] {
+    for (name, from) in extra {
         let text = std::fs::read_to_string(fixtures().join(from)).unwrap();
         files.push((name.to_string(), text));
     }
@@ -77,18 +44,33 @@ fn every_tls_dialogue_over_the_simulated_network() {
         .simulation_duration(Duration::from_secs(600))
         .build();
     MtaHost::new("mta", disk.clone(), 1, false).install(&mut sim);
-    sim.client("client", async {
+    sim.client("client", async move {
         let to = std::net::SocketAddr::new(turmoil::lookup("mta"), PORT);
-        for d in Dialogue::load_dir(&fixtures().join("smtp-tls")).unwrap() {
+        for d in Dialogue::load_dir(&fixtures().join(dir)).unwrap() {
             let s = turmoil::net::TcpStream::connect(to).await?;
             match conformance::run(s, &d, Match::Text, Duration::from_secs(30)).await {
-                Ok(t) => insta::assert_snapshot!(format!("tls-dialogue-{}", d.name), redact(&t)),
+                Ok(t) => insta::assert_snapshot!(format!("{prefix}-{}", d.name), redact(&t)),
                 Err(e) => panic!("{e}"),
             }
         }
         Ok(())
     });
     sim.run().unwrap();
+}
+
+#[test]
+fn every_conformance_dialogue_over_the_simulated_network() {
+    play_all("smtp", &[], "dialogue");
+}
+
+/// The STARTTLS and AUTH dialogues (fixtures/smtp-tls): TLS over the simulated network.
+#[test]
+fn every_tls_dialogue_over_the_simulated_network() {
+    let extra = [
+        ("servercert.pem", "tls/servercert.pem"),
+        ("passwd", "smtp-tls/passwd"),
+    ];
+    play_all("smtp-tls", &extra, "tls-dialogue");
 }
 
 #[test]
