@@ -38,6 +38,8 @@ pub struct SimEnv {
     programs: Arc<Mutex<BTreeMap<String, ProgramFn>>>,
     /// Every program run, in order (for checks).
     pub runs: Arc<Mutex<Vec<Program>>>,
+    /// What each program run read on standard input, in order.
+    pub stdins: Arc<Mutex<Vec<Vec<u8>>>>,
     /// Every local delivery's user and home, in order (for checks).
     pub deliveries_as: Arc<Mutex<Vec<(mta::env::Creds, std::path::PathBuf)>>>,
     process: Process,
@@ -92,6 +94,7 @@ impl SimEnv {
             programs: Arc::new(Mutex::new(BTreeMap::new())),
             runs: Arc::new(Mutex::new(Vec::new())),
             deliveries_as: Arc::new(Mutex::new(Vec::new())),
+            stdins: Arc::new(Mutex::new(Vec::new())),
             process: Process::default(),
         }
     }
@@ -209,22 +212,32 @@ impl Env for SimEnv {
     fn run_program(
         &self,
         p: Program,
+        input: &mut dyn mta::env::Input,
     ) -> impl std::future::Future<Output = io::Result<Exit>> + Send {
-        let f = self
-            .programs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&p.command)
-            .cloned();
-        let exit = match f {
-            Some(f) => f(&p),
-            None => Exit {
-                code: Some(127),
-                output: format!("sh: {}: not found", p.command).into_bytes(),
-            },
-        };
-        self.runs.lock().unwrap_or_else(|e| e.into_inner()).push(p);
-        async move { Ok(exit) }
+        // A script reads its input whole (it is never large in the simulator); input that
+        // cannot be read fails the run, as on a real host.
+        let result = read_input(input).map(|stdin| {
+            self.stdins
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(stdin);
+            let f = self
+                .programs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&p.command)
+                .cloned();
+            let exit = match f {
+                Some(f) => f(&p),
+                None => Exit {
+                    code: Some(127),
+                    output: format!("sh: {}: not found", p.command).into_bytes(),
+                },
+            };
+            self.runs.lock().unwrap_or_else(|e| e.into_inner()).push(p);
+            exit
+        });
+        async move { result }
     }
     fn signals(&self) -> io::Result<Signals> {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -380,4 +393,16 @@ impl Udp for SimUdp {
 
 fn unreachable() -> io::Error {
     io::Error::new(io::ErrorKind::NetworkUnreachable, "Network is unreachable")
+}
+
+/// A program's whole standard input.
+fn read_input(input: &mut dyn mta::env::Input) -> io::Result<Vec<u8>> {
+    let mut all = Vec::new();
+    loop {
+        let piece = input.next_piece()?;
+        if piece.is_empty() {
+            return Ok(all);
+        }
+        all.extend_from_slice(&piece);
+    }
 }

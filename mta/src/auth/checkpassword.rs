@@ -55,12 +55,12 @@ pub async fn check<E: Env>(
         dir: "/".into(),
         creds: None,
         vars: Vec::new(),
-        stdin: Vec::new(),
         fd3: Some(Secret(fd3)),
     };
+    let mut no_input: &[u8] = &[];
     let exit = tokio::select! {
         biased;
-        r = env.run_program(p) => r,
+        r = env.run_program(p, &mut no_input) => r,
         () = env.sleep(TIMEOUT) => {
             tracing::warn!("checkpassword: {command:?} took longer than {TIMEOUT:?}");
             return Verdict::Temp;

@@ -28,8 +28,13 @@ pub trait Env: Clone + Send + Sync + 'static {
     fn sleep(&self, d: Duration) -> impl Future<Output = ()> + Send;
     /// Uniformly random 64 bits (seeded in the simulator).
     fn random_u64(&self) -> u64;
-    /// Run a program (`/bin/sh -c command` on a real host; scripted in the simulator).
-    fn run_program(&self, p: Program) -> impl Future<Output = io::Result<Exit>> + Send;
+    /// Run a program (`/bin/sh -c command` on a real host; scripted in the simulator), its
+    /// standard input read from `input` a piece at a time.
+    fn run_program(
+        &self,
+        p: Program,
+        input: &mut dyn Input,
+    ) -> impl Future<Output = io::Result<Exit>> + Send;
 
     /// Start receiving this process's signals. Called once, inside the runtime.
     fn signals(&self) -> io::Result<Signals>;
@@ -125,7 +130,6 @@ pub struct Program {
     pub creds: Option<Creds>,
     /// Environment variables (qmail-command's SENDER, RECIPIENT, ...).
     pub vars: Vec<(String, String)>,
-    pub stdin: Vec<u8>,
     /// What the program reads on descriptor 3 (checkpassword's `user\0password\0...`).
     pub fd3: Option<Secret>,
 }
@@ -137,6 +141,21 @@ pub struct Secret(pub Vec<u8>);
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Secret({} bytes)", self.0.len())
+    }
+}
+
+/// A program's standard input, a piece at a time (an empty piece is the end): a message is
+/// streamed from the queue, never held whole.
+pub trait Input: Send {
+    fn next_piece(&mut self) -> io::Result<Vec<u8>>;
+}
+
+impl Input for &[u8] {
+    fn next_piece(&mut self) -> io::Result<Vec<u8>> {
+        let n = self.len().min(64 * 1024);
+        let (piece, rest) = self.split_at(n);
+        *self = rest;
+        Ok(piece.to_vec())
     }
 }
 
@@ -184,6 +203,13 @@ pub trait Fs: Send + Sync + 'static {
     fn create_new(&self, path: &Path) -> io::Result<Self::File>;
     /// Open an existing file for reading and writing.
     fn open_rw(&self, path: &Path) -> io::Result<Self::File>;
+    /// Open an existing file for reading, never through a symbolic link, with what the open
+    /// file is (not what the name was a moment before): for a privileged process reading a
+    /// file an unprivileged one names. A file system with symbolic links must override this.
+    fn open_read(&self, path: &Path) -> io::Result<(Self::File, Metadata)> {
+        let f = self.open_rw(path)?;
+        Ok((f, self.metadata(path)?))
+    }
     /// Read a whole file.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
     /// Create a directory; fails with `AlreadyExists` if it exists.

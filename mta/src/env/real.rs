@@ -44,9 +44,8 @@ impl Env for RealEnv {
     fn random_u64(&self) -> u64 {
         rand::random()
     }
-    async fn run_program(&self, p: Program) -> io::Result<Exit> {
+    async fn run_program(&self, p: Program, input: &mut dyn super::Input) -> io::Result<Exit> {
         use std::process::Stdio;
-        use tokio::io::AsyncWriteExt;
         let mut cmd = tokio::process::Command::new("/bin/sh");
         if let Some(c) = p.creds {
             // As root, std also drops every supplementary group.
@@ -54,9 +53,15 @@ impl Env for RealEnv {
         }
         // Descriptor 3 without unsafe code: the shell moves the pipe it gets as standard
         // input there, and the program's standard input is /dev/null.
-        let (command, input) = match p.fd3 {
-            Some(s) => (format!("exec 3<&0 </dev/null\n{}", p.command), s.0),
-            None => (p.command, p.stdin),
+        let secret = p.fd3.map(|s| s.0);
+        let command = match secret {
+            Some(_) => format!("exec 3<&0 </dev/null\n{}", p.command),
+            None => p.command,
+        };
+        let mut secret_input: &[u8] = secret.as_deref().unwrap_or_default();
+        let input: &mut dyn super::Input = match secret {
+            Some(_) => &mut secret_input,
+            None => input,
         };
         let mut child = cmd
             .arg("-c")
@@ -70,21 +75,16 @@ impl Env for RealEnv {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()?;
-        let mut stdin = child.stdin.take();
-        // Feed stdin while reading output, so neither side can block the other.
-        let writer = tokio::spawn(async move {
-            if let Some(s) = stdin.as_mut() {
-                let _ = s.write_all(&input).await;
-            }
-        });
-        // Both streams at once (a program filling one pipe while we wait on the other would
-        // hang), keeping only what the report can use and draining the rest.
-        let (mut out, err) = tokio::join!(
+        // Feed stdin while reading both output streams (a program filling one pipe while we
+        // wait on another would hang), keeping only what the report can use of the output.
+        let (fed, mut out, err) = tokio::join!(
+            feed(child.stdin.take(), input),
             read_capped(child.stdout.take(), MAX_PROGRAM_OUTPUT),
             read_capped(child.stderr.take(), MAX_PROGRAM_OUTPUT)
         );
         let status = child.wait().await?;
-        let _ = writer.await;
+        // The program saw only part of its input: whatever it did, it did not get the message.
+        fed?;
         out.extend_from_slice(&err);
         out.truncate(MAX_PROGRAM_OUTPUT);
         Ok(Exit {
@@ -278,6 +278,14 @@ impl Fs for RealFs {
             .open(path)
             .map(RealFile)
     }
+    fn open_read(&self, path: &Path) -> io::Result<(RealFile, Metadata)> {
+        let f = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)?;
+        let meta = meta(&f.metadata()?)?;
+        Ok((RealFile(f), meta))
+    }
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
         std::fs::read(path)
     }
@@ -306,15 +314,7 @@ impl Fs for RealFs {
         Ok(names)
     }
     fn metadata(&self, path: &Path) -> io::Result<Metadata> {
-        let m = std::fs::metadata(path)?;
-        Ok(Metadata {
-            len: m.len(),
-            is_dir: m.is_dir(),
-            mtime: m.modified()?,
-            mode: m.mode() & 0o7777,
-            uid: m.uid(),
-            gid: m.gid(),
-        })
+        meta(&std::fs::metadata(path)?)
     }
     fn try_lock(&self, path: &Path) -> io::Result<File> {
         let f = OpenOptions::new().read(true).write(true).open(path)?;
@@ -327,6 +327,17 @@ impl Fs for RealFs {
             Err(std::fs::TryLockError::Error(e)) => Err(e),
         }
     }
+}
+
+fn meta(m: &std::fs::Metadata) -> io::Result<Metadata> {
+    Ok(Metadata {
+        len: m.len(),
+        is_dir: m.is_dir(),
+        mtime: m.modified()?,
+        mode: m.mode() & 0o7777,
+        uid: m.uid(),
+        gid: m.gid(),
+    })
 }
 
 #[derive(Default)]
@@ -373,6 +384,23 @@ impl Udp for RealUdp {
     }
     fn local_addr(&self) -> io::Result<SocketAddr> {
         self.0.local_addr()
+    }
+}
+
+/// Write `input` to a program's standard input, then close it. A program that stops reading
+/// (closes its end) just gets no more; a piece that cannot be read is an error.
+async fn feed(
+    stdin: Option<tokio::process::ChildStdin>,
+    input: &mut dyn super::Input,
+) -> io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let Some(mut s) = stdin else { return Ok(()) };
+    loop {
+        let piece = input.next_piece()?;
+        // A program may stop reading (exit early, ignore its input): not an error.
+        if piece.is_empty() || s.write_all(&piece).await.is_err() {
+            return Ok(());
+        }
     }
 }
 

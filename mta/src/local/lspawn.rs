@@ -21,9 +21,9 @@ use tokio::sync::{oneshot, Notify};
 
 use super::{Delivery, LocalConfig, Outcome};
 use crate::env::{Env, HelperPipe};
-use crate::queue::MsgId;
+use crate::queue::{BodyRef, MsgId};
 
-/// The largest frame either side accepts (a message plus its envelope).
+/// The largest frame either side accepts (an outcome with a forward's message).
 const MAX_FRAME: usize = 1 << 30;
 
 const DELIVER: u8 = 1;
@@ -102,7 +102,9 @@ fn encode_delivery(id: u64, d: &Delivery) -> Vec<u8> {
     let mut e = Enc::new(DELIVER);
     e.u64(id).u64(d.id.secs).u64(d.id.rand).u64(d.rcpt.into());
     e.bytes(d.sender.as_bytes()).bytes(d.recipient.as_bytes());
-    e.bytes(&d.message).u64(d.first_attempt.into());
+    let path = d.message.path.as_os_str().as_encoded_bytes();
+    e.bytes(path).u64(d.message.offset).u64(d.message.len);
+    e.u64(d.first_attempt.into());
     e.done()
 }
 
@@ -115,7 +117,12 @@ fn decode_delivery(f: &[u8]) -> io::Result<(u64, Delivery)> {
     };
     let rcpt = u32::try_from(d.u64()?).map_err(|_| bad("recipient"))?;
     let (sender, recipient) = (d.text()?, d.text()?);
-    let message = Arc::new(d.bytes()?.to_vec());
+    let path = PathBuf::from(std::str::from_utf8(d.bytes()?).map_err(|_| bad("path"))?);
+    let message = BodyRef {
+        path,
+        offset: d.u64()?,
+        len: d.u64()?,
+    };
     let first_attempt = d.u64()? != 0;
     Ok((
         req,
@@ -198,8 +205,12 @@ pub async fn serve<E: Env>(env: E, root: PathBuf, pipe: HelperPipe) -> io::Resul
             DELIVER => {
                 let (id, d) = decode_delivery(&f)?;
                 let (env, cfg, to) = (env.clone(), cfg.clone(), to.clone());
+                let log_dir = root.join("queue").join("log");
                 running.spawn(async move {
-                    let o = super::deliver(&env, &cfg, d).await;
+                    let o = match d.message.open_in(env.fs(), &log_dir) {
+                        Ok(body) => super::deliver_opened(&env, &cfg, d, body).await,
+                        Err(e) => super::unreadable(e),
+                    };
                     // The queue manager went away: it will try again after its restart.
                     let _ = send(&to, &encode_outcome(id, &o)).await;
                 });
@@ -320,7 +331,11 @@ mod tests {
             rcpt: 2,
             sender: "joe@example.org".into(),
             recipient: "fred@example.org".into(),
-            message: Arc::new(b"Subject: x\n\n\0\xff body\n".to_vec()),
+            message: BodyRef {
+                path: "/q/queue/log/0000000000000001.0000abcd".into(),
+                offset: 17,
+                len: 1 << 40,
+            },
             first_attempt: true,
         }
     }

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::dirsync::DirSyncs;
 use crate::env::{Fs, FsFile};
-use crate::queue::{Disabled, SyncPoint};
+use crate::queue::{Body, Disabled, SyncPoint};
 
 /// Deliver `data` into the Maildir at `dir` under `name`. Every failure is temporary.
 ///
@@ -24,7 +24,7 @@ use crate::queue::{Disabled, SyncPoint};
 pub fn deliver<F: Fs>(
     fs: &F,
     (dir, name): (&Path, &str),
-    data: &[u8],
+    (head, body): (&[u8], &mut Body<F::File>),
     maybe_repeat: bool,
     (syncs, key): (&DirSyncs, &Path),
     off: Disabled,
@@ -42,7 +42,7 @@ pub fn deliver<F: Fs>(
         _ => {}
     }
     let mut f = fs.create_new(&tmp)?;
-    let written = f.write_at(0, data).and_then(|()| {
+    let written = write_message(&mut f, head, body).and_then(|()| {
         if off.contains(SyncPoint::MaildirFile) {
             Ok(())
         } else {
@@ -56,13 +56,34 @@ pub fn deliver<F: Fs>(
     fs.rename(&tmp, &new)?;
     if !off.contains(SyncPoint::MaildirNew) {
         if let Err(e) = syncs.sync(key, || fs.sync_dir(&dir.join("new"))) {
-            // Not delivered: take the name back so no reader sees a copy the queue will
-            // deliver again (if this fails too, the next attempt still writes over it).
-            let _ = fs.unlink(&new);
+            // Not delivered. A first attempt takes the name back, so no reader sees a copy
+            // the queue will deliver again (if this fails too, the next attempt still writes
+            // over it). A repeat must not: the name may hold an earlier attempt's durable
+            // copy whose success the queue recorded although its fsync failed (the record
+            // may well be on disk), and removing it would lose the message. Left there, the
+            // next attempt renames over it again: still one copy.
+            if !maybe_repeat {
+                let _ = fs.unlink(&new);
+            }
             return Err(e);
         }
     }
     Ok(())
+}
+
+/// `head`, then the message a piece at a time.
+fn write_message<T: FsFile, B: FsFile>(
+    f: &mut T,
+    head: &[u8],
+    body: &mut Body<B>,
+) -> io::Result<()> {
+    f.write_at(0, head)?;
+    let mut at = head.len() as u64;
+    body.each_piece(|p| {
+        f.write_at(at, p)?;
+        at += p.len() as u64;
+        Ok(())
+    })
 }
 
 /// A reader moves `new/NAME` to `cur/NAME:2,FLAGS`.

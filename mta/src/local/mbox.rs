@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::env::{Env, Fs, FsFile};
-use crate::queue::{Disabled, SyncPoint};
+use crate::queue::{Body, Disabled, SyncPoint};
 
 /// Seconds to wait for the mailbox lock before deferring.
 pub const LOCK_WAIT: u64 = 30;
@@ -22,17 +22,73 @@ pub const LOCK_WAIT: u64 = 30;
 /// `>From ` quoting (mboxrd): every line matching `^>*From ` gets one more `>`.
 pub fn quote(message: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(message.len() + 64);
-    for line in message.split_inclusive(|&b| b == b'\n') {
-        let rest = &line[line.iter().take_while(|&&b| b == b'>').count()..];
-        if rest.starts_with(b"From ") {
-            out.push(b'>');
-        }
-        out.extend_from_slice(line);
-    }
-    if !out.is_empty() && !out.ends_with(b"\n") {
-        out.push(b'\n');
-    }
+    let mut q = Quoter::default();
+    q.push(message, &mut out);
+    q.finish(&mut out);
     out
+}
+
+/// [`quote`] a piece at a time: the start of a line is held back only while it could still
+/// turn out to be `>*From ` (as counts, so a line of a million `>` costs nothing).
+#[derive(Debug, Default)]
+pub struct Quoter {
+    /// Inside a line, past its start.
+    mid_line: bool,
+    /// `>`s seen at the start of this line.
+    gts: usize,
+    /// Bytes of `From ` matched after them.
+    from: usize,
+    /// Anything written at all (an empty message stays empty).
+    any: bool,
+}
+
+const FROM: &[u8] = b"From ";
+
+impl Quoter {
+    pub fn push(&mut self, piece: &[u8], out: &mut Vec<u8>) {
+        for &b in piece {
+            self.any = true;
+            if self.mid_line {
+                out.push(b);
+                self.mid_line = b != b'\n';
+                continue;
+            }
+            if b == b'>' && self.from == 0 {
+                self.gts += 1;
+                continue;
+            }
+            if b == FROM[self.from] {
+                self.from += 1;
+                if self.from == FROM.len() {
+                    out.push(b'>');
+                    self.release(out);
+                }
+                continue;
+            }
+            self.release(out);
+            out.push(b);
+            self.mid_line = b != b'\n';
+        }
+    }
+
+    /// Write what the start of the line held back; the rest of the line passes through.
+    fn release(&mut self, out: &mut Vec<u8>) {
+        out.extend(std::iter::repeat_n(b'>', self.gts));
+        out.extend_from_slice(&FROM[..self.from]);
+        self.gts = 0;
+        self.from = 0;
+        self.mid_line = true;
+    }
+
+    /// End the message with a line end.
+    pub fn finish(mut self, out: &mut Vec<u8>) {
+        // Unterminated: inside a line, or its start still held back.
+        let open = self.mid_line || self.gts + self.from > 0;
+        self.release(out);
+        if self.any && open {
+            out.push(b'\n');
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -46,7 +102,7 @@ pub async fn deliver<E: Env>(
     env: &E,
     path: &Path,
     head: &[u8],
-    message: &[u8],
+    message: &mut Body<<E::Fs as Fs>::File>,
     off: Disabled,
 ) -> Result<(), MboxError> {
     let fs = env.fs();
@@ -93,10 +149,7 @@ pub async fn deliver<E: Env>(
         m.sync().map_err(io)?;
         fs.sync_dir(dir).map_err(io)?;
     }
-    let mut buf = head.to_vec();
-    buf.extend_from_slice(&quote(message));
-    buf.push(b'\n');
-    let r = f.write_at(start, &buf).and_then(|()| {
+    let r = append(&mut f, start, head, message).and_then(|()| {
         if off.contains(SyncPoint::MboxFile) {
             Ok(())
         } else {
@@ -115,6 +168,29 @@ pub async fn deliver<E: Env>(
     Ok(())
 }
 
+/// Write the From_ line and headers, the quoted message a piece at a time, a blank line.
+fn append<T: FsFile, B: FsFile>(
+    f: &mut T,
+    start: u64,
+    head: &[u8],
+    body: &mut Body<B>,
+) -> io::Result<()> {
+    f.write_at(start, head)?;
+    let mut at = start + head.len() as u64;
+    let (mut q, mut out) = (Quoter::default(), Vec::new());
+    body.each_piece(|p| {
+        out.clear();
+        q.push(p, &mut out);
+        f.write_at(at, &out)?;
+        at += out.len() as u64;
+        Ok(())
+    })?;
+    out.clear();
+    q.finish(&mut out);
+    out.push(b'\n');
+    f.write_at(at, &out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,5 +201,37 @@ mod tests {
             quote(b"From me\nx\n>From y\n>>From z\nFrom\nno newline"),
             b">From me\nx\n>>From y\n>>>From z\nFrom\nno newline\n".to_vec()
         );
+        assert_eq!(quote(b""), b"".to_vec());
+        assert_eq!(quote(b">>Fro"), b">>Fro\n".to_vec());
+        assert_eq!(quote(b"x\n>"), b"x\n>\n".to_vec());
+    }
+
+    /// The old whole-message quoting, as the reference for the streaming one.
+    fn reference(message: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for line in message.split_inclusive(|&b| b == b'\n') {
+            let rest = &line[line.iter().take_while(|&&b| b == b'>').count()..];
+            if rest.starts_with(b"From ") {
+                out.push(b'>');
+            }
+            out.extend_from_slice(line);
+        }
+        if !out.is_empty() && !out.ends_with(b"\n") {
+            out.push(b'\n');
+        }
+        out
+    }
+
+    #[test]
+    fn quoting_in_pieces_is_the_same_wherever_they_split() {
+        let m: &[u8] = b"From a\n>From b\n>>Fromage\nx From\n>\n\nFrom \n>>>From\nFro";
+        assert_eq!(quote(m), reference(m));
+        for cut in 0..=m.len() {
+            let (mut q, mut out) = (Quoter::default(), Vec::new());
+            q.push(&m[..cut], &mut out);
+            q.push(&m[cut..], &mut out);
+            q.finish(&mut out);
+            assert_eq!(out, reference(m), "cut at {cut}");
+        }
     }
 }

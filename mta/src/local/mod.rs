@@ -15,7 +15,7 @@ use std::sync::Arc;
 use crate::control::{ControlDir, ControlError};
 use crate::date;
 use crate::env::{Creds, Env, Exit, Fs, Program};
-use crate::queue::{Disabled, MsgId};
+use crate::queue::{Body, BodyRef, Disabled, MsgId};
 use assign::{Assign, User};
 use dotqmail::Instruction;
 
@@ -104,7 +104,8 @@ pub struct Delivery {
     pub sender: String,
     /// The recipient after rewriting (`local@domain`).
     pub recipient: String,
-    pub message: Arc<Vec<u8>>,
+    /// Where the message is in the queue; read a piece at a time.
+    pub message: BodyRef,
     /// True when no earlier attempt can have written this recipient's mail (the message is
     /// new in this process and this is its first try): Maildir need not look for a copy.
     pub first_attempt: bool,
@@ -132,6 +133,10 @@ fn perm_code(code: i32) -> bool {
 fn dtline(recipient: &str) -> String {
     format!("Delivered-To: {recipient}\n")
 }
+
+/// How much of a message is searched for our Delivered-To line (a header longer than this is
+/// not searched to its end; SMTP's hop count still stops a loop).
+const MAX_LOOP_SCAN: usize = 1 << 20;
 
 /// True if the message header already holds exactly this Delivered-To line.
 fn looping(message: &[u8], dt: &str) -> bool {
@@ -334,13 +339,13 @@ pub fn has_mailbox<F: crate::env::Fs>(fs: &F, cfg: &LocalConfig, recipient: &str
 fn resolve<'a, F: crate::env::Fs>(
     fs: &F,
     cfg: &'a LocalConfig,
-    d: &'a Delivery,
+    (d, header): (&'a Delivery, &[u8]),
     dt: &str,
     (user, base, creds): (User, PathBuf, Option<Creds>),
 ) -> Result<Target<'a>, Outcome> {
     let (local, domain) = split(cfg, d);
     home_checked(fs, &base)?;
-    if looping(&d.message, dt) {
+    if looping(header, dt) {
         return Err(Outcome::Failed(
             "This message is looping: it already has my Delivered-To line. (#5.4.6)".into(),
         ));
@@ -424,9 +429,14 @@ enum Step {
 }
 
 /// Run a `|program` line (qmail-command's exit codes).
-async fn program<E: Env>(env: &E, cmd: &str, p: Program) -> Result<Step, Outcome> {
+async fn program<E: Env>(
+    env: &E,
+    cmd: &str,
+    p: Program,
+    input: &mut dyn crate::env::Input,
+) -> Result<Step, Outcome> {
     let out = |e: &Exit| String::from_utf8_lossy(&e.output).trim_end().to_string();
-    match env.run_program(p).await {
+    match env.run_program(p, input).await {
         Ok(e) if e.code == Some(0) || e.code == Some(99) => Ok(Step::Program {
             output: out(&e),
             stop: e.code == Some(99),
@@ -453,21 +463,19 @@ async fn step<E: Env>(
     d: &Delivery,
     t: &Target<'_>,
     l: &Lines,
-    i: &Instruction,
+    (i, body): (&Instruction, &mut Body<<E::Fs as Fs>::File>),
 ) -> Result<Step, Outcome> {
     match i {
         Instruction::Maildir(p) => {
             let id = (d.id.secs, d.id.rand, d.rcpt, safe_host(&cfg.me));
             let name = format!("{}.M{:016x}R{}.{}", id.0, id.1, id.2, id.3);
-            let mut data = l.header();
-            data.extend_from_slice(&d.message);
             let repeat = !d.first_attempt;
             // The same directory for every delivery into it, wherever each names it from.
             let key = t.user.home.join(p).join("new");
             maildir::deliver(
                 env.fs(),
                 (&t.base.join(p), &name),
-                &data,
+                (&l.header(), body),
                 repeat,
                 (&cfg.dir_syncs, &key),
                 cfg.disabled,
@@ -481,7 +489,7 @@ async fn step<E: Env>(
             let mut head = l.ufline.clone().into_bytes();
             head.extend_from_slice(&l.header());
             let path = t.base.join(p);
-            match mbox::deliver(env, &path, &head, &d.message, cfg.disabled).await {
+            match mbox::deliver(env, &path, &head, body, cfg.disabled).await {
                 Ok(()) => Ok(Step::File),
                 Err(mbox::MboxError::Locked) => {
                     Err(Outcome::Deferred(format!("Unable to lock {p}. (#4.2.1)")))
@@ -497,10 +505,10 @@ async fn step<E: Env>(
                 dir: t.base.clone(),
                 creds: t.creds,
                 vars: program_vars(t, d, l),
-                stdin: d.message.to_vec(),
                 fd3: None,
             };
-            program(env, cmd, p).await
+            body.rewind();
+            program(env, cmd, p, body).await
         }
         Instruction::Forward(a) => Ok(Step::Forward(a.clone())),
     }
@@ -515,6 +523,24 @@ fn split<'a>(cfg: &'a LocalConfig, d: &'a Delivery) -> (&'a str, &'a str) {
 
 /// Deliver one recipient: find the user (qmail-lspawn), then do the rest as that user.
 pub async fn deliver<E: Env>(env: &E, cfg: &Arc<LocalConfig>, d: Delivery) -> Outcome {
+    match d.message.open(env.fs()) {
+        Ok(body) => deliver_opened(env, cfg, d, body).await,
+        Err(e) => unreadable(e),
+    }
+}
+
+fn unreadable(e: std::io::Error) -> Outcome {
+    Outcome::Deferred(format!("Unable to read the message: {e}. (#4.3.0)"))
+}
+
+/// [`deliver`] with the message already open (by the queue's owner, or checked by the root
+/// helper): the delivery, running as the user, gets the open file and never the queue.
+pub async fn deliver_opened<E: Env>(
+    env: &E,
+    cfg: &Arc<LocalConfig>,
+    d: Delivery,
+    mut body: Body<<E::Fs as Fs>::File>,
+) -> Outcome {
     let (local, _) = split(cfg, &d);
     if local.is_empty() {
         return delivered("empty local part; dropped.".into(), Vec::new(), &d);
@@ -532,7 +558,7 @@ pub async fn deliver<E: Env>(env: &E, cfg: &Arc<LocalConfig>, d: Delivery) -> Ou
     let creds = (env.uid() == 0).then_some(who);
     let (env2, cfg2) = (env.clone(), cfg.clone());
     let run = env.run_as(who, &home, move |base| async move {
-        as_user(&env2, &cfg2, &d, (user, base, creds)).await
+        as_user(&env2, &cfg2, &d, &mut body, (user, base, creds)).await
     });
     run.await.unwrap_or_else(|e| {
         Outcome::Deferred(format!(
@@ -547,10 +573,15 @@ async fn as_user<E: Env>(
     env: &E,
     cfg: &LocalConfig,
     d: &Delivery,
+    body: &mut Body<<E::Fs as Fs>::File>,
     who: (User, PathBuf, Option<Creds>),
 ) -> Outcome {
     let lines = Lines::new(d, crate::env::unix_secs(env.now()));
-    let t = match resolve(env.fs(), cfg, d, &lines.dt, who) {
+    let header = match body.prefix(MAX_LOOP_SCAN) {
+        Ok(h) => h,
+        Err(e) => return unreadable(e),
+    };
+    let t = match resolve(env.fs(), cfg, (d, &header), &lines.dt, who) {
         Ok(t) => t,
         Err(o) => return o,
     };
@@ -558,7 +589,7 @@ async fn as_user<E: Env>(
     let mut forwards = Vec::new();
     let mut report = String::new();
     for i in &t.ins {
-        match step(env, cfg, d, &t, &lines, i).await {
+        match step(env, cfg, d, &t, &lines, (i, &mut *body)).await {
             Ok(Step::File) => files += 1,
             Ok(Step::Program { output, stop }) => {
                 programs += 1;
@@ -573,8 +604,12 @@ async fn as_user<E: Env>(
     }
     let mut fwd = Vec::new();
     if !forwards.is_empty() {
+        // A forward is a new queued message: it is held whole to be written to the queue.
         fwd = lines.dt.clone().into_bytes();
-        fwd.extend_from_slice(&d.message);
+        match body.read_all() {
+            Ok(m) => fwd.extend_from_slice(&m),
+            Err(e) => return unreadable(e),
+        }
     }
     let report = format!("{}did {}+{}+{}/", report, files, forwards.len(), programs);
     Outcome::Delivered {

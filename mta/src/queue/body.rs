@@ -2,7 +2,7 @@
 //! log segment instead of holding it in memory, so memory does not grow with message size.
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::env::{Fs, FsFile};
 
@@ -26,7 +26,43 @@ impl BodyRef {
             offset: self.offset,
             len: self.len,
             pos: 0,
+            first: None,
         })
+    }
+
+    /// Open for the root delivery helper, which is told where the message is by the
+    /// unprivileged queue manager: only a segment file directly in `log_dir`, never through a
+    /// symbolic link, and only a file owned by whoever owns `log_dir` (the queue user), so
+    /// the pointer cannot make root read anything else.
+    pub fn open_in<F: Fs>(&self, fs: &F, log_dir: &Path) -> io::Result<Body<F::File>> {
+        let refused = || {
+            io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("{} is not a queue file", self.path.display()),
+            )
+        };
+        let name = self.path.file_name().and_then(|n| n.to_str());
+        if self.path.parent() != Some(log_dir) || name.and_then(super::log::Seg::parse).is_none() {
+            return Err(refused());
+        }
+        let owner = fs.metadata(log_dir)?.uid;
+        let (file, m) = fs.open_read(&self.path)?;
+        if m.is_dir || m.uid != owner {
+            return Err(refused());
+        }
+        Ok(Body {
+            file,
+            offset: self.offset,
+            len: self.len,
+            pos: 0,
+            first: None,
+        })
+    }
+}
+
+impl<T: FsFile> crate::env::Input for Body<T> {
+    fn next_piece(&mut self) -> io::Result<Vec<u8>> {
+        Body::next_piece(self)
     }
 }
 
@@ -36,6 +72,9 @@ pub struct Body<T: FsFile> {
     offset: u64,
     len: u64,
     pos: u64,
+    /// The first piece, kept: a delivery reads it twice (the header for the loop check,
+    /// then the whole message), and most messages are one piece.
+    first: Option<Vec<u8>>,
 }
 
 impl<T: FsFile> Body<T> {
@@ -53,6 +92,11 @@ impl<T: FsFile> Body<T> {
 
     /// The next piece (at most [`PIECE`] bytes); empty at the end.
     pub fn next_piece(&mut self) -> io::Result<Vec<u8>> {
+        if let (0, Some(first)) = (self.pos, &self.first) {
+            self.pos = first.len() as u64;
+            return Ok(first.clone());
+        }
+        let at_start = self.pos == 0;
         let want = (self.len - self.pos).min(PIECE as u64) as usize;
         let mut buf = vec![0u8; want];
         let mut got = 0;
@@ -66,6 +110,9 @@ impl<T: FsFile> Body<T> {
             got += n;
         }
         self.pos += want as u64;
+        if at_start {
+            self.first = Some(buf.clone());
+        }
         Ok(buf)
     }
 

@@ -43,7 +43,7 @@ pub fn make(
     n: &Names,
     sender: &str,
     failures: &[(String, String)],
-    message: &[u8],
+    (message, len): (&[u8], u64),
     now: u64,
 ) -> Bounce {
     if sender == DOUBLE_BOUNCE_SENDER {
@@ -88,7 +88,7 @@ pub fn make(
     });
     d.push_str(&format!("Return-Path: <{sender}>\n"));
     let mut data = d.into_bytes();
-    excerpt(message, n.bouncemaxbytes, &mut data);
+    excerpt((message, len), n.bouncemaxbytes, &mut data);
     Bounce::Send {
         sender: if double {
             DOUBLE_BOUNCE_SENDER.to_string()
@@ -100,10 +100,11 @@ pub fn make(
     }
 }
 
-/// Append the part of `message` a bounce returns: its header (at most
-/// [`MAX_BOUNCE_HEADER`] bytes) and at most `max_body` bytes of its body, each cut at a line
-/// end, and a line saying how much was left out.
-fn excerpt(message: &[u8], max_body: usize, out: &mut Vec<u8>) {
+/// Append the part of a message a bounce returns: its header (at most [`MAX_BOUNCE_HEADER`]
+/// bytes) and at most `max_body` bytes of its body, each cut at a line end, and a line saying
+/// how much was left out. `message` is the message's start (at least that much of it, when
+/// it is longer) and `len` its whole length.
+fn excerpt((message, len): (&[u8], u64), max_body: usize, out: &mut Vec<u8>) {
     let split = message
         .windows(2)
         .position(|w| w == b"\n\n")
@@ -113,7 +114,7 @@ fn excerpt(message: &[u8], max_body: usize, out: &mut Vec<u8>) {
     let body = cut_at_line(body, max_body);
     out.extend_from_slice(head);
     out.extend_from_slice(body);
-    let left = message.len() - head.len() - body.len();
+    let left = len as usize - head.len() - body.len();
     if left > 0 {
         if out.last().is_some_and(|&b| b != b'\n') {
             out.push(b'\n');
@@ -138,6 +139,10 @@ fn cut_at_line(b: &[u8], max: usize) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn whole(m: &[u8]) -> (&[u8], u64) {
+        (m, m.len() as u64)
+    }
 
     fn names(dbt: &str) -> Names {
         Names {
@@ -165,7 +170,13 @@ mod tests {
         let line = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\n";
         let body = line.repeat(10_000);
         let msg = format!("Subject: big\nX-A: b\n\n{body}");
-        let copy = copy_in(make(&names("pm"), "joe@x.org", &f, msg.as_bytes(), 0));
+        let copy = copy_in(make(
+            &names("pm"),
+            "joe@x.org",
+            &f,
+            whole(msg.as_bytes()),
+            0,
+        ));
         let (head, rest) = copy.split_once("\n\n").unwrap();
         assert_eq!(head, "Subject: big\nX-A: b");
         let (kept, note) = rest.split_once("\n--- ").unwrap();
@@ -186,17 +197,36 @@ mod tests {
             &names("pm"),
             "joe@x.org",
             &f,
-            b"Subject: s\n\nhi\n",
+            whole(b"Subject: s\n\nhi\n"),
             0,
         ));
         assert_eq!(copy, "Subject: s\n\nhi\n");
     }
 
     #[test]
+    fn the_start_of_a_message_makes_the_same_bounce_as_all_of_it() {
+        let f = vec![("n@h".to_string(), "no".to_string())];
+        let msg = format!("Subject: s\n\n{}", "line of the body\n".repeat(5000));
+        let m = msg.as_bytes();
+        let want = MAX_BOUNCE_HEADER + 4096 + 1;
+        let part = (&m[..want.min(m.len())], m.len() as u64);
+        assert_eq!(
+            make(&names("pm"), "joe@x.org", &f, part, 0),
+            make(&names("pm"), "joe@x.org", &f, whole(m), 0)
+        );
+    }
+
+    #[test]
     fn a_header_without_end_is_cut_too() {
         let f = vec![("n@h".to_string(), "no".to_string())];
         let msg = "X-Long: y\n".repeat(20_000);
-        let copy = copy_in(make(&names("pm"), "joe@x.org", &f, msg.as_bytes(), 0));
+        let copy = copy_in(make(
+            &names("pm"),
+            "joe@x.org",
+            &f,
+            whole(msg.as_bytes()),
+            0,
+        ));
         let (kept, _) = copy.split_once("\n--- ").unwrap();
         assert!(
             kept.len() <= MAX_BOUNCE_HEADER && kept.ends_with("X-Long: y\n"),
@@ -219,7 +249,7 @@ mod tests {
             &names("postmaster"),
             "joe@heaven.af.mil",
             &f,
-            b"Subject: x\n\nhi\n",
+            whole(b"Subject: x\n\nhi\n"),
             0,
         )
         else {
@@ -244,7 +274,13 @@ This is a permanent error; I've given up. Sorry it didn't work out.\n\n\
         let f = vec![("fred-bob@virt.example".to_string(), "no".to_string())];
         let Bounce::Send {
             recipient, data, ..
-        } = make(&names("postmaster"), "list-@l.example-@[]", &f, b"x\n", 0)
+        } = make(
+            &names("postmaster"),
+            "list-@l.example-@[]",
+            &f,
+            (b"x\n", 2),
+            0,
+        )
         else {
             panic!()
         };
@@ -260,7 +296,7 @@ This is a permanent error; I've given up. Sorry it didn't work out.\n\n\
             sender,
             recipient,
             data,
-        } = make(&names("postmaster"), "", &f, b"b", 0)
+        } = make(&names("postmaster"), "", &f, whole(b"b"), 0)
         else {
             panic!()
         };
@@ -272,11 +308,11 @@ This is a permanent error; I've given up. Sorry it didn't work out.\n\n\
         assert!(t.contains("but the bounce bounced!"));
         assert!(t.contains("--- Below this line is the original bounce.\n\nReturn-Path: <>\nb"));
         assert_eq!(
-            make(&names("postmaster"), "#@[]", &f, b"b", 0),
+            make(&names("postmaster"), "#@[]", &f, whole(b"b"), 0),
             Bounce::Discard("triple bounce")
         );
         assert!(matches!(
-            make(&names(""), "", &f, b"b", 0),
+            make(&names(""), "", &f, whole(b"b"), 0),
             Bounce::Discard(_)
         ));
     }

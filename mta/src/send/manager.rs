@@ -114,7 +114,6 @@ pub struct Manager<E: Env, C: Classify> {
     passes: BTreeMap<(MsgId, usize), Pass>,
     ready: [VecDeque<(MsgId, u32)>; 2],
     running: [usize; 2],
-    data: BTreeMap<MsgId, (Arc<Vec<u8>>, usize)>,
     results_tx: mpsc::UnboundedSender<JobResult>,
     results_rx: mpsc::UnboundedReceiver<JobResult>,
     next_delivery: u64,
@@ -140,12 +139,6 @@ const FINISH_RETRY_SECS: u64 = 30;
 
 /// Reads fresh address rewriting and settings from the control files.
 pub type Reloader<C> = Box<dyn Fn() -> Result<(C, Settings), String> + Send>;
-
-/// What a delivery reads its message from.
-enum Payload {
-    Local(Arc<Vec<u8>>),
-    Remote(BodyRef),
-}
 
 /// An id derived from another, so a repeated injection after a crash is recognised.
 pub fn derived_id(id: MsgId, tag: u64) -> MsgId {
@@ -179,7 +172,6 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
             passes: BTreeMap::new(),
             ready: [VecDeque::new(), VecDeque::new()],
             running: [0, 0],
-            data: BTreeMap::new(),
             results_tx,
             results_rx,
             next_delivery: 1,
@@ -308,33 +300,6 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
         }
     }
 
-    fn message_data(&mut self, id: MsgId) -> Option<Arc<Vec<u8>>> {
-        if let Some((d, n)) = self.data.get_mut(&id) {
-            *n += 1;
-            return Some(d.clone());
-        }
-        match self.q.read_data(id) {
-            Ok(d) => {
-                let d = Arc::new(d);
-                self.data.insert(id, (d.clone(), 1));
-                Some(d)
-            }
-            Err(e) => {
-                tracing::error!("msg {id}: cannot read its data: {e}");
-                None
-            }
-        }
-    }
-
-    fn release_data(&mut self, id: MsgId) {
-        if let Some((_, n)) = self.data.get_mut(&id) {
-            *n -= 1;
-            if *n == 0 {
-                self.data.remove(&id);
-            }
-        }
-    }
-
     fn launch(&mut self) {
         for c in 0..2 {
             let limit = [self.s.concurrency_local, self.s.concurrency_remote][c];
@@ -349,18 +314,13 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
         }
     }
 
-    /// What a delivery reads the message from: local delivery holds it (shared by the
-    /// message's deliveries); remote delivery streams it from the queue.
-    fn payload(&mut self, c: usize, id: MsgId) -> Option<Payload> {
-        if c == 0 {
-            self.message_data(id).map(Payload::Local)
-        } else {
-            match self.q.body(id) {
-                Ok(b) => Some(Payload::Remote(b)),
-                Err(e) => {
-                    tracing::error!("msg {id}: cannot find its data: {e}");
-                    None
-                }
+    /// Where a delivery reads the message from (streamed from the queue, never held).
+    fn payload(&mut self, id: MsgId) -> Option<BodyRef> {
+        match self.q.body(id) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                tracing::error!("msg {id}: cannot find its data: {e}");
+                None
             }
         }
     }
@@ -372,7 +332,7 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
         let sender = super::verp::sender_for(&m.env.sender, &to);
         let channel = CHANNELS[c];
         self.running[c] += 1;
-        let Some(payload) = self.payload(c, id) else {
+        let Some(body) = self.payload(id) else {
             let _ = self.results_tx.send(JobResult {
                 id,
                 rcpt,
@@ -397,14 +357,14 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
         let cfg = self.s.local.clone();
         let (remote, lspawn) = (self.remote.clone(), self.lspawn.clone());
         tokio::spawn(async move {
-            let outcome = match (payload, remote) {
-                (Payload::Local(message), _) => {
+            let outcome = match (channel, remote) {
+                (Channel::Local, _) => {
                     let del = local::Delivery {
                         id,
                         rcpt,
                         sender,
                         recipient: to,
-                        message,
+                        message: body,
                         first_attempt,
                     };
                     match lspawn {
@@ -412,8 +372,8 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
                         None => local::deliver(&env, &cfg, del).await,
                     }
                 }
-                (Payload::Remote(body), Some(r)) => r.deliver(env, sender, to, body).await,
-                (Payload::Remote(_), None) => Outcome::Deferred("No remote delivery.".into()),
+                (Channel::Remote, Some(r)) => r.deliver(env, sender, to, body).await,
+                (Channel::Remote, None) => Outcome::Deferred("No remote delivery.".into()),
             };
             let _ = tx.send(JobResult {
                 id,
@@ -497,9 +457,6 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
         for r in results {
             let c = ch(r.channel);
             self.running[c] -= 1;
-            if r.channel == Channel::Local {
-                self.release_data(r.id);
-            }
             let key = (r.id, c);
             let done = match self.passes.get_mut(&key) {
                 Some(p) => {
@@ -550,15 +507,21 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
                 continue;
             }
             let sender = m.env.sender.clone();
-            let data = match self.q.read_data(id) {
-                Ok(d) => d,
+            // Only what the bounce returns of the message is read.
+            let want = bounce::MAX_BOUNCE_HEADER + self.s.names.bouncemaxbytes + 1;
+            let read = self.q.body(id).map_err(|e| e.to_string()).and_then(|b| {
+                let mut b = b.open(self.env.fs()).map_err(|e| e.to_string())?;
+                Ok((b.prefix(want).map_err(|e| e.to_string())?, b.len()))
+            });
+            let (part, len) = match read {
+                Ok(r) => r,
                 Err(e) => {
                     tracing::error!("msg {id}: cannot read it to bounce: {e}");
                     later.push(id);
                     continue;
                 }
             };
-            match bounce::make(&self.s.names, &sender, &failures, &data, now) {
+            match bounce::make(&self.s.names, &sender, &failures, (&part, len), now) {
                 Bounce::Discard(why) => {
                     self.log(&format!("{why}: discarding bounce/{id}"));
                     recs.push(retire);

@@ -72,10 +72,9 @@ async fn checkpassword<E: Env>(env: &E, cmd: &str, c: &Credentials, me: &str) ->
         dir: PathBuf::from("/"),
         creds: None,
         vars: Vec::new(),
-        stdin: Vec::new(),
         fd3: Some(Secret(fd3)),
     };
-    match env.run_program(p).await {
+    match env.run_program(p, &mut (&[] as &[u8])).await {
         Ok(e) if e.code == Some(0) => AuthResult::Ok,
         Ok(e) if e.code == Some(1) => AuthResult::Bad,
         Ok(e) => {
