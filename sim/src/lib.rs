@@ -27,5 +27,6 @@ pub mod receive;
 pub mod remote_world;
 pub mod report;
 pub mod schedule_scenario;
+pub mod shards;
 pub mod swarm;
 pub mod world;

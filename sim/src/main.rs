@@ -14,6 +14,7 @@ use sim::campaign::{self, SCENARIOS};
 use sim::cells;
 use sim::crash::{self, Report};
 use sim::report::{num, text, yes_no, Doc, Section, Table};
+use sim::shards;
 
 #[derive(Parser)]
 #[command(
@@ -55,6 +56,19 @@ enum Cmd {
         /// Only the seeds of shard K of N (`K/N`, 1-based), to spread a run over machines.
         #[arg(long)]
         shard: Option<String>,
+        /// Also write this shard's result as JSON (for `mta-sim merge`).
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
+    /// Merge the JSON results of every shard of one swarm campaign: the totals one run of all
+    /// seeds gives, every failing seed's replay line; exit 1 on a failure or a missing shard.
+    Merge {
+        /// Shard results written by `mta-sim swarm --shard K/N --json FILE`.
+        #[arg(required = true)]
+        files: Vec<std::path::PathBuf>,
+        /// Also write the merged report (Markdown) here.
+        #[arg(long)]
+        summary: Option<std::path::PathBuf>,
     },
     /// Run one scenario with one seed and print what it did (replays a failure exactly).
     Run {
@@ -196,7 +210,9 @@ fn main() -> ExitCode {
             seeds,
             start,
             shard,
-        }) => cmd_swarm(seeds, start, shard),
+            json,
+        }) => cmd_swarm(seeds, start, shard, json),
+        Some(Cmd::Merge { files, summary }) => cmd_merge(&files, summary),
         Some(Cmd::Run {
             scenario,
             seed,
@@ -214,7 +230,12 @@ fn main() -> ExitCode {
 }
 
 /// `mta-sim swarm`: run seeds (one shard of them), print failures and totals.
-fn cmd_swarm(seeds: u64, start: u64, shard: Option<String>) -> ExitCode {
+fn cmd_swarm(
+    seeds: u64,
+    start: u64,
+    shard: Option<String>,
+    json: Option<std::path::PathBuf>,
+) -> ExitCode {
     let (k, n) = match shard.as_deref().map(parse_shard) {
         Some(Some(kn)) => kn,
         Some(None) => {
@@ -224,26 +245,66 @@ fn cmd_swarm(seeds: u64, start: u64, shard: Option<String>) -> ExitCode {
         None => (1, 1),
     };
     let t = Instant::now();
-    let list: Vec<u64> = (start..start + seeds).filter(|s| s % n == k - 1).collect();
-    let s = swarm(&list);
-    println!(
-        "swarm: {} seeds in {:.1}s ({:.0} seeds/s), {} failed; {} acknowledged; fired: {} crashes, {} failed fsyncs, {} EIO, {} read EIO, {} ENOSPC, {} full-disk s, {} lost sectors, {} partitions, {} clock jumps",
-        list.len(),
-        t.elapsed().as_secs_f64(),
-        list.len() as f64 / t.elapsed().as_secs_f64().max(1e-9),
-        s.failed,
-        s.acked,
-        s.crashes,
-        s.fsync_failed,
-        s.eio,
-        s.read_errors,
-        s.enospc,
-        s.full_secs,
-        s.corrupted,
-        s.partitions,
-        s.jumps
-    );
-    exit(s.failed == 0)
+    let list = shards::seeds_of(start, seeds, (k, n));
+    let (totals, failures) = swarm(&list);
+    let secs = t.elapsed().as_secs_f64();
+    println!("{}", totals.line(secs));
+    if let Some(path) = json {
+        let r = shards::ShardResult {
+            commit: COMMIT.to_string(),
+            start,
+            seeds,
+            shard: k,
+            of: n,
+            secs,
+            totals: totals.clone(),
+            failures,
+        };
+        let text = serde_json::to_string_pretty(&r).expect("plain data serialises");
+        if let Err(e) = std::fs::write(&path, text + "\n") {
+            eprintln!("mta-sim: cannot write {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    }
+    exit(totals.failed == 0)
+}
+
+/// `mta-sim merge`: one campaign's shards, added up.
+fn cmd_merge(files: &[std::path::PathBuf], summary: Option<std::path::PathBuf>) -> ExitCode {
+    let mut results = Vec::new();
+    for f in files {
+        let read = std::fs::read_to_string(f).map_err(|e| e.to_string());
+        match read.and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string())) {
+            Ok(r) => results.push(r),
+            Err(e) => {
+                eprintln!("mta-sim: {}: {e}", f.display());
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let m = match shards::merge(&results) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("mta-sim merge: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    println!("{} (merged from {} shards)", m.totals.line(m.secs), m.of);
+    for f in &m.failures {
+        println!(
+            "FAIL seed={}: {} | replay: {}",
+            f.seed,
+            f.violations.join("; "),
+            f.replay
+        );
+    }
+    if let Some(p) = summary {
+        if let Err(e) = std::fs::write(&p, shards::report(&m)) {
+            eprintln!("mta-sim: cannot write {}: {e}", p.display());
+            return ExitCode::from(2);
+        }
+    }
+    exit(m.totals.failed == 0)
 }
 
 /// `mta-sim run`: one named scenario, or one swarm seed with its (or a given) profile.
@@ -446,29 +507,10 @@ fn parse_shard(s: &str) -> Option<(u64, u64)> {
     (1 <= k && k <= n).then_some((k, n))
 }
 
-#[derive(Default)]
-struct SwarmTotals {
-    failed: usize,
-    acked: usize,
-    local: usize,
-    remote: usize,
-    dups: usize,
-    crashes: usize,
-    partitions: usize,
-    eio: u64,
-    jumps: usize,
-    fsync_failed: u64,
-    read_errors: u64,
-    enospc: u64,
-    full_secs: u64,
-    natural: usize,
-    restarts: usize,
-    corrupted: usize,
-}
-
 /// Run seeds; print one line per failure with everything needed to replay it.
-fn swarm(seeds: &[u64]) -> SwarmTotals {
-    let mut t = SwarmTotals::default();
+fn swarm(seeds: &[u64]) -> (shards::Totals, Vec<shards::Failure>) {
+    let mut t = shards::Totals::default();
+    let mut failures = Vec::new();
     use std::io::IsTerminal;
     let tty = std::io::stderr().is_terminal();
     for (i, &seed) in seeds.iter().enumerate() {
@@ -482,24 +524,8 @@ fn swarm(seeds: &[u64]) -> SwarmTotals {
             );
         }
         let (p, o) = sim::swarm::run(seed);
-        t.acked += o.acked;
-        t.local += o.local_delivered;
-        t.remote += o.remote_delivered;
-        t.dups += o.duplicates_remote;
-        t.crashes += o.crashes;
-        // Faults that fired (a drawn fault may never be reached).
-        t.partitions += usize::from(p.partition.is_some());
-        t.jumps += usize::from(p.jump.is_some());
-        t.eio += o.fired.eio;
-        t.fsync_failed += o.fired.fsync;
-        t.read_errors += o.fired.read;
-        t.enospc += o.fired.enospc;
-        t.full_secs += o.full_secs;
-        t.natural += usize::from(!p.flush);
-        t.restarts += o.restarts;
-        t.corrupted += usize::from(o.damage.is_some());
+        t.add(&p, &o);
         if !o.violations.is_empty() {
-            t.failed += 1;
             if tty {
                 eprintln!();
             }
@@ -507,12 +533,13 @@ fn swarm(seeds: &[u64]) -> SwarmTotals {
                 "FAIL seed={seed} commit={COMMIT} profile={p}: {} | replay: mta-sim run swarm --seed {seed}",
                 o.violations.join("; ")
             );
+            failures.push(shards::Failure::new(seed, &p, &o));
         }
     }
     if tty {
         eprintln!("\r  [{}] {n}/{n} seeds", "#".repeat(30), n = seeds.len());
     }
-    t
+    (t, failures)
 }
 
 fn exit(ok: bool) -> ExitCode {
@@ -914,7 +941,7 @@ fn section_planted(seed: u64) -> Section {
 fn section_swarm(seed: u64) -> Section {
     eprintln!("      swarm");
     let seeds: Vec<u64> = (seed * 1000..seed * 1000 + 200).collect();
-    let (st, secs) = timed(|| swarm(&seeds));
+    let ((st, _), secs) = timed(|| swarm(&seeds));
     // Determinism: a sample of seeds run again must give the same trace hash.
     let sample: Vec<u64> = seeds.iter().copied().step_by(20).collect();
     let same = sample
@@ -954,7 +981,7 @@ fn section_swarm(seed: u64) -> Section {
 
 const SWARM_WORLD: &str = "Each seed draws its own fault profile for a world of SMTP clients (some slow), two MTA hosts booted exactly as `mta run` (one relaying for relay.example), a DNS host and scripted peers (temporary and permanent refusals at each stage, EHLO refusal, slowness, drop after the dot, accept then crash), with link latency. Faults: crashes of the MTA at drawn fs operations persisted as synced only, all, all but one, torn last write, torn sectors of every pending write, or a random POSIX-legal subset; failed fsyncs with Linux semantics; EIO on writes and on reads; a full disk for a while; a reboot at a drawn second (mid-transfer, mid-delivery); a partition; a forward clock jump; local injections by a separate `mta inject` process, step by step while the queue manager runs; a lost sector in a synced queue file (log segment or todo/ file) while the machine is down, after which the oracle forgives exactly the transmissions the damaged records were about; a mail reader moving messages from new/ to cur/ and deleting what it read (for half the seeds that have one, a POP3 client of `mta run --listen-pop3` that retrieves and deletes everything every 30 s, and the oracle checks at each +OK to QUIT that the deleted messages are already gone from the durable disk); a mini-qmail host (no queue) handing two messages to the MTA over QMQP, each acknowledged by a `K`; messages over the 256 KiB streaming threshold. The only supervisor restarts a process that exited 111 (it could not start). A safety phase with the faults, then liveness: with operator flushes (SIGALRM at 250 s and every 150 s, until 700 s) or, for a fifth of the seeds, on the natural retry schedule alone. Oracle: every transmission carries a unique token; an acknowledged one appears exactly once wherever it ends (a mailbox, the peer, the second MTA, inside a bounce), an unacknowledged one at most once, and a second copy only where the sender could not know of the first (its 250 never arrived in time, or the MTA crashed, could not record the outcome or was cut off in between); nothing invented; both queues empty; no orphan files.";
 
-fn fired_table(st: &SwarmTotals) -> Table {
+fn fired_table(st: &shards::Totals) -> Table {
     let mut t = Table::new(&[
         num("crashes"),
         num("supervisor restarts"),
