@@ -19,7 +19,7 @@ use crate::env::{Env, Fs, FsFile, Listener, Net, Signal, Signals};
 use crate::ipme::Ipme;
 use crate::local::lspawn::Lspawn;
 use crate::local::LocalConfig;
-use crate::queue::service::{self, Inbox, QueueHandle};
+use crate::queue::service::{self, QueueHandle};
 use crate::queue::Disabled;
 use crate::queue::{Config, Paths, Queue, QueueError};
 use crate::send::manager::{self, Manager, Remote};
@@ -151,14 +151,20 @@ fn nameservers<E: Env>(env: &E, opts: &Options) -> Vec<SocketAddr> {
     })
 }
 
-/// Read the queue manager's controls and build it on the recovered queue.
-fn manager<E: Env>(
+/// What the queue manager needs besides the queue, read from the control files before
+/// anything listens (a bad control file stops the start, not a running server).
+struct ManagerParts<E: Env> {
+    send: manager::Settings,
+    remote: Arc<dyn Remote<E>>,
+    reloader: manager::Reloader<Rewrite>,
+    sink: Option<crate::send::log::Sink>,
+}
+
+fn manager_parts<E: Env>(
     env: &E,
     opts: &Options,
-    queue: Queue<E>,
-    rewrite: Rewrite,
     ipme: &Ipme,
-) -> Result<Manager<E, Rewrite>, StartError> {
+) -> Result<ManagerParts<E>, StartError> {
     let ctl = |e: &dyn std::fmt::Display| StartError::Controls(e.to_string());
     let mut send = manager::Settings::load(env.fs(), &opts.root).map_err(|e| ctl(&e))?;
     send.local = with_fsync_off(&send.local, opts.fsync_off);
@@ -172,16 +178,28 @@ fn manager<E: Env>(
         cfg: rcfg,
         resolver: Arc::new(resolver),
     });
-    let mut m = Manager::new(env.clone(), queue, rewrite, send, Some(remote));
-    m.sink = opts.log_sink.clone();
     let (renv, root, off) = (env.clone(), opts.root.clone(), opts.fsync_off);
-    m.reloader = Some(Box::new(move || {
+    let reloader: manager::Reloader<Rewrite> = Box::new(move || {
         let rw = Rewrite::load(&ControlDir::new(renv.fs(), &root)).map_err(|e| e.to_string())?;
         let mut s = manager::Settings::load(renv.fs(), &root).map_err(|e| e.to_string())?;
         s.local = with_fsync_off(&s.local, off);
         Ok((rw, s))
-    }));
-    Ok(m)
+    });
+    Ok(ManagerParts {
+        send,
+        remote,
+        reloader,
+        sink: opts.log_sink.clone(),
+    })
+}
+
+impl<E: Env> ManagerParts<E> {
+    fn build(self, env: &E, queue: Queue<E>, rewrite: Rewrite) -> Manager<E, Rewrite> {
+        let mut m = Manager::new(env.clone(), queue, rewrite, self.send, Some(self.remote));
+        m.sink = self.sink;
+        m.reloader = Some(self.reloader);
+        m
+    }
 }
 
 fn with_fsync_off(local: &Arc<LocalConfig>, off: Disabled) -> Arc<LocalConfig> {
@@ -236,7 +254,10 @@ fn give_up_root<E: Env>(env: &E, opts: &Options) -> Result<Option<Arc<Lspawn>>, 
     Ok(Some(Lspawn::start(pipe)))
 }
 
-/// Recover the queue and start the queue manager where its fsyncs may block.
+/// Take the queue's lock, then recover it and run the queue manager where its fsyncs may
+/// block. Listening starts before the recovery ends: until the manager serves, messages go
+/// straight into `todo/` (as `mta inject` does), so a large queue does not keep a restarted
+/// server from taking mail.
 fn start_queue<E: Env>(
     env: &E,
     opts: &Options,
@@ -252,25 +273,54 @@ fn start_queue<E: Env>(
     let rewrite = Rewrite::load(&ControlDir::new(env.fs(), &opts.root))
         .map_err(|e| StartError::Controls(e.to_string()))?;
     let paths = Paths::new(opts.root.join("queue"));
-    let (queue, rec) = match Queue::open(env.clone(), paths.clone(), queue_config(opts), &rewrite) {
-        Ok(q) => q,
+    let locked = match Queue::lock(env.clone(), paths.clone(), queue_config(opts)) {
+        Ok(l) => l,
         Err(QueueError::Locked) => return Err(StartError::Locked(opts.root.clone())),
         Err(e) => return Err(StartError::Queue(e)),
     };
-    tracing::info!(?rec, "queue recovered");
     write_pid(env, &paths);
-    let mut m = manager(env, opts, queue, rewrite, ipme)?;
-    m.lspawn = lspawn;
+    let parts = manager_parts(env, opts, ipme)?;
     // One thread per concurrent local delivery plus one, so their fsyncs overlap (the
     // filesystem groups them into shared journal commits) instead of queueing.
-    let threads = (m.settings().concurrency_local + 1).clamp(2, 64);
-    let (handle, inbox) = service::channel();
-    let done = env.spawn_worker(threads, run_manager(m, inbox));
+    let threads = (parts.send.concurrency_local + 1).clamp(2, 64);
+    let (handle, inbox) = service::channel_early(Some(early(env, paths, queue_config(opts))));
+    let (env2, ready) = (env.clone(), handle.clone());
+    let done = env.spawn_worker(threads, async move {
+        let (queue, rec) = match locked.recover(&rewrite) {
+            Ok(q) => q,
+            Err(e) => {
+                tracing::error!("queue recovery failed: {e}");
+                return;
+            }
+        };
+        tracing::info!(?rec, "queue recovered");
+        let mut m = parts.build(&env2, queue, rewrite);
+        m.lspawn = lspawn;
+        ready.set_ready();
+        // The manager ends when every handle is gone: this one must not keep it alive.
+        drop(ready);
+        m.run(inbox).await;
+    });
     Ok((handle, done))
 }
 
-async fn run_manager<E: Env>(m: Manager<E, Rewrite>, inbox: Inbox) {
-    m.run(inbox).await;
+/// Messages taken while the queue is recovering go into `todo/`, each durable before it is
+/// acknowledged, off the threads serving sessions.
+fn early<E: Env>(env: &E, paths: Paths, cfg: Config) -> service::Early {
+    let env = env.clone();
+    Arc::new(move |m| {
+        let (env, paths, cfg) = (env.clone(), paths.clone(), cfg);
+        Box::pin(async move {
+            let e2 = env.clone();
+            let r = env
+                .blocking(move || crate::queue::inject(&e2, &paths, &cfg, std::slice::from_ref(&m)))
+                .await;
+            match r {
+                Ok(ids) => Ok(ids[0]),
+                Err(e) => Err(service::Refusal::from(&e)),
+            }
+        })
+    })
 }
 
 /// `mta queue flush` finds the queue manager through the pid in the lock file.

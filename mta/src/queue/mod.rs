@@ -333,14 +333,47 @@ impl<E: Env> Queue<E> {
         cfg: Config,
         classify: &impl Classify,
     ) -> Result<(Self, Recovery), QueueError> {
+        Self::lock(env, paths, cfg)?.recover(classify)
+    }
+
+    /// The first step of [`Queue::open`], quick whatever the queue holds: finish the layout and
+    /// take the lock (so a second manager is refused before anything else happens).
+    pub fn lock(env: E, paths: Paths, cfg: Config) -> Result<Locked<E>, QueueError> {
         // A crash during installation can leave the layout half made: finish it first.
         create_layout(&env, &paths, &cfg)?;
-        let fs = env.fs();
-        let lock = match fs.try_lock(&paths.lock()) {
+        let lock = match env.fs().try_lock(&paths.lock()) {
             Ok(l) => l,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(QueueError::Locked),
             Err(e) => return ctx(Err(e), || format!("lock {}", paths.lock().display())),
         };
+        Ok(Locked {
+            env,
+            paths,
+            cfg,
+            lock,
+        })
+    }
+}
+
+/// A queue whose lock is held, not yet recovered.
+pub struct Locked<E: Env> {
+    env: E,
+    paths: Paths,
+    cfg: Config,
+    lock: <E::Fs as Fs>::Lock,
+}
+
+impl<E: Env> Locked<E> {
+    /// The rest of [`Queue::open`]: replay and repair the log, remove stale `tmp/` files and
+    /// preprocess every committed injection.
+    pub fn recover(self, classify: &impl Classify) -> Result<(Queue<E>, Recovery), QueueError> {
+        let Locked {
+            env,
+            paths,
+            cfg,
+            lock,
+        } = self;
+        let fs = env.fs();
         let mut rec = Recovery::default();
         let mut msgs = BTreeMap::new();
         let mut refs = SegRefs::new();
@@ -369,7 +402,9 @@ impl<E: Env> Queue<E> {
         rec.messages = q.msgs.len();
         Ok((q, rec))
     }
+}
 
+impl<E: Env> Queue<E> {
     /// Remove what dead writers left in `tmp/`: a file whose writer is alive is locked (an
     /// `mta inject` still running); one that cannot be judged goes after 36 hours.
     fn clean_tmp(&mut self) -> Result<usize, QueueError> {
