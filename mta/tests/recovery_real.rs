@@ -30,7 +30,10 @@ fn mail_is_taken_while_the_queue_recovers() {
         ("MAIL FROM:<joe@client.example>\r\n", "250"),
         ("RCPT TO:<fred@heaven.af.mil>\r\n", "250"),
         ("DATA\r\n", "354"),
-        ("Subject: during recovery\r\n\r\ntaken early\r\n.\r\n", "250"),
+        (
+            "Subject: during recovery\r\n\r\ntaken early\r\n.\r\n",
+            "250",
+        ),
     ] {
         s.write_all(cmd.as_bytes()).unwrap();
         let got = common::reply(&mut rd);
@@ -38,7 +41,11 @@ fn mail_is_taken_while_the_queue_recovers() {
     }
     // Acknowledged while the recovery is still held: the message waits durably in todo/.
     let new = r.join("home/fred/Maildir/new");
-    assert_eq!(std::fs::read_dir(&new).unwrap().count(), 0, "nothing delivered yet");
+    assert_eq!(
+        std::fs::read_dir(&new).unwrap().count(),
+        0,
+        "nothing delivered yet"
+    );
     assert_eq!(std::fs::read_dir(r.join("queue/todo")).unwrap().count(), 2);
 
     // Release the recovery: the FIFO gives garbage, which is set aside, not delivered.
@@ -48,8 +55,15 @@ fn mail_is_taken_while_the_queue_recovers() {
     common::eventually("the early message is delivered", 30, || {
         std::fs::read_dir(&new).unwrap().count() == 1
     });
-    let got = std::fs::read_dir(&new).unwrap().next().unwrap().unwrap().path();
-    assert!(std::fs::read_to_string(got).unwrap().contains("taken early"));
+    let got = std::fs::read_dir(&new)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert!(std::fs::read_to_string(got)
+        .unwrap()
+        .contains("taken early"));
     assert!(r.join("queue/corrupt/0.stuck").exists());
     common::eventually("the queue manager logs the delivery", 10, || {
         common::log_has(&log, "delivery 1: success")

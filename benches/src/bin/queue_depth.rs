@@ -42,6 +42,7 @@ struct Row {
     disk_mb: f64,
     fill_secs: f64,
     start_secs: f64,
+    recovered_secs: f64,
     rss_kib: u64,
     rate: f64,
 }
@@ -130,13 +131,15 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 /// Start `mta run`; the time until it says it listens, and where.
-fn start(cli: &Cli, root: &Path) -> (Child, f64, String) {
+fn start(cli: &Cli, root: &Path) -> (Child, Instant, f64, String) {
     let t = Instant::now();
+    let log = std::fs::File::create(root.join("stderr")).expect("log file");
     let mut child = Command::new(&cli.mta)
         .args(["run", "--listen", "127.0.0.1:0", "--root"])
         .arg(root)
+        .env("MTA_LOG", "info")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("mta run");
     let Some(stdout) = child.stdout.take() else {
@@ -153,8 +156,23 @@ fn start(cli: &Cli, root: &Path) -> (Child, f64, String) {
             panic!("mta run ended before listening: {status:?}");
         }
         if let Some(a) = line.trim().strip_prefix("mta: listening on ") {
-            return (child, t.elapsed().as_secs_f64(), a.to_string());
+            return (child, t, t.elapsed().as_secs_f64(), a.to_string());
         }
+    }
+}
+
+/// Seconds from `t` until the server logs that its queue is recovered (it takes mail into
+/// `todo/` before that, so listening comes first).
+fn recovered(root: &Path, t: Instant, child: &mut Child) -> f64 {
+    loop {
+        let log = std::fs::read_to_string(root.join("stderr")).unwrap_or_default();
+        if log.contains("queue recovered") {
+            return t.elapsed().as_secs_f64();
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("mta run ended while recovering: {status:?}\n{log}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 
@@ -187,8 +205,9 @@ fn measure(cli: &Cli, depth: usize) -> Row {
     let fill_secs = fill(root, depth);
     hand_over(root);
     let disk_mb = disk_mb(root);
-    let (mut child, start_secs, addr) = start(cli, root);
-    // What it holds for the queue once it serves, before any new mail.
+    let (mut child, t0, start_secs, addr) = start(cli, root);
+    let recovered_secs = recovered(root, t0, &mut child);
+    // What it holds for the queue once recovered, before any new mail.
     let rss_kib = rss_kib(child.id());
     let rate = accept_rate(cli, &addr);
     let _ = Command::new("kill").arg(child.id().to_string()).status();
@@ -198,6 +217,7 @@ fn measure(cli: &Cli, depth: usize) -> Row {
         disk_mb,
         fill_secs,
         start_secs,
+        recovered_secs,
         rss_kib,
         rate,
     }
@@ -206,7 +226,7 @@ fn measure(cli: &Cli, depth: usize) -> Row {
 fn table(rows: &[Row]) -> String {
     let base = &rows[0];
     let mut t = String::from(
-        "| queued | log on disk (MB) | fill (s) | start → listening (s) | RSS (MiB) | RSS per queued message beyond the first row (bytes) | SMTP accept (msg/s) | accept vs smallest |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| queued | log on disk (MB) | fill (s) | start → listening (s) | start → queue recovered (s) | RSS (MiB) | RSS per queued message beyond the first row (bytes) | SMTP accept (msg/s) | accept vs smallest |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in rows {
         // What each message beyond the smallest queue adds.
@@ -218,11 +238,12 @@ fn table(rows: &[Row]) -> String {
             None => "—".into(),
         };
         t.push_str(&format!(
-            "| {} | {:.0} | {:.1} | {:.2} | {:.1} | {per} | {:.0} | {:.2} |\n",
+            "| {} | {:.0} | {:.1} | {:.2} | {:.2} | {:.1} | {per} | {:.0} | {:.2} |\n",
             r.depth,
             r.disk_mb,
             r.fill_secs,
             r.start_secs,
+            r.recovered_secs,
             r.rss_kib as f64 / 1024.0,
             r.rate,
             r.rate / base.rate
@@ -231,7 +252,7 @@ fn table(rows: &[Row]) -> String {
     t
 }
 
-/// Two panels over log-scaled depth: start-to-listening seconds and RSS MiB.
+/// Two panels over log-scaled depth: seconds from start to a recovered queue, and RSS MiB.
 fn svg(rows: &[Row]) -> String {
     let (w, h, pad) = (360.0, 220.0, 40.0);
     let lx = |d: usize| (d as f64).log10();
@@ -280,8 +301,8 @@ fn svg(rows: &[Row]) -> String {
     };
     let start = panel(
         0.0,
-        "start → listening (s)",
-        rows.iter().map(|r| r.start_secs).collect(),
+        "start → queue recovered (s)",
+        rows.iter().map(|r| r.recovered_secs).collect(),
     );
     let rss = panel(
         w,
@@ -314,13 +335,14 @@ fn targets(rows: &[Row]) -> String {
     );
     match start_1m {
         Some(r) => t.push_str(&format!(
-            "- at most 1 s from start to listening with 1M queued: {:.2} s, {}.\n",
+            "- at most 1 s from start to listening with 1M queued: {:.2} s, {} (mail is taken into `todo/` while the queue recovers; the recovery itself took {:.2} s).\n",
             r.start_secs,
-            verdict(r.start_secs <= 1.0)
+            verdict(r.start_secs <= 1.0),
+            r.recovered_secs
         )),
         None => t.push_str("- start to listening with 1M queued: not run.\n"),
     }
-    t.push_str("\nThe memory and start-time targets need the queue manager to keep less than each message's envelope and recipient states in memory, and recovery to read less than every live record (bodies included): not done yet. 10M is not run here: its 20 GB log does not fit this machine's disk beside the build trees.\n");
+    t.push_str("\nThe memory target, and recovery in time proportional to live state rather than to every live record (bodies included), need the queue manager to keep less than each message's envelope and recipient states in memory and a snapshot of them on disk: not done yet. 10M is not run here: its 20 GB log does not fit this machine's disk beside the build trees.\n");
     t
 }
 
@@ -333,8 +355,8 @@ fn main() {
         .map(|&d| {
             let r = measure(&cli, d);
             eprintln!(
-                "depth {d}: start {:.2}s rss {} KiB rate {:.0}/s",
-                r.start_secs, r.rss_kib, r.rate
+                "depth {d}: listening {:.2}s recovered {:.2}s rss {} KiB rate {:.0}/s",
+                r.start_secs, r.recovered_secs, r.rss_kib, r.rate
             );
             r
         })
@@ -354,7 +376,7 @@ fn main() {
         .unwrap_or_default();
     let md = format!(
         "# Queue depth\n\nGenerated by `benches/queue_depth.sh` on {date} ({cpu}, {} cores, shared with other work), in {:.0} s.\n\n\
-Each row: a fresh installation whose queue holds that many deferred remote messages of {SIZE} bytes (each marked tried just now, so none falls due during the run), written through the queue library; then `mta run` (release build, started as root: it gives root up for the queue user) is started and timed until it prints that it listens; **RSS** is the server's resident memory as soon as it listens, before any new mail; then `smtp-load` sends {} messages of 2 KiB over 16 sessions to a local user and the accept rate is the messages acknowledged per second (each durable before its 250, delivered to a Maildir meanwhile).\n\n{}\n![start time and memory by queue depth](queue-depth.svg)\n\n\
+Each row: a fresh installation whose queue holds that many deferred remote messages of {SIZE} bytes (each marked tried just now, so none falls due during the run), written through the queue library; then `mta run` (release build, started as root: it gives root up for the queue user) is started and timed until it prints that it listens (it takes mail from then on, into `todo/` until the queue manager has recovered the queue) and until it logs that the queue is recovered; **RSS** is the server's resident memory once recovered, before any new mail; then `smtp-load` sends {} messages of 2 KiB over 16 sessions to a local user and the accept rate is the messages acknowledged per second (each durable before its 250, delivered to a Maildir meanwhile).\n\n{}\n![recovery time and memory by queue depth](queue-depth.svg)\n\n\
 {}\n",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         began.elapsed().as_secs_f64(),
