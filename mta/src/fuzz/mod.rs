@@ -19,7 +19,9 @@ use crate::smtp::address;
 use crate::smtp::received::Peer;
 use crate::smtp::server::{CommitError, Policy, Session, Step, MAX_LINE, MAX_MESSAGE};
 
-fn policy(databytes: u64) -> Policy {
+/// A representative receiver policy (rcpthosts, badmailfrom, a size limit if not 0), for the
+/// fuzz targets and the instruction-count benchmarks.
+pub fn policy(databytes: u64) -> Policy {
     Policy {
         greeting: "fuzz.example".into(),
         local_host: "fuzz.example".into(),

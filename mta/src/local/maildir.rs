@@ -6,7 +6,15 @@ use std::path::Path;
 
 use super::dirsync::DirSyncs;
 use crate::env::{Fs, FsFile};
-use crate::queue::{Body, Disabled, SyncPoint};
+use crate::queue::{Body, Disabled, MsgId, SyncPoint};
+
+/// The file name of a message's copy for one recipient: a pure function of the two (and of
+/// this host's name, which may not hold `/` or `:` in a Maildir name), so a repeated delivery
+/// finds its earlier copy.
+pub fn name(id: MsgId, rcpt: u32, host: &str) -> String {
+    let host = host.replace(['/', ':'], "_");
+    format!("{}.M{:016x}R{rcpt}.{host}", id.secs, id.rand)
+}
 
 /// Deliver `data` into the Maildir at `dir` under `name`. Every failure is temporary.
 ///

@@ -467,8 +467,7 @@ async fn step<E: Env>(
 ) -> Result<Step, Outcome> {
     match i {
         Instruction::Maildir(p) => {
-            let id = (d.id.secs, d.id.rand, d.rcpt, safe_host(&cfg.me));
-            let name = format!("{}.M{:016x}R{}.{}", id.0, id.1, id.2, id.3);
+            let name = maildir::name(d.id, d.rcpt, &cfg.me);
             let repeat = !d.first_attempt;
             // The same directory for every delivery into it, wherever each names it from.
             let key = t.user.home.join(p).join("new");
@@ -627,11 +626,6 @@ fn delivered(report: String, forwards: Vec<String>, d: &Delivery) -> Outcome {
         forward_sender: d.sender.to_string(),
         forward_data: Vec::new(),
     }
-}
-
-/// Maildir names may not hold `/` or `:`.
-fn safe_host(h: &str) -> String {
-    h.replace(['/', ':'], "_")
 }
 
 #[cfg(test)]
