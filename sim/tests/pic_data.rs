@@ -1,0 +1,83 @@
+//! The PIC scenarios of `fixtures/pic/` in the simulator: each installation set up as its
+//! scenario says, each message injected through `mta inject`'s own code (qmail-inject), one
+//! simulated day of `mta run`, and the scenario's expectations checked by the conformance
+//! runner. `mta/tests/pic_real.rs` runs the same scenarios against the real binary.
+//! `PIC_BLESS=1` writes what each `expect equals` file would have to hold, for review.
+
+use conformance::pic::{self, Host, Scenario};
+use mta::inject::{run, Invocation};
+use sim::deliver::{image, root, Run, World};
+
+const DAY: u64 = 86_400;
+
+struct Sim<'a> {
+    w: &'a World,
+    run: Run,
+}
+
+impl Host for Sim<'_> {
+    fn read(&self, path: &str) -> Option<String> {
+        self.w.read(path)
+    }
+    fn log(&self) -> Vec<String> {
+        self.run.log()
+    }
+    fn queued(&self) -> usize {
+        self.w.queued().unwrap_or(usize::MAX)
+    }
+}
+
+fn refs(v: &[(String, String)]) -> Vec<(&str, &str)> {
+    v.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect()
+}
+
+fn play(s: &Scenario) -> Vec<String> {
+    let w = World::new(image(&refs(&s.controls), &refs(&s.files)), 1);
+    for i in &s.injects {
+        let inv = Invocation {
+            sender: Some(i.sender.clone()),
+            extract: false,
+            recipients: i.rcpts.clone(),
+            message: s.message.clone().into_bytes(),
+            origin: Default::default(),
+            pid: 1,
+            uid: 1000,
+        };
+        run(&w.env, &root(), &inv).unwrap_or_else(|f| panic!("{}: inject: {f:?}", s.name));
+    }
+    let host = Sim {
+        w: &w,
+        run: w.run(DAY),
+    };
+    if std::env::var_os("PIC_BLESS").is_some() {
+        bless(s, &host);
+    }
+    pic::check(s, &host)
+}
+
+/// Write each `expect equals` file as this run produced it (reviewed before committing).
+fn bless(s: &Scenario, host: &Sim<'_>) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/pic")
+        .join(&s.name);
+    let text = std::fs::read_to_string(dir.join("scenario")).unwrap();
+    for line in text
+        .lines()
+        .filter_map(|l| l.strip_prefix("expect equals "))
+    {
+        let (path, file) = line.split_once(' ').unwrap();
+        std::fs::write(dir.join(file), host.read(path).unwrap_or_default()).unwrap();
+    }
+}
+
+#[test]
+fn pic_scenarios_hold_in_the_simulator() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/pic");
+    let all = pic::load_all(&dir).unwrap();
+    assert!(all.len() >= 10, "{} scenarios", all.len());
+    let bad: Vec<String> = all
+        .iter()
+        .flat_map(|s| play(s).into_iter().map(move |b| format!("{}: {b}", s.name)))
+        .collect();
+    assert!(bad.is_empty(), "{bad:#?}");
+}
