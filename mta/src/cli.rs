@@ -120,6 +120,11 @@ enum Cmd {
     /// on standard input, outcomes on standard output.
     #[command(hide = true)]
     Lspawn,
+    /// The POP3 helper `mta run` starts as root for itself when it has a POP3 listener: it
+    /// checks logins and works on each mailbox as its owner; requests on standard input,
+    /// answers on standard output.
+    #[command(hide = true)]
+    Pop3helper,
 }
 
 #[derive(Subcommand)]
@@ -200,6 +205,7 @@ pub fn main() -> i32 {
         }
         Cmd::Passwd { user } => cmd_passwd(&root, &user),
         Cmd::Lspawn => crate::run::lspawn(env, &root),
+        Cmd::Pop3helper => crate::run::pop3helper(env, &root),
         Cmd::Pop3d { listen, listen_tls } => crate::run::pop3d(env, &root, listen, listen_tls),
     }
 }

@@ -63,6 +63,31 @@ pub fn lspawn(env: RealEnv, root: &Path) -> i32 {
     }
 }
 
+/// `mta pop3helper`: the POP3 helper `mta run` starts for itself while still root.
+pub fn pop3helper(env: RealEnv, root: &Path) -> i32 {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            complain!("mta pop3helper: cannot start: {e}");
+            return EXIT_TEMP;
+        }
+    };
+    let pipe = mta::env::HelperPipe {
+        from: Box::new(tokio::io::stdin()),
+        to: Box::new(tokio::io::stdout()),
+    };
+    match rt.block_on(mta::pop3d::helper::serve(env, root.to_path_buf(), pipe)) {
+        Ok(()) => 0,
+        Err(e) => {
+            complain!("mta pop3helper: {e}");
+            EXIT_TEMP
+        }
+    }
+}
+
 /// `mta pop3d`: the POP3 server alone (and POP3S on `tls`), as this process's user (root:
 /// it acts as each mailbox's owner), until SIGTERM or SIGINT.
 pub fn pop3d(env: RealEnv, root: &Path, listen: SocketAddr, tls: Option<SocketAddr>) -> i32 {
@@ -112,6 +137,7 @@ async fn serve_pop3(
             l,
             stop_rx.clone(),
             tls_first,
+            None,
         );
         servers.push(tokio::spawn(serve));
     }
