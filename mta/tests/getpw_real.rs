@@ -73,6 +73,6 @@ fn getpw_delivers_to_a_system_account_not_in_users_assign_as_that_account() {
         ext.contains(&format!("Delivered-To: {name}-list@heaven.af.mil")),
         "{ext}"
     );
-    // A name no account and no entry has still goes nowhere but the alias user.
+    // Nothing went to the alias user (fred) instead.
     assert!(messages(&r.join("home/fred/Maildir/new")).is_empty());
 }
