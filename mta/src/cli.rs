@@ -96,9 +96,9 @@ enum Cmd {
         /// The user name clients give to AUTH.
         user: String,
     },
-    /// Serve POP3 alone, keeping root (as tcpserver runs qmail-popup): for installations
-    /// where `mta run` gives up root (control/queueuser) and so cannot open users' mailboxes.
-    /// SIGTERM/SIGINT: finish sessions and exit.
+    /// Serve POP3 alone, keeping root (as tcpserver runs qmail-popup); `mta run
+    /// --listen-pop3` does the same through its root POP3 helper. SIGTERM/SIGINT: finish
+    /// sessions and exit.
     Pop3d {
         /// Address to listen on.
         #[arg(long, default_value = "0.0.0.0:110")]

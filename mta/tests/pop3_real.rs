@@ -391,5 +391,17 @@ fn listen_pop3_after_giving_up_root_serves_each_mailbox_as_its_owner() {
     assert_eq!(m.mode() & 0o777, 0o700);
     let log = std::fs::read_to_string(s.root.path().join("stderr")).unwrap();
     assert!(log.contains("fred logged in, 2 messages"), "{log}");
-    let _ = s.smtp;
+
+    // A dead helper stops the server (111) for its supervisor, as a dead lspawn does.
+    let mut s = s;
+    let helper = threads_of_child(pid, "pop3helper")[0].0;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(helper as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let status = s.children[0].wait().unwrap();
+    assert_eq!(status.code(), Some(111));
+    let log = std::fs::read_to_string(s.root.path().join("stderr")).unwrap();
+    assert!(log.contains("the POP3 helper stopped unexpectedly"), "{log}");
 }
