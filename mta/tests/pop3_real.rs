@@ -403,5 +403,8 @@ fn listen_pop3_after_giving_up_root_serves_each_mailbox_as_its_owner() {
     let status = s.children[0].wait().unwrap();
     assert_eq!(status.code(), Some(111));
     let log = std::fs::read_to_string(s.root.path().join("stderr")).unwrap();
-    assert!(log.contains("the POP3 helper stopped unexpectedly"), "{log}");
+    assert!(
+        log.contains("the POP3 helper stopped unexpectedly"),
+        "{log}"
+    );
 }
