@@ -337,7 +337,7 @@ impl Client {
         }
     }
 
-    /// Send a request built by `build(id)`, wait for its answer's fields.
+    /// Send a request (its id filled in here), wait for its answer's fields.
     async fn call(&self, mut frame: Enc) -> io::Result<(u64, Vec<u8>)> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         frame.0[5..13].copy_from_slice(&id.to_le_bytes());
