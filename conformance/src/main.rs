@@ -47,6 +47,8 @@ struct DialogueArgs {
 enum Cmd {
     /// Run the RFC 5321 requirement catalogue (`fixtures/rfc5321/`) against a server.
     Catalogue(CatalogueArgs),
+    /// Play QMTP or QMQP dialogues (`fixtures/qmtp/`, `fixtures/qmqp/`) against a server.
+    Netstrings(conformance::netstrings::Args),
 }
 
 #[derive(Args)]
@@ -101,6 +103,7 @@ fn main() -> ExitCode {
         .expect("runtime");
     match cli.cmd {
         Some(Cmd::Catalogue(a)) => rt.block_on(catalogue_cmd(a)),
+        Some(Cmd::Netstrings(a)) => rt.block_on(conformance::netstrings::cli(a)),
         None => dialogues_cmd(&rt, cli.dialogues),
     }
 }

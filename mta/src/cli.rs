@@ -96,9 +96,9 @@ enum Cmd {
         /// The user name clients give to AUTH.
         user: String,
     },
-    /// Serve POP3 alone, keeping root (as tcpserver runs qmail-popup): for installations
-    /// where `mta run` gives up root (control/queueuser) and so cannot open users' mailboxes.
-    /// SIGTERM/SIGINT: finish sessions and exit.
+    /// Serve POP3 alone, keeping root (as tcpserver runs qmail-popup); `mta run
+    /// --listen-pop3` does the same through its root POP3 helper. SIGTERM/SIGINT: finish
+    /// sessions and exit.
     Pop3d {
         /// Address to listen on.
         #[arg(long, default_value = "0.0.0.0:110")]
@@ -120,6 +120,11 @@ enum Cmd {
     /// on standard input, outcomes on standard output.
     #[command(hide = true)]
     Lspawn,
+    /// The POP3 helper `mta run` starts as root for itself when it has a POP3 listener: it
+    /// checks logins and works on each mailbox as its owner; requests on standard input,
+    /// answers on standard output.
+    #[command(hide = true)]
+    Pop3helper,
 }
 
 #[derive(Subcommand)]
@@ -200,6 +205,7 @@ pub fn main() -> i32 {
         }
         Cmd::Passwd { user } => cmd_passwd(&root, &user),
         Cmd::Lspawn => crate::run::lspawn(env, &root),
+        Cmd::Pop3helper => crate::run::pop3helper(env, &root),
         Cmd::Pop3d { listen, listen_tls } => crate::run::pop3d(env, &root, listen, listen_tls),
     }
 }

@@ -81,6 +81,8 @@ pub enum StartError {
     Privileges(String),
     #[error("the local delivery helper stopped unexpectedly")]
     HelperStopped,
+    #[error("the POP3 helper stopped unexpectedly")]
+    Pop3HelperStopped,
     #[error(
         "--listen-tls needs a certificate: {} is missing",
         crate::tls::SERVERCERT
@@ -216,11 +218,20 @@ fn queue_config(opts: &Options) -> Config {
     }
 }
 
+/// The processes that keep root after `mta run` gave it up.
+#[derive(Default)]
+struct Helpers {
+    lspawn: Option<Arc<Lspawn>>,
+    /// Only with a POP3 listener.
+    pop3: Option<Arc<crate::pop3d::helper::Client>>,
+}
+
 /// Started as root with `control/queueuser` naming an account: start the local-delivery
-/// helper (the only part that keeps root), then become that account for good, so the SMTP
-/// receiver, the queue manager and remote delivery never run as root. The queue must belong
-/// to that account (`mta init` as root hands it over).
-fn give_up_root<E: Env>(env: &E, opts: &Options) -> Result<Option<Arc<Lspawn>>, StartError> {
+/// helper and, with a POP3 listener, the POP3 helper (the only parts that keep root), then
+/// become that account for good, so the SMTP, POP3, QMTP and QMQP servers, the queue
+/// manager and remote delivery never run as root. The queue must belong to that account
+/// (`mta init` as root hands it over).
+fn give_up_root<E: Env>(env: &E, opts: &Options) -> Result<Helpers, StartError> {
     let c = ControlDir::new(env.fs(), &opts.root);
     let account = c
         .line("queueuser")
@@ -229,10 +240,15 @@ fn give_up_root<E: Env>(env: &E, opts: &Options) -> Result<Option<Arc<Lspawn>>, 
         if env.uid() == 0 {
             tracing::warn!("running as root without control/queueuser: nothing gives up root");
         }
-        return Ok(None);
+        return Ok(Helpers::default());
     };
     let priv_err = |e: std::io::Error| StartError::Privileges(format!("{account}: {e}"));
     let pipe = env.spawn_lspawn(&opts.root).map_err(priv_err)?;
+    let l = &opts.listeners;
+    let pop3 = match l.pop3.or(l.pop3s) {
+        Some(_) => Some(env.spawn_pop3_helper(&opts.root).map_err(priv_err)?),
+        None => None,
+    };
     let who = env.drop_privileges(&account).map_err(priv_err)?;
     let queue = opts.root.join("queue");
     match env.fs().metadata(&queue) {
@@ -249,9 +265,12 @@ fn give_up_root<E: Env>(env: &E, opts: &Options) -> Result<Option<Arc<Lspawn>>, 
     tracing::info!(
         uid = who.uid,
         gid = who.gid,
-        "running as {account}; local deliveries go through the root helper"
+        "running as {account}; local deliveries and POP3 logins go through root helpers"
     );
-    Ok(Some(Lspawn::start(pipe)))
+    Ok(Helpers {
+        lspawn: Some(Lspawn::start(pipe)),
+        pop3: pop3.map(crate::pop3d::helper::Client::start),
+    })
 }
 
 /// Take the queue's lock, then recover it and run the queue manager where its fsyncs may
@@ -375,8 +394,8 @@ async fn serve<E: Env>(env: E, mut opts: Options) -> Result<(), StartError> {
     // Bound while still root (port 25), before root is given up.
     let (listeners, bound) = listen(&env, &opts).await?;
     let extra = bind_listeners(&env, &opts).await?;
-    let lspawn = give_up_root(&env, &opts)?;
-    let (handle, manager_done) = start_queue(&env, &opts, &ipme, lspawn.clone())?;
+    let helpers = give_up_root(&env, &opts)?;
+    let (handle, manager_done) = start_queue(&env, &opts, &ipme, helpers.lspawn.clone())?;
     env.stdout(&format!("mta: listening on {}", bound.0));
     if let Some(b) = bound.1 {
         env.stdout(&format!("mta: listening for TLS on {b}"));
@@ -395,15 +414,22 @@ async fn serve<E: Env>(env: E, mut opts: Options) -> Result<(), StartError> {
     let tls_server =
         tls_listener.map(|l| tokio::spawn(smtpd::serve_tls(rx.clone(), l, stop_rx.clone())));
     let server = tokio::spawn(smtpd::serve(rx, listener, stop_rx.clone()));
-    let extra = start_listeners(&env, &opts, extra, &stop_rx, Arc::new(others));
+    let srv = (Arc::new(others), helpers.pop3.clone());
+    let extra = start_listeners(&env, &opts, extra, &stop_rx, srv);
     let reload = |s: Settings| {
         let _ = filter_tx.send(filter_for(&s));
         let _ = set_tx.send(Arc::new(s));
     };
     let mut manager_done = std::pin::pin!(manager_done);
     let helper_gone = async {
-        match &lspawn {
+        match &helpers.lspawn {
             Some(l) => l.closed().await,
+            None => std::future::pending().await,
+        }
+    };
+    let pop3_helper_gone = async {
+        match &helpers.pop3 {
+            Some(h) => h.closed().await,
             None => std::future::pending().await,
         }
     };
@@ -413,6 +439,8 @@ async fn serve<E: Env>(env: E, mut opts: Options) -> Result<(), StartError> {
         _ = &mut manager_done => Some(StartError::QueueStopped),
         // Local mail would only defer: exit, for the supervisor to start both again.
         () = helper_gone => Some(StartError::HelperStopped),
+        // Logins would only fail: the same.
+        () = pop3_helper_gone => Some(StartError::Pop3HelperStopped),
     };
     let _ = stop_tx.send(true);
     let _ = server.await;
@@ -460,7 +488,10 @@ fn start_listeners<E: Env>(
     opts: &Options,
     bound: Bound<E>,
     stop: &watch::Receiver<bool>,
-    srv: Arc<crate::qmtpd::Server<E>>,
+    (srv, pop3_helper): (
+        Arc<crate::qmtpd::Server<E>>,
+        Option<Arc<crate::pop3d::helper::Client>>,
+    ),
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
     for (name, listener) in bound {
@@ -476,6 +507,7 @@ fn start_listeners<E: Env>(
                 listener,
                 stop,
                 name == "POP3S",
+                pop3_helper.clone(),
             )),
             "QMTP" => tokio::spawn(crate::qmtpd::serve(srv.clone(), listener, stop)),
             _ => tokio::spawn(crate::qmqpd::serve(srv.clone(), listener, stop)),

@@ -40,13 +40,31 @@ pub fn run(
 
 /// `mta lspawn`: the local-delivery helper `mta run` starts for itself while still root.
 pub fn lspawn(env: RealEnv, root: &Path) -> i32 {
+    let root = root.to_path_buf();
+    helper("lspawn", |pipe| mta::local::lspawn::serve(env, root, pipe))
+}
+
+/// `mta pop3helper`: the POP3 helper `mta run` starts for itself while still root.
+pub fn pop3helper(env: RealEnv, root: &Path) -> i32 {
+    let root = root.to_path_buf();
+    helper("pop3helper", |pipe| {
+        mta::pop3d::helper::serve(env, root, pipe)
+    })
+}
+
+/// Run a helper on a runtime of its own, its pipe being standard input and output.
+fn helper<F, Fut>(name: &str, serve: F) -> i32
+where
+    F: FnOnce(mta::env::HelperPipe) -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<()>>,
+{
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            complain!("mta lspawn: cannot start: {e}");
+            complain!("mta {name}: cannot start: {e}");
             return EXIT_TEMP;
         }
     };
@@ -54,10 +72,10 @@ pub fn lspawn(env: RealEnv, root: &Path) -> i32 {
         from: Box::new(tokio::io::stdin()),
         to: Box::new(tokio::io::stdout()),
     };
-    match rt.block_on(mta::local::lspawn::serve(env, root.to_path_buf(), pipe)) {
+    match rt.block_on(serve(pipe)) {
         Ok(()) => 0,
         Err(e) => {
-            complain!("mta lspawn: {e}");
+            complain!("mta {name}: {e}");
             EXIT_TEMP
         }
     }
@@ -112,6 +130,7 @@ async fn serve_pop3(
             l,
             stop_rx.clone(),
             tls_first,
+            None,
         );
         servers.push(tokio::spawn(serve));
     }

@@ -250,37 +250,161 @@ fn fetchmail_retrieves_and_deletes_what_mta_run_delivered() {
     assert!(names(&md.join("new")).is_empty() && names(&md.join("cur")).is_empty());
 }
 
-/// An `mta run` that gave up root cannot act as the mailbox's owner: the login says so.
-#[test]
-fn listen_pop3_after_giving_up_root_refuses_logins_with_the_reason() {
-    let root = common::installation(mta(), &["fred"]);
-    if !root.path().join("control/queueuser").exists() {
+const UID: u32 = 4242;
+const GID: u32 = 4343;
+
+/// A root installation where fred is uid 4242 / gid 4343 (no account needed) and his home
+/// and Maildir are his alone (mode 0700): `mta run --listen-pop3` gives root up for the queue
+/// user. `None` (skip) when not root.
+fn start_separated() -> Option<Pop3Server> {
+    let root = common::installation(mta(), &["fred", "joe"]);
+    let r = root.path();
+    if !r.join("control/queueuser").exists() {
         eprintln!("SKIP: not root, so mta run keeps its user and there is nothing to give up");
-        return;
+        return None;
     }
     let checker = format!("{} /bin/true\n", scripts().join("checkpw.py").display());
-    std::fs::write(root.path().join("control/checkpassword"), checker).unwrap();
+    std::fs::write(r.join("control/checkpassword"), checker).unwrap();
+    let fred = r.join("home/fred");
+    let joe = r.join("home/joe");
+    let assign = format!(
+        "=fred:fred:{UID}:{GID}:{f}:::\n=joe:joe:{UID}1:{GID}1:{j}:::\n.\n",
+        f = fred.display(),
+        j = joe.display()
+    );
+    std::fs::write(r.join("users/assign"), assign).unwrap();
+    for d in ["", "Maildir", "Maildir/new", "Maildir/cur", "Maildir/tmp"] {
+        std::os::unix::fs::chown(fred.join(d), Some(UID), Some(GID)).unwrap();
+        let mode = std::os::unix::fs::PermissionsExt::from_mode(0o700);
+        std::fs::set_permissions(fred.join(d), mode).unwrap();
+    }
     let args = ["--listen-pop3", "127.0.0.1:0"];
-    let (child, addrs) = common::spawn_with(mta(), root.path(), &args, "mta=info");
-    let _s = Pop3Server {
+    let (child, addrs) = common::spawn_with(mta(), r, &args, "mta=info");
+    Some(Pop3Server {
         children: vec![child],
         smtp: addrs[0],
         pop3: addrs[1],
         pop3s: None,
         root,
-    };
-    let (mut w, mut r) = common::connect(addrs[1]);
+    })
+}
+
+/// `(pid, status)` of every thread of the children of `parent` whose command line holds
+/// `word`.
+fn threads_of_child(parent: u32, word: &str) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|s| s.parse::<u32>().ok());
+        let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+        if ppid != Some(parent) || !String::from_utf8_lossy(&cmd).contains(word) {
+            continue;
+        }
+        let tasks = std::fs::read_dir(format!("/proc/{p}/task")).unwrap();
+        for t in tasks.flatten() {
+            let st = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+            out.push((p, st));
+        }
+    }
+    out
+}
+
+/// A status file's `Uid:` or `Gid:` line: real, effective, saved and filesystem ids.
+fn ids(status: &str, which: &str) -> Vec<u32> {
+    let line = status.lines().find(|l| l.starts_with(which)).unwrap();
+    line.split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap())
+        .collect()
+}
+
+/// Privilege separation with POP3 (qmail-popup → checkpassword → qmail-pop3d): `mta run`
+/// runs as the queue user, which cannot open fred's 0700 Maildir; its POP3 helper keeps
+/// root, checks the password and works on the mailbox in a thread whose filesystem identity
+/// is fred's (visible in /proc while the session is open). poplib reads and deletes; a wrong
+/// password is refused; every file stays fred's, in a Maildir any reader understands.
+#[test]
+fn listen_pop3_after_giving_up_root_serves_each_mailbox_as_its_owner() {
+    let Some(s) = start_separated() else { return };
+    let pid = s.children[0].id();
+    let md = deliver_two(&s);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(ids(&status, "Uid:").iter().all(|&u| u != 0 && u != UID));
+    let helper = threads_of_child(pid, "pop3helper");
+    assert!(!helper.is_empty(), "a POP3 helper runs");
+    assert_eq!(
+        ids(&helper[0].1, "Uid:"),
+        vec![0; 4],
+        "the helper keeps root"
+    );
+
+    // While a session is open, one helper thread acts as fred on the filesystem.
+    let (mut w, mut r) = common::connect(s.pop3);
     let mut line = || {
         let mut l = String::new();
         r.read_line(&mut l).unwrap();
         l
     };
     assert!(line().starts_with("+OK <"));
-    w.write_all(b"USER fred\r\nPASS fred's secret\r\n").unwrap();
+    w.write_all(b"USER fred\r\nPASS fred's secret\r\nSTAT\r\n")
+        .unwrap();
     assert_eq!(line(), "+OK\r\n");
-    let refused = line();
+    assert!(line().starts_with("+OK"), "logged in");
+    assert!(line().starts_with("+OK 2 "), "two messages");
+    let as_fred: Vec<_> = threads_of_child(pid, "pop3helper")
+        .into_iter()
+        .filter(|(_, st)| ids(st, "Uid:")[3] == UID && ids(st, "Gid:")[3] == GID)
+        .collect();
+    assert_eq!(as_fred.len(), 1, "one thread works as fred");
+    let groups = as_fred[0]
+        .1
+        .lines()
+        .find(|l| l.starts_with("Groups:"))
+        .unwrap();
+    assert_eq!(groups.split_whitespace().nth(1), Some("4343"), "{groups}");
+    w.write_all(b"QUIT\r\n").unwrap();
+    assert!(line().starts_with("+OK"));
+    common::eventually("the session's thread ends", 20, || {
+        threads_of_child(pid, "pop3helper")
+            .iter()
+            .all(|(_, st)| ids(st, "Uid:")[3] != UID)
+    });
+
+    python(s.pop3.port(), "bad-password");
+    python(s.pop3.port(), "read-and-delete");
+    assert!(names(&md.join("new")).is_empty(), "new/ was emptied");
+    let cur = names(&md.join("cur"));
+    assert_eq!(cur.len(), 1, "{cur:?}");
+    assert!(cur[0].ends_with(":2,"), "{cur:?}");
+    use std::os::unix::fs::MetadataExt;
+    for p in [md.clone(), md.join("cur"), md.join("cur").join(&cur[0])] {
+        let m = std::fs::metadata(&p).unwrap();
+        assert_eq!((m.uid(), m.gid()), (UID, GID), "{} is fred's", p.display());
+    }
+    let m = std::fs::metadata(&md).unwrap();
+    assert_eq!(m.mode() & 0o777, 0o700);
+    let log = std::fs::read_to_string(s.root.path().join("stderr")).unwrap();
+    assert!(log.contains("fred logged in, 2 messages"), "{log}");
+
+    // A dead helper stops the server (111) for its supervisor, as a dead lspawn does.
+    let mut s = s;
+    let helper = threads_of_child(pid, "pop3helper")[0].0;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(helper as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let status = s.children[0].wait().unwrap();
+    assert_eq!(status.code(), Some(111));
+    let log = std::fs::read_to_string(s.root.path().join("stderr")).unwrap();
     assert!(
-        refused.starts_with("-ERR mta run runs as uid ") && refused.contains("not as root"),
-        "{refused}"
+        log.contains("the POP3 helper stopped unexpectedly"),
+        "{log}"
     );
 }

@@ -295,3 +295,183 @@ fn qmtproutes_deliver_over_qmtp_between_two_mta_runs_and_fall_back_to_smtp() {
         "{fell}"
     );
 }
+
+/// One package as a reference QMTP server (written here from the protocol document) read
+/// it: the message, the sender, the recipients.
+#[derive(Debug, Clone)]
+struct Package {
+    message: String,
+    sender: String,
+    rcpts: Vec<String>,
+}
+
+/// The recipients inside the recipient-list netstring.
+fn split_ns(mut b: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Some(colon) = b.iter().position(|&c| c == b':') {
+        let n: usize = std::str::from_utf8(&b[..colon]).unwrap().parse().unwrap();
+        let data = &b[colon + 1..colon + 1 + n];
+        assert_eq!(b[colon + 1 + n], b',');
+        out.push(String::from_utf8(data.to_vec()).unwrap());
+        b = &b[colon + 2 + n..];
+    }
+    out
+}
+
+/// A reference QMTP server on a free port: for the `n`th connection (from 0), reads one
+/// package, reports it, then sends what `answer(n, &package)` gives (`None`: closes without
+/// a reply, as a server that died after taking the package).
+fn reference_qmtp(
+    answer: impl Fn(usize, &Package) -> Option<Vec<String>> + Send + 'static,
+) -> (SocketAddr, std::sync::mpsc::Receiver<Package>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for (n, s) in l.incoming().enumerate() {
+            let Ok(mut s) = s else { return };
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let message = read_ns(&mut s);
+            let sender = read_ns(&mut s);
+            let rcpts = split_ns(read_ns(&mut s).as_bytes());
+            let p = Package {
+                message,
+                sender,
+                rcpts,
+            };
+            let replies = answer(n, &p);
+            if tx.send(p).is_err() {
+                return;
+            }
+            for r in replies.unwrap_or_default() {
+                let _ = s.write_all(&ns(r.as_bytes()));
+            }
+        }
+    });
+    (addr, rx)
+}
+
+fn qmtproute(to: SocketAddr) -> (&'static str, String) {
+    (
+        "qmtproutes",
+        format!("heaven.af.mil:[{}]:{}\n", to.ip(), to.port()),
+    )
+}
+
+fn log_of(r: &Running) -> String {
+    std::fs::read_to_string(r.root.path().join("stderr")).unwrap_or_default()
+}
+
+/// qmail-qmtpc's way: one package carries every recipient of the message at the route's
+/// host, and each gets its own reply: K delivered, D bounced, Z retried.
+#[test]
+fn one_qmtp_package_carries_all_recipients_at_a_host_with_a_reply_each() {
+    let (at, packages) = reference_qmtp(|_, p| {
+        let r = |a: &String| match a.split('@').next() {
+            Some("fred") => "Kthanks".to_string(),
+            Some("joe") => "Dno such user".to_string(),
+            _ => "Zlater".to_string(),
+        };
+        Some(p.rcpts.iter().map(r).collect())
+    });
+    let a = sending_host(&[qmtproute(at)]);
+    let rcpts = "fred@heaven.af.mil joe@heaven.af.mil bob@heaven.af.mil";
+    let mut c = Command::new(mta())
+        .args(["inject", "-f", "alice@a.example", "--root"])
+        .arg(a.root.path())
+        .args(rcpts.split(' '))
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin
+        .take()
+        .unwrap()
+        .write_all(b"Subject: three\n\nx\n")
+        .unwrap();
+    assert!(c.wait().unwrap().success());
+    let p = packages.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert_eq!(p.rcpts, rcpts.split(' ').collect::<Vec<_>>());
+    assert_eq!(p.sender, "alice@a.example");
+    assert!(p.message.starts_with('\n') && p.message.contains("Subject: three"));
+    common::eventually("three outcomes", 30, || {
+        let l = log_of(&a);
+        l.contains(": success: 127.0.0.1_accepted_message_over_QMTP./Remote_host_said:_thanks")
+            && l.contains(": failure: Remote_host_127.0.0.1_said_over_QMTP:_no_such_user")
+            && l.contains(": deferral: Remote_host_127.0.0.1_said_over_QMTP:_later")
+    });
+    // The bounce goes to alice (local); no second package for the same attempt.
+    assert!(packages.try_recv().is_err());
+}
+
+/// Against the real QMTP server: one package for fred and joe, queued there as one message
+/// (one `new msg`) and delivered to both.
+#[test]
+fn two_recipients_at_a_real_qmtp_server_share_one_package() {
+    let hub = full_host(&[]);
+    let a = sending_host(&[qmtproute(hub.addrs[1])]);
+    let mut c = Command::new(mta())
+        .args(["inject", "--root"])
+        .arg(a.root.path())
+        .args(["fred@heaven.af.mil", "joe@heaven.af.mil"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin
+        .take()
+        .unwrap()
+        .write_all(b"Subject: both\n\nx\n")
+        .unwrap();
+    assert!(c.wait().unwrap().success());
+    let fred = wait_mail(hub.root.path(), "fred", 1);
+    let joe = wait_mail(hub.root.path(), "joe", 1);
+    assert!(fred[0].contains("with QMTP;") && joe[0].contains("with QMTP;"));
+    let hub_log = log_of(&hub);
+    assert_eq!(hub_log.matches("new msg ").count(), 1, "{hub_log}");
+    common::eventually("both outcomes at the sender", 30, || {
+        log_of(&a)
+            .matches(": success: 127.0.0.1_accepted_message_over_QMTP")
+            .count()
+            == 2
+    });
+}
+
+/// A QMTP server that took the package and died before replying may have queued the
+/// message: the delivery is deferred and retried over QMTP, never sent again over SMTP
+/// (which would make a second copy); SMTP is only for a route whose connection fails.
+#[test]
+fn a_qmtp_delivery_cut_off_after_the_package_is_retried_over_qmtp_not_smtp() {
+    let hub = full_host(&[]);
+    let smtp = hub.addrs[0];
+    let (at, packages) = reference_qmtp(|n, p| (n > 0).then(|| vec!["Kok".into(); p.rcpts.len()]));
+    let a = sending_host(&[
+        qmtproute(at),
+        (
+            "smtproutes",
+            format!("heaven.af.mil:[{}]:{}\n", smtp.ip(), smtp.port()),
+        ),
+    ]);
+    mini_inject(a.root.path(), "fred@heaven.af.mil", b"Subject: once\n\nx\n");
+    let first = packages.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert_eq!(first.rcpts, ["fred@heaven.af.mil"]);
+    common::eventually("the deferral", 30, || {
+        log_of(&a).contains(": deferral: Connected_to_127.0.0.1_over_QMTP_but_the_connection_died.")
+    });
+    // Retry now (SIGALRM, `mta queue flush`): the same route, over QMTP again.
+    let ok = Command::new(mta())
+        .args(["queue", "flush", "--root"])
+        .arg(a.root.path())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mta queue flush");
+    let again = packages.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert_eq!(again.message, first.message);
+    common::eventually("delivered on the retry", 30, || {
+        log_of(&a).contains(": success: 127.0.0.1_accepted_message_over_QMTP")
+    });
+    assert!(
+        maildir(hub.root.path(), "fred").is_empty(),
+        "no copy over SMTP"
+    );
+    assert!(!log_of(&hub).contains("new msg"), "{}", log_of(&hub));
+}

@@ -127,6 +127,28 @@ impl SimEnv {
             .is_some()
     }
 
+    /// A helper process on this machine (`serve` on its end of a pipe), keeping this one's
+    /// user; returns this process's end of the pipe.
+    fn start_helper<F, Fut>(&self, serve: F) -> HelperPipe
+    where
+        F: FnOnce(SimEnv, HelperPipe) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let helper = self.clone().with_uid(self.uid());
+        let (ours, theirs) = tokio::io::duplex(1 << 16);
+        let (from, to) = tokio::io::split(theirs);
+        let pipe = HelperPipe {
+            from: Box::new(from),
+            to: Box::new(to),
+        };
+        tokio::spawn(serve(helper, pipe));
+        let (from, to) = tokio::io::split(ours);
+        HelperPipe {
+            from: Box::new(from),
+            to: Box::new(to),
+        }
+    }
+
     /// The same machine, for a process running as `uid`.
     pub fn with_uid(self, uid: u32) -> Self {
         SimEnv {
@@ -257,25 +279,20 @@ impl Env for SimEnv {
         self.uid.load(std::sync::atomic::Ordering::SeqCst)
     }
     fn spawn_lspawn(&self, root: &std::path::Path) -> io::Result<HelperPipe> {
-        // The helper: the same machine, a process of its own that keeps this one's user.
-        let helper = self.clone().with_uid(self.uid());
-        let (ours, theirs) = tokio::io::duplex(1 << 16);
-        let (from, to) = tokio::io::split(theirs);
-        let pipe = HelperPipe {
-            from: Box::new(from),
-            to: Box::new(to),
-        };
         let root = root.to_path_buf();
-        tokio::spawn(async move {
-            if let Err(e) = mta::local::lspawn::serve(helper, root, pipe).await {
+        Ok(self.start_helper(|env, pipe| async move {
+            if let Err(e) = mta::local::lspawn::serve(env, root, pipe).await {
                 tracing::error!("simulated lspawn: {e}");
             }
-        });
-        let (from, to) = tokio::io::split(ours);
-        Ok(HelperPipe {
-            from: Box::new(from),
-            to: Box::new(to),
-        })
+        }))
+    }
+    fn spawn_pop3_helper(&self, root: &std::path::Path) -> io::Result<HelperPipe> {
+        let root = root.to_path_buf();
+        Ok(self.start_helper(|env, pipe| async move {
+            if let Err(e) = mta::pop3d::helper::serve(env, root, pipe).await {
+                tracing::error!("simulated POP3 helper: {e}");
+            }
+        }))
     }
     fn blocking<T, F>(&self, f: F) -> impl std::future::Future<Output = T> + Send + use<T, F>
     where

@@ -70,6 +70,12 @@ pub trait Env: Clone + Send + Sync + 'static {
     /// and still have mail delivered as each recipient. On a real host, this binary run as
     /// `mta lspawn`; in the simulator, a task with an identity of its own.
     fn spawn_lspawn(&self, root: &Path) -> io::Result<HelperPipe>;
+    /// Start the POP3 helper (where qmail-popup runs checkpassword, which starts qmail-pop3d
+    /// as the user): like [`Env::spawn_lspawn`], a process keeping this one's privileges that
+    /// serves [`crate::pop3d::helper::serve`] on the other end of the pipe, checking POP3
+    /// logins and working on each mailbox as its owner. On a real host `mta pop3helper`; in
+    /// the simulator, a task with an identity of its own.
+    fn spawn_pop3_helper(&self, root: &Path) -> io::Result<HelperPipe>;
     /// Become `account` for good, the whole process: its uid and gid and no supplementary
     /// groups (qmail's daemons run as qmaild, qmails and qmailr). Refuses root's account.
     fn drop_privileges(&self, account: &str) -> io::Result<Creds>;

@@ -153,25 +153,10 @@ impl Env for RealEnv {
         }
     }
     fn spawn_lspawn(&self, root: &Path) -> io::Result<super::HelperPipe> {
-        let mut child = tokio::process::Command::new(std::env::current_exe()?)
-            .arg("--root")
-            .arg(root)
-            .arg("lspawn")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()?;
-        let (Some(to), Some(from)) = (child.stdin.take(), child.stdout.take()) else {
-            return Err(io::Error::other("no pipe to the delivery helper"));
-        };
-        // The helper ends when its pipe closes (this process ended); reap it then.
-        tokio::spawn(async move {
-            let status = child.wait().await;
-            tracing::info!(?status, "local delivery helper ended");
-        });
-        Ok(super::HelperPipe {
-            from: Box::new(from),
-            to: Box::new(to),
-        })
+        spawn_helper(root, "lspawn")
+    }
+    fn spawn_pop3_helper(&self, root: &Path) -> io::Result<super::HelperPipe> {
+        spawn_helper(root, "pop3helper")
     }
     fn blocking<T, F>(&self, f: F) -> impl std::future::Future<Output = T> + Send + use<T, F>
     where
@@ -419,6 +404,31 @@ async fn read_capped<R: tokio::io::AsyncRead + Unpin>(r: Option<R>, cap: usize) 
         kept.extend_from_slice(&buf[..n.min(room)]);
     }
     kept
+}
+
+/// Start this binary as `mta --root ROOT COMMAND`, a helper keeping this process's
+/// privileges, talking over its standard input and output.
+fn spawn_helper(root: &Path, command: &str) -> io::Result<super::HelperPipe> {
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .arg("--root")
+        .arg(root)
+        .arg(command)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let (Some(to), Some(from)) = (child.stdin.take(), child.stdout.take()) else {
+        return Err(io::Error::other(format!("no pipe to mta {command}")));
+    };
+    // The helper ends when its pipe closes (this process ended); reap it then.
+    let command = command.to_string();
+    tokio::spawn(async move {
+        let status = child.wait().await;
+        tracing::info!(?status, "helper mta {command} ended");
+    });
+    Ok(super::HelperPipe {
+        from: Box::new(from),
+        to: Box::new(to),
+    })
 }
 
 /// Become `who` in `home` on this (fresh) thread and run the delivery there to completion.

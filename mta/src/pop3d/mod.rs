@@ -1,10 +1,16 @@
-//! The POP3 server (qmail-popup + checkpassword + qmail-pop3d in one): a listener driving
-//! [`crate::pop3::session::Session`]s over the environment's network. After a good password
-//! every mailbox operation runs as the mailbox's owner ([`Env::run_as`], as local delivery
-//! does), on the Maildir `HOME/Maildir/` of the user's `users/assign` entry.
+//! The POP3 server (qmail-popup + checkpassword + qmail-pop3d): a listener driving
+//! [`crate::pop3::session::Session`]s over the environment's network. A login is checked and
+//! the mailbox opened where root is kept ([`login`]): in this process when it is root (`mta
+//! pop3d`) or the mailbox's owner, else in the POP3 helper `mta run` started before giving root
+//! up ([`helper`]). Either way every mailbox operation runs as the mailbox's owner
+//! ([`maildrop`]), on the Maildir `HOME/Maildir/` of the user's `users/assign` entry.
 //!
 //! Like qmail's programs, which start afresh for every connection, each session reads its
 //! control files when it starts, so changes apply to the next session without a SIGHUP.
+
+pub mod helper;
+pub mod login;
+pub mod maildrop;
 
 use std::io;
 use std::net::SocketAddr;
@@ -17,25 +23,20 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::auth::checkpassword::{self, Verdict};
 use crate::control::ControlDir;
-use crate::env::{unix_secs, Creds, Env, Fs, FsFile, Listener, Net};
-use crate::local::LocalConfig;
+use crate::env::{unix_secs, Env, Fs, Listener, Net};
 use crate::netio::{read_timed, write_timed};
-use crate::pop3::mailbox::{self, CHUNK};
+use crate::pop3::mailbox::CHUNK;
 use crate::pop3::session::{Credentials, Login, Session, Step};
 use crate::pop3::wire::Encoder;
-use crate::smtp::server::AuthResult;
-use crate::smtpd::auth::Checker;
+use helper::Client;
+use login::LoginConfig;
+use maildrop::Maildrop;
 
-/// What a session reads from the installation.
+/// What the dialogue reads from the installation.
 #[derive(Debug, Clone)]
 struct Config {
     me: String,
-    /// control/checkpassword, else control/passwd (as SMTP AUTH checks).
-    checker: Option<Checker>,
-    /// users/assign (and, with control/getpw, the system's accounts).
-    local: LocalConfig,
     /// control/timeoutpop3d (default 1200 s, qmail-pop3d's): one read or write.
     timeout: Duration,
     /// control/servercert.pem (the SMTP side's): STLS and POP3S.
@@ -45,12 +46,9 @@ struct Config {
 impl Config {
     fn load<F: Fs>(fs: &F, root: &Path) -> Result<Config, String> {
         let c = ControlDir::new(fs, root);
-        let local = LocalConfig::load(fs, root).map_err(|e| e.to_string())?;
         Ok(Config {
             me: c.me().map_err(|e| e.to_string())?,
-            checker: Checker::load(fs, root).map_err(|e| e.to_string())?,
             tls: crate::tls::load_server(fs, root).map_err(|e| e.to_string())?,
-            local,
             timeout: Duration::from_secs(
                 c.number("timeoutpop3d", 1200)
                     .map_err(|e| e.to_string())?
@@ -60,11 +58,31 @@ impl Config {
     }
 }
 
-/// Whose Maildir a logged-in session serves.
-#[derive(Debug, Clone)]
-struct Mailbox {
-    who: Creds,
-    home: PathBuf,
+/// A logged-in session's mailbox: opened by this process, or by the POP3 helper (the
+/// session's id there).
+enum Mailbox {
+    Here(Maildrop),
+    Helper(Arc<Client>, u64),
+}
+
+impl Mailbox {
+    async fn read(&self, path: &str, offset: u64) -> io::Result<Vec<u8>> {
+        match self {
+            Mailbox::Here(m) => m.read(path, offset).await,
+            Mailbox::Helper(h, s) => h.read(*s, path, offset).await,
+        }
+    }
+    async fn update(&self, gone: Vec<String>) -> io::Result<()> {
+        match self {
+            Mailbox::Here(m) => m.update(gone).await,
+            Mailbox::Helper(h, s) => h.update(*s, &gone).await,
+        }
+    }
+    async fn close(self) {
+        if let Mailbox::Helper(h, s) = self {
+            h.close(s).await;
+        }
+    }
 }
 
 /// Sessions at once when `control/concurrencypop3` does not say.
@@ -77,6 +95,7 @@ pub async fn serve<E: Env>(
     listener: <E::Net as Net>::Listener,
     mut shutdown: watch::Receiver<bool>,
     tls_first: bool,
+    helper: Option<Arc<Client>>,
 ) {
     let limit = ControlDir::new(env.fs(), &root)
         .number("concurrencypop3", DEFAULT_CONCURRENCY)
@@ -91,11 +110,12 @@ pub async fn serve<E: Env>(
             r = listener.accept() => match r {
                 Ok((mut stream, peer)) => {
                     let (env, root, active) = (env.clone(), root.clone(), active.clone());
+                    let helper = helper.clone();
                     sessions.spawn(async move {
                         if active.fetch_add(1, Ordering::SeqCst) >= limit {
                             let msg = b"-ERR too many sessions, try again later\r\n";
                             let _ = write_timed(&env, &mut stream, msg, Duration::from_secs(10)).await;
-                        } else if let Err(e) = session(&env, &root, stream, peer, tls_first).await {
+                        } else if let Err(e) = session(&env, &root, stream, (peer, tls_first), helper).await {
                             tracing::debug!("pop3 {peer}: {e}");
                         }
                         active.fetch_sub(1, Ordering::SeqCst);
@@ -123,6 +143,9 @@ struct Conn {
     s: Session,
     mb: Option<Mailbox>,
     peer: SocketAddr,
+    root: PathBuf,
+    /// Where logins go when this process cannot open others' mailboxes.
+    helper: Option<Arc<Client>>,
 }
 
 /// One POP3 session; `tls_first`: implicit TLS (POP3S), else STLS when there is a
@@ -131,8 +154,8 @@ async fn session<E: Env, S>(
     env: &E,
     root: &Path,
     mut stream: S,
-    peer: SocketAddr,
-    tls_first: bool,
+    (peer, tls_first): (SocketAddr, bool),
+    helper: Option<Arc<Client>>,
 ) -> io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -156,20 +179,40 @@ where
         s: Session::new(ts),
         mb: None,
         peer,
+        root: root.to_path_buf(),
+        helper,
     };
+    let r = converse(env, &cfg, &mut c, stream, tls_first).await;
+    if let Some(m) = c.mb.take() {
+        m.close().await;
+    }
+    r
+}
+
+/// The dialogue in the clear, then inside TLS after STLS (or from the start).
+async fn converse<E: Env, S>(
+    env: &E,
+    cfg: &Config,
+    c: &mut Conn,
+    mut stream: S,
+    tls_first: bool,
+) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
     if !tls_first {
         if cfg.tls.is_some() {
             c.s.offer_tls();
         }
-        if let End::Closed = dialogue(env, &cfg, &mut c, &mut stream).await? {
+        if let End::Closed = dialogue(env, cfg, c, &mut stream).await? {
             return Ok(());
         }
     }
-    let Some(mut tls) = accept_tls(env, &cfg, stream, peer).await else {
+    let Some(mut tls) = accept_tls(env, cfg, stream, c.peer).await else {
         return Ok(());
     };
     c.s.tls_started();
-    dialogue(env, &cfg, &mut c, &mut tls).await.map(|_| ())
+    dialogue(env, cfg, c, &mut tls).await.map(|_| ())
 }
 
 /// The TLS handshake with `control/servercert.pem`'s certificate.
@@ -222,19 +265,40 @@ where
                 return Ok(End::StartTls);
             }
             Step::Auth(cred) => {
-                let (login, m) = login(env, cfg, &cred, c.peer).await;
-                c.mb = m;
+                let (login, m) = log_in(env, c, &cred).await;
+                if let Some(old) = std::mem::replace(&mut c.mb, m) {
+                    old.close().await;
+                }
                 c.s.authenticated(login);
             }
             Step::Send { index, path, lines } => {
                 retr(env, cfg, c, stream, (index, path, lines)).await?
             }
-            Step::Update(gone) => update(env, c, gone).await,
+            Step::Update(gone) => update(c, gone).await,
         }
     }
 }
 
-/// RETR or TOP: open the message as its owner, then stream it.
+/// Check the credentials and open the mailbox: here, or through the POP3 helper.
+async fn log_in<E: Env>(env: &E, c: &Conn, cred: &Credentials) -> (Login, Option<Mailbox>) {
+    if let Some(h) = &c.helper {
+        let (l, s) = h.login(cred, c.peer).await;
+        return (l, s.map(|s| Mailbox::Helper(h.clone(), s)));
+    }
+    match LoginConfig::load(env.fs(), &c.root) {
+        Ok(cfg) => {
+            let (l, m) = login::login(env, &cfg, cred, c.peer).await;
+            (l, m.map(Mailbox::Here))
+        }
+        Err(e) => {
+            tracing::warn!("pop3 {}: unable to read controls: {e}", c.peer);
+            (Login::Temp("unable to read controls".into()), None)
+        }
+    }
+}
+
+/// RETR or TOP: read the first piece as the message's owner (`-ERR` if that fails), then
+/// stream the rest.
 async fn retr<E: Env, S: AsyncWrite + Unpin>(
     env: &E,
     cfg: &Config,
@@ -243,11 +307,11 @@ async fn retr<E: Env, S: AsyncWrite + Unpin>(
     (index, path, lines): (usize, String, Option<u64>),
 ) -> io::Result<()> {
     let Some(m) = &c.mb else { return Ok(()) };
-    match as_user(env, m, move |fs, dir| fs.open_rw(&dir.join(path))).await {
-        Ok(f) => {
+    match m.read(&path, 0).await {
+        Ok(first) => {
             c.s.send_started(index, lines);
             write_timed(env, stream, &c.s.take_output(), cfg.timeout).await?;
-            send_message(env, stream, f, lines, cfg.timeout).await
+            send_message(env, stream, (m, &path, first), lines, cfg.timeout).await
         }
         Err(e) => {
             tracing::warn!("pop3 {}: message {}: {e}", c.peer, index + 1);
@@ -258,10 +322,10 @@ async fn retr<E: Env, S: AsyncWrite + Unpin>(
 }
 
 /// QUIT: the deletions, durable before the answer.
-async fn update<E: Env>(env: &E, c: &mut Conn, gone: Vec<String>) {
+async fn update(c: &mut Conn, gone: Vec<String>) {
     let n = gone.len();
     let r = match &c.mb {
-        Some(m) => as_user(env, m, move |fs, dir| mailbox::update(fs, dir, &gone)).await,
+        Some(m) => m.update(gone).await,
         None => Ok(()),
     };
     match &r {
@@ -271,135 +335,28 @@ async fn update<E: Env>(env: &E, c: &mut Conn, gone: Vec<String>) {
     c.s.updated(r.is_ok());
 }
 
-/// Run `f` on the user's Maildir as the user.
-async fn as_user<E: Env, T: Send + 'static>(
-    env: &E,
-    m: &Mailbox,
-    f: impl FnOnce(&E::Fs, &Path) -> io::Result<T> + Send + 'static,
-) -> io::Result<T> {
-    let env2 = env.clone();
-    env.run_as(m.who, &m.home, move |base| async move {
-        f(env2.fs(), &base.join("Maildir"))
-    })
-    .await?
-}
-
-/// Check the password, find the user's mailbox and open it.
-async fn login<E: Env>(
-    env: &E,
-    cfg: &Config,
-    c: &Credentials,
-    peer: SocketAddr,
-) -> (Login, Option<Mailbox>) {
-    match verdict(env, cfg, c).await {
-        AuthResult::Ok => {}
-        AuthResult::Bad => {
-            tracing::info!("pop3 {peer}: login failed for {:?}", c.user);
-            return (Login::Bad, None);
-        }
-        AuthResult::Temporary => {
-            return (Login::Temp("unable to check the password now".into()), None)
-        }
-    }
-    let m = match mailbox_of(env, cfg, &c.user) {
-        Ok(m) => m,
-        Err(why) => {
-            tracing::warn!("pop3 {peer}: {:?}: {why}", c.user);
-            return (Login::Temp(why), None);
-        }
-    };
-    let now = env.now();
-    let open = move |fs: &E::Fs, dir: &Path| {
-        mailbox::clean_tmp(fs, dir, now);
-        mailbox::open(fs, dir)
-    };
-    match as_user(env, &m, open).await {
-        Ok(msgs) => {
-            tracing::info!("pop3 {peer}: {} logged in, {} messages", c.user, msgs.len());
-            (Login::Ok(msgs), Some(m))
-        }
-        Err(e) => {
-            tracing::warn!("pop3 {peer}: {}: cannot open the Maildir: {e}", c.user);
-            (Login::Temp("unable to open the mailbox".into()), None)
-        }
-    }
-}
-
-/// USER/PASS as SMTP AUTH checks them (checkpassword or the password file); APOP through
-/// checkpassword with the greeting's timestamp (the password file cannot check a digest).
-async fn verdict<E: Env>(env: &E, cfg: &Config, c: &Credentials) -> AuthResult {
-    match (&cfg.checker, c.timestamp.is_empty()) {
-        (None, _) => {
-            tracing::warn!("pop3: no control/checkpassword or control/passwd: no one can log in");
-            AuthResult::Temporary
-        }
-        (Some(ch), true) => {
-            let cred = crate::smtp::auth::Credentials {
-                user: c.user.clone(),
-                password: c.secret.as_bytes().to_vec(),
-            };
-            ch.check(env, &cred, &cfg.me).await
-        }
-        (Some(Checker::Program(cmd)), false) => {
-            match checkpassword::check(env, cmd, &c.user, c.secret.as_bytes(), &c.timestamp).await {
-                Verdict::Ok => AuthResult::Ok,
-                Verdict::Bad => AuthResult::Bad,
-                Verdict::Temp => AuthResult::Temporary,
-            }
-        }
-        (Some(Checker::File(_)), false) => AuthResult::Bad,
-    }
-}
-
-/// The user's `users/assign` entry (or account, with `control/getpw`), and whether this process can act as them (the rules of
-/// local delivery: never as root, and only as itself unless it runs as root).
-fn mailbox_of<E: Env>(env: &E, cfg: &Config, user: &str) -> Result<Mailbox, String> {
-    let u = match cfg.local.user(env.fs(), user) {
-        Ok(Some(u)) if u.ext.is_empty() => u,
-        Ok(_) => return Err("this user has no mailbox here".into()),
-        Err(e) => return Err(format!("unable to read users/cdb: {e}")),
-    };
-    if u.uid == 0 {
-        return Err("not allowed to read mail as root".into());
-    }
-    let me = env.uid();
-    if me != 0 && me != u.uid {
-        // After giving up root for control/queueuser, too: see the README's POP3 notes.
-        return Err(format!(
-            "mta run runs as uid {me}, not as root, and cannot open uid {}'s mailbox",
-            u.uid
-        ));
-    }
-    Ok(Mailbox {
-        who: Creds {
-            uid: u.uid,
-            gid: u.gid,
-        },
-        home: u.home,
-    })
-}
-
-/// Stream a message (or TOP's part of it) in pieces, encoded for the wire.
-async fn send_message<E: Env, S: AsyncWrite + Unpin, F: FsFile>(
+/// Stream a message (or TOP's part of it) in pieces, encoded for the wire; `first` is the
+/// piece at offset 0, already read.
+async fn send_message<E: Env, S: AsyncWrite + Unpin>(
     env: &E,
     stream: &mut S,
-    mut f: F,
+    (m, path, first): (&Mailbox, &str, Vec<u8>),
     lines: Option<u64>,
     t: Duration,
 ) -> io::Result<()> {
     let mut enc = Encoder::new(lines);
-    let mut buf = vec![0u8; CHUNK];
     let mut out = Vec::with_capacity(2 * CHUNK + 8);
+    let mut piece = first;
     let mut off = 0u64;
-    while !enc.is_done() {
-        let n = f.read_at(off, &mut buf)?;
-        if n == 0 {
-            break;
-        }
-        off += n as u64;
-        enc.push(&buf[..n], &mut out);
+    while !enc.is_done() && !piece.is_empty() {
+        off += piece.len() as u64;
+        enc.push(&piece, &mut out);
         write_timed(env, stream, &out, t).await?;
         out.clear();
+        if enc.is_done() {
+            break;
+        }
+        piece = m.read(path, off).await?;
     }
     enc.finish(&mut out);
     write_timed(env, stream, &out, t).await

@@ -443,6 +443,24 @@ impl<R: Resolve> Smtp<R> {
     }
 }
 
+impl<R: Resolve> Smtp<R> {
+    fn handle(&self) -> Smtp<R> {
+        Smtp {
+            cfg: self.cfg.clone(),
+            resolver: self.resolver.clone(),
+        }
+    }
+
+    /// The `qmtproutes` route for the recipient's domain (not an empty relay: that is MX).
+    fn qmtp_route(&self, recipient: &str) -> Option<&routes::Route> {
+        let domain = recipient.rsplit_once('@').map_or("", |(_, d)| d);
+        self.cfg
+            .qmtproutes
+            .find(domain)
+            .filter(|r| !r.relay.is_empty())
+    }
+}
+
 impl<E: Env, R: Resolve> Remote<E> for Smtp<R> {
     fn deliver(
         &self,
@@ -451,24 +469,44 @@ impl<E: Env, R: Resolve> Remote<E> for Smtp<R> {
         recipient: String,
         body: BodyRef,
     ) -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
-        let me = Smtp {
-            cfg: self.cfg.clone(),
-            resolver: self.resolver.clone(),
-        };
+        let batch = self.deliver_batch(env, sender, vec![recipient], body);
         Box::pin(async move {
-            let domain = recipient.rsplit_once('@').map_or("", |(_, d)| d);
-            let route = me
-                .cfg
-                .qmtproutes
-                .find(domain)
-                .filter(|r| !r.relay.is_empty());
-            if let Some(r) = route {
-                let to = (sender.as_str(), recipient.as_str());
-                if let Some(o) = qmtp::deliver(&env, &me.cfg, &*me.resolver, r, to, &body).await {
+            let mut o = batch.await;
+            o.pop()
+                .unwrap_or_else(|| Outcome::Deferred("No outcome. (#4.3.0)".into()))
+        })
+    }
+
+    /// Recipients routed to the same QMTP host share a package.
+    fn batch_key(&self, recipient: &str) -> Option<String> {
+        self.qmtp_route(recipient)
+            .map(|r| format!("{}:{}", r.relay, r.port))
+    }
+
+    /// Over QMTP when `qmtproutes` routes the (first) recipient's domain and its host takes
+    /// a connection; otherwise over SMTP, one recipient at a time.
+    fn deliver_batch(
+        &self,
+        env: E,
+        sender: String,
+        recipients: Vec<String>,
+        body: BodyRef,
+    ) -> Pin<Box<dyn Future<Output = Vec<Outcome>> + Send>> {
+        let me = self.handle();
+        Box::pin(async move {
+            let first = recipients.first().map_or("", String::as_str);
+            if let Some(r) = me.qmtp_route(first) {
+                let envelope = (sender.as_str(), recipients.as_slice());
+                let o = qmtp::deliver(&env, &me.cfg, &*me.resolver, r, envelope, &body).await;
+                if let Some(o) = o {
                     return o;
                 }
             }
-            me.deliver(&env, &sender, &recipient, &body).await
+            let mut out = Vec::new();
+            for rcpt in &recipients {
+                out.push(me.deliver(&env, &sender, rcpt, &body).await);
+            }
+            out
         })
     }
 }

@@ -22,6 +22,8 @@ use crate::queue::{
 /// How a delivery ended (local or remote).
 pub use crate::local::Outcome;
 
+mod batch;
+
 /// Remote delivery, supplied by the caller (SMTP to MX hosts on a real host, scripted peers
 /// in the simulator). Without one, remote recipients wait in the queue.
 pub trait Remote<E: Env>: Send + Sync + 'static {
@@ -32,6 +34,33 @@ pub trait Remote<E: Env>: Send + Sync + 'static {
         recipient: String,
         body: BodyRef,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send>>;
+
+    /// Recipients of one message (with one sender) whose keys are equal may be delivered
+    /// together by [`Remote::deliver_batch`] (one QMTP package per host); `None`: alone.
+    fn batch_key(&self, _recipient: &str) -> Option<String> {
+        None
+    }
+
+    /// Deliver to several recipients at once: one outcome per recipient, in order.
+    fn deliver_batch(
+        &self,
+        env: E,
+        sender: String,
+        recipients: Vec<String>,
+        body: BodyRef,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<Outcome>> + Send>> {
+        let each: Vec<_> = recipients
+            .into_iter()
+            .map(|r| self.deliver(env.clone(), sender.clone(), r, body.clone()))
+            .collect();
+        Box::pin(async move {
+            let mut out = Vec::new();
+            for d in each {
+                out.push(d.await);
+            }
+            out
+        })
+    }
 }
 
 /// The queue manager's settings (control files).
@@ -307,8 +336,19 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
                 let Some((id, rcpt)) = self.ready[c].pop_front() else {
                     break;
                 };
-                if self.q.get(id).is_some() {
+                if self.q.get(id).is_none() {
+                    continue;
+                }
+                let room = limit - self.running[c] - 1;
+                let more = if c == 1 {
+                    self.companions(id, rcpt, room)
+                } else {
+                    Vec::new()
+                };
+                if more.is_empty() {
                     self.start(c, id, rcpt);
+                } else {
+                    self.start_batch(id, [rcpt].into_iter().chain(more).collect());
                 }
             }
         }

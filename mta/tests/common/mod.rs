@@ -194,3 +194,59 @@ pub fn have(cmd: &str, package: &str) -> bool {
     }
     true
 }
+
+/// A system account the test creates with `useradd` (home `home`, created and owned by it,
+/// with an empty Maildir) and removes with `userdel` when dropped. `None` (skip) when not
+/// root or useradd is missing.
+pub struct SystemUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: std::path::PathBuf,
+}
+
+impl SystemUser {
+    pub fn create(name: &str, home: &Path) -> Option<SystemUser> {
+        if !nix::unistd::Uid::effective().is_root() {
+            eprintln!("SKIP: creating a system account needs root");
+            return None;
+        }
+        let ok = Command::new("useradd")
+            .args([
+                "--create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                "--home-dir",
+            ])
+            .arg(home)
+            .arg(name)
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("SKIP: useradd {name} failed");
+            return None;
+        }
+        let pw = nix::unistd::User::from_name(name).ok().flatten()?;
+        let u = SystemUser {
+            name: name.to_string(),
+            uid: pw.uid.as_raw(),
+            gid: pw.gid.as_raw(),
+            home: home.to_path_buf(),
+        };
+        for d in ["Maildir", "Maildir/new", "Maildir/cur", "Maildir/tmp"] {
+            std::fs::create_dir(home.join(d)).unwrap();
+            std::os::unix::fs::chown(home.join(d), Some(u.uid), Some(u.gid)).unwrap();
+        }
+        Some(u)
+    }
+}
+
+impl Drop for SystemUser {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel")
+            .arg(&self.name)
+            .stderr(Stdio::null())
+            .status();
+    }
+}
