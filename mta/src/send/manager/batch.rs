@@ -3,7 +3,7 @@
 //! with one reply per recipient. Each recipient keeps its own delivery number, remote slot
 //! and outcome record, so the queue sees the same per-recipient deliveries as ever.
 
-use super::{JobResult, Manager, Payload, CHANNELS};
+use super::{JobResult, Manager, CHANNELS};
 use crate::env::Env;
 use crate::queue::{Classify, MsgId};
 use crate::send::verp::sender_for;
@@ -56,7 +56,7 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
         for r in &rcpts {
             self.fresh.remove(&(id, *r));
         }
-        let Some(Payload::Remote(body)) = self.payload(1, id) else {
+        let Some(body) = self.payload(id) else {
             for rcpt in rcpts {
                 let _ = self.results_tx.send(JobResult {
                     id,
