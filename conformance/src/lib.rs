@@ -11,6 +11,7 @@
 //! - `#` comments and blank lines are ignored.
 
 pub mod catalogue;
+pub mod client;
 pub mod play;
 pub mod profile;
 pub mod report;
