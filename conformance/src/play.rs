@@ -450,12 +450,38 @@ fn field(header: &[&str], name: &str) -> Option<String> {
     fields(header, name).into_iter().next()
 }
 
+/// The numeric zone ending a date field, after any trailing comment (`+0000 (UTC)`).
 fn zone(f: &str) -> Option<&str> {
+    let mut f = f.trim_end();
+    while f.ends_with(')') {
+        f = f[..f.rfind('(')?].trim_end();
+    }
     let z = f.split_whitespace().last()?;
     let ok = z.len() == 5
         && (z.starts_with('+') || z.starts_with('-'))
         && z[1..].bytes().all(|b| b.is_ascii_digit());
     ok.then_some(z)
+}
+
+/// A line equals the expected text; a header field's name in any case (RFC 5322 2.2),
+/// so `Return-path: <>` is `Return-Path: <>`.
+fn same_line(line: &str, want: &str) -> bool {
+    match (line.split_once(':'), want.split_once(':')) {
+        (Some((ln, lv)), Some((wn, wv))) if !wn.contains(' ') => {
+            ln.eq_ignore_ascii_case(wn) && lv == wv
+        }
+        _ => line == want,
+    }
+}
+
+/// A line starts with the expected text, the field name in any case.
+fn starts_line(line: &str, want: &str) -> bool {
+    match want.split_once(':') {
+        Some((wn, _)) if !wn.contains(' ') && line.len() >= want.len() => {
+            line.is_char_boundary(want.len()) && same_line(&line[..want.len()], want)
+        }
+        _ => line.starts_with(want),
+    }
 }
 
 /// Check a delivered message (line ends CRLF or LF).
@@ -468,8 +494,8 @@ pub fn mail_ok(m: &str, c: &MailCheck) -> bool {
         .collect();
     let pos = |p: &str| lines.iter().position(|l| l.starts_with(p));
     match c {
-        MailCheck::First(t) => lines.first().is_some_and(|l| l.starts_with(t.as_str())),
-        MailCheck::Has(t, want) => lines.contains(&t.as_str()) == *want,
+        MailCheck::First(t) => lines.first().is_some_and(|l| starts_line(l, t)),
+        MailCheck::Has(t, want) => lines.iter().any(|l| same_line(l, t)) == *want,
         MailCheck::AtLeast(n, p) => {
             let p = p.to_ascii_lowercase();
             let c = header
