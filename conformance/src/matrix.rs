@@ -113,7 +113,10 @@ fn matrix_section(runs: &[(Peer, Vec<Result1>)]) -> String {
     for (i, r) in first.iter().enumerate() {
         let _ = write!(s, "| `{}` | {} | {} |", r.id, r.level, r.citation);
         for (_, rs) in runs {
-            let o = rs.get(i).filter(|x| x.id == r.id).map_or("?", |x| short(&x.outcome));
+            let o = rs
+                .get(i)
+                .filter(|x| x.id == r.id)
+                .map_or("?", |x| short(&x.outcome));
             let _ = write!(s, " {o} |");
         }
         s.push('\n');
@@ -131,7 +134,14 @@ fn deviations_section(runs: &[(Peer, Vec<Result1>)]) -> String {
         );
         for r in rs {
             if let Outcome::Deviation(why) = &r.outcome {
-                let _ = writeln!(s, "| `{}` | {} | {} | {} |", r.id, r.level, r.citation, cell(why));
+                let _ = writeln!(
+                    s,
+                    "| `{}` | {} | {} | {} |",
+                    r.id,
+                    r.level,
+                    r.citation,
+                    cell(why)
+                );
             }
         }
     }
@@ -142,12 +152,22 @@ fn deviations_section(runs: &[(Peer, Vec<Result1>)]) -> String {
 fn failures_section(runs: &[(Peer, Vec<Result1>)]) -> String {
     let mut s = String::from("\n## Failures, server by server\n");
     for (p, rs) in runs {
-        let fails: Vec<&Result1> = rs.iter().filter(|r| matches!(r.outcome, Outcome::Fail(_))).collect();
+        let fails: Vec<&Result1> = rs
+            .iter()
+            .filter(|r| matches!(r.outcome, Outcome::Fail(_)))
+            .collect();
         let _ = writeln!(s, "\n### {} ({} failed)\n", p.name, fails.len());
         for r in fails {
             if let Outcome::Fail(why) = &r.outcome {
                 let head: String = why.lines().next().unwrap_or("").chars().take(300).collect();
-                let _ = writeln!(s, "- `{}` ({} {}): {}", r.id, r.level, r.citation, cell(&head));
+                let _ = writeln!(
+                    s,
+                    "- `{}` ({} {}): {}",
+                    r.id,
+                    r.level,
+                    r.citation,
+                    cell(&head)
+                );
             }
         }
     }
@@ -167,7 +187,14 @@ pub fn markdown(
     }
     s.push_str("\n## Servers\n\n| server | what | address | profile |\n|---|---|---|---|\n");
     for (p, _) in runs {
-        let _ = writeln!(s, "| {} | {} | {} | `{}` |", p.name, cell(&p.about), p.addr, p.profile);
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | `{}` |",
+            p.name,
+            cell(&p.about),
+            p.addr,
+            p.profile
+        );
     }
     for (n, why) in unavailable {
         let _ = writeln!(s, "| {n} | **not run**: {} | — | — |", cell(why));

@@ -105,7 +105,8 @@ pub async fn probe(
 ) -> Result<Reply, String> {
     let mut p = Player::new(stream, vars, profile, None, Instant::now() + timeout);
     p.play(&prelude(&vars.client, tls)).await?;
-    p.play(&[Step::Send(format!("EHLO {}", vars.client))]).await?;
+    p.play(&[Step::Send(format!("EHLO {}", vars.client))])
+        .await?;
     let r = p.reply().await?;
     let _ = p.play(&[Step::Send("QUIT".into())]).await;
     Ok(r)
@@ -173,7 +174,13 @@ where
         let mut vars = base.clone();
         vars.ip = ip;
         vars.token = format!("{}-{}-{}", e.id, i + 1, base.token);
-        let mut p = Player::new(Box::new(stream), &vars, profile, o.mailbox.as_ref(), deadline);
+        let mut p = Player::new(
+            Box::new(stream),
+            &vars,
+            profile,
+            o.mailbox.as_ref(),
+            deadline,
+        );
         let mut r = Ok(());
         if e.tls {
             r = p.play(&prelude(&vars.client, tls)).await;

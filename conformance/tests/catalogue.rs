@@ -141,7 +141,14 @@ fn verdict(entry: &str, profile: &str, replies: &'static [&'static str]) -> Outc
         .unwrap();
     let mut connect = || scripted(replies);
     let server = runner::Server::default();
-    rt.block_on(runner::run_entry(&e[0], &mut connect, &vars, &server, &p, &o))
+    rt.block_on(runner::run_entry(
+        &e[0],
+        &mut connect,
+        &vars,
+        &server,
+        &p,
+        &o,
+    ))
 }
 
 const UNKNOWN: &str =

@@ -33,7 +33,10 @@ async fn relay(addr: SocketAddr, i: Injection, fault: Fault) {
     let mut r = BufReader::new(r);
     let end = if fault == Fault::BareLf { "\n" } else { "\r\n" };
     reply(&mut r).await;
-    let mut cmds = vec!["EHLO c.example".to_string(), format!("MAIL FROM:<{}>", i.sender)];
+    let mut cmds = vec![
+        "EHLO c.example".to_string(),
+        format!("MAIL FROM:<{}>", i.sender),
+    ];
     cmds.extend(i.rcpts.iter().map(|x| format!("RCPT TO:<{x}>")));
     cmds.push("DATA".into());
     for c in cmds {
@@ -105,6 +108,9 @@ fn every_scenario_parses_and_cites_a_section() {
         assert!(s.says.len() > 20, "{}: no statement", s.id);
         assert!(!s.citation().is_empty());
     }
-    let bad = scenario::parse("t", "[x] 4.1 MUST\nSays something here.\nreply: nowhere 250\n");
+    let bad = scenario::parse(
+        "t",
+        "[x] 4.1 MUST\nSays something here.\nreply: nowhere 250\n",
+    );
     assert!(bad.is_err());
 }

@@ -22,7 +22,11 @@ fn install(root: &Path) {
     // TLS with the fixture certificate (`mta init`'s own would do as well) and AUTH with
     // fred's password `secret`, for the STARTTLS and AUTH entries.
     let f = fixtures();
-    std::fs::copy(f.join("tls/servercert.pem"), root.join("control/servercert.pem")).unwrap();
+    std::fs::copy(
+        f.join("tls/servercert.pem"),
+        root.join("control/servercert.pem"),
+    )
+    .unwrap();
     std::fs::copy(f.join("smtp-tls/passwd"), root.join("control/passwd")).unwrap();
     let ctl = fixtures().join("rfc5321/control");
     for e in std::fs::read_dir(ctl).unwrap() {

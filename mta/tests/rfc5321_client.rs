@@ -27,7 +27,8 @@ fn inject(root: &Path, i: &Injection) -> Result<(), String> {
         .spawn()
         .map_err(|e| e.to_string())?;
     let mut w = c.stdin.take().ok_or("no stdin")?;
-    w.write_all(i.message.as_bytes()).map_err(|e| e.to_string())?;
+    w.write_all(i.message.as_bytes())
+        .map_err(|e| e.to_string())?;
     drop(w);
     match c.wait() {
         Ok(s) if s.success() => Ok(()),

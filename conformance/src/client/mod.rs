@@ -75,14 +75,22 @@ impl Seen<'_> {
         self.txns().any(|t| {
             t.accepted
                 && t.sender.is_empty()
-                && t.rcpts.iter().any(|r| r.eq_ignore_ascii_case(&self.inj.sender))
-                && String::from_utf8_lossy(&t.data).to_ascii_lowercase().contains(&rcpt.to_ascii_lowercase())
+                && t.rcpts
+                    .iter()
+                    .any(|r| r.eq_ignore_ascii_case(&self.inj.sender))
+                && String::from_utf8_lossy(&t.data)
+                    .to_ascii_lowercase()
+                    .contains(&rcpt.to_ascii_lowercase())
         })
     }
 
     fn rcpts(&self, prefix: &str) -> Vec<&String> {
         let p = format!("{prefix}-");
-        self.inj.rcpts.iter().filter(|r| r.starts_with(&p)).collect()
+        self.inj
+            .rcpts
+            .iter()
+            .filter(|r| r.starts_with(&p))
+            .collect()
     }
 
     /// True once every delivery and bounce the scenario expects has happened.
@@ -130,7 +138,11 @@ fn judge(sc: &Scenario, s: &Seen) -> Vec<String> {
             Expect::Helo => (!s.conns.iter().any(|c| c.helo_after_refused_ehlo))
                 .then(|| "no HELO after the refused EHLO".into()),
             Expect::NoMail => first
-                .filter(|c| c.commands.iter().any(|l| l.to_ascii_uppercase().starts_with("MAIL")))
+                .filter(|c| {
+                    c.commands
+                        .iter()
+                        .any(|l| l.to_ascii_uppercase().starts_with("MAIL"))
+                })
                 .map(|_| "MAIL sent on the refused connection".into()),
             Expect::NoData => first
                 .filter(|c| c.commands.iter().any(|l| l.eq_ignore_ascii_case("DATA")))
@@ -214,7 +226,10 @@ async fn wait<I, K: FnMut()>(
         let done = {
             let st = shared.lock();
             let seen = Seen {
-                conns: st.conns[start..].iter().filter(|c| c.scenario.as_deref() == Some(&sc.id)).collect(),
+                conns: st.conns[start..]
+                    .iter()
+                    .filter(|c| c.scenario.as_deref() == Some(&sc.id))
+                    .collect(),
                 inj,
             };
             let over = Instant::now() >= deadline;
@@ -222,7 +237,11 @@ async fn wait<I, K: FnMut()>(
                 let why = judge(sc, &seen);
                 Some(match (why.is_empty(), over && !seen.complete(sc)) {
                     (true, false) => Outcome::Pass,
-                    (_, true) => Outcome::Fail(format!("not within {} s: {}", timeout.as_secs(), why.join("; "))),
+                    (_, true) => Outcome::Fail(format!(
+                        "not within {} s: {}",
+                        timeout.as_secs(),
+                        why.join("; ")
+                    )),
                     (false, false) => Outcome::Fail(why.join("; ")),
                 })
             } else {

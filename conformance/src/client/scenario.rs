@@ -174,7 +174,10 @@ fn header(h: &str) -> Result<Scenario, String> {
 
 fn rule(s: &str) -> Result<Rule, String> {
     let mut w = s.split_whitespace().peekable();
-    let stage = w.next().and_then(Stage::parse).ok_or("reply: needs a stage")?;
+    let stage = w
+        .next()
+        .and_then(Stage::parse)
+        .ok_or("reply: needs a stage")?;
     let always = w.next_if_eq(&"always").is_some();
     let who = match w.peek() {
         Some(x) if !x.bytes().all(|b| b.is_ascii_digit()) => w.next().map(str::to_string),

@@ -144,7 +144,13 @@ fn path(arg: &str) -> Option<String> {
 
 impl Session<'_> {
     /// The reply for `stage`: the scenario's rule when it applies, else `code text`.
-    fn pick(&self, stage: Stage, rcpt: Option<(&str, bool)>, code: u16, text: &str) -> (u16, String) {
+    fn pick(
+        &self,
+        stage: Stage,
+        rcpt: Option<(&str, bool)>,
+        code: u16,
+        text: &str,
+    ) -> (u16, String) {
         let first = rcpt.map_or(self.first, |(_, f)| f);
         let local = rcpt.map(|(l, _)| l);
         match self.sc.as_ref().and_then(|s| s.rule(stage, first, local)) {
@@ -160,18 +166,27 @@ impl Session<'_> {
             return;
         }
         tokio::time::sleep(Duration::from_secs(d)).await;
-        let pipelining = self.sc.as_ref().is_some_and(|s| s.ehlo.iter().any(|k| k == "PIPELINING"));
+        let pipelining = self
+            .sc
+            .as_ref()
+            .is_some_and(|s| s.ehlo.iter().any(|k| k == "PIPELINING"));
         // Polled once: bytes already there were sent before the reply.
         let early = tokio::time::timeout(Duration::ZERO, self.io.fill_buf()).await;
         if matches!(early, Ok(Ok(b)) if !b.is_empty()) && (what == "greeting" || !pipelining) {
-            self.c.breaches.push(format!("sent a command before the {what} reply"));
+            self.c
+                .breaches
+                .push(format!("sent a command before the {what} reply"));
         }
     }
 
     /// Send a reply; false when it closes the connection (421).
     async fn reply(&mut self, what: &str, code: u16, text: &str) -> bool {
         self.delay(what).await;
-        let _ = self.io.get_mut().write_all(wire(code, text).as_bytes()).await;
+        let _ = self
+            .io
+            .get_mut()
+            .write_all(wire(code, text).as_bytes())
+            .await;
         if code == 421 {
             self.c.server_closed = true;
             return false;
@@ -200,12 +215,19 @@ impl Session<'_> {
             ));
         }
         if l.len() > max {
-            self.c.breaches.push(format!("{what} line of {} octets (limit {max})", l.len()));
+            self.c
+                .breaches
+                .push(format!("{what} line of {} octets (limit {max})", l.len()));
         }
     }
 
     async fn run(&mut self) {
-        let (code, text) = self.pick(Stage::Greeting, None, 220, &format!("{} ESMTP conform", self.domain));
+        let (code, text) = self.pick(
+            Stage::Greeting,
+            None,
+            220,
+            &format!("{} ESMTP conform", self.domain),
+        );
         if !self.reply("greeting", code, &text).await {
             return;
         }
@@ -247,7 +269,12 @@ impl Session<'_> {
         let (c, mut t) = self.pick(Stage::Ehlo, None, 250, "");
         if c == 250 && t.is_empty() {
             t = self.domain.clone();
-            for k in self.sc.as_ref().map_or(&vec!["8BITMIME".to_string()], |s| &s.ehlo).clone() {
+            for k in self
+                .sc
+                .as_ref()
+                .map_or(&vec!["8BITMIME".to_string()], |s| &s.ehlo)
+                .clone()
+            {
                 t.push_str(&format!("\\n{k}"));
             }
         }
@@ -278,7 +305,12 @@ impl Session<'_> {
             return self.reply("RCPT", 503, "MAIL first").await;
         };
         let addr = path(arg).unwrap_or_default();
-        let first = self.shared.lock().active.as_mut().is_some_and(|a| a.rcpts.insert(addr.clone()));
+        let first = self
+            .shared
+            .lock()
+            .active
+            .as_mut()
+            .is_some_and(|a| a.rcpts.insert(addr.clone()));
         let local = addr.split('@').next().unwrap_or("").to_string();
         let (c, text) = self.pick(Stage::Rcpt, Some((&local, first)), 250, "ok");
         if c / 100 == 2 {

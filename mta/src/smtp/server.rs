@@ -404,7 +404,11 @@ impl Session {
         let mut from = 0;
         while let Some(n) = buf[from..].iter().position(|&b| b == b'\n') {
             let at = from + n;
-            let cr = if at == 0 { self.last_cr } else { buf[at - 1] == b'\r' };
+            let cr = if at == 0 {
+                self.last_cr
+            } else {
+                buf[at - 1] == b'\r'
+            };
             if cr {
                 self.last_cr = false;
                 return (at + 1, true);
@@ -919,27 +923,39 @@ mod tests {
     fn bare_lf_does_not_end_a_command_line() {
         for chunk in [1, 2, 5, usize::MAX] {
             let r = replies(b"NOOP\nNOOP\r\nNOOP\r\n", chunk);
-            assert_eq!(r, "500 bare LF in command line (#5.5.2)\r\n250 ok\r\n", "{chunk}");
+            assert_eq!(
+                r, "500 bare LF in command line (#5.5.2)\r\n250 ok\r\n",
+                "{chunk}"
+            );
         }
     }
 
     #[test]
     fn bare_lf_lines_inject_nothing() {
         // Each would run a second command if LF ended the line.
-        let r = replies(b"HELO a\nRSET\r\nMAIL FROM:<a@b>\nRCPT TO:<x@y>\r\nRCPT TO:<f@heaven.af.mil>\r\n", 3);
+        let r = replies(
+            b"HELO a\nRSET\r\nMAIL FROM:<a@b>\nRCPT TO:<x@y>\r\nRCPT TO:<f@heaven.af.mil>\r\n",
+            3,
+        );
         assert_eq!(
             r,
             "500 bare LF in command line (#5.5.2)\r\n500 bare LF in command line (#5.5.2)\r\n503 MAIL first (#5.5.1)\r\n"
         );
         // A lone LF, and several LFs, before the CRLF: still one line.
-        assert_eq!(replies(b"\n\n\r\nNOOP\r\n", 1), "500 bare LF in command line (#5.5.2)\r\n250 ok\r\n");
+        assert_eq!(
+            replies(b"\n\n\r\nNOOP\r\n", 1),
+            "500 bare LF in command line (#5.5.2)\r\n250 ok\r\n"
+        );
     }
 
     #[test]
     fn crlf_split_across_reads_still_ends_the_line() {
         assert_eq!(replies(b"NOOP\r\nNOOP\r\n", 5), "250 ok\r\n250 ok\r\n");
         // A CR then a bare LF later is no CRLF.
-        assert_eq!(replies(b"NO\rOP\nx\r\n", 3), "500 bare LF in command line (#5.5.2)\r\n");
+        assert_eq!(
+            replies(b"NO\rOP\nx\r\n", 3),
+            "500 bare LF in command line (#5.5.2)\r\n"
+        );
     }
 
     #[test]
@@ -947,7 +963,10 @@ mod tests {
         let mut input = vec![b'x'; MAX_LINE + 10];
         input[100] = b'\n';
         input.extend_from_slice(b"\r\nNOOP\r\n");
-        assert_eq!(replies(&input, 700), "500 command line too long (#5.5.2)\r\n250 ok\r\n");
+        assert_eq!(
+            replies(&input, 700),
+            "500 command line too long (#5.5.2)\r\n250 ok\r\n"
+        );
     }
 
     #[test]
@@ -961,7 +980,13 @@ mod tests {
 
     #[test]
     fn data_keeps_refusing_bare_lf_with_421() {
-        let r = replies(b"MAIL FROM:<a@b>\r\nRCPT TO:<f@heaven.af.mil>\r\nDATA\r\nx\ny\r\n.\r\n", 4);
-        assert!(r.ends_with("354 go ahead\r\n421 See https://cr.yp.to/docs/smtplf.html.\r\n"), "{r}");
+        let r = replies(
+            b"MAIL FROM:<a@b>\r\nRCPT TO:<f@heaven.af.mil>\r\nDATA\r\nx\ny\r\n.\r\n",
+            4,
+        );
+        assert!(
+            r.ends_with("354 go ahead\r\n421 See https://cr.yp.to/docs/smtplf.html.\r\n"),
+            "{r}"
+        );
     }
 }
