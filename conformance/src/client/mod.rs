@@ -108,6 +108,14 @@ impl Seen<'_> {
     }
 }
 
+/// A connection that carried another scenario's message (a late retry of an earlier one):
+/// not this scenario's to judge.
+fn foreign(c: &Conn, inj: &Injection) -> bool {
+    c.txns
+        .iter()
+        .any(|t| !t.sender.is_empty() && t.sender != inj.sender)
+}
+
 /// Why the scenario failed (empty: it passed).
 fn judge(sc: &Scenario, s: &Seen) -> Vec<String> {
     let mut why: Vec<String> = s.conns.iter().flat_map(|c| c.breaches.clone()).collect();
@@ -229,6 +237,7 @@ async fn wait<I, K: FnMut()>(
                 conns: st.conns[start..]
                     .iter()
                     .filter(|c| c.scenario.as_deref() == Some(&sc.id))
+                    .filter(|c| !foreign(c, inj))
                     .collect(),
                 inj,
             };
