@@ -14,7 +14,10 @@
 //!
 //! The header holds the id, the section (bare = RFC 5321, `RFC1870/6` = another RFC), the level
 //! and optional flags: `ext:KEYWORD` (only if the server advertises it in EHLO), `needs:delivery`
-//! (reads the delivered message), `needs:size-limit` (a numeric SIZE), `slow` (minutes long).
+//! (reads the delivered message), `needs:size-limit` (a numeric SIZE), `needs:credentials` (a
+//! user and password, `--auth-user`), `slow` (minutes long), and `tls`: the dialogue starts
+//! after the greeting, inside TLS when the server offers STARTTLS (its `ext:` keywords are
+//! then those of the EHLO reply inside TLS), in the clear when it does not.
 //!
 //! Steps:
 //! - `C: text` sends text and CRLF; `R: bytes` / `R*N: bytes` sends raw bytes (escapes
@@ -25,11 +28,15 @@
 //!   [`Expect::shape`]; `| text`: for text profiles, the reply (lines joined by `\n`)
 //!   starts with text; `@tag` limits a text to profiles with that tag;
 //! - `CLOSE`: the server closes the connection; `IDLE n`: it stays silent and open n seconds;
+//! - `TLS`: a TLS handshake as the client (after the server's `220` to STARTTLS); the steps
+//!   after it run inside TLS;
 //! - `M: check`: a check on the delivered message (see [`MailCheck`]);
 //! - `LOOP n` ... `END` repeats the lines between.
 //!
 //! Variables: `${domain}`, `${rcpt}`, `${sender}`, `${client}`, `${ip}`, `${token}` (unique per
-//! dialogue), `${sizemax}`/`${sizeover}` (the advertised SIZE and one more), `${x:N}` (N `x`).
+//! dialogue), `${sizemax}`/`${sizeover}` (the advertised SIZE and one more), `${x:N}` (N `x`),
+//! `${user}`, `${authplain}` (base64 of NUL user NUL password, the configured credentials),
+//! `${plain:USER:PASS}` (the same for these) and `${b64:TEXT}`.
 
 use std::fmt;
 use std::path::Path;
@@ -160,6 +167,8 @@ pub enum Step {
     Close,
     Idle(u64),
     Mail(MailCheck),
+    /// The client's TLS handshake.
+    Tls,
 }
 
 #[derive(Debug, Clone)]
@@ -174,6 +183,8 @@ pub struct Entry {
     /// Capabilities the runner must have: `delivery`, `size-limit`.
     pub needs: Vec<String>,
     pub slow: bool,
+    /// Run inside TLS when the server offers STARTTLS (after the greeting either way).
+    pub tls: bool,
     pub dialogues: Vec<Vec<Step>>,
 }
 
@@ -225,6 +236,7 @@ fn parse_header(area: &str, h: &str) -> Result<Entry, String> {
         ext: Vec::new(),
         needs: Vec::new(),
         slow: false,
+        tls: false,
         dialogues: vec![Vec::new()],
     };
     for w in words {
@@ -234,6 +246,8 @@ fn parse_header(area: &str, h: &str) -> Result<Entry, String> {
             e.needs.push(n.to_string());
         } else if w == "slow" {
             e.slow = true;
+        } else if w == "tls" {
+            e.tls = true;
         } else {
             return Err(format!("unknown flag {w:?}"));
         }
@@ -310,6 +324,8 @@ fn parse_step(line: &str) -> Result<Step, String> {
     let body = |s: &str| s.strip_prefix(' ').unwrap_or(s).to_string();
     if line == "CLOSE" {
         Ok(Step::Close)
+    } else if line == "TLS" {
+        Ok(Step::Tls)
     } else if let Some(n) = line.strip_prefix("IDLE ") {
         Ok(Step::Idle(n.parse().map_err(|_| "bad IDLE seconds")?))
     } else if let Some(t) = line.strip_prefix("C:") {

@@ -11,6 +11,8 @@
 //! - `#` comments and blank lines are ignored.
 
 pub mod catalogue;
+pub mod client;
+pub mod matrix;
 pub mod netstrings;
 pub mod pic;
 pub mod play;
@@ -179,6 +181,20 @@ pub fn utc(unix: u64) -> String {
 
 /// The lines a report starts with: what ran, against what, where and when.
 pub fn report_header(server: &str, p: &profile::Profile, o: &runner::Options) -> Vec<String> {
+    let mut h = vec![
+        format!("Server: {server}, profile `{}`", p.name),
+        format!(
+            "Delivery checks: {}; slow entries: {}",
+            if o.mailbox.is_some() { "on" } else { "off" },
+            if o.slow { "on" } else { "off (n/a)" }
+        ),
+    ];
+    h.extend(machine_and_date());
+    h
+}
+
+/// "Machine: host, N cores, os" and "Date: ..." (UTC).
+pub fn machine_and_date() -> Vec<String> {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "unknown".into());
@@ -188,12 +204,6 @@ pub fn report_header(server: &str, p: &profile::Profile, o: &runner::Options) ->
         .unwrap_or(0);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     vec![
-        format!("Server: {server}, profile `{}`", p.name),
-        format!(
-            "Delivery checks: {}; slow entries: {}",
-            if o.mailbox.is_some() { "on" } else { "off" },
-            if o.slow { "on" } else { "off (n/a)" }
-        ),
         format!("Machine: {host}, {cores} cores, {}", std::env::consts::OS),
         format!("Date: {}", utc(now)),
     ]

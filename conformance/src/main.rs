@@ -49,6 +49,63 @@ enum Cmd {
     Catalogue(CatalogueArgs),
     /// Play QMTP or QMQP dialogues (`fixtures/qmtp/`, `fixtures/qmqp/`) against a server.
     Netstrings(conformance::netstrings::Args),
+    /// Act as a scripted SMTP server an MTA relays into, and judge the MTA's client side
+    /// (`fixtures/rfc5321-client/`).
+    Client(ClientArgs),
+    /// Run the whole catalogue against mta, Postfix, OpenSMTPD and Exim side by side
+    /// (installed and started by `conformance/scripts/matrix.sh`, stopped afterwards) and
+    /// write the requirement × server report. Needs root.
+    Matrix(MatrixArgs),
+}
+
+#[derive(Args)]
+struct MatrixArgs {
+    /// The mta binary to run (default: `mta` beside this program).
+    #[arg(long)]
+    mta: Option<PathBuf>,
+    /// Where the servers' installations, queues and Maildirs go (removed at the start).
+    #[arg(long, default_value = "/var/tmp/mta-conform-matrix")]
+    work: PathBuf,
+    /// The report to write.
+    #[arg(long, default_value = "reports/conformance.md")]
+    report: PathBuf,
+    /// Notes included at the end of the report (spot-checks of failures against the RFC;
+    /// default: the repository's `conformance/matrix-notes.md`).
+    #[arg(long)]
+    notes: Option<PathBuf>,
+    /// Seconds allowed per entry.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+}
+
+#[derive(Args)]
+struct ClientArgs {
+    /// Where to listen, e.g. 127.0.0.1:2600 (the MTA routes --domain here).
+    #[arg(long)]
+    listen: std::net::SocketAddr,
+    /// Run only these scenarios (ids, or a part of them); default: all.
+    #[arg(long)]
+    scenario: Vec<String>,
+    /// The domain served; senders and recipients are made up in it.
+    #[arg(long, default_value = "conform.test")]
+    domain: String,
+    /// Shell command that hands the MTA one message: $CONFORM_SENDER, $CONFORM_RCPTS
+    /// (space-separated), the message on stdin. Without it the runner prints what to send
+    /// and waits.
+    #[arg(long)]
+    inject: Option<String>,
+    /// Shell command that makes the MTA retry deferred mail now (e.g. `mta queue flush`).
+    #[arg(long)]
+    kick: Option<String>,
+    /// Seconds allowed per scenario.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+    /// The scenario directory (default: the repository's `fixtures/rfc5321-client`).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Write a Markdown report here.
+    #[arg(long)]
+    report: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -93,6 +150,12 @@ struct CatalogueArgs {
     /// The command to name in the report's header as the one that made it.
     #[arg(long)]
     generated_by: Option<String>,
+    /// A user the server accepts for SMTP AUTH: enables the `needs:credentials` entries.
+    #[arg(long)]
+    auth_user: Option<String>,
+    /// That user's password.
+    #[arg(long, default_value = "")]
+    auth_pass: String,
 }
 
 fn main() -> ExitCode {
@@ -104,6 +167,8 @@ fn main() -> ExitCode {
     match cli.cmd {
         Some(Cmd::Catalogue(a)) => rt.block_on(catalogue_cmd(a)),
         Some(Cmd::Netstrings(a)) => rt.block_on(conformance::netstrings::cli(a)),
+        Some(Cmd::Client(a)) => rt.block_on(client_cmd(a)),
+        Some(Cmd::Matrix(a)) => rt.block_on(matrix_cmd(a)),
         None => dialogues_cmd(&rt, cli.dialogues),
     }
 }
@@ -183,6 +248,8 @@ async fn catalogue_cmd(a: CatalogueArgs) -> ExitCode {
         ip: String::new(),
         token: conformance::run_token(),
         sizemax: 0,
+        user: a.auth_user.clone().unwrap_or_default(),
+        pass: a.auth_pass.clone(),
     };
     let o = Options {
         mailbox: a.maildir.clone().map(Mailbox),
@@ -210,6 +277,194 @@ async fn catalogue_cmd(a: CatalogueArgs) -> ExitCode {
         }
     }
     if runner::must_failed(&rs) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Run a shell command with the injection in its environment and the message on stdin.
+fn inject_with(cmd: Option<&str>, i: &conformance::client::Injection) -> Result<(), String> {
+    use std::io::Write;
+    let Some(cmd) = cmd else {
+        println!(
+            "send now: from {} to {}:\n{}",
+            i.sender,
+            i.rcpts.join(" "),
+            i.message
+        );
+        return Ok(());
+    };
+    let mut c = std::process::Command::new("sh")
+        .args(["-c", cmd])
+        .env("CONFORM_SENDER", &i.sender)
+        .env("CONFORM_RCPTS", i.rcpts.join(" "))
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{cmd}: {e}"))?;
+    if let Some(mut w) = c.stdin.take() {
+        w.write_all(i.message.as_bytes())
+            .map_err(|e| e.to_string())?;
+    }
+    match c.wait() {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(format!("{cmd}: {s}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+async fn client_cmd(a: ClientArgs) -> ExitCode {
+    use conformance::client::{self, scenario};
+    let dir = a
+        .dir
+        .clone()
+        .unwrap_or_else(|| fixtures().join("rfc5321-client"));
+    let all = match scenario::load(&dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("mta-conform: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let wanted =
+        |id: &str| a.scenario.is_empty() || a.scenario.iter().any(|w| id.contains(w.as_str()));
+    let chosen: Vec<_> = all.into_iter().filter(|s| wanted(&s.id)).collect();
+    let listener = match tokio::net::TcpListener::bind(a.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("mta-conform: listen on {}: {e}", a.listen);
+            return ExitCode::from(2);
+        }
+    };
+    let (inject, kick) = (a.inject.clone(), a.kick.clone());
+    let hooks = client::Hooks {
+        inject: |i: &client::Injection| inject_with(inject.as_deref(), i),
+        kick: || {
+            if let Some(k) = &kick {
+                let _ = std::process::Command::new("sh").args(["-c", k]).status();
+            }
+        },
+    };
+    let timeout = Duration::from_secs(a.timeout);
+    let rs = client::play_all(listener, &chosen, &a.domain, hooks, timeout).await;
+    print!("{}", report::text(&rs));
+    if let Some(path) = &a.report {
+        let header = vec![format!(
+            "Client scenarios against the MTA relaying to {}",
+            a.listen
+        )];
+        if let Err(e) = std::fs::write(path, report::markdown(&rs, &header)) {
+            eprintln!("mta-conform: {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    }
+    if runner::must_failed(&rs) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// The catalogue against one of the matrix's servers.
+async fn run_peer(
+    p: &conformance::matrix::Peer,
+    timeout: u64,
+) -> Result<Vec<conformance::runner::Result1>, String> {
+    let dir = fixtures().join("rfc5321");
+    let entries = catalogue::load(&dir.join("catalogue")).map_err(|e| e.to_string())?;
+    let profile = Profile::load(&dir.join("profiles"), &p.profile).map_err(|e| e.to_string())?;
+    let (user, pass) = p.auth.clone().unwrap_or_default();
+    let vars = Vars {
+        domain: "heaven.af.mil".into(),
+        rcpt: "fred@heaven.af.mil".into(),
+        sender: "joe@example.net".into(),
+        client: "client.example".into(),
+        ip: String::new(),
+        token: conformance::run_token(),
+        sizemax: 0,
+        user,
+        pass,
+    };
+    let o = Options {
+        mailbox: Some(Mailbox(p.maildir.clone())),
+        slow: false,
+        timeout: Duration::from_secs(timeout),
+        only: None,
+    };
+    let addr = p.addr.clone();
+    runner::run_all(&entries, || connect(&addr), &vars, &profile, &o).await
+}
+
+fn script(step: &str, a: &MatrixArgs, mta: &std::path::Path) -> std::io::Result<String> {
+    let path = fixtures().join("../conformance/scripts/matrix.sh");
+    let out = std::process::Command::new("bash")
+        .arg(path)
+        .arg(step)
+        .arg(&a.work)
+        .arg(mta)
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+async fn matrix_cmd(a: MatrixArgs) -> ExitCode {
+    use conformance::matrix;
+    let mta = a.mta.clone().unwrap_or_else(|| {
+        let me = std::env::current_exe().unwrap_or_default();
+        me.with_file_name("mta")
+    });
+    let started = match script("start", &a, &mta) {
+        Ok(out) => matrix::parse_started(&out),
+        Err(e) => {
+            eprintln!("mta-conform: matrix.sh: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut runs = Vec::new();
+    let mut unavailable = started.unavailable.clone();
+    for p in started.peers {
+        eprintln!("mta-conform: catalogue against {} ({})", p.name, p.addr);
+        match run_peer(&p, a.timeout).await {
+            Ok(rs) => runs.push((p, rs)),
+            Err(e) => {
+                unavailable.push((p.name.clone(), format!("the catalogue could not run: {e}")))
+            }
+        }
+    }
+    if let Err(e) = script("stop", &a, &mta) {
+        eprintln!("mta-conform: matrix.sh stop: {e}");
+    }
+    let notes_file = a
+        .notes
+        .clone()
+        .unwrap_or_else(|| fixtures().join("../conformance/matrix-notes.md"));
+    let notes = std::fs::read_to_string(notes_file).unwrap_or_default();
+    let mut header = vec![
+        "Generated by `mta-conform matrix` (servers set up by `conformance/scripts/matrix.sh`)"
+            .to_string(),
+    ];
+    header.push(
+        "Delivery checks: on (each server's Maildir for fred); slow entries: off (n/a)".into(),
+    );
+    header.extend(conformance::machine_and_date());
+    let text = matrix::markdown(&runs, &unavailable, &header, &notes);
+    if let Err(e) = std::fs::write(&a.report, text) {
+        eprintln!("mta-conform: {}: {e}", a.report.display());
+        return ExitCode::from(2);
+    }
+    for (p, rs) in &runs {
+        let text = report::text(rs);
+        let totals: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with(' '))
+            .filter(|l| l.contains(": "))
+            .collect();
+        eprintln!("{}: {}", p.name, totals.join("; "));
+    }
+    let mta_failed = runs
+        .iter()
+        .any(|(p, rs)| p.name == "mta" && runner::must_failed(rs));
+    if mta_failed || runs.is_empty() {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS

@@ -4,11 +4,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::time::Instant;
 
 use crate::catalogue::{Expect, MailCheck, Step};
 use crate::profile::Profile;
+use crate::tls::Io;
 
 /// Values substituted into the dialogues.
 #[derive(Debug, Clone)]
@@ -22,6 +25,14 @@ pub struct Vars {
     pub token: String,
     /// The SIZE the server advertised (0: none).
     pub sizemax: u64,
+    /// Credentials for AUTH (`needs:credentials`); empty: none.
+    pub user: String,
+    pub pass: String,
+}
+
+/// base64 of the SASL PLAIN message (RFC 4616): NUL user NUL password.
+fn plain(user: &str, pass: &str) -> String {
+    STANDARD.encode(format!("\0{user}\0{pass}"))
 }
 
 impl Vars {
@@ -55,6 +66,12 @@ impl Vars {
                 .or_else(|| self.value(n)?.parse().ok())?;
             return Some("x".repeat(n));
         }
+        if let Some(t) = name.strip_prefix("b64:") {
+            return Some(STANDARD.encode(t));
+        }
+        if let Some((u, p)) = name.strip_prefix("plain:").and_then(|r| r.split_once(':')) {
+            return Some(plain(u, p));
+        }
         Some(match name {
             "domain" => self.domain.clone(),
             "rcpt" => self.rcpt.clone(),
@@ -64,6 +81,8 @@ impl Vars {
             "token" => self.token.clone(),
             "sizemax" => self.sizemax.to_string(),
             "sizeover" => (self.sizemax + 1).to_string(),
+            "user" => self.user.clone(),
+            "authplain" => plain(&self.user, &self.pass),
             _ => return None,
         })
     }
@@ -145,8 +164,8 @@ impl Transcript {
     }
 }
 
-pub struct Player<'a, S> {
-    s: BufReader<S>,
+pub struct Player<'a> {
+    s: BufReader<Box<dyn Io>>,
     pub vars: &'a Vars,
     pub profile: &'a Profile,
     pub mailbox: Option<&'a Mailbox>,
@@ -155,9 +174,9 @@ pub struct Player<'a, S> {
     mail: Option<String>,
 }
 
-impl<'a, S: AsyncRead + AsyncWrite + Unpin> Player<'a, S> {
+impl<'a> Player<'a> {
     pub fn new(
-        stream: S,
+        stream: Box<dyn Io>,
         vars: &'a Vars,
         profile: &'a Profile,
         mailbox: Option<&'a Mailbox>,
@@ -174,7 +193,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Player<'a, S> {
         }
     }
 
-    pub fn stream(&mut self) -> &mut S {
+    pub fn stream(&mut self) -> &mut Box<dyn Io> {
         self.s.get_mut()
     }
 
@@ -222,8 +241,28 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Player<'a, S> {
             Step::Close => self.closed().await?,
             Step::Idle(n) => self.idle(*n).await?,
             Step::Mail(c) => self.mail_check(c).await?,
+            Step::Tls => self.start_tls().await?,
         }
         Ok(false)
+    }
+
+    /// The client's handshake, right after the server's 220 to STARTTLS.
+    async fn start_tls(&mut self) -> Result<(), String> {
+        // Bytes already buffered came in the clear after the 220: not part of TLS.
+        if !self.s.buffer().is_empty() {
+            return Err("the server sent more after its 220 to STARTTLS".into());
+        }
+        let none: Box<dyn Io> = Box::new(tokio::io::duplex(1).0);
+        let plain = std::mem::replace(&mut self.s, BufReader::new(none)).into_inner();
+        let hs = crate::tls::handshake(plain, &self.vars.domain);
+        let tls = match tokio::time::timeout_at(self.deadline, hs).await {
+            Ok(Ok(t)) => t,
+            Ok(Err(e)) => return Err(format!("TLS handshake: {e}")),
+            Err(_) => return Err("TLS handshake timed out".into()),
+        };
+        self.s = BufReader::new(tls);
+        self.t.lines.push("TLS".into());
+        Ok(())
     }
 
     async fn write(&mut self, b: &[u8]) -> Result<(), String> {
@@ -411,12 +450,38 @@ fn field(header: &[&str], name: &str) -> Option<String> {
     fields(header, name).into_iter().next()
 }
 
+/// The numeric zone ending a date field, after any trailing comment (`+0000 (UTC)`).
 fn zone(f: &str) -> Option<&str> {
+    let mut f = f.trim_end();
+    while f.ends_with(')') {
+        f = f[..f.rfind('(')?].trim_end();
+    }
     let z = f.split_whitespace().last()?;
     let ok = z.len() == 5
         && (z.starts_with('+') || z.starts_with('-'))
         && z[1..].bytes().all(|b| b.is_ascii_digit());
     ok.then_some(z)
+}
+
+/// A line equals the expected text; a header field's name in any case (RFC 5322 2.2),
+/// so `Return-path: <>` is `Return-Path: <>`.
+fn same_line(line: &str, want: &str) -> bool {
+    match (line.split_once(':'), want.split_once(':')) {
+        (Some((ln, lv)), Some((wn, wv))) if !wn.contains(' ') => {
+            ln.eq_ignore_ascii_case(wn) && lv == wv
+        }
+        _ => line == want,
+    }
+}
+
+/// A line starts with the expected text, the field name in any case.
+fn starts_line(line: &str, want: &str) -> bool {
+    match want.split_once(':') {
+        Some((wn, _)) if !wn.contains(' ') && line.len() >= want.len() => {
+            line.is_char_boundary(want.len()) && same_line(&line[..want.len()], want)
+        }
+        _ => line.starts_with(want),
+    }
 }
 
 /// Check a delivered message (line ends CRLF or LF).
@@ -429,8 +494,8 @@ pub fn mail_ok(m: &str, c: &MailCheck) -> bool {
         .collect();
     let pos = |p: &str| lines.iter().position(|l| l.starts_with(p));
     match c {
-        MailCheck::First(t) => lines.first().is_some_and(|l| l.starts_with(t.as_str())),
-        MailCheck::Has(t, want) => lines.contains(&t.as_str()) == *want,
+        MailCheck::First(t) => lines.first().is_some_and(|l| starts_line(l, t)),
+        MailCheck::Has(t, want) => lines.iter().any(|l| same_line(l, t)) == *want,
         MailCheck::AtLeast(n, p) => {
             let p = p.to_ascii_lowercase();
             let c = header

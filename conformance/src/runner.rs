@@ -6,12 +6,13 @@ use std::future::Future;
 use std::io;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
-use crate::catalogue::{Entry, Level};
+use crate::catalogue::{Codes, Entry, Expect, Level, Step};
 use crate::play::{Mailbox, Player, Reply, Vars};
 use crate::profile::Profile;
+use crate::tls::Io;
 
 /// What an entry came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,22 +59,56 @@ pub struct Options {
     pub only: Option<String>,
 }
 
-/// The server's EHLO keywords and SIZE, from one probe connection.
-pub async fn probe<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: S,
+/// What the runner learnt of the server before the entries.
+#[derive(Debug, Clone, Default)]
+pub struct Server {
+    /// EHLO keywords in the clear.
+    pub keywords: Vec<String>,
+    /// EHLO keywords inside TLS, when STARTTLS is offered and the handshake works.
+    pub tls_keywords: Option<Vec<String>>,
+}
+
+fn expect(codes: &str) -> Step {
+    Step::Expect(Expect {
+        codes: Codes {
+            negate: false,
+            any: codes.split('/').map(str::to_string).collect(),
+        },
+        keywords: Vec::new(),
+        shape: Vec::new(),
+        texts: Vec::new(),
+    })
+}
+
+/// The steps that take a fresh connection past the greeting, and into TLS when `tls`.
+fn prelude(client: &str, tls: bool) -> Vec<Step> {
+    let mut p = vec![expect("220")];
+    if tls {
+        p.extend([
+            Step::Send(format!("EHLO {client}")),
+            expect("250"),
+            Step::Send("STARTTLS".into()),
+            expect("220"),
+            Step::Tls,
+        ]);
+    }
+    p
+}
+
+/// The server's EHLO reply on one probe connection (inside TLS with `tls`).
+pub async fn probe(
+    stream: Box<dyn Io>,
     vars: &Vars,
     profile: &Profile,
     timeout: Duration,
+    tls: bool,
 ) -> Result<Reply, String> {
     let mut p = Player::new(stream, vars, profile, None, Instant::now() + timeout);
-    let greeting = p.reply().await?;
-    if !greeting.code().starts_with('2') {
-        return Err(format!("greeting {:?}", greeting.0));
-    }
-    let ehlo = crate::catalogue::Step::Send(format!("EHLO {}", vars.client));
-    p.play(&[ehlo]).await?;
+    p.play(&prelude(&vars.client, tls)).await?;
+    p.play(&[Step::Send(format!("EHLO {}", vars.client))])
+        .await?;
     let r = p.reply().await?;
-    let _ = p.play(&[crate::catalogue::Step::Send("QUIT".into())]).await;
+    let _ = p.play(&[Step::Send("QUIT".into())]).await;
     Ok(r)
 }
 
@@ -85,7 +120,10 @@ fn applies(e: &Entry, kws: &[String], vars: &Vars, o: &Options) -> Option<String
         match n.as_str() {
             "delivery" if o.mailbox.is_none() => return Some("needs delivery access".into()),
             "size-limit" if vars.sizemax == 0 => return Some("no SIZE limit advertised".into()),
-            "delivery" | "size-limit" => {}
+            "credentials" if vars.user.is_empty() => {
+                return Some("needs credentials (--auth-user)".into())
+            }
+            "delivery" | "size-limit" | "credentials" => {}
             _ => return Some(format!("needs {n}")),
         }
     }
@@ -97,15 +135,21 @@ pub async fn run_entry<S, F, Fut>(
     e: &Entry,
     connect: &mut F,
     base: &Vars,
-    kws: &[String],
+    server: &Server,
     profile: &Profile,
     o: &Options,
 ) -> Outcome
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: Io + 'static,
     F: FnMut() -> Fut,
     Fut: Future<Output = io::Result<(S, String)>>,
 {
+    // A `tls` entry runs inside TLS where the server offers it.
+    let tls = e.tls && server.tls_keywords.is_some();
+    let kws = match (&server.tls_keywords, tls) {
+        (Some(k), true) => k,
+        _ => &server.keywords,
+    };
     if let Some(why) = applies(e, kws, base, o) {
         return Outcome::NotApplicable(why);
     }
@@ -130,8 +174,20 @@ where
         let mut vars = base.clone();
         vars.ip = ip;
         vars.token = format!("{}-{}-{}", e.id, i + 1, base.token);
-        let mut p = Player::new(stream, &vars, profile, o.mailbox.as_ref(), deadline);
-        let r = p.play(d).await;
+        let mut p = Player::new(
+            Box::new(stream),
+            &vars,
+            profile,
+            o.mailbox.as_ref(),
+            deadline,
+        );
+        let mut r = Ok(());
+        if e.tls {
+            r = p.play(&prelude(&vars.client, tls)).await;
+        }
+        if r.is_ok() {
+            r = p.play(d).await;
+        }
         // Leave politely where the dialogue did not end the session itself.
         let _ = tokio::time::timeout(Duration::from_millis(200), p_shutdown(&mut p)).await;
         if let Err(why) = r {
@@ -153,7 +209,7 @@ where
     }
 }
 
-async fn p_shutdown<S: AsyncRead + AsyncWrite + Unpin>(p: &mut Player<'_, S>) {
+async fn p_shutdown(p: &mut Player<'_>) {
     let _ = p.stream().shutdown().await;
 }
 
@@ -166,13 +222,24 @@ pub async fn run_all<S, F, Fut>(
     o: &Options,
 ) -> Result<Vec<Result1>, String>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: Io + 'static,
     F: FnMut() -> Fut,
     Fut: Future<Output = io::Result<(S, String)>>,
 {
     let (s, _) = connect().await.map_err(|e| format!("connect: {e}"))?;
-    let ehlo = probe(s, base, profile, o.timeout).await?;
-    let kws = ehlo.keywords();
+    let ehlo = probe(Box::new(s), base, profile, o.timeout, false).await?;
+    let mut server = Server {
+        keywords: ehlo.keywords(),
+        tls_keywords: None,
+    };
+    if server.keywords.iter().any(|k| k == "STARTTLS") {
+        let (s, _) = connect().await.map_err(|e| format!("connect: {e}"))?;
+        // A failing handshake leaves the `tls` entries to run in the clear (and fail there
+        // if they need what TLS gives).
+        if let Ok(r) = probe(Box::new(s), base, profile, o.timeout, true).await {
+            server.tls_keywords = Some(r.keywords());
+        }
+    }
     let mut vars = base.clone();
     vars.sizemax = ehlo.size().unwrap_or(0);
     let mut out = Vec::new();
@@ -180,7 +247,7 @@ where
         if o.only.as_ref().is_some_and(|x| !e.id.contains(x.as_str())) {
             continue;
         }
-        let outcome = run_entry(e, &mut connect, &vars, &kws, profile, o).await;
+        let outcome = run_entry(e, &mut connect, &vars, &server, profile, o).await;
         out.push(Result1 {
             id: e.id.clone(),
             area: e.area.clone(),

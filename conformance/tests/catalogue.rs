@@ -41,6 +41,8 @@ fn catalogue_covers_the_issue() {
         "trace",
         "timeouts",
         "greeting",
+        "starttls",
+        "auth",
     ] {
         assert!(areas.contains(a), "no area {a}");
     }
@@ -126,6 +128,8 @@ fn verdict(entry: &str, profile: &str, replies: &'static [&'static str]) -> Outc
         ip: String::new(),
         token: "tok".into(),
         sizemax: 0,
+        user: String::new(),
+        pass: String::new(),
     };
     let o = Options {
         timeout: Duration::from_secs(2),
@@ -136,7 +140,15 @@ fn verdict(entry: &str, profile: &str, replies: &'static [&'static str]) -> Outc
         .build()
         .unwrap();
     let mut connect = || scripted(replies);
-    rt.block_on(runner::run_entry(&e[0], &mut connect, &vars, &[], &p, &o))
+    let server = runner::Server::default();
+    rt.block_on(runner::run_entry(
+        &e[0],
+        &mut connect,
+        &vars,
+        &server,
+        &p,
+        &o,
+    ))
 }
 
 const UNKNOWN: &str =

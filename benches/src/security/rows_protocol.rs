@@ -388,19 +388,21 @@ fn before_greeting(ctx: &mut Ctx) -> Result<(), SecError> {
     })
 }
 
-/// 64 KiB of pseudo-random bytes (a fixed LCG, so every run sends the same).
+/// 64 KiB of pseudo-random bytes (a fixed LCG, so every run sends the same), then a CRLF:
+/// only CRLF ends a command line (RFC 5321 2.3.8), so the server answers once per CRLF.
 fn garbage(ctx: &mut Ctx) -> Result<(), SecError> {
-    let input = "64 KiB of pseudo-random binary bytes";
+    let input = "64 KiB of pseudo-random binary bytes, then CRLF";
     ctx.row("commands", input, Expect::Class(5), On::Main, |ctx| {
         let mut c = session(ctx, PLAIN)?;
         let mut x: u32 = 12345;
-        let bytes: Vec<u8> = (0..65536)
+        let mut bytes: Vec<u8> = (0..65536)
             .map(|_| {
                 x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
                 (x >> 16) as u8
             })
             .collect();
-        let n = bytes.iter().filter(|&&b| b == b'\n').count();
+        bytes.extend_from_slice(b"\r\n");
+        let n = bytes.windows(2).filter(|w| w == b"\r\n").count();
         let replies = flood(&mut c, &bytes, n);
         let first = replies.first().cloned().unwrap_or_default();
         Ok(Outcome::reply(format!("{first} [{}]", tally(&replies))))

@@ -211,6 +211,10 @@ pub struct Session {
     /// Credentials handed to the driver, until it reports.
     checking: Option<Credentials>,
     auth_failures: u32,
+    /// The command line being read holds a bare LF (it is refused at its CRLF).
+    bare_lf: bool,
+    /// The last command byte read was a CR (a CRLF may straddle two reads).
+    last_cr: bool,
 }
 
 /// RFC 1870 size-value (1*20DIGIT): a value too large for u64 is still over any limit.
@@ -248,6 +252,8 @@ impl Session {
             user: None,
             checking: None,
             auth_failures: 0,
+            bare_lf: false,
+            last_cr: false,
             p,
         }
     }
@@ -391,17 +397,38 @@ impl Session {
         self.mode = Mode::Command;
     }
 
+    /// Where the next command line ends in `buf`: (bytes to take, whether that completes a
+    /// line). Only CRLF ends a line (RFC 5321 2.3.8): a bare LF is taken as part of the
+    /// line and taints it, so "NOOP<LF>NOOP<CRLF>" is one (refused) line, never two commands.
+    fn line_end(&mut self, buf: &[u8]) -> (usize, bool) {
+        let mut from = 0;
+        while let Some(n) = buf[from..].iter().position(|&b| b == b'\n') {
+            let at = from + n;
+            let cr = if at == 0 {
+                self.last_cr
+            } else {
+                buf[at - 1] == b'\r'
+            };
+            if cr {
+                self.last_cr = false;
+                return (at + 1, true);
+            }
+            self.bare_lf = true;
+            from = at + 1;
+        }
+        self.last_cr = buf.last() == Some(&b'\r');
+        (buf.len(), false)
+    }
+
     /// Consume command-mode bytes up to and including one line end; returns bytes used.
     fn command_bytes(&mut self, buf: &[u8]) -> usize {
-        let (take, complete) = match buf.iter().position(|&b| b == b'\n') {
-            Some(n) => (n + 1, true),
-            None => (buf.len(), false),
-        };
+        let (take, complete) = self.line_end(buf);
         if complete {
             self.lines += 1;
         }
         if matches!(self.mode, Mode::Overlong) {
             if complete {
+                self.bare_lf = false;
                 reply(&mut self.out, "500 command line too long (#5.5.2)");
                 self.mode = Mode::Command;
             }
@@ -411,6 +438,7 @@ impl Session {
             self.line.clear();
             self.mode = Mode::Overlong;
             if complete {
+                self.bare_lf = false;
                 reply(&mut self.out, "500 command line too long (#5.5.2)");
                 self.mode = Mode::Command;
             }
@@ -419,11 +447,14 @@ impl Session {
         self.line.extend_from_slice(&buf[..take]);
         if complete {
             let mut line = std::mem::take(&mut self.line);
-            line.pop();
-            if line.last() == Some(&b'\r') {
-                line.pop();
+            line.truncate(line.len() - 2);
+            let mode = std::mem::replace(&mut self.mode, Mode::Command);
+            if std::mem::take(&mut self.bare_lf) {
+                // Not a command at all: refused whole, an AUTH exchange abandoned with it.
+                reply(&mut self.out, "500 bare LF in command line (#5.5.2)");
+                return take;
             }
-            match std::mem::replace(&mut self.mode, Mode::Command) {
+            match mode {
                 Mode::Auth(ex) => self.auth_next(auth::step(ex, &line)),
                 m => {
                     self.mode = m;
@@ -519,6 +550,8 @@ impl Session {
         self.user = None;
         self.reset();
         self.line.clear();
+        self.bare_lf = false;
+        self.last_cr = false;
         self.pending.clear();
         self.mode = Mode::Command;
     }
@@ -842,5 +875,118 @@ impl Session {
             );
         }
         self.mode = Mode::AwaitCommit;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session() -> Session {
+        let p = Policy {
+            greeting: "heaven.af.mil".into(),
+            local_host: "heaven.af.mil".into(),
+            rcpthosts: Some(vec!["heaven.af.mil".into()]),
+            morercpthosts: vec![],
+            badmailfrom: vec![],
+            relayclient: None,
+            databytes: 0,
+            localiphost: "heaven.af.mil".into(),
+            local_ips: vec![],
+            peer: Default::default(),
+            envnoathost: "heaven.af.mil".into(),
+            null_sender_one_rcpt: false,
+            rcpt_check: None,
+            secure: Secure {
+                auth: true,
+                auth_plaintext: true,
+                ..Secure::default()
+            },
+        };
+        let mut s = Session::new(p, 1);
+        s.take_output();
+        s
+    }
+
+    /// The replies to `input`, fed in pieces of `chunk` bytes.
+    fn replies(input: &[u8], chunk: usize) -> String {
+        let mut s = session();
+        let mut out = Vec::new();
+        for c in input.chunks(chunk) {
+            s.input(c);
+            out.extend(s.take_output());
+        }
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn bare_lf_does_not_end_a_command_line() {
+        for chunk in [1, 2, 5, usize::MAX] {
+            let r = replies(b"NOOP\nNOOP\r\nNOOP\r\n", chunk);
+            assert_eq!(
+                r, "500 bare LF in command line (#5.5.2)\r\n250 ok\r\n",
+                "{chunk}"
+            );
+        }
+    }
+
+    #[test]
+    fn bare_lf_lines_inject_nothing() {
+        // Each would run a second command if LF ended the line.
+        let r = replies(
+            b"HELO a\nRSET\r\nMAIL FROM:<a@b>\nRCPT TO:<x@y>\r\nRCPT TO:<f@heaven.af.mil>\r\n",
+            3,
+        );
+        assert_eq!(
+            r,
+            "500 bare LF in command line (#5.5.2)\r\n500 bare LF in command line (#5.5.2)\r\n503 MAIL first (#5.5.1)\r\n"
+        );
+        // A lone LF, and several LFs, before the CRLF: still one line.
+        assert_eq!(
+            replies(b"\n\n\r\nNOOP\r\n", 1),
+            "500 bare LF in command line (#5.5.2)\r\n250 ok\r\n"
+        );
+    }
+
+    #[test]
+    fn crlf_split_across_reads_still_ends_the_line() {
+        assert_eq!(replies(b"NOOP\r\nNOOP\r\n", 5), "250 ok\r\n250 ok\r\n");
+        // A CR then a bare LF later is no CRLF.
+        assert_eq!(
+            replies(b"NO\rOP\nx\r\n", 3),
+            "500 bare LF in command line (#5.5.2)\r\n"
+        );
+    }
+
+    #[test]
+    fn overlong_line_with_bare_lf_is_answered_once() {
+        let mut input = vec![b'x'; MAX_LINE + 10];
+        input[100] = b'\n';
+        input.extend_from_slice(b"\r\nNOOP\r\n");
+        assert_eq!(
+            replies(&input, 700),
+            "500 command line too long (#5.5.2)\r\n250 ok\r\n"
+        );
+    }
+
+    #[test]
+    fn bare_lf_in_an_auth_exchange_abandons_it() {
+        let r = replies(b"AUTH LOGIN\r\nZnJlZA==\nx\r\nNOOP\r\n", 4);
+        assert_eq!(
+            r,
+            "334 VXNlcm5hbWU6\r\n500 bare LF in command line (#5.5.2)\r\n250 ok\r\n"
+        );
+    }
+
+    #[test]
+    fn data_keeps_refusing_bare_lf_with_421() {
+        let r = replies(
+            b"MAIL FROM:<a@b>\r\nRCPT TO:<f@heaven.af.mil>\r\nDATA\r\nx\ny\r\n.\r\n",
+            4,
+        );
+        assert!(
+            r.ends_with("354 go ahead\r\n421 See https://cr.yp.to/docs/smtplf.html.\r\n"),
+            "{r}"
+        );
     }
 }
