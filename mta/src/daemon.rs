@@ -305,11 +305,19 @@ fn start_queue<E: Env>(
     let (handle, inbox) = service::channel_early(Some(early(env, paths, queue_config(opts))));
     let (env2, ready) = (env.clone(), handle.clone());
     let done = env.spawn_worker(threads, async move {
-        let (queue, rec) = match locked.recover(&rewrite) {
-            Ok(q) => q,
-            Err(e) => {
-                tracing::error!("queue recovery failed: {e}");
-                return;
+        let mut locked = locked;
+        // Mail keeps coming into todo/ meanwhile; an I/O error or a full disk here is
+        // temporary, as it is for a running queue.
+        let (queue, rec) = loop {
+            match locked.recover(&rewrite) {
+                Ok(q) => break q,
+                Err((e, again)) => {
+                    tracing::error!(
+                        "queue recovery failed: {e}; trying again in {RECOVERY_RETRY:?}"
+                    );
+                    locked = again;
+                    env2.sleep(RECOVERY_RETRY).await;
+                }
             }
         };
         tracing::info!(?rec, "queue recovered");
@@ -322,6 +330,9 @@ fn start_queue<E: Env>(
     });
     Ok((handle, done))
 }
+
+/// How long a failed recovery waits before it tries again.
+const RECOVERY_RETRY: Duration = Duration::from_secs(5);
 
 /// Messages taken while the queue is recovering go into `todo/`, each durable before it is
 /// acknowledged, off the threads serving sessions.

@@ -333,7 +333,9 @@ impl<E: Env> Queue<E> {
         cfg: Config,
         classify: &impl Classify,
     ) -> Result<(Self, Recovery), QueueError> {
-        Self::lock(env, paths, cfg)?.recover(classify)
+        Self::lock(env, paths, cfg)?
+            .recover(classify)
+            .map_err(|(e, _)| e)
     }
 
     /// The first step of [`Queue::open`], quick whatever the queue holds: finish the layout and
@@ -365,28 +367,47 @@ pub struct Locked<E: Env> {
 
 impl<E: Env> Locked<E> {
     /// The rest of [`Queue::open`]: replay and repair the log, remove stale `tmp/` files and
-    /// preprocess every committed injection.
-    pub fn recover(self, classify: &impl Classify) -> Result<(Queue<E>, Recovery), QueueError> {
+    /// preprocess every committed injection. On failure the lock comes back with the error,
+    /// so the caller can try again (every step is safe to repeat, as after a crash).
+    pub fn recover(
+        self,
+        classify: &impl Classify,
+    ) -> Result<(Queue<E>, Recovery), (QueueError, Locked<E>)> {
         let Locked {
             env,
             paths,
             cfg,
             lock,
         } = self;
-        let fs = env.fs();
+        let back = |e, lock| {
+            let (env, paths) = (env.clone(), paths.clone());
+            (
+                e,
+                Locked {
+                    env,
+                    paths,
+                    cfg,
+                    lock,
+                },
+            )
+        };
         let mut rec = Recovery::default();
         let mut msgs = BTreeMap::new();
         let mut refs = SegRefs::new();
         let seed = env.random_u64();
-        let log = log::Log::open(fs, &paths, &cfg, (true, seed), |r| match r {
+        let replayed = log::Log::open(env.fs(), &paths, &cfg, (true, seed), |r| match r {
             Some((seg, end, r)) => apply(&mut msgs, &mut refs, seg, end, planted_on_replay(r)),
             None => (msgs, refs) = (BTreeMap::new(), SegRefs::new()),
-        })?;
+        });
+        let log = match replayed {
+            Ok(log) => log,
+            Err(e) => return Err(back(e, lock)),
+        };
         rec.torn_bytes_cut = log.stats().torn_bytes_cut;
         rec.damaged_bytes = log.stats().damaged_bytes;
         let mut q = Queue {
-            env,
-            paths,
+            env: env.clone(),
+            paths: paths.clone(),
             cfg,
             log,
             msgs,
@@ -395,12 +416,18 @@ impl<E: Env> Locked<E> {
             todo_unsynced: Vec::new(),
             _lock: lock,
         };
-        rec.tmp_removed = q.clean_tmp()?;
-        let (n, bad) = q.preprocess(classify)?;
-        rec.preprocessed = n;
-        rec.corrupt_todo = bad;
-        rec.messages = q.msgs.len();
-        Ok((q, rec))
+        let mut tidy = || -> Result<(), QueueError> {
+            rec.tmp_removed = q.clean_tmp()?;
+            (rec.preprocessed, rec.corrupt_todo) = q.preprocess(classify)?;
+            Ok(())
+        };
+        match tidy() {
+            Ok(()) => {
+                rec.messages = q.msgs.len();
+                Ok((q, rec))
+            }
+            Err(e) => Err(back(e, q._lock)),
+        }
     }
 }
 
