@@ -49,11 +49,9 @@ fn passwd(root: &Path, user: &str, password: &str) -> i32 {
         .stdin(Stdio::piped())
         .spawn()
         .unwrap();
-    c.stdin
-        .take()
-        .unwrap()
-        .write_all(password.as_bytes())
-        .unwrap();
+    // A refusal (a bad user name) may come before the password is read: the pipe is then
+    // closed, and only the exit status matters.
+    let _ = c.stdin.take().unwrap().write_all(password.as_bytes());
     c.wait().unwrap().code().unwrap_or(-1)
 }
 
