@@ -320,10 +320,11 @@ fn start_queue<E: Env>(
                 }
             }
         };
-        tracing::info!(?rec, "queue recovered");
         let mut m = parts.build(&env2, queue, rewrite);
         m.lspawn = lspawn;
         ready.set_ready();
+        // Logged once the manager serves (its schedule built), not when the log is read.
+        tracing::info!(?rec, "queue recovered");
         // The manager ends when every handle is gone: this one must not keep it alive.
         drop(ready);
         m.run(inbox).await;

@@ -517,11 +517,20 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
             if pending {
                 let next = schedule::next_pass(m.env.birth, p.start, r.channel);
                 self.due.insert((next, r.id, c));
-            } else if m.is_done() && !self.passes.keys().any(|(id, _)| *id == r.id) {
+            } else if m.is_done() && !self.in_pass(r.id) {
                 finished.push(r.id);
             }
         }
         finished
+    }
+
+    /// Whether a delivery pass of the message runs on any channel (a range lookup: the
+    /// passes of a large queue are many).
+    fn in_pass(&self, id: MsgId) -> bool {
+        self.passes
+            .range((id, 0)..=(id, usize::MAX))
+            .next()
+            .is_some()
     }
 
     /// Records that finish messages: a bounce (if any recipient failed) grouped with the
