@@ -18,16 +18,24 @@
 //! - `expect drained`: nothing is left in the queue.
 //!
 //! Users fred, joe and john exist; mail to postmaster goes to fred (`mta init`'s aliases).
+//!
+//! Remote delivery: a scenario whose control files or files say `${relay}` gets an SMTP peer
+//! that accepts everything, and `${relay}` becomes its name in `control/smtproutes` syntax
+//! (`bigbang.af.mil` in the simulator, `[127.0.0.1]:PORT` on a real host); the path `@relay`
+//! in an expectation is every message the peer took, one after the other.
 
 use std::path::{Path, PathBuf};
+
+/// Files as (name or path, text).
+pub type Files = Vec<(String, String)>;
 
 /// One scenario.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scenario {
     pub name: String,
     pub title: String,
-    pub controls: Vec<(String, String)>,
-    pub files: Vec<(String, String)>,
+    pub controls: Files,
+    pub files: Files,
     pub injects: Vec<Inject>,
     pub message: String,
     pub expects: Vec<Expect>,
@@ -50,9 +58,30 @@ pub enum Expect {
     Drained,
 }
 
+/// The path of an expectation that means the messages the relay took.
+pub const RELAYED: &str = "@relay";
+
+impl Scenario {
+    /// Whether the scenario needs the SMTP peer (`${relay}` in a control file or file).
+    pub fn needs_relay(&self) -> bool {
+        let mut all = self.controls.iter().chain(&self.files);
+        all.any(|(_, t)| t.contains("${relay}"))
+    }
+
+    /// Control files and files with `${relay}` made the peer's route.
+    pub fn with_relay(&self, relay: &str) -> (Files, Files) {
+        let sub = |v: &[(String, String)]| -> Files {
+            v.iter()
+                .map(|(n, t)| (n.clone(), t.replace("${relay}", relay)))
+                .collect()
+        };
+        (sub(&self.controls), sub(&self.files))
+    }
+}
+
 /// What the runner needs of a host after the scenario ran.
 pub trait Host {
-    /// A file under the installation, if it exists.
+    /// A file under the installation, if it exists; [`RELAYED`]: what the relay took.
     fn read(&self, path: &str) -> Option<String>;
     /// qmail-send's log lines.
     fn log(&self) -> Vec<String>;

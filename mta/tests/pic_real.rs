@@ -6,22 +6,28 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 
-use conformance::pic::{self, Host, Scenario};
+use conformance::pic::{self, Host, Scenario, RELAYED};
 
 const MTA: &str = env!("CARGO_BIN_EXE_mta");
 
 struct Real {
     root: PathBuf,
     log: PathBuf,
+    relayed: Arc<Mutex<Vec<String>>>,
 }
 
 impl Host for Real {
     fn read(&self, path: &str) -> Option<String> {
-        std::fs::read_to_string(self.root.join(path)).ok()
+        match path {
+            RELAYED => Some(self.relayed.lock().unwrap().concat()),
+            _ => std::fs::read_to_string(self.root.join(path)).ok(),
+        }
     }
     fn log(&self) -> Vec<String> {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
@@ -44,6 +50,55 @@ fn queued(root: &Path) -> usize {
         .find_map(|l| l.strip_prefix("messages in queue: "))
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(usize::MAX)
+}
+
+/// A relay on loopback that accepts every message and keeps it (dot-stuffing undone, LF
+/// line ends, as a Maildir would hold it); returns its port.
+fn relay(got: Arc<Mutex<Vec<String>>>) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let got = got.clone();
+            std::thread::spawn(move || session(s, &got));
+        }
+    });
+    port
+}
+
+fn session(s: TcpStream, got: &Mutex<Vec<String>>) {
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    let _ = w.write_all(b"220 relay.test\r\n");
+    let mut line = String::new();
+    while r.read_line(&mut line).unwrap_or(0) > 0 {
+        let reply: &[u8] = match line.get(..4).map(str::to_ascii_uppercase).as_deref() {
+            Some("DATA") => {
+                let _ = w.write_all(b"354 go\r\n");
+                got.lock().unwrap().push(body(&mut r));
+                b"250 taken\r\n"
+            }
+            Some("QUIT") => {
+                let _ = w.write_all(b"221 bye\r\n");
+                return;
+            }
+            _ => b"250 ok\r\n",
+        };
+        let _ = w.write_all(reply);
+        line.clear();
+    }
+}
+
+/// The message up to the line holding only a dot.
+fn body(r: &mut BufReader<TcpStream>) -> String {
+    let (mut text, mut line) = (String::new(), String::new());
+    while r.read_line(&mut line).unwrap_or(0) > 0 && line != ".\r\n" {
+        let l = line.strip_suffix("\r\n").unwrap_or(&line);
+        text.push_str(l.strip_prefix('.').unwrap_or(l));
+        text.push('\n');
+        line.clear();
+    }
+    text
 }
 
 fn write_lines(root: &Path, rel: &str, text: &str) {
@@ -73,10 +128,16 @@ fn inject(root: &Path, s: &Scenario, sender: &str, rcpts: &[String]) {
 fn play(s: &Scenario) -> Vec<String> {
     let root = common::installation(MTA, &["fred", "joe", "john"]);
     let r = root.path().to_path_buf();
-    for (name, text) in &s.controls {
+    let relayed = Arc::new(Mutex::new(Vec::new()));
+    let route = match s.needs_relay() {
+        true => format!("[127.0.0.1]:{}", relay(relayed.clone())),
+        false => String::new(),
+    };
+    let (controls, files) = s.with_relay(&route);
+    for (name, text) in &controls {
         write_lines(&r, &format!("control/{name}"), text);
     }
-    for (path, text) in &s.files {
+    for (path, text) in &files {
         write_lines(&r, path, text);
     }
     for i in &s.injects {
@@ -86,7 +147,11 @@ fn play(s: &Scenario) -> Vec<String> {
     common::eventually(&format!("{}: the queue empties", s.name), 60, || {
         queued(&r) == 0
     });
-    let host = Real { root: r, log };
+    let host = Real {
+        root: r,
+        log,
+        relayed,
+    };
     let bad = pic::check(s, &host);
     drop(srv);
     bad

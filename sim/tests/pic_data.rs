@@ -4,23 +4,32 @@
 //! runner. `mta/tests/pic_real.rs` runs the same scenarios against the real binary.
 //! `PIC_BLESS=1` writes what each `expect equals` file would have to hold, for review.
 
-use conformance::pic::{self, Host, Scenario};
+use std::sync::{Arc, Mutex};
+
+use conformance::pic::{self, Host, Scenario, RELAYED};
 use mta::inject::{run, Invocation};
 use sim::deliver::{image, root, Run, World};
+use sim::fs::{Faults, Persist};
+use sim::remote_world::{run_world, Peer, PeerLog};
 
 const DAY: u64 = 86_400;
 
-struct Sim<'a> {
-    w: &'a World,
-    run: Run,
+/// The disk after the run, its log lines, and what the relay took (if the world had one).
+struct Sim {
+    w: World,
+    lines: Vec<String>,
+    relayed: Vec<String>,
 }
 
-impl Host for Sim<'_> {
+impl Host for Sim {
     fn read(&self, path: &str) -> Option<String> {
-        self.w.read(path)
+        match path {
+            RELAYED => Some(self.relayed.concat()),
+            _ => self.w.read(path),
+        }
     }
     fn log(&self) -> Vec<String> {
-        self.run.log()
+        self.lines.clone()
     }
     fn queued(&self) -> usize {
         self.w.queued().unwrap_or(usize::MAX)
@@ -32,7 +41,9 @@ fn refs(v: &[(String, String)]) -> Vec<(&str, &str)> {
 }
 
 fn play(s: &Scenario) -> Vec<String> {
-    let w = World::new(image(&refs(&s.controls), &refs(&s.files)), 1);
+    // The relay host of the simulated network, by the name its DNS gives it.
+    let (controls, files) = s.with_relay("bigbang.af.mil");
+    let w = World::new(image(&refs(&controls), &refs(&files)), 1);
     for i in &s.injects {
         let inv = Invocation {
             sender: Some(i.sender.clone()),
@@ -45,9 +56,15 @@ fn play(s: &Scenario) -> Vec<String> {
         };
         run(&w.env, &root(), &inv).unwrap_or_else(|f| panic!("{}: inject: {f:?}", s.name));
     }
-    let host = Sim {
-        w: &w,
-        run: w.run(DAY),
+    let host = if s.needs_relay() {
+        with_relay(&w)
+    } else {
+        let r: Run = w.run(DAY);
+        Sim {
+            lines: r.log(),
+            relayed: Vec::new(),
+            w,
+        }
     };
     if std::env::var_os("PIC_BLESS").is_some() {
         bless(s, &host);
@@ -55,8 +72,31 @@ fn play(s: &Scenario) -> Vec<String> {
     pic::check(s, &host)
 }
 
+/// The installation in a networked world with a relay that accepts everything.
+fn with_relay(w: &World) -> Sim {
+    let relay = Arc::new(Mutex::new(PeerLog::default()));
+    let img = w.env.sim_fs().crash_image(&Persist::All);
+    let peers = vec![Peer::Accept];
+    let r = run_world(
+        img,
+        peers,
+        Some(relay.clone()),
+        Faults::default(),
+        Persist::Synced,
+        120,
+        1,
+    );
+    let lines = r.lines.lock().unwrap().clone();
+    let relayed = relay.lock().unwrap().accepted.clone();
+    Sim {
+        w: r.world(),
+        lines,
+        relayed,
+    }
+}
+
 /// Write each `expect equals` file as this run produced it (reviewed before committing).
-fn bless(s: &Scenario, host: &Sim<'_>) {
+fn bless(s: &Scenario, host: &Sim) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../fixtures/pic")
         .join(&s.name);
