@@ -77,6 +77,8 @@ pub enum StartError {
     Signals(std::io::Error),
     #[error("the queue manager stopped unexpectedly")]
     QueueStopped,
+    #[error("cannot start the queue manager's threads: {0}")]
+    Worker(std::io::Error),
     #[error("cannot give up root: {0}")]
     Privileges(String),
     #[error("the local delivery helper stopped unexpectedly")]
@@ -329,7 +331,7 @@ fn start_queue<E: Env>(
         drop(ready);
         m.run(inbox).await;
     });
-    Ok((handle, done))
+    Ok((handle, done.map_err(StartError::Worker)?))
 }
 
 /// How long a failed recovery waits before it tries again.

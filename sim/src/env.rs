@@ -337,13 +337,13 @@ impl Env for SimEnv {
         &self,
         _threads: usize,
         f: F,
-    ) -> impl std::future::Future<Output = Option<T>> + Send + use<T, F>
+    ) -> io::Result<impl std::future::Future<Output = Option<T>> + Send + use<T, F>>
     where
         T: Send + 'static,
         F: std::future::Future<Output = T> + Send + 'static,
     {
         let h = tokio::spawn(f);
-        async move { h.await.ok() }
+        Ok(async move { h.await.ok() })
     }
 }
 

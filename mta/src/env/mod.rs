@@ -86,12 +86,14 @@ pub trait Env: Clone + Send + Sync + 'static {
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static;
     /// Run `f` to completion where it may block in fsync without stalling the network side
-    /// (a runtime of `threads` threads of its own on a real host). `None` if it panicked.
+    /// (a runtime of `threads` threads of its own on a real host). The runtime is made before
+    /// this returns (out of descriptors: an error now, not a worker that never runs); the
+    /// future gives `None` if `f` panicked.
     fn spawn_worker<T, F>(
         &self,
         threads: usize,
         f: F,
-    ) -> impl Future<Output = Option<T>> + Send + use<Self, T, F>
+    ) -> io::Result<impl Future<Output = Option<T>> + Send + use<Self, T, F>>
     where
         T: Send + 'static,
         F: Future<Output = T> + Send + 'static;

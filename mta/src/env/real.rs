@@ -190,28 +190,23 @@ impl Env for RealEnv {
         &self,
         threads: usize,
         f: F,
-    ) -> impl std::future::Future<Output = Option<T>> + Send + use<T, F>
+    ) -> io::Result<impl std::future::Future<Output = Option<T>> + Send + use<T, F>>
     where
         T: Send + 'static,
         F: std::future::Future<Output = T> + Send + 'static,
     {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            .thread_name("mta-send")
+            .enable_all()
+            .build()?;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let started = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("mta-send".into())
             .spawn(move || {
-                let rt = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(threads.max(1))
-                    .thread_name("mta-send")
-                    .enable_all()
-                    .build();
-                if let Ok(rt) = rt {
-                    let _ = tx.send(rt.block_on(f));
-                }
-            });
-        async move {
-            started.ok()?;
-            rx.await.ok()
-        }
+                let _ = tx.send(rt.block_on(f));
+            })?;
+        Ok(async move { rx.await.ok() })
     }
 }
 
