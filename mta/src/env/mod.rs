@@ -211,14 +211,15 @@ pub trait Fs: Send + Sync + 'static {
     fn create_new(&self, path: &Path) -> io::Result<Self::File>;
     /// Open an existing file for reading and writing.
     fn open_rw(&self, path: &Path) -> io::Result<Self::File>;
-    /// Open an existing file for reading, never through a symbolic link, with what the open
-    /// file is (not what the name was a moment before): for a privileged process reading a
-    /// file an unprivileged one names. A file system with symbolic links must override this.
-    fn open_read(&self, path: &Path) -> io::Result<(Self::File, Metadata)> {
-        let f = self.open_rw(path)?;
-        Ok((f, self.metadata(path)?))
+    /// Open `name` in directory `dir` for reading, for a privileged process reading a file an
+    /// unprivileged one names: neither `dir` nor `name` may be a symbolic link, only a regular
+    /// file opens (never blocking on a FIFO), and it must be on `dir`'s device. Returns what
+    /// the open file and the open directory are (not what their names were a moment before).
+    /// A file system with symbolic links or special files must override this.
+    fn open_read_in(&self, dir: &Path, name: &str) -> io::Result<(Self::File, Metadata, Metadata)> {
+        let f = self.open_rw(&dir.join(name))?;
+        Ok((f, self.metadata(&dir.join(name))?, self.metadata(dir)?))
     }
-    /// Read a whole file.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
     /// Create a directory; fails with `AlreadyExists` if it exists.
     fn mkdir(&self, path: &Path) -> io::Result<()>;

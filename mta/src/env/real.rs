@@ -258,13 +258,31 @@ impl Fs for RealFs {
             .open(path)
             .map(RealFile)
     }
-    fn open_read(&self, path: &Path) -> io::Result<(RealFile, Metadata)> {
-        let f = OpenOptions::new()
+    fn open_read_in(&self, dir: &Path, name: &str) -> io::Result<(RealFile, Metadata, Metadata)> {
+        use nix::fcntl::{openat, OFlag};
+        use std::os::fd::AsFd;
+        let refuse =
+            |why: &str| io::Error::new(io::ErrorKind::PermissionDenied, format!("{name}: {why}"));
+        let d = OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)?;
-        let meta = meta(&f.metadata()?)?;
-        Ok((RealFile(f), meta))
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(dir)?;
+        let dm = d.metadata()?;
+        let flags = OFlag::O_RDONLY
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_NONBLOCK
+            | OFlag::O_NOCTTY
+            | OFlag::O_CLOEXEC;
+        let fd = openat(d.as_fd(), name, flags, nix::sys::stat::Mode::empty())?;
+        let f = File::from(fd);
+        let m = f.metadata()?;
+        if !m.is_file() {
+            return Err(refuse("not a regular file"));
+        }
+        if m.dev() != dm.dev() {
+            return Err(refuse("not on the directory's device"));
+        }
+        Ok((RealFile(f), meta(&m)?, meta(&dm)?))
     }
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
         std::fs::read(path)

@@ -31,9 +31,9 @@ impl BodyRef {
     }
 
     /// Open for the root delivery helper, which is told where the message is by the
-    /// unprivileged queue manager: only a segment file directly in `log_dir`, never through a
-    /// symbolic link, and only a file owned by whoever owns `log_dir` (the queue user), so
-    /// the pointer cannot make root read anything else.
+    /// unprivileged queue manager: only a regular segment file directly in `log_dir` (itself
+    /// no symbolic link), never through a symbolic link, and only one owned by whoever owns
+    /// `log_dir` (the queue user): the pointer cannot make root read anything else.
     pub fn open_in<F: Fs>(&self, fs: &F, log_dir: &Path) -> io::Result<Body<F::File>> {
         let refused = || {
             io::Error::new(
@@ -42,12 +42,16 @@ impl BodyRef {
             )
         };
         let name = self.path.file_name().and_then(|n| n.to_str());
-        if self.path.parent() != Some(log_dir) || name.and_then(super::log::Seg::parse).is_none() {
-            return Err(refused());
-        }
-        let owner = fs.metadata(log_dir)?.uid;
-        let (file, m) = fs.open_read(&self.path)?;
-        if m.is_dir || m.uid != owner {
+        let name = match name {
+            Some(n)
+                if self.path.parent() == Some(log_dir) && super::log::Seg::parse(n).is_some() =>
+            {
+                n
+            }
+            _ => return Err(refused()),
+        };
+        let (file, m, dir) = fs.open_read_in(log_dir, name)?;
+        if m.is_dir || m.uid != dir.uid {
             return Err(refused());
         }
         Ok(Body {
@@ -146,5 +150,69 @@ impl<T: FsFile> Body<T> {
     /// The whole message in memory (for what must hold it: a forward's new queue record).
     pub fn read_all(&mut self) -> io::Result<Vec<u8>> {
         self.prefix(self.len as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::env::real::RealFs;
+    use std::os::unix::fs::symlink;
+
+    const SEG: &str = "0000000000000001.0000abcd";
+
+    fn body_ref(dir: &Path) -> BodyRef {
+        BodyRef {
+            path: dir.join(SEG),
+            offset: 0,
+            len: 5,
+        }
+    }
+
+    #[test]
+    fn the_helper_opens_only_regular_segment_files_of_the_real_log_directory() {
+        let t = tempfile::tempdir().unwrap();
+        let log = t.path().join("log");
+        std::fs::create_dir(&log).unwrap();
+        std::fs::write(log.join(SEG), "hello").unwrap();
+        let mut b = body_ref(&log).open_in(&RealFs, &log).unwrap();
+        assert_eq!(b.read_all().unwrap(), b"hello");
+        // Not a segment name, or not directly in the log directory.
+        let mut other = body_ref(&log);
+        other.path = log.join("passwd");
+        assert!(other.open_in(&RealFs, &log).is_err());
+        other.path = t.path().join(SEG);
+        assert!(other.open_in(&RealFs, &log).is_err());
+        // A FIFO named like a segment is refused at once (no blocking open).
+        std::fs::remove_file(log.join(SEG)).unwrap();
+        nix::unistd::mkfifo(
+            &log.join(SEG),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        assert!(body_ref(&log).open_in(&RealFs, &log).is_err());
+        // The log directory swapped for a symbolic link to another one.
+        let elsewhere = t.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::fs::write(elsewhere.join(SEG), "other").unwrap();
+        std::fs::remove_dir_all(&log).unwrap();
+        symlink(&elsewhere, &log).unwrap();
+        assert!(body_ref(&log).open_in(&RealFs, &log).is_err());
+    }
+
+    #[test]
+    fn a_segment_owned_by_someone_else_is_refused() {
+        if !nix::unistd::getuid().is_root() {
+            return; // only root can give a file away
+        }
+        let t = tempfile::tempdir().unwrap();
+        let log = t.path().join("log");
+        std::fs::create_dir(&log).unwrap();
+        std::fs::write(log.join(SEG), "secret").unwrap();
+        // As a hard link to a root-owned file would be, in a directory the queue user owns.
+        std::os::unix::fs::chown(&log, Some(4242), Some(4242)).unwrap();
+        assert!(body_ref(&log).open_in(&RealFs, &log).is_err());
+        std::os::unix::fs::chown(log.join(SEG), Some(4242), Some(4242)).unwrap();
+        assert!(body_ref(&log).open_in(&RealFs, &log).is_ok());
     }
 }
