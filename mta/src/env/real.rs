@@ -77,8 +77,9 @@ impl Env for RealEnv {
             .spawn()?;
         // Feed stdin while reading both output streams (a program filling one pipe while we
         // wait on another would hang), keeping only what the report can use of the output.
+        let pid = child.id();
         let (fed, mut out, err) = tokio::join!(
-            feed(child.stdin.take(), input),
+            feed(child.stdin.take(), input, pid),
             read_capped(child.stdout.take(), MAX_PROGRAM_OUTPUT),
             read_capped(child.stderr.take(), MAX_PROGRAM_OUTPUT)
         );
@@ -386,15 +387,27 @@ impl Udp for RealUdp {
 }
 
 /// Write `input` to a program's standard input, then close it. A program that stops reading
-/// (closes its end) just gets no more; a piece that cannot be read is an error.
+/// (closes its end) just gets no more. A piece that cannot be read is an error, and the
+/// program is killed before its input closes: it must never take a cut-short message for a
+/// whole one (and act on it, only to get the whole message again on the retry).
 async fn feed(
     stdin: Option<tokio::process::ChildStdin>,
     input: &mut dyn super::Input,
+    pid: Option<u32>,
 ) -> io::Result<()> {
     use tokio::io::AsyncWriteExt;
     let Some(mut s) = stdin else { return Ok(()) };
     loop {
-        let piece = input.next_piece()?;
+        let piece = match input.next_piece() {
+            Ok(p) => p,
+            Err(e) => {
+                if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+                    let pid = nix::unistd::Pid::from_raw(pid);
+                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                }
+                return Err(e);
+            }
+        };
         // A program may stop reading (exit early, ignore its input): not an error.
         if piece.is_empty() || s.write_all(&piece).await.is_err() {
             return Ok(());
@@ -455,4 +468,41 @@ where
         .enable_all()
         .build()?;
     Ok(rt.block_on(f(std::path::PathBuf::from("."))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::env::{Env, Input, Program};
+
+    /// One piece, then a read error (a lost sector under the message).
+    struct Broken(bool);
+
+    impl Input for Broken {
+        fn next_piece(&mut self) -> io::Result<Vec<u8>> {
+            if std::mem::replace(&mut self.0, true) {
+                return Err(io::Error::other("simulated read error"));
+            }
+            Ok(b"Subject: half\n\nfirst piece\n".to_vec())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_program_whose_input_cannot_be_read_is_killed_before_its_input_ends() {
+        let d = tempfile::tempdir().unwrap();
+        let p = Program {
+            // Acts only once its input is whole: that must never happen here.
+            command: "cat > got && touch whole".into(),
+            dir: d.path().to_path_buf(),
+            creds: None,
+            vars: Vec::new(),
+            fd3: None,
+        };
+        let r = RealEnv::new().run_program(p, &mut Broken(false)).await;
+        assert!(r.is_err(), "{r:?}");
+        assert!(
+            !d.path().join("whole").exists(),
+            "the program saw an end of input"
+        );
+    }
 }
