@@ -467,7 +467,15 @@ impl<E: Env> Queue<E> {
         let mut batch = Batch::default();
         for name in names {
             let p = todo.join(&name);
-            let buf = ctx(fs.read(&p), || format!("read {}", p.display()))?;
+            // One entry that cannot be read now (an I/O error, something that is not a file)
+            // must not hold up the others: it is tried again on the next pass.
+            let buf = match fs.read(&p) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!("todo/{name}: {e}; left for the next pass");
+                    continue;
+                }
+            };
             match record::decode_todo(&buf) {
                 Ok((envl, data)) => {
                     let (id, size) = (envl.id, data.len());

@@ -246,6 +246,24 @@ fn corrupt_todo_files_are_set_aside_not_deleted() {
 }
 
 #[test]
+fn an_unreadable_todo_entry_holds_up_neither_recovery_nor_the_others() {
+    let t = setup();
+    // Sorts first, and cannot be read (a directory): it stays for the next pass.
+    fs::create_dir(t.paths.todo().join("0.stray")).unwrap();
+    inject(
+        &t.env,
+        &t.paths,
+        &Config::default(),
+        &[msg("after it", &["fred"])],
+    )
+    .unwrap();
+    let (q, rec) = open(&t);
+    assert_eq!(rec.preprocessed, 1, "the injection behind it went through");
+    assert_eq!(q.messages().count(), 1);
+    assert_eq!(names(&t.paths.todo()), vec!["0.stray"]);
+}
+
+#[test]
 fn segments_roll_and_are_collected_when_dead() {
     let t = setup();
     let cfg = Config {
