@@ -283,7 +283,7 @@ fn start_queue<E: Env>(
     env: &E,
     opts: &Options,
     ipme: &Ipme,
-    lspawn: Option<Arc<Lspawn>>,
+    (lspawn, stop): (Option<Arc<Lspawn>>, watch::Receiver<bool>),
 ) -> Result<
     (
         QueueHandle,
@@ -305,9 +305,42 @@ fn start_queue<E: Env>(
     // filesystem groups them into shared journal commits) instead of queueing.
     let threads = (parts.send.concurrency_local + 1).clamp(2, 64);
     let (handle, inbox) = service::channel_early(Some(early(env, paths, queue_config(opts))));
-    let (env2, ready) = (env.clone(), handle.clone());
-    let done = env.spawn_worker(threads, async move {
-        let mut locked = locked;
+    let run = Recovering {
+        env: env.clone(),
+        locked,
+        rewrite,
+        parts,
+        lspawn,
+        ready: handle.clone(),
+        stop,
+    };
+    let done = env.spawn_worker(threads, run.run(inbox));
+    Ok((handle, done.map_err(StartError::Worker)?))
+}
+
+/// The queue manager's thread: recover the queue (trying again while it fails, unless the
+/// server is told to stop), then serve it.
+struct Recovering<E: Env> {
+    env: E,
+    locked: crate::queue::Locked<E>,
+    rewrite: Rewrite,
+    parts: ManagerParts<E>,
+    lspawn: Option<Arc<Lspawn>>,
+    ready: QueueHandle,
+    stop: watch::Receiver<bool>,
+}
+
+impl<E: Env> Recovering<E> {
+    async fn run(self, inbox: service::Inbox) {
+        let Recovering {
+            env,
+            mut locked,
+            rewrite,
+            parts,
+            lspawn,
+            ready,
+            mut stop,
+        } = self;
         // Mail keeps coming into todo/ meanwhile; an I/O error or a full disk here is
         // temporary, as it is for a running queue.
         let (queue, rec) = loop {
@@ -318,11 +351,14 @@ fn start_queue<E: Env>(
                         "queue recovery failed: {e}; trying again in {RECOVERY_RETRY:?}"
                     );
                     locked = again;
-                    env2.sleep(RECOVERY_RETRY).await;
                 }
             }
+            tokio::select! {
+                () = env.sleep(RECOVERY_RETRY) => {}
+                _ = stop.changed() => return,
+            }
         };
-        let mut m = parts.build(&env2, queue, rewrite);
+        let mut m = parts.build(&env, queue, rewrite);
         m.lspawn = lspawn;
         ready.set_ready();
         // Logged once the manager serves (its schedule built), not when the log is read.
@@ -330,8 +366,7 @@ fn start_queue<E: Env>(
         // The manager ends when every handle is gone: this one must not keep it alive.
         drop(ready);
         m.run(inbox).await;
-    });
-    Ok((handle, done.map_err(StartError::Worker)?))
+    }
 }
 
 /// How long a failed recovery waits before it tries again.
@@ -409,14 +444,19 @@ async fn serve<E: Env>(env: E, mut opts: Options) -> Result<(), StartError> {
     let (listeners, bound) = listen(&env, &opts).await?;
     let extra = bind_listeners(&env, &opts).await?;
     let helpers = give_up_root(&env, &opts)?;
-    let (handle, manager_done) = start_queue(&env, &opts, &ipme, helpers.lspawn.clone())?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (handle, manager_done) = start_queue(
+        &env,
+        &opts,
+        &ipme,
+        (helpers.lspawn.clone(), stop_rx.clone()),
+    )?;
     env.stdout(&format!("mta: listening on {}", bound.0));
     if let Some(b) = bound.1 {
         env.stdout(&format!("mta: listening for TLS on {b}"));
     }
     let (set_tx, set_rx) = watch::channel(Arc::new(settings.clone()));
     let (filter_tx, filter_rx) = watch::channel(filter_for(&settings));
-    let (stop_tx, stop_rx) = watch::channel(false);
     let others = crate::qmtpd::Server::new(
         env.clone(),
         opts.root.clone(),

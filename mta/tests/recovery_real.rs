@@ -8,7 +8,7 @@
 mod common;
 
 use std::io::Write;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 const MTA: &str = env!("CARGO_BIN_EXE_mta");
 
@@ -68,4 +68,27 @@ fn mail_is_taken_while_the_queue_recovers() {
     common::eventually("the queue manager logs the delivery", 10, || {
         common::log_has(&log, "delivery 1: success")
     });
+}
+
+#[test]
+fn a_server_whose_recovery_keeps_failing_still_stops_when_told() {
+    let root = common::installation(MTA, &["fred"]);
+    let r = root.path().to_path_buf();
+    // The log cannot be listed (the server is not root when it recovers): recovery fails
+    // and is tried again every few seconds, while the server listens.
+    let log_dir = r.join("queue/log");
+    std::fs::set_permissions(&log_dir, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let (mut child, _) = common::spawn_with(MTA, &r, &[], "info");
+    common::eventually("a failed recovery is logged", 30, || {
+        common::log_has(&r.join("stderr"), "queue recovery failed")
+    });
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let mut status = None;
+    common::eventually("the server exits after SIGTERM", 30, || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    assert_eq!(status.unwrap().code(), Some(0), "a clean stop");
+    std::fs::set_permissions(&log_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
 }
