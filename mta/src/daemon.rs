@@ -228,6 +228,28 @@ struct Helpers {
     pop3: Option<Arc<crate::pop3d::helper::Client>>,
 }
 
+impl Helpers {
+    /// Resolves when a root helper has gone away, with the error to stop with.
+    async fn gone(&self) -> StartError {
+        let lspawn = async {
+            match &self.lspawn {
+                Some(l) => l.closed().await,
+                None => std::future::pending().await,
+            }
+        };
+        let pop3 = async {
+            match &self.pop3 {
+                Some(h) => h.closed().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = lspawn => StartError::HelperStopped,
+            () = pop3 => StartError::Pop3HelperStopped,
+        }
+    }
+}
+
 /// Started as root with `control/queueuser` naming an account: start the local-delivery
 /// helper and, with a POP3 listener, the POP3 helper (the only parts that keep root), then
 /// become that account for good, so the SMTP, POP3, QMTP and QMQP servers, the queue
@@ -475,26 +497,13 @@ async fn serve<E: Env>(env: E, mut opts: Options) -> Result<(), StartError> {
         let _ = set_tx.send(Arc::new(s));
     };
     let mut manager_done = std::pin::pin!(manager_done);
-    let helper_gone = async {
-        match &helpers.lspawn {
-            Some(l) => l.closed().await,
-            None => std::future::pending().await,
-        }
-    };
-    let pop3_helper_gone = async {
-        match &helpers.pop3 {
-            Some(h) => h.closed().await,
-            None => std::future::pending().await,
-        }
-    };
     let crashed = tokio::select! {
         () = on_signals(&env, &opts, signals, &handle, &ipme, reload) => None,
         // Only a panic ends the queue manager while handles exist.
         _ = &mut manager_done => Some(StartError::QueueStopped),
-        // Local mail would only defer: exit, for the supervisor to start both again.
-        () = helper_gone => Some(StartError::HelperStopped),
-        // Logins would only fail: the same.
-        () = pop3_helper_gone => Some(StartError::Pop3HelperStopped),
+        // Local mail would only defer, logins only fail: exit, for the supervisor to
+        // start everything again.
+        e = helpers.gone() => Some(e),
     };
     let _ = stop_tx.send(true);
     let _ = server.await;

@@ -170,15 +170,7 @@ fn main() -> ExitCode {
             print_violations(&r, cli.seed, &scenario);
             exit(r.violations.is_empty())
         }
-        Some(Cmd::FsyncAudit) => {
-            let rows = campaign::fsync_audit(cli.seed);
-            for (p, caught, states) in &rows {
-                println!(
-                    "{p:?}: {caught} of {states} crash states lose or corrupt mail without it"
-                );
-            }
-            exit(rows.iter().all(|r| r.1 > 0))
-        }
+        Some(Cmd::FsyncAudit) => cmd_fsync_audit(cli.seed),
         Some(Cmd::CrashMidReceive { messages, spool }) => {
             let threshold = if spool {
                 64
@@ -227,6 +219,15 @@ fn main() -> ExitCode {
         }) => cmd_shrink(seed, profile, canary),
         None => campaign(&cli.report, cli.seed),
     }
+}
+
+/// `mta-sim fsync-audit`: each fsync of the queue switched off in turn must be caught.
+fn cmd_fsync_audit(seed: u64) -> ExitCode {
+    let rows = campaign::fsync_audit(seed);
+    for (p, caught, states) in &rows {
+        println!("{p:?}: {caught} of {states} crash states lose or corrupt mail without it");
+    }
+    exit(rows.iter().all(|r| r.1 > 0))
 }
 
 /// `mta-sim swarm`: run seeds (one shard of them), print failures and totals.
