@@ -297,15 +297,13 @@ fn give_up_root<E: Env>(env: &E, opts: &Options) -> Result<Helpers, StartError> 
     })
 }
 
-/// Take the queue's lock, then recover it and run the queue manager where its fsyncs may
-/// block. Listening starts before the recovery ends: until the manager serves, messages go
-/// straight into `todo/` (as `mta inject` does), so a large queue does not keep a restarted
-/// server from taking mail.
+/// Recover the queue, then start the queue manager where its fsyncs may block. The server
+/// listens only after this: a queue that cannot be recovered stops the start (exit 111).
 fn start_queue<E: Env>(
     env: &E,
     opts: &Options,
     ipme: &Ipme,
-    (lspawn, stop): (Option<Arc<Lspawn>>, watch::Receiver<bool>),
+    lspawn: Option<Arc<Lspawn>>,
 ) -> Result<
     (
         QueueHandle,
@@ -316,101 +314,21 @@ fn start_queue<E: Env>(
     let rewrite = Rewrite::load(&ControlDir::new(env.fs(), &opts.root))
         .map_err(|e| StartError::Controls(e.to_string()))?;
     let paths = Paths::new(opts.root.join("queue"));
-    let locked = match Queue::lock(env.clone(), paths.clone(), queue_config(opts)) {
-        Ok(l) => l,
+    let (queue, rec) = match Queue::open(env.clone(), paths.clone(), queue_config(opts), &rewrite) {
+        Ok(q) => q,
         Err(QueueError::Locked) => return Err(StartError::Locked(opts.root.clone())),
         Err(e) => return Err(StartError::Queue(e)),
     };
     write_pid(env, &paths);
-    let parts = manager_parts(env, opts, ipme)?;
+    let mut m = manager_parts(env, opts, ipme)?.build(env, queue, rewrite);
+    m.lspawn = lspawn;
+    tracing::info!(?rec, "queue recovered");
     // One thread per concurrent local delivery plus one, so their fsyncs overlap (the
     // filesystem groups them into shared journal commits) instead of queueing.
-    let threads = (parts.send.concurrency_local + 1).clamp(2, 64);
-    let (handle, inbox) = service::channel_early(Some(early(env, paths, queue_config(opts))));
-    let run = Recovering {
-        env: env.clone(),
-        locked,
-        rewrite,
-        parts,
-        lspawn,
-        ready: handle.clone(),
-        stop,
-    };
-    let done = env.spawn_worker(threads, run.run(inbox));
+    let threads = (m.settings().concurrency_local + 1).clamp(2, 64);
+    let (handle, inbox) = service::channel();
+    let done = env.spawn_worker(threads, async move { m.run(inbox).await });
     Ok((handle, done.map_err(StartError::Worker)?))
-}
-
-/// The queue manager's thread: recover the queue (trying again while it fails, unless the
-/// server is told to stop), then serve it.
-struct Recovering<E: Env> {
-    env: E,
-    locked: crate::queue::Locked<E>,
-    rewrite: Rewrite,
-    parts: ManagerParts<E>,
-    lspawn: Option<Arc<Lspawn>>,
-    ready: QueueHandle,
-    stop: watch::Receiver<bool>,
-}
-
-impl<E: Env> Recovering<E> {
-    async fn run(self, inbox: service::Inbox) {
-        let Recovering {
-            env,
-            mut locked,
-            rewrite,
-            parts,
-            lspawn,
-            ready,
-            mut stop,
-        } = self;
-        // Mail keeps coming into todo/ meanwhile; an I/O error or a full disk here is
-        // temporary, as it is for a running queue.
-        let (queue, rec) = loop {
-            match locked.recover(&rewrite) {
-                Ok(q) => break q,
-                Err((e, again)) => {
-                    tracing::error!(
-                        "queue recovery failed: {e}; trying again in {RECOVERY_RETRY:?}"
-                    );
-                    locked = again;
-                }
-            }
-            tokio::select! {
-                () = env.sleep(RECOVERY_RETRY) => {}
-                _ = stop.changed() => return,
-            }
-        };
-        let mut m = parts.build(&env, queue, rewrite);
-        m.lspawn = lspawn;
-        ready.set_ready();
-        // Logged once the manager serves (its schedule built), not when the log is read.
-        tracing::info!(?rec, "queue recovered");
-        // The manager ends when every handle is gone: this one must not keep it alive.
-        drop(ready);
-        m.run(inbox).await;
-    }
-}
-
-/// How long a failed recovery waits before it tries again.
-const RECOVERY_RETRY: Duration = Duration::from_secs(5);
-
-/// Messages taken while the queue is recovering go into `todo/`, each durable before it is
-/// acknowledged, off the threads serving sessions.
-fn early<E: Env>(env: &E, paths: Paths, cfg: Config) -> service::Early {
-    let env = env.clone();
-    Arc::new(move |m| {
-        let (env, paths, cfg) = (env.clone(), paths.clone(), cfg);
-        Box::pin(async move {
-            let e2 = env.clone();
-            let r = env
-                .blocking(move || crate::queue::inject(&e2, &paths, &cfg, std::slice::from_ref(&m)))
-                .await;
-            match r {
-                Ok(ids) => Ok(ids[0]),
-                Err(e) => Err(service::Refusal::from(&e)),
-            }
-        })
-    })
 }
 
 /// `mta queue flush` finds the queue manager through the pid in the lock file.
@@ -466,13 +384,8 @@ async fn serve<E: Env>(env: E, mut opts: Options) -> Result<(), StartError> {
     let (listeners, bound) = listen(&env, &opts).await?;
     let extra = bind_listeners(&env, &opts).await?;
     let helpers = give_up_root(&env, &opts)?;
+    let (handle, manager_done) = start_queue(&env, &opts, &ipme, helpers.lspawn.clone())?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (handle, manager_done) = start_queue(
-        &env,
-        &opts,
-        &ipme,
-        (helpers.lspawn.clone(), stop_rx.clone()),
-    )?;
     env.stdout(&format!("mta: listening on {}", bound.0));
     if let Some(b) = bound.1 {
         env.stdout(&format!("mta: listening for TLS on {b}"));

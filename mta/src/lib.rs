@@ -13,6 +13,7 @@ pub mod date;
 pub mod dns;
 pub mod env;
 pub mod fuzz;
+mod helperframe;
 pub mod init;
 pub mod inject;
 pub mod ipme;

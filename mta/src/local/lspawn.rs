@@ -16,11 +16,12 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncRead;
 use tokio::sync::{oneshot, Notify};
 
 use super::{Delivery, LocalConfig, Outcome};
 use crate::env::{Env, HelperPipe};
+use crate::helperframe::{bad, send, Dec, Enc, Writer};
 use crate::queue::{BodyRef, MsgId};
 
 /// The largest frame either side accepts (an outcome with a forward's message).
@@ -30,72 +31,9 @@ const DELIVER: u8 = 1;
 const RELOAD: u8 = 2;
 const OUTCOME: u8 = 3;
 
-#[derive(Default)]
-struct Enc(Vec<u8>);
-
-impl Enc {
-    fn new(kind: u8) -> Self {
-        Enc(vec![0, 0, 0, 0, kind])
-    }
-    fn u64(&mut self, v: u64) -> &mut Self {
-        self.0.extend_from_slice(&v.to_le_bytes());
-        self
-    }
-    fn bytes(&mut self, b: &[u8]) -> &mut Self {
-        self.0.extend_from_slice(&(b.len() as u32).to_le_bytes());
-        self.0.extend_from_slice(b);
-        self
-    }
-    fn done(mut self) -> Vec<u8> {
-        let len = (self.0.len() - 4) as u32;
-        self.0[..4].copy_from_slice(&len.to_le_bytes());
-        self.0
-    }
-}
-
-struct Dec<'a>(&'a [u8]);
-
-fn bad(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("lspawn: bad {what}"))
-}
-
-impl<'a> Dec<'a> {
-    fn take(&mut self, n: usize) -> io::Result<&'a [u8]> {
-        if self.0.len() < n {
-            return Err(bad("frame"));
-        }
-        let (a, b) = self.0.split_at(n);
-        self.0 = b;
-        Ok(a)
-    }
-    fn u64(&mut self) -> io::Result<u64> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
-    }
-    fn bytes(&mut self) -> io::Result<&'a [u8]> {
-        let n = u32::from_le_bytes(self.take(4)?.try_into().expect("4")) as usize;
-        self.take(n)
-    }
-    fn text(&mut self) -> io::Result<String> {
-        String::from_utf8(self.bytes()?.to_vec()).map_err(|_| bad("text"))
-    }
-}
-
-/// Read one frame: its kind and fields. `None` at a clean end of the pipe.
+/// Read one frame (see [`crate::helperframe`]).
 async fn read_frame(r: &mut (dyn AsyncRead + Send + Unpin)) -> io::Result<Option<(u8, Vec<u8>)>> {
-    let mut len = [0u8; 4];
-    match r.read_exact(&mut len).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
-    }
-    let len = u32::from_le_bytes(len) as usize;
-    if len == 0 || len > MAX_FRAME {
-        return Err(bad("frame length"));
-    }
-    let mut buf = vec![0u8; len];
-    r.read_exact(&mut buf).await?;
-    let kind = buf.remove(0);
-    Ok(Some((kind, buf)))
+    crate::helperframe::read_frame(r, MAX_FRAME).await
 }
 
 fn encode_delivery(id: u64, d: &Delivery) -> Vec<u8> {
@@ -183,14 +121,6 @@ fn decode_outcome(f: &[u8]) -> io::Result<(u64, Outcome)> {
         _ => return Err(bad("outcome")),
     };
     Ok((id, o))
-}
-
-type Writer = Arc<tokio::sync::Mutex<Box<dyn AsyncWrite + Send + Unpin>>>;
-
-async fn send(w: &Writer, frame: &[u8]) -> io::Result<()> {
-    let mut w = w.lock().await;
-    w.write_all(frame).await?;
-    w.flush().await
 }
 
 /// The helper: deliver what the pipe asks for until it closes, then finish what runs.

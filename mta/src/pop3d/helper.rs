@@ -19,12 +19,13 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncRead;
 use tokio::sync::oneshot;
 
 use super::login::{login, LoginConfig};
 use super::maildrop::Maildrop;
 use crate::env::{Env, HelperPipe};
+use crate::helperframe::{bad, send, Dec, Enc, Writer};
 use crate::pop3::mailbox::Msg;
 use crate::pop3::session::{Credentials, Login};
 
@@ -37,93 +38,27 @@ const UPDATE: u8 = 3;
 const CLOSE: u8 = 4;
 const ANSWER: u8 = 5;
 
-fn bad(what: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!("pop3 helper: bad {what}"),
-    )
+/// A frame of `kind` about request `id`.
+fn enc(kind: u8, id: u64) -> Enc {
+    let mut e = Enc::new(kind);
+    e.u64(id);
+    e
 }
 
-struct Enc(Vec<u8>);
-
-impl Enc {
-    fn new(kind: u8, id: u64) -> Self {
-        let mut e = Enc(vec![0, 0, 0, 0, kind]);
-        e.u64(id);
-        e
-    }
-    fn u64(&mut self, v: u64) -> &mut Self {
-        self.0.extend_from_slice(&v.to_le_bytes());
-        self
-    }
-    fn bytes(&mut self, b: &[u8]) -> &mut Self {
-        self.0.extend_from_slice(&(b.len() as u32).to_le_bytes());
-        self.0.extend_from_slice(b);
-        self
-    }
-    fn done(mut self) -> Vec<u8> {
-        let len = (self.0.len() - 4) as u32;
-        self.0[..4].copy_from_slice(&len.to_le_bytes());
-        self.0
-    }
-}
-
-struct Dec<'a>(&'a [u8]);
-
-impl<'a> Dec<'a> {
-    fn take(&mut self, n: usize) -> io::Result<&'a [u8]> {
-        if self.0.len() < n {
-            return Err(bad("frame"));
-        }
-        let (a, b) = self.0.split_at(n);
-        self.0 = b;
-        Ok(a)
-    }
-    fn u64(&mut self) -> io::Result<u64> {
-        let b: [u8; 8] = self.take(8)?.try_into().map_err(|_| bad("number"))?;
-        Ok(u64::from_le_bytes(b))
-    }
-    fn bytes(&mut self) -> io::Result<&'a [u8]> {
-        let b: [u8; 4] = self.take(4)?.try_into().map_err(|_| bad("length"))?;
-        self.take(u32::from_le_bytes(b) as usize)
-    }
-    fn text(&mut self) -> io::Result<String> {
-        String::from_utf8(self.bytes()?.to_vec()).map_err(|_| bad("text"))
-    }
-}
-
-/// One frame: kind, id and the rest. `None` at a clean end of the pipe.
+/// One frame (see [`crate::helperframe`]): kind, id and the rest. `None` at a clean end.
 async fn read_frame(
     r: &mut (dyn AsyncRead + Send + Unpin),
 ) -> io::Result<Option<(u8, u64, Vec<u8>)>> {
-    let mut len = [0u8; 4];
-    match r.read_exact(&mut len).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
-    }
-    let len = u32::from_le_bytes(len) as usize;
-    if !(9..=MAX_FRAME).contains(&len) {
-        return Err(bad("frame length"));
-    }
-    let mut buf = vec![0u8; len];
-    r.read_exact(&mut buf).await?;
-    let id = Dec(&buf[1..9]).u64()?;
-    let kind = buf[0];
-    buf.drain(..9);
+    let Some((kind, mut buf)) = crate::helperframe::read_frame(r, MAX_FRAME).await? else {
+        return Ok(None);
+    };
+    let id = Dec(&buf).u64()?;
+    buf.drain(..8);
     Ok(Some((kind, id, buf)))
 }
 
-type Writer = Arc<tokio::sync::Mutex<Box<dyn AsyncWrite + Send + Unpin>>>;
-
-async fn send(w: &Writer, frame: &[u8]) -> io::Result<()> {
-    let mut w = w.lock().await;
-    w.write_all(frame).await?;
-    w.flush().await
-}
-
 fn encode_login(c: &Credentials, peer: SocketAddr) -> Enc {
-    let mut e = Enc::new(LOGIN, 0);
+    let mut e = enc(LOGIN, 0);
     e.bytes(c.user.as_bytes()).bytes(c.secret.as_bytes());
     e.bytes(c.timestamp.as_bytes())
         .bytes(peer.to_string().as_bytes());
@@ -142,7 +77,7 @@ fn decode_login(f: &[u8]) -> io::Result<(Credentials, SocketAddr)> {
 }
 
 fn encode_login_answer(id: u64, l: &Login) -> Vec<u8> {
-    let mut e = Enc::new(ANSWER, id);
+    let mut e = enc(ANSWER, id);
     match l {
         Login::Ok(msgs) => {
             e.u64(0).u64(msgs.len() as u64);
@@ -182,7 +117,7 @@ fn decode_login_answer(f: &[u8]) -> io::Result<Login> {
 
 /// An answer carrying bytes or an error's text.
 fn encode_result(id: u64, r: io::Result<Vec<u8>>) -> Vec<u8> {
-    let mut e = Enc::new(ANSWER, id);
+    let mut e = enc(ANSWER, id);
     match r {
         Ok(b) => e.u64(0).bytes(&b),
         Err(err) => e.u64(1).bytes(err.to_string().as_bytes()),
@@ -340,7 +275,7 @@ impl Client {
     /// Send a request (its id filled in here), wait for its answer's fields.
     async fn call(&self, mut frame: Enc) -> io::Result<(u64, Vec<u8>)> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        frame.0[5..13].copy_from_slice(&id.to_le_bytes());
+        frame.set_first_u64(id);
         let (tx, rx) = oneshot::channel();
         self.pending().insert(id, tx);
         if self.gone.load(Ordering::SeqCst) || send(&self.to, &frame.done()).await.is_err() {
@@ -368,14 +303,14 @@ impl Client {
 
     /// A piece of a message of session `s` from `offset`.
     pub async fn read(&self, s: u64, path: &str, offset: u64) -> io::Result<Vec<u8>> {
-        let mut e = Enc::new(READ, 0);
+        let mut e = enc(READ, 0);
         e.u64(s).bytes(path.as_bytes()).u64(offset);
         decode_result(&self.call(e).await?.1)
     }
 
     /// Session `s`'s deletions.
     pub async fn update(&self, s: u64, gone: &[String]) -> io::Result<()> {
-        let mut e = Enc::new(UPDATE, 0);
+        let mut e = enc(UPDATE, 0);
         e.u64(s).u64(gone.len() as u64);
         for p in gone {
             e.bytes(p.as_bytes());
@@ -385,7 +320,7 @@ impl Client {
 
     /// Session `s` is over: its worker ends.
     pub async fn close(&self, s: u64) {
-        let _ = send(&self.to, &Enc::new(CLOSE, s).done()).await;
+        let _ = send(&self.to, &enc(CLOSE, s).done()).await;
     }
 
     /// Resolves once the helper is gone.

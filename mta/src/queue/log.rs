@@ -402,6 +402,10 @@ impl<F: Fs> Log<F> {
                     // The planted bug trusts the cached file: it appends behind the batch.
                     self.head_len += buf.len() as u64;
                 } else {
+                    // Cut the batch from what readers see too: a recovery later in this boot
+                    // (the queue is reopened after an error) must not take records the disk
+                    // may not hold for recorded, and unlink the todo/ entries they replace.
+                    let _ = f.set_len(at);
                     self.head = None;
                 }
                 return ctx(Err(e), || format!("fsync log segment {seg}"));

@@ -353,6 +353,7 @@ impl<E: Env> Queue<E> {
             paths,
             cfg,
             lock,
+            todo_unsynced: Vec::new(),
         })
     }
 }
@@ -363,6 +364,9 @@ pub struct Locked<E: Env> {
     paths: Paths,
     cfg: Config,
     lock: <E::Fs as Fs>::Lock,
+    /// `todo/` removals a failed attempt could not make durable: the next attempt redoes
+    /// them before it trusts the directory (what a failed fsync dropped still looks done).
+    todo_unsynced: Vec<(String, MsgId)>,
 }
 
 impl<E: Env> Locked<E> {
@@ -378,18 +382,18 @@ impl<E: Env> Locked<E> {
             paths,
             cfg,
             lock,
+            todo_unsynced,
         } = self;
-        let back = |e, lock| {
+        let back = |e, lock, todo_unsynced| {
             let (env, paths) = (env.clone(), paths.clone());
-            (
-                e,
-                Locked {
-                    env,
-                    paths,
-                    cfg,
-                    lock,
-                },
-            )
+            let l = Locked {
+                env,
+                paths,
+                cfg,
+                lock,
+                todo_unsynced,
+            };
+            (e, l)
         };
         let mut rec = Recovery::default();
         let mut msgs = BTreeMap::new();
@@ -401,7 +405,7 @@ impl<E: Env> Locked<E> {
         });
         let log = match replayed {
             Ok(log) => log,
-            Err(e) => return Err(back(e, lock)),
+            Err(e) => return Err(back(e, lock, todo_unsynced)),
         };
         rec.torn_bytes_cut = log.stats().torn_bytes_cut;
         rec.damaged_bytes = log.stats().damaged_bytes;
@@ -413,7 +417,7 @@ impl<E: Env> Locked<E> {
             msgs,
             refs,
             fresh: Vec::new(),
-            todo_unsynced: Vec::new(),
+            todo_unsynced,
             _lock: lock,
         };
         let mut tidy = || -> Result<(), QueueError> {
@@ -426,7 +430,7 @@ impl<E: Env> Locked<E> {
                 rec.messages = q.msgs.len();
                 Ok((q, rec))
             }
-            Err(e) => Err(back(e, q._lock)),
+            Err(e) => Err(back(e, q._lock, q.todo_unsynced)),
         }
     }
 }

@@ -2,11 +2,6 @@
 //! requests from many sessions through these handles, draining whatever is waiting into one
 //! durable append (group commit).
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-
 use tokio::sync::{mpsc, oneshot};
 
 use super::{MsgId, NewMessage, QueueError};
@@ -51,43 +46,15 @@ pub(crate) enum Request {
     Reload,
 }
 
-/// Queues a message without the queue manager (into `todo/`, as `mta inject` does): the
-/// way in while the manager is still recovering a large queue, so a restart does not keep
-/// clients waiting (qmail-smtpd never waits for qmail-send either).
-pub type Early = Arc<
-    dyn Fn(NewMessage) -> Pin<Box<dyn Future<Output = Result<MsgId, Refusal>> + Send>>
-        + Send
-        + Sync,
->;
-
 /// A cheap, cloneable handle to the queue service.
 #[derive(Clone)]
 pub struct QueueHandle {
     tx: mpsc::Sender<Request>,
-    /// Set once the queue manager serves requests; until then `early` takes messages.
-    ready: Arc<AtomicBool>,
-    early: Option<Early>,
 }
 
 impl QueueHandle {
-    /// The queue manager has recovered the queue and serves requests from now on.
-    pub fn set_ready(&self) {
-        self.ready.store(true, Ordering::SeqCst);
-    }
-
-    /// Whether the queue manager serves requests yet.
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
-    }
-
     /// Queue a message; returns once it is durable (or refused).
     pub async fn submit(&self, m: NewMessage) -> Result<MsgId, Refusal> {
-        if let (false, Some(early)) = (self.is_ready(), &self.early) {
-            let r = early(m).await;
-            // The manager takes `todo/` in when it starts, and again when poked.
-            self.poke();
-            return r;
-        }
         let (tx, rx) = oneshot::channel();
         let down = || Refusal {
             permanent: false,
@@ -119,21 +86,8 @@ impl QueueHandle {
 /// The service's end of the channel.
 pub struct Inbox(pub(crate) mpsc::Receiver<Request>);
 
-/// Create the channel between handles and the queue manager, ready at once.
+/// Create the channel between handles and the queue manager.
 pub fn channel() -> (QueueHandle, Inbox) {
-    let (h, inbox) = channel_early(None);
-    h.set_ready();
-    (h, inbox)
-}
-
-/// Create the channel before the queue manager runs: until [`QueueHandle::set_ready`],
-/// messages go through `early` (or wait for the manager if there is none).
-pub fn channel_early(early: Option<Early>) -> (QueueHandle, Inbox) {
     let (tx, rx) = mpsc::channel(MAX_BATCH);
-    let h = QueueHandle {
-        tx,
-        ready: Arc::new(AtomicBool::new(false)),
-        early,
-    };
-    (h, Inbox(rx))
+    (QueueHandle { tx }, Inbox(rx))
 }
