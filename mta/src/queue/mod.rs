@@ -696,6 +696,17 @@ impl<E: Env> Queue<E> {
     /// Finish messages (their bounces, if any, must already be queued), then collect log
     /// segments that no live message needs any more.
     pub fn retire(&mut self, ids: &[MsgId]) -> Result<(), QueueError> {
+        self.retire_around(ids, |_| false)
+    }
+
+    /// [`Queue::retire`] while deliveries run: compaction leaves the messages `busy` names
+    /// where they are, since a delivery may still open its data by the place it was given
+    /// (a moved message's old segment would be unlinked under it: a spurious deferral).
+    pub fn retire_around(
+        &mut self,
+        ids: &[MsgId],
+        busy: impl Fn(MsgId) -> bool,
+    ) -> Result<(), QueueError> {
         for id in ids {
             if !self.msgs.contains_key(id) {
                 return Err(QueueError::UnknownMessage(*id));
@@ -707,7 +718,7 @@ impl<E: Env> Queue<E> {
         }
         let live = self.live_segments();
         self.log.collect(self.env.fs(), &self.cfg, &live)?;
-        self.compact()
+        self.compact(busy)
     }
 
     /// Compaction: while the log holds more than twice the live messages' bytes plus two
@@ -717,7 +728,7 @@ impl<E: Env> Queue<E> {
     /// Each step is an ordinary durable append, then the checkpoint and unlinks of
     /// collection, so a crash anywhere leaves the old records, the new, or both (the newer
     /// replaces the older at recovery).
-    fn compact(&mut self) -> Result<(), QueueError> {
+    fn compact(&mut self, busy: impl Fn(MsgId) -> bool) -> Result<(), QueueError> {
         for _ in 0..COMPACT_STEPS {
             let slack = 2 * self.cfg.segment_size;
             if self.log.total_bytes() <= 2 * self.refs.bytes + slack {
@@ -726,12 +737,12 @@ impl<E: Env> Queue<E> {
             let Some(oldest) = self.log.oldest_sealed() else {
                 return Ok(());
             };
-            let ids: Vec<MsgId> = self
+            let (ids, held): (Vec<MsgId>, Vec<MsgId>) = self
                 .msgs
                 .values()
                 .filter(|m| m.segs.contains(&oldest))
                 .map(MsgState::id)
-                .collect();
+                .partition(|&id| !busy(id));
             let (mut recs, mut bytes) = (Vec::new(), 0);
             for id in ids {
                 let rec = self.moved(id)?;
@@ -743,6 +754,11 @@ impl<E: Env> Queue<E> {
                 }
             }
             self.append(recs)?;
+            if !held.is_empty() {
+                // The oldest segment stays until its deliveries end: a later retirement
+                // finishes the step.
+                return Ok(());
+            }
             let live = self.live_segments();
             self.log.collect(self.env.fs(), &self.cfg, &live)?;
         }

@@ -599,3 +599,39 @@ fn dead_segments_left_by_a_crash_are_forgotten_and_removed() {
         "the dead segments are removed"
     );
 }
+
+/// A delivery is handed where its message is and opens it later (a remote delivery only
+/// after connecting): compaction must not move a message with a delivery running and unlink
+/// the segment under it. Held, the message stays put and its segment with it; once released,
+/// the next retirement moves it and frees the segment.
+#[test]
+fn compaction_leaves_messages_with_running_deliveries_in_place() {
+    let t = setup();
+    let cfg = Config {
+        segment_size: 1024,
+        ..Config::default()
+    };
+    let (mut q, _) = Queue::open(t.env.clone(), t.paths.clone(), cfg, &rw()).unwrap();
+    let body = "in delivery\n".repeat(10);
+    let held = q.submit(vec![msg(&body, &["x"])], &rw()).unwrap()[0];
+    let given = q.body(held).unwrap();
+    let churn = |q: &mut Queue<RealEnv>, busy: &dyn Fn(MsgId) -> bool| {
+        for i in 0..50 {
+            let id = q
+                .submit(vec![msg(&format!("{i:0>300}"), &["z"])], &rw())
+                .unwrap()[0];
+            q.record(&[(id, 0, Status::Delivered)]).unwrap();
+            q.retire_around(&[id], busy).unwrap();
+        }
+    };
+    churn(&mut q, &|id| id == held);
+    let mut b = given
+        .open(t.env.fs())
+        .expect("the segment it was given is still there");
+    assert_eq!(b.read_all().unwrap(), body.as_bytes());
+    assert_eq!(q.body(held).unwrap(), given, "not moved while held");
+    churn(&mut q, &|_| false);
+    assert_ne!(q.body(held).unwrap(), given, "moved once released");
+    assert!(given.open(t.env.fs()).is_err(), "and its old segment freed");
+    assert_eq!(q.read_data(held).unwrap(), body.as_bytes());
+}

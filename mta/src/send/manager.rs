@@ -163,6 +163,11 @@ pub struct Manager<E: Env, C: Classify> {
     finish_retry_at: u64,
 }
 
+/// Whether a delivery pass of the message runs on any channel (a range lookup).
+fn in_pass(passes: &BTreeMap<(MsgId, usize), Pass>, id: MsgId) -> bool {
+    passes.range((id, 0)..=(id, usize::MAX)).next().is_some()
+}
+
 /// Seconds before finishing messages is tried again after the queue refused the records.
 const FINISH_RETRY_SECS: u64 = 30;
 
@@ -527,10 +532,7 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
     /// Whether a delivery pass of the message runs on any channel (a range lookup: the
     /// passes of a large queue are many).
     fn in_pass(&self, id: MsgId) -> bool {
-        self.passes
-            .range((id, 0)..=(id, usize::MAX))
-            .next()
-            .is_some()
+        in_pass(&self.passes, id)
     }
 
     /// Records that finish messages: a bounce (if any recipient failed) grouped with the
@@ -709,7 +711,8 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
             let n = fin.len();
             match self.q.commit(fin) {
                 Ok(()) => {
-                    if let Err(e) = self.q.retire(&[]) {
+                    let passes = &self.passes;
+                    if let Err(e) = self.q.retire_around(&[], |id| in_pass(passes, id)) {
                         tracing::warn!("log collection: {e}");
                     }
                     for &id in &ids {
