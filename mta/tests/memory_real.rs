@@ -1,6 +1,6 @@
 //! Bounded memory with large messages: 20 clients at once each send a 60 MiB message through
-//! `mta run`, relayed to a next hop on loopback or delivered locally (Maildir and a `|program`
-//! line, through the root delivery helper when run as root). The server streams each message
+//! `mta run`, relayed to a next hop on loopback or delivered locally (Maildir, a `|program`
+//! line and a forward, through the root delivery helper when run as root). The server streams each message
 //! to disk as it arrives, takes injections into the queue a few at a time, and streams each
 //! delivery from the queue, so peak resident memory stays far below the 1.2 GB it carries (the
 //! stated bound: 400 MiB per process; holding the messages would need several times 1.2 GB).
@@ -168,6 +168,9 @@ fn local_installation() -> (common::Server, std::path::PathBuf) {
     common::init(MTA, r, "heaven.af.mil", "fred");
     let fred = r.join("home/fred");
     std::fs::write(fred.join(".qmail-prog"), "|cat >/dev/null\n").unwrap();
+    // A forward, queued from the log without being held, then streamed to a program.
+    std::fs::write(fred.join(".qmail-fwd"), "&fred-copy@heaven.af.mil\n").unwrap();
+    std::fs::write(fred.join(".qmail-copy"), "|cat >/dev/null\n").unwrap();
     if nix::unistd::getuid().is_root() {
         let f = fred.display();
         let assign = format!("=fred:fred:4242:4242:{f}:::\n+fred-:fred:4242:4242:{f}:-::\n.\n");
@@ -189,7 +192,12 @@ fn twenty_concurrent_60_mib_local_deliveries_stay_under_the_memory_bound() {
     let addr = srv.addr;
     let clients: Vec<_> = (0..CLIENTS)
         .map(|n| {
-            let rcpt = ["fred@heaven.af.mil", "fred-prog@heaven.af.mil"][n % 2];
+            let rcpt = [
+                "fred@heaven.af.mil",
+                "fred-prog@heaven.af.mil",
+                "fred@heaven.af.mil",
+                "fred-fwd@heaven.af.mil",
+            ][n % 4];
             std::thread::spawn(move || send_big(addr, n, rcpt))
         })
         .collect();
@@ -197,10 +205,18 @@ fn twenty_concurrent_60_mib_local_deliveries_stay_under_the_memory_bound() {
         c.join().unwrap();
     }
     let new = srv.root.path().join("home/fred/Maildir/new");
+    // Each forward is one more delivery (to fred-copy).
+    let deliveries = CLIENTS + CLIENTS / 4;
     common::eventually("every message is delivered", 600, || {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        text.matches(": success: ").count() >= CLIENTS
+        text.matches(": success: ").count() >= deliveries
     });
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        text.matches("success: did_0+1+0/").count(),
+        CLIENTS / 4,
+        "forwards"
+    );
     let sizes: Vec<u64> = std::fs::read_dir(&new)
         .unwrap()
         .map(|e| e.unwrap().metadata().unwrap().len())
@@ -212,7 +228,10 @@ fn twenty_concurrent_60_mib_local_deliveries_stay_under_the_memory_bound() {
         "{sizes:?}"
     );
     let peaks = peaks_mib(srv.child.id());
-    println!("peak RSS per process (server first): {peaks:?} MiB, {CLIENTS} x {MIB} MiB locally");
+    println!(
+        "peak RSS per process (server first): {peaks:?} MiB, {CLIENTS} x {MIB} MiB locally, \
+         a quarter of them forwarded"
+    );
     assert!(
         peaks.iter().all(|&p| p < BOUND_MIB),
         "peak RSS {peaks:?} MiB, bound {BOUND_MIB} MiB"

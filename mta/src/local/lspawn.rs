@@ -83,13 +83,13 @@ fn encode_outcome(id: u64, o: &Outcome) -> Vec<u8> {
             report,
             forwards,
             forward_sender,
-            forward_data,
+            forward_prefix,
         } => {
             e.u64(0).bytes(report.as_bytes()).u64(forwards.len() as u64);
             for f in forwards {
                 e.bytes(f.as_bytes());
             }
-            e.bytes(forward_sender.as_bytes()).bytes(forward_data);
+            e.bytes(forward_sender.as_bytes()).bytes(forward_prefix);
         }
         Outcome::Deferred(t) => {
             e.u64(1).bytes(t.as_bytes());
@@ -113,7 +113,7 @@ fn decode_outcome(f: &[u8]) -> io::Result<(u64, Outcome)> {
                 report,
                 forwards,
                 forward_sender: d.text()?,
-                forward_data: d.bytes()?.to_vec(),
+                forward_prefix: d.bytes()?.to_vec(),
             }
         }
         1 => Outcome::Deferred(d.text()?),
@@ -296,7 +296,7 @@ mod tests {
                 report: "did 1+1+0/".into(),
                 forwards: vec!["a@b".into(), "c@d".into()],
                 forward_sender: "s@t".into(),
-                forward_data: b"Delivered-To: x\n\nhi".to_vec(),
+                forward_prefix: b"Delivered-To: x\n".to_vec(),
             },
             Outcome::Deferred("later".into()),
             Outcome::Failed("never".into()),

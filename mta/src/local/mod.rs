@@ -114,12 +114,13 @@ pub struct Delivery {
 /// How a local delivery ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Done. `forwards` must be queued (with `forward_data`, from `forward_sender`).
+    /// Done. `forwards` must be queued (the message behind `forward_prefix`, from
+    /// `forward_sender`).
     Delivered {
         report: String,
         forwards: Vec<String>,
         forward_sender: String,
-        forward_data: Vec<u8>,
+        forward_prefix: Vec<u8>,
     },
     Deferred(String),
     Failed(String),
@@ -601,21 +602,19 @@ async fn as_user<E: Env>(
             Err(o) => return o,
         }
     }
-    let mut fwd = Vec::new();
-    if !forwards.is_empty() {
-        // A forward is a new queued message: it is held whole to be written to the queue.
-        fwd = lines.dt.clone().into_bytes();
-        match body.read_all() {
-            Ok(m) => fwd.extend_from_slice(&m),
-            Err(e) => return unreadable(e),
-        }
-    }
+    // A forward is the message behind a new Delivered-To line: the queue copies the message
+    // from the log when it queues the forward, so only the line goes back.
+    let prefix = if forwards.is_empty() {
+        Vec::new()
+    } else {
+        lines.dt.clone().into_bytes()
+    };
     let report = format!("{}did {}+{}+{}/", report, files, forwards.len(), programs);
     Outcome::Delivered {
         report,
         forwards,
         forward_sender: t.forward_sender,
-        forward_data: fwd,
+        forward_prefix: prefix,
     }
 }
 
@@ -624,7 +623,7 @@ fn delivered(report: String, forwards: Vec<String>, d: &Delivery) -> Outcome {
         report,
         forwards,
         forward_sender: d.sender.to_string(),
-        forward_data: Vec::new(),
+        forward_prefix: Vec::new(),
     }
 }
 

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::record::{frame, Frame, Record, MAX_RECORD};
+use super::record::{frame, Forward, Frame, Record, MAX_RECORD};
 use super::{ctx, sync_dir, Config, Paths, QueueError, SyncPoint};
 use crate::env::{Fs, FsFile};
 
@@ -245,6 +245,55 @@ fn encode_batch(recs: &[Record], key: u32) -> (Vec<u8>, Vec<u64>) {
     (buf, ends)
 }
 
+/// Write forwards behind a batch's first `len` bytes at `at`, each message's bytes copied from
+/// its original (read twice: for the checksum, which leads the frame, then to copy it; a
+/// second read that differs from the first fails the append). Pushes each member's end.
+fn write_forwards<F: Fs>(
+    fs: &F,
+    f: &mut F::File,
+    (at, len): (u64, u64),
+    fwds: &[Forward],
+    key: u32,
+    ends: &mut Vec<u64>,
+) -> Result<(), QueueError> {
+    let mut pos = at + len;
+    for fw in fwds {
+        let src = || format!("read {} to forward it", fw.body.path.display());
+        let mut body = ctx(fw.body.open(fs), src)?;
+        let mut crc = 0;
+        let sum = |p: &[u8]| {
+            crc = crc32c::crc32c_append(crc, p);
+            Ok(())
+        };
+        ctx(body.each_piece(sum), src)?;
+        let fr = fw.frame(key, crc)?;
+        let dst = || format!("append a forward to {}", fw.body.path.display());
+        ctx(f.write_at(pos, &fr.before), dst)?;
+        pos += fr.before.len() as u64;
+        let mut copied = 0;
+        ctx(
+            body.each_piece(|p| {
+                copied = crc32c::crc32c_append(copied, p);
+                f.write_at(pos, p)?;
+                pos += p.len() as u64;
+                Ok(())
+            }),
+            dst,
+        )?;
+        if copied != crc {
+            return Err(QueueError::Corrupt(format!(
+                "{}: changed while read",
+                src()
+            )));
+        }
+        ends.push(pos - at);
+        ctx(f.write_at(pos, &fr.after), dst)?;
+        pos += fr.after.len() as u64;
+        ends.push(pos - at);
+    }
+    Ok(())
+}
+
 /// After the final replay: damage in the middle set aside in `corrupt/`, a torn tail cut.
 /// Returns the length of the segment's whole records.
 fn repair_segment<F: Fs>(
@@ -332,14 +381,31 @@ impl<F: Fs> Log<F> {
             stats,
         };
         if repair {
-            if let Some(&h) = log.segs.last() {
-                let p = log.dir.join(h.name());
-                log.head = Some(ctx(fs.open_rw(&p), || format!("open {}", p.display()))?);
-            } else {
-                log.roll(fs, cfg)?;
-            }
+            // Appends always go to a segment this open made durable itself, never to one
+            // found: a reopen in the same process sees the page cache, where a segment whose
+            // name a failed fsync dropped (its cleanup unlink failing too) or whose last batch
+            // a failed fsync dropped still looks whole; records appended there would vanish.
+            log.roll(fs, cfg)?;
+            log.drop_empty_before_head(fs);
         }
         Ok(log)
+    }
+
+    /// Remove the segment before the head if it holds nothing (the head of the last run, or
+    /// one a failed roll left), so restarts do not pile up empty files. No checkpoint is
+    /// needed: if the unlink does not persist, the segment comes back just as empty.
+    fn drop_empty_before_head(&mut self, fs: &F) {
+        let Some(&prev) = self.segs.iter().rev().nth(1) else {
+            return;
+        };
+        if self.sealed.get(&prev.n) != Some(&0) {
+            return;
+        }
+        // A failed unlink leaves a dead empty segment: later collection takes it.
+        if fs.unlink(&self.dir.join(prev.name())).is_ok() {
+            self.sealed.remove(&prev.n);
+            self.segs.retain(|s| s.n != prev.n);
+        }
     }
 
     /// Start a new segment as the head and make its directory entry durable.
@@ -365,33 +431,46 @@ impl<F: Fs> Log<F> {
         Ok(())
     }
 
-    /// Append a batch durably (one write, one fsync). Returns, per record, its segment and end
-    /// offset.
+    /// Append a batch durably (one fsync): `recs`, then each forward as a group whose message
+    /// bytes are copied from the log a piece at a time. Returns, per record (per member of a
+    /// group, a forward's message and outcome), its segment and end offset.
     pub fn append(
         &mut self,
         fs: &F,
         cfg: &Config,
         recs: &[Record],
+        fwds: &[Forward],
     ) -> Result<Vec<(u64, u64)>, QueueError> {
         let head_key = self
             .segs
             .last()
             .filter(|_| self.head.is_some())
             .map(|s| s.key);
-        let (mut buf, ends) = encode_batch(recs, head_key.unwrap_or(0));
-        let full = self.head_len > 0 && self.head_len + buf.len() as u64 > cfg.segment_size;
+        let (mut buf, mut ends) = encode_batch(recs, head_key.unwrap_or(0));
+        let mut total = buf.len() as u64;
+        for fw in fwds {
+            // Lengths do not depend on the key or the checksum.
+            let fr = fw.frame(0, 0)?;
+            total += (fr.before.len() + fr.after.len()) as u64 + fw.body.len;
+        }
+        let full = self.head_len > 0 && self.head_len + total > cfg.segment_size;
         if self.head.is_none() || full {
             self.roll(fs, cfg)?;
             // The new segment has its own key (lengths do not depend on keys: `ends` hold).
             buf = encode_batch(recs, self.segs.last().expect("rolled").key).0;
         }
+        let key = self.segs.last().expect("log has a head").key;
         let seg = self.segs.last().expect("log has a head").n;
         let at = self.head_len;
         let f = self.head.as_mut().expect("rolled above");
-        if let Err(e) = f.write_at(at, &buf) {
+        let written = ctx(f.write_at(at, &buf), || {
+            format!("append to log segment {seg}")
+        })
+        .and_then(|()| write_forwards(fs, f, (at, buf.len() as u64), fwds, key, &mut ends));
+        if let Err(e) = written {
             // Cut a partial write (ENOSPC midway) so the next batch starts on a record boundary.
             let _ = f.set_len(at);
-            return ctx(Err(e), || format!("append to log segment {seg}"));
+            return Err(e);
         }
         if !cfg.disabled.contains(SyncPoint::LogData) {
             if let Err(e) = f.sync() {
@@ -400,7 +479,7 @@ impl<F: Fs> Log<F> {
                 // The next append starts a new segment; this one keeps its synced prefix.
                 if crate::planted::on(crate::planted::Bug::AppendAfterFailedFsync) {
                     // The planted bug trusts the cached file: it appends behind the batch.
-                    self.head_len += buf.len() as u64;
+                    self.head_len += total;
                 } else {
                     // Cut the batch from what readers see too: a recovery later in this boot
                     // (the queue is reopened after an error) must not take records the disk
@@ -411,9 +490,9 @@ impl<F: Fs> Log<F> {
                 return ctx(Err(e), || format!("fsync log segment {seg}"));
             }
         }
-        self.head_len += buf.len() as u64;
+        self.head_len += total;
         self.stats.appends += 1;
-        self.stats.records += recs.len() as u64;
+        self.stats.records += (recs.len() + fwds.len()) as u64;
         Ok(ends.into_iter().map(|e| (seg, at + e)).collect())
     }
 
@@ -431,7 +510,7 @@ impl<F: Fs> Log<F> {
             return Ok(());
         }
         let low_water = self.segs[dead].n;
-        self.append(fs, cfg, &[Record::Checkpoint { low_water }])?;
+        self.append(fs, cfg, &[Record::Checkpoint { low_water }], &[])?;
         for s in self.segs.drain(..dead) {
             let p = self.dir.join(s.name());
             self.sealed.remove(&s.n);

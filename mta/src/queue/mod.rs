@@ -29,7 +29,7 @@ use thiserror::Error;
 use crate::env::{self, Env, Fs};
 pub use body::{Body, BodyRef};
 pub use log::{LogStats, Seg};
-pub use record::{Channel, Envelope, MsgId, Recipient, Record, Status};
+pub use record::{Channel, Envelope, Forward, MsgId, Recipient, Record, Status};
 pub use sync::{Disabled, SyncPoint};
 
 /// qmail-queue's trace line, written first in every message it queues: `how` is
@@ -66,6 +66,8 @@ pub enum QueueError {
     Locked,
     #[error("unknown message {0}")]
     UnknownMessage(MsgId),
+    #[error("a record of {0} bytes does not fit a log frame")]
+    TooLarge(usize),
 }
 
 impl QueueError {
@@ -572,23 +574,49 @@ impl<E: Env> Queue<E> {
 
     /// Append records as one durable batch and apply them to the in-memory state.
     fn append(&mut self, recs: Vec<Record>) -> Result<(), QueueError> {
-        if recs.is_empty() {
+        self.append_forwards(recs, Vec::new())
+    }
+
+    /// [`Queue::append`] with forwards behind the records, in the same batch.
+    fn append_forwards(&mut self, recs: Vec<Record>, fwds: Vec<Forward>) -> Result<(), QueueError> {
+        if recs.is_empty() && fwds.is_empty() {
             return Ok(());
         }
-        let placed = self.log.append(self.env.fs(), &self.cfg, &recs)?;
+        let placed = self.log.append(self.env.fs(), &self.cfg, &recs, &fwds)?;
         let flat = recs.into_iter().flat_map(|r| match r {
             Record::Group(members) => members,
             r => vec![r],
         });
-        for ((seg, end), r) in placed.into_iter().zip(flat) {
+        let mut placed = placed.into_iter();
+        // The records first in the zip: it stops on them without taking a forward's place.
+        for (r, (seg, end)) in flat.zip(placed.by_ref()) {
             if let Record::Msg { env, .. } = &r {
-                if !self.msgs.contains_key(&env.id) {
-                    self.fresh.push(env.id);
-                }
+                self.note_fresh(env.id);
             }
             apply(&mut self.msgs, &mut self.refs, seg, end, r);
         }
+        for fw in fwds {
+            let (Some((seg, end)), Some(out)) = (placed.next(), placed.next()) else {
+                break;
+            };
+            let len = fw.data_len();
+            self.note_fresh(fw.env.id);
+            add_msg(
+                &mut self.msgs,
+                &mut self.refs,
+                (seg, end, len),
+                fw.env,
+                fw.rcpts,
+            );
+            apply(&mut self.msgs, &mut self.refs, out.0, out.1, fw.outcome);
+        }
         Ok(())
+    }
+
+    fn note_fresh(&mut self, id: MsgId) {
+        if !self.msgs.contains_key(&id) {
+            self.fresh.push(id);
+        }
     }
 
     /// Inject messages straight into the log (the in-process path of the SMTP receiver):
@@ -672,6 +700,15 @@ impl<E: Env> Queue<E> {
     /// batch.
     pub fn commit(&mut self, recs: Vec<Record>) -> Result<(), QueueError> {
         self.append(recs)
+    }
+
+    /// [`Queue::commit`] with forwards, each queued with the outcome that made it.
+    pub fn commit_forwards(
+        &mut self,
+        recs: Vec<Record>,
+        fwds: Vec<Forward>,
+    ) -> Result<(), QueueError> {
+        self.append_forwards(recs, fwds)
     }
 
     /// Make recipients' outcomes durable (one fsync for the batch).
@@ -825,6 +862,39 @@ impl<E: Env> Queue<E> {
     }
 }
 
+/// A new message whose bytes are at `data_at` (a repeated record of a live one is ignored).
+fn add_msg(
+    msgs: &mut BTreeMap<MsgId, MsgState>,
+    refs: &mut SegRefs,
+    data_at: (u64, u64, u64),
+    env: Envelope,
+    rcpts: Vec<Recipient>,
+) {
+    if msgs.contains_key(&env.id) {
+        return;
+    }
+    refs.add(data_at.0);
+    refs.bytes += data_at.2;
+    let rcpts = rcpts
+        .into_iter()
+        .map(|rcpt| RcptState {
+            rcpt,
+            status: Status::Pending,
+        })
+        .collect();
+    let segs = vec![data_at.0];
+    msgs.insert(
+        env.id,
+        MsgState {
+            env,
+            rcpts,
+            data_at,
+            segs,
+            tried: [0, 0],
+        },
+    );
+}
+
 /// Verification only: the planted "lose the bounce state on restart" bug.
 fn planted_on_replay(r: Record) -> Record {
     match r {
@@ -880,25 +950,8 @@ fn apply(msgs: &mut BTreeMap<MsgId, MsgState>, refs: &mut SegRefs, seg: u64, end
     };
     match r {
         Record::Msg { env, rcpts, data } => {
-            if msgs.contains_key(&env.id) {
-                return;
-            }
-            refs.add(seg);
-            refs.bytes += data.len() as u64;
-            msgs.entry(env.id).or_insert_with(|| MsgState {
-                rcpts: rcpts
-                    .into_iter()
-                    .map(|rcpt| RcptState {
-                        rcpt,
-                        status: Status::Pending,
-                    })
-                    .collect(),
-                env,
-                // The message bytes are the record's last field.
-                data_at: (seg, end, data.len() as u64),
-                segs: vec![seg],
-                tried: [0, 0],
-            });
+            // The message bytes are the record's last field.
+            add_msg(msgs, refs, (seg, end, data.len() as u64), env, rcpts);
         }
         Record::Outcome { id, rcpt, status } => {
             // An outcome for a retired message (its segments already collected) is ignored.

@@ -11,6 +11,7 @@
 
 use std::fmt;
 
+use super::body::BodyRef;
 use super::QueueError;
 
 /// A message id: birth second and 64 random bits. Unique forever (never reused after the
@@ -78,6 +79,68 @@ pub struct Recipient {
     /// The address after rewriting (virtual domains, envnoathost, percenthack).
     pub addr: String,
     pub channel: Channel,
+}
+
+/// A forward queued with the outcome that made it, as one group: on disk exactly a
+/// [`Record::Group`] of a [`Record::Msg`] and the outcome, but the message's bytes (`prefix`,
+/// the new `Delivered-To:` line, then the original message) are copied from the log while
+/// written, never held in memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
+    pub env: Envelope,
+    pub rcpts: Vec<Recipient>,
+    pub prefix: Vec<u8>,
+    /// The original message in the log.
+    pub body: BodyRef,
+    pub outcome: Record,
+}
+
+/// A [`Forward`]'s group frame around the copied bytes.
+pub struct ForwardFrame {
+    /// Frame header, group kind, the message member's header, the message up to its body.
+    pub before: Vec<u8>,
+    /// The outcome member.
+    pub after: Vec<u8>,
+}
+
+impl Forward {
+    /// The data length of the forwarded message.
+    pub fn data_len(&self) -> u64 {
+        self.prefix.len() as u64 + self.body.len
+    }
+
+    /// The frame under `key`, given the crc32c of the body's bytes (checksums of the pieces
+    /// are combined, so the body is read only to be copied).
+    pub fn frame(&self, key: u32, body_crc: u32) -> Result<ForwardFrame, QueueError> {
+        let n = self.body.len as usize;
+        let mut m = Enc(Vec::new());
+        m.msg_head(&self.env, &self.rcpts, self.data_len());
+        m.0.extend_from_slice(&self.prefix);
+        let member_len = m.0.len() + n;
+        let member_crc =
+            crc32c::crc32c_combine(crc32c::crc32c_append(key, &m.0), body_crc, n) ^ MEMBER;
+        let mut g = vec![K_GROUP];
+        g.extend_from_slice(&frame_len(member_len)?.to_le_bytes());
+        g.extend_from_slice(&member_crc.to_le_bytes());
+        g.extend_from_slice(&m.0);
+        let mut after = Vec::new();
+        self.outcome.encode_framed(&mut after, key, MEMBER);
+        let group_len = g.len() + n + after.len();
+        let crc = crc32c::crc32c_combine(crc32c::crc32c_append(key, &g), body_crc, n);
+        let crc = crc32c::crc32c_combine(crc, crc32c::crc32c(&after), after.len());
+        let mut before = frame_len(group_len)?.to_le_bytes().to_vec();
+        before.extend_from_slice(&crc.to_le_bytes());
+        before.extend_from_slice(&g);
+        Ok(ForwardFrame { before, after })
+    }
+}
+
+/// A frame's length field; recovery takes nothing longer than [`MAX_RECORD`].
+fn frame_len(n: usize) -> Result<u32, QueueError> {
+    if n > MAX_RECORD {
+        return Err(QueueError::TooLarge(n));
+    }
+    Ok(n as u32)
 }
 
 /// One record of the queue log.
@@ -171,6 +234,13 @@ impl Enc {
                 self.bytes(r.as_bytes());
             }
         }
+    }
+    /// A [`Record::Msg`] up to its data, whose length comes first.
+    fn msg_head(&mut self, env: &Envelope, rcpts: &[Recipient], data_len: u64) {
+        self.u8(K_MSG);
+        self.envelope(env);
+        rcpts.iter().for_each(|r| self.recipient(r));
+        self.u64(data_len);
     }
     fn envelope(&mut self, e: &Envelope) {
         self.id(e.id);
@@ -279,10 +349,8 @@ impl Record {
         let mut e = Enc(Vec::new());
         match self {
             Record::Msg { env, rcpts, data } => {
-                e.u8(K_MSG);
-                e.envelope(env);
-                rcpts.iter().for_each(|r| e.recipient(r));
-                e.bytes(data);
+                e.msg_head(env, rcpts, data.len() as u64);
+                e.0.extend_from_slice(data);
             }
             Record::Moved {
                 env,
@@ -535,6 +603,48 @@ mod tests {
             uid: 1000,
             sender: "joe@x".into(),
             recipients: vec!["a@b".into(), "c".into()],
+        }
+    }
+
+    /// A forward's frame around its copied bytes is exactly the group it stands for, under
+    /// any key (the combined checksums equal the checksums of the whole).
+    #[test]
+    fn a_forward_frames_exactly_the_group_it_stands_for() {
+        let body = b"Subject: s\n\nbody \x00\xff\n".repeat(50);
+        let rcpts = vec![Recipient {
+            original: "a@b".into(),
+            addr: "a@b".into(),
+            channel: Channel::Remote,
+        }];
+        let outcome = Record::Outcome {
+            id: MsgId { secs: 1, rand: 2 },
+            rcpt: 0,
+            status: Status::Delivered,
+        };
+        let fw = Forward {
+            env: env(),
+            rcpts: rcpts.clone(),
+            prefix: b"Delivered-To: x@y\n".to_vec(),
+            body: BodyRef {
+                path: "unused".into(),
+                offset: 0,
+                len: body.len() as u64,
+            },
+            outcome: outcome.clone(),
+        };
+        let mut data = fw.prefix.clone();
+        data.extend_from_slice(&body);
+        let msg = Record::Msg {
+            env: env(),
+            rcpts,
+            data,
+        };
+        for key in [0, 0xdead_beef] {
+            let mut want = Vec::new();
+            Record::Group(vec![msg.clone(), outcome.clone()]).encode(&mut want, key);
+            let fr = fw.frame(key, crc32c::crc32c(&body)).unwrap();
+            let got = [fr.before, body.clone(), fr.after].concat();
+            assert_eq!(got, want);
         }
     }
 

@@ -449,6 +449,7 @@ fn a_torn_message_holding_bytes_shaped_like_records_is_cut_whole() {
     q.submit(vec![forging(&[Record::Retire { id: a }, wipe])], &rw())
         .unwrap();
     drop(q);
+    let before = names(&t.paths.log());
     damage_padding(&t); // the last record: a torn tail, as a crash leaves it
     let (q, rec) = open(&t);
     assert!(rec.torn_bytes_cut > 0 && rec.damaged_bytes == 0, "{rec:?}");
@@ -457,9 +458,8 @@ fn a_torn_message_holding_bytes_shaped_like_records_is_cut_whole() {
         "nothing forged inside the torn message is applied"
     );
     assert_eq!(q.messages().count(), 1);
-    assert_eq!(
-        names(&t.paths.log()).len(),
-        1,
+    assert!(
+        names(&t.paths.log()).starts_with(&before),
         "no segment dropped by a forged checkpoint"
     );
 }
@@ -593,11 +593,13 @@ fn dead_segments_left_by_a_crash_are_forgotten_and_removed() {
     }
     let (q, rec) = Queue::open(t.env.clone(), t.paths.clone(), cfg, &rw()).unwrap();
     assert_eq!((rec.messages, q.messages().count()), (0, 0));
+    let now = names(&t.paths.log());
     assert_eq!(
-        names(&t.paths.log()).len(),
-        1,
-        "the dead segments are removed"
+        now.len(),
+        2,
+        "the dead segments are removed: the last head and the new one are left"
     );
+    assert!(before.iter().all(|(n, _)| !now.contains(n)), "{now:?}");
 }
 
 /// A delivery is handed where its message is and opens it later (a remote delivery only
@@ -634,4 +636,64 @@ fn compaction_leaves_messages_with_running_deliveries_in_place() {
     assert_ne!(q.body(held).unwrap(), given, "moved once released");
     assert!(given.open(t.env.fs()).is_err(), "and its old segment freed");
     assert_eq!(q.read_data(held).unwrap(), body.as_bytes());
+}
+
+/// A forward is queued with the outcome that made it in one append, its bytes copied from
+/// the original in the log (in pieces: the message is larger than one); after a reopen both
+/// are as written.
+#[test]
+fn a_forward_copies_its_message_from_the_log_with_its_outcome() {
+    let t = setup();
+    let cfg = Config::default();
+    let (mut q, _) = open(&t);
+    let body = "forward me\n".repeat(20_000);
+    let orig = q.submit(vec![msg(&body, &["fred"])], &rw()).unwrap()[0];
+    let fid = MsgId { secs: 9, rand: 9 };
+    let forward = |q: &Queue<RealEnv>| {
+        let m = NewMessage {
+            data: Vec::new(),
+            ..msg("", &["bill@elsewhere.example"])
+        };
+        let Record::Msg { env, rcpts, .. } = q.message_record(fid, 9, m, &rw()) else {
+            unreachable!()
+        };
+        Forward {
+            env,
+            rcpts,
+            prefix: b"Delivered-To: fred@example.org\n".to_vec(),
+            body: q.body(orig).unwrap(),
+            outcome: Record::Outcome {
+                id: orig,
+                rcpt: 0,
+                status: Status::Delivered,
+            },
+        }
+    };
+    let fw = forward(&q);
+    q.commit_forwards(vec![], vec![fw]).unwrap();
+    let want = format!("Delivered-To: fred@example.org\n{body}");
+    for reopen in [false, true] {
+        if reopen {
+            drop(q);
+            q = Queue::open(t.env.clone(), t.paths.clone(), cfg, &rw())
+                .unwrap()
+                .0;
+        }
+        assert_eq!(q.read_data(fid).unwrap(), want.as_bytes());
+        assert_eq!(q.get(orig).unwrap().rcpts[0].status, Status::Delivered);
+        assert_eq!(
+            q.get(fid).unwrap().rcpts[0].rcpt.addr,
+            "bill@elsewhere.example"
+        );
+    }
+    // An original that cannot be read fails the append whole: neither part is applied.
+    let mut fw = forward(&q);
+    fw.env.id = MsgId { secs: 9, rand: 10 };
+    fw.body.path = t.paths.log().join("gone");
+    assert!(q.commit_forwards(vec![], vec![fw]).is_err());
+    assert!(!q.contains(MsgId { secs: 9, rand: 10 }));
+    drop(q);
+    let (q, rec) = Queue::open(t.env.clone(), t.paths.clone(), cfg, &rw()).unwrap();
+    assert_eq!((rec.messages, rec.torn_bytes_cut), (2, 0));
+    assert!(!q.contains(MsgId { secs: 9, rand: 10 }));
 }

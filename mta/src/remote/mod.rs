@@ -420,7 +420,7 @@ impl<R: Resolve> Smtp<R> {
                             report: r,
                             forwards: Vec::new(),
                             forward_sender: String::new(),
-                            forward_data: Vec::new(),
+                            forward_prefix: Vec::new(),
                         }
                     }
                     Some(client::Outcome::Failed(r)) => return Outcome::Failed(r),

@@ -75,7 +75,7 @@ fn outcomes(ip: IpAddr, n: usize, replies: Vec<Reply>, trouble: Option<String>) 
                 report: format!("{ip} accepted message over QMTP./Remote host said: {t}"),
                 forwards: Vec::new(),
                 forward_sender: String::new(),
-                forward_data: Vec::new(),
+                forward_prefix: Vec::new(),
             },
             Reply::Temp(t) => Outcome::Deferred(said(ip, &t)),
             Reply::Perm(t) => Outcome::Failed(said(ip, &t)),

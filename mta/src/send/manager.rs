@@ -16,7 +16,8 @@ use crate::env::{unix_secs, Env};
 use crate::local::{self, LocalConfig};
 use crate::queue::service::{Inbox, Refusal, Request};
 use crate::queue::{
-    validate, BodyRef, Channel, Classify, MsgId, NewMessage, Queue, Record, Status,
+    validate, BodyRef, Channel, Classify, Forward, MsgId, NewMessage, Queue, QueueError, Record,
+    Status,
 };
 
 /// How a delivery ended (local or remote).
@@ -430,10 +431,11 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
         });
     }
 
-    /// Turn results into records: outcomes, and forwards grouped with the outcome that made
+    /// Turn results into records: outcomes, and forwards queued with the outcome that made
     /// them.
-    fn result_records(&mut self, results: &[JobResult], now: u64) -> Vec<Record> {
+    fn result_records(&mut self, results: &[JobResult], now: u64) -> (Vec<Record>, Vec<Forward>) {
         let mut recs = Vec::new();
+        let mut fwds = Vec::new();
         for r in results {
             let dying = self
                 .passes
@@ -441,31 +443,17 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
                 .is_some_and(|p| p.dying);
             let d = r.delivery;
             match &r.outcome {
-                Outcome::Delivered {
-                    report,
-                    forwards,
-                    forward_sender,
-                    forward_data,
-                } => {
+                Outcome::Delivered { report, .. } => {
                     self.log(&format!("delivery {d}: success: {}", log::report(report)));
-                    let outcome = Record::Outcome {
-                        id: r.id,
-                        rcpt: r.rcpt,
-                        status: Status::Delivered,
-                    };
-                    let fid = derived_id(r.id, TAG_FORWARD + u64::from(r.rcpt));
-                    if forwards.is_empty() || self.q.contains(fid) {
-                        recs.push(outcome);
-                    } else {
-                        let m = NewMessage {
-                            sender: forward_sender.clone(),
-                            recipients: forwards.clone(),
-                            data: forward_data.clone(),
-                            qp: 0,
-                            uid: 0,
-                        };
-                        let msg = self.q.message_record(fid, now, m, &self.classify);
-                        recs.push(Record::Group(vec![msg, outcome]));
+                    match self.forward(r, now) {
+                        Ok(None) => recs.push(Record::Outcome {
+                            id: r.id,
+                            rcpt: r.rcpt,
+                            status: Status::Delivered,
+                        }),
+                        Ok(Some(f)) => fwds.push(f),
+                        // Not recorded: the recipient stays pending and is tried again.
+                        Err(e) => tracing::error!("msg {}: cannot queue its forward: {e}", r.id),
                     }
                 }
                 Outcome::Failed(report) => {
@@ -493,7 +481,47 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
                 }
             }
         }
-        recs
+        (recs, fwds)
+    }
+
+    /// The forward a delivery made, with its outcome (none: no forward, or it is queued
+    /// already by an earlier attempt); the message bytes stay in the log.
+    fn forward(&self, r: &JobResult, now: u64) -> Result<Option<Forward>, QueueError> {
+        let Outcome::Delivered {
+            forwards,
+            forward_sender,
+            forward_prefix,
+            ..
+        } = &r.outcome
+        else {
+            return Ok(None);
+        };
+        let fid = derived_id(r.id, TAG_FORWARD + u64::from(r.rcpt));
+        if forwards.is_empty() || self.q.contains(fid) {
+            return Ok(None);
+        }
+        let m = NewMessage {
+            sender: forward_sender.clone(),
+            recipients: forwards.clone(),
+            data: Vec::new(),
+            qp: 0,
+            uid: 0,
+        };
+        let Record::Msg { env, rcpts, .. } = self.q.message_record(fid, now, m, &self.classify)
+        else {
+            return Err(QueueError::Corrupt("not a message record".into()));
+        };
+        Ok(Some(Forward {
+            env,
+            rcpts,
+            prefix: forward_prefix.clone(),
+            body: self.q.body(r.id)?,
+            outcome: Record::Outcome {
+                id: r.id,
+                rcpt: r.rcpt,
+                status: Status::Delivered,
+            },
+        }))
     }
 
     /// After results are durable: account the passes, schedule the next ones.
@@ -661,13 +689,10 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
             recs.push(self.q.message_record(id, now, m, &self.classify));
             replies.push((id, reply));
         }
-        recs.extend(self.result_records(&results, now));
+        let (outcomes, fwds) = self.result_records(&results, now);
+        recs.extend(outcomes);
         recs.extend(self.tried_records(&results));
-        let written = if recs.is_empty() {
-            Ok(())
-        } else {
-            self.q.commit(recs)
-        };
+        let written = self.q.commit_forwards(recs, fwds);
         match written {
             Ok(()) => replies.into_iter().for_each(|(id, r)| {
                 let _ = r.send(Ok(id));
