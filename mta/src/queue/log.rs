@@ -246,8 +246,8 @@ fn encode_batch(recs: &[Record], key: u32) -> (Vec<u8>, Vec<u64>) {
 }
 
 /// Write forwards behind a batch's first `len` bytes at `at`, each message's bytes copied from
-/// its original (read twice: for the checksum, which leads the frame, then to copy it; a
-/// second read that differs from the first fails the append). Pushes each member's end.
+/// its original a piece at a time. The bytes written must have the checksum the frame was
+/// made with (taken before the append); otherwise the append fails. Pushes each member's end.
 fn write_forwards<F: Fs>(
     fs: &F,
     f: &mut F::File,
@@ -258,36 +258,24 @@ fn write_forwards<F: Fs>(
 ) -> Result<(), QueueError> {
     let mut pos = at + len;
     for fw in fwds {
-        let src = || format!("read {} to forward it", fw.body.path.display());
-        let mut body = ctx(fw.body.open(fs), src)?;
-        let mut crc = 0;
-        let sum = |p: &[u8]| {
-            crc = crc32c::crc32c_append(crc, p);
-            Ok(())
-        };
-        ctx(body.each_piece(sum), src)?;
-        let fr = fw.frame(key, crc)?;
-        let dst = || format!("append a forward to {}", fw.body.path.display());
-        ctx(f.write_at(pos, &fr.before), dst)?;
+        let fr = fw.frame(key, fw.body_crc)?;
+        let what = || format!("copy {} into a forward", fw.body.path.display());
+        let mut body = ctx(fw.body.open(fs), what)?;
+        ctx(f.write_at(pos, &fr.before), what)?;
         pos += fr.before.len() as u64;
         let mut copied = 0;
-        ctx(
-            body.each_piece(|p| {
-                copied = crc32c::crc32c_append(copied, p);
-                f.write_at(pos, p)?;
-                pos += p.len() as u64;
-                Ok(())
-            }),
-            dst,
-        )?;
-        if copied != crc {
-            return Err(QueueError::Corrupt(format!(
-                "{}: changed while read",
-                src()
-            )));
+        let copy = |p: &[u8]| {
+            copied = crc32c::crc32c_append(copied, p);
+            f.write_at(pos, p)?;
+            pos += p.len() as u64;
+            Ok(())
+        };
+        ctx(body.each_piece(copy), what)?;
+        if copied != fw.body_crc {
+            return Err(QueueError::Corrupt(format!("{}: changed", what())));
         }
         ends.push(pos - at);
-        ctx(f.write_at(pos, &fr.after), dst)?;
+        ctx(f.write_at(pos, &fr.after), what)?;
         pos += fr.after.len() as u64;
         ends.push(pos - at);
     }
@@ -315,8 +303,8 @@ fn repair_segment<F: Fs>(
     if valid < f.len {
         stats.torn_bytes_cut += f.len - valid;
         if repair {
-            // The cut need not be synced on its own: the next append's fsync covers it, and
-            // until then a recovery would cut the same bytes again.
+            // The cut need not be synced: until it is durable, a recovery after a crash cuts
+            // the same bytes again.
             let mut file = ctx(fs.open_rw(&path), || format!("open {}", path.display()))?;
             ctx(file.set_len(valid), || {
                 format!("truncate {}", path.display())
@@ -485,6 +473,9 @@ impl<F: Fs> Log<F> {
                     // (the queue is reopened after an error) must not take records the disk
                     // may not hold for recorded, and unlink the todo/ entries they replace.
                     let _ = f.set_len(at);
+                    // Best effort to make the cut durable: no later append goes to this
+                    // segment, so no later fsync would cover it.
+                    let _ = f.sync();
                     self.head = None;
                 }
                 return ctx(Err(e), || format!("fsync log segment {seg}"));

@@ -90,8 +90,9 @@ pub struct Forward {
     pub env: Envelope,
     pub rcpts: Vec<Recipient>,
     pub prefix: Vec<u8>,
-    /// The original message in the log.
+    /// The original message in the log, and the crc32c of its bytes ([`Forward::checksum`]).
     pub body: BodyRef,
+    pub body_crc: u32,
     pub outcome: Record,
 }
 
@@ -107,6 +108,17 @@ impl Forward {
     /// The data length of the forwarded message.
     pub fn data_len(&self) -> u64 {
         self.prefix.len() as u64 + self.body.len
+    }
+
+    /// The crc32c of the body's bytes, read a piece at a time: taken before the append, so
+    /// an original that cannot be read fails this forward alone, not the whole batch.
+    pub fn checksum<F: crate::env::Fs>(fs: &F, body: &BodyRef) -> std::io::Result<u32> {
+        let mut crc = 0;
+        body.open(fs)?.each_piece(|p| {
+            crc = crc32c::crc32c_append(crc, p);
+            Ok(())
+        })?;
+        Ok(crc)
     }
 
     /// The frame under `key`, given the crc32c of the body's bytes (checksums of the pieces
@@ -630,6 +642,7 @@ mod tests {
                 offset: 0,
                 len: body.len() as u64,
             },
+            body_crc: crc32c::crc32c(&body),
             outcome: outcome.clone(),
         };
         let mut data = fw.prefix.clone();
@@ -642,7 +655,7 @@ mod tests {
         for key in [0, 0xdead_beef] {
             let mut want = Vec::new();
             Record::Group(vec![msg.clone(), outcome.clone()]).encode(&mut want, key);
-            let fr = fw.frame(key, crc32c::crc32c(&body)).unwrap();
+            let fr = fw.frame(key, fw.body_crc).unwrap();
             let got = [fr.before, body.clone(), fr.after].concat();
             assert_eq!(got, want);
         }

@@ -657,11 +657,13 @@ fn a_forward_copies_its_message_from_the_log_with_its_outcome() {
         let Record::Msg { env, rcpts, .. } = q.message_record(fid, 9, m, &rw()) else {
             unreachable!()
         };
+        let body = q.body(orig).unwrap();
         Forward {
             env,
             rcpts,
             prefix: b"Delivered-To: fred@example.org\n".to_vec(),
-            body: q.body(orig).unwrap(),
+            body_crc: Forward::checksum(t.env.fs(), &body).unwrap(),
+            body,
             outcome: Record::Outcome {
                 id: orig,
                 rcpt: 0,

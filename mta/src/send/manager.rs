@@ -142,6 +142,9 @@ pub struct Manager<E: Env, C: Classify> {
     remote: Option<Arc<dyn Remote<E>>>,
     due: BTreeSet<(u64, MsgId, usize)>,
     passes: BTreeMap<(MsgId, usize), Pass>,
+    /// Per message, the running deliveries that were told where its bytes are in the log
+    /// (compaction must not move it under them).
+    handed: BTreeMap<MsgId, usize>,
     ready: [VecDeque<(MsgId, u32)>; 2],
     running: [usize; 2],
     results_tx: mpsc::UnboundedSender<JobResult>,
@@ -162,11 +165,6 @@ pub struct Manager<E: Env, C: Classify> {
     pub lspawn: Option<Arc<crate::local::lspawn::Lspawn>>,
     /// Finishing `unfinished` failed (the queue could not take the records): not before this.
     finish_retry_at: u64,
-}
-
-/// Whether a delivery pass of the message runs on any channel (a range lookup).
-fn in_pass(passes: &BTreeMap<(MsgId, usize), Pass>, id: MsgId) -> bool {
-    passes.range((id, 0)..=(id, usize::MAX)).next().is_some()
 }
 
 /// Seconds before finishing messages is tried again after the queue refused the records.
@@ -205,6 +203,7 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
             remote,
             due: BTreeSet::new(),
             passes: BTreeMap::new(),
+            handed: BTreeMap::new(),
             ready: [VecDeque::new(), VecDeque::new()],
             running: [0, 0],
             results_tx,
@@ -360,10 +359,14 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
         }
     }
 
-    /// Where a delivery reads the message from (streamed from the queue, never held).
-    fn payload(&mut self, id: MsgId) -> Option<BodyRef> {
+    /// Where `n` deliveries read the message from (streamed from the queue, never held); the
+    /// message stays in place until each has its result.
+    fn payload(&mut self, id: MsgId, n: usize) -> Option<BodyRef> {
         match self.q.body(id) {
-            Ok(b) => Some(b),
+            Ok(b) => {
+                *self.handed.entry(id).or_default() += n;
+                Some(b)
+            }
             Err(e) => {
                 tracing::error!("msg {id}: cannot find its data: {e}");
                 None
@@ -378,7 +381,7 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
         let sender = super::verp::sender_for(&m.env.sender, &to);
         let channel = CHANNELS[c];
         self.running[c] += 1;
-        let Some(body) = self.payload(id) else {
+        let Some(body) = self.payload(id, 1) else {
             let _ = self.results_tx.send(JobResult {
                 id,
                 rcpt,
@@ -433,10 +436,25 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
 
     /// Turn results into records: outcomes, and forwards queued with the outcome that made
     /// them.
-    fn result_records(&mut self, results: &[JobResult], now: u64) -> (Vec<Record>, Vec<Forward>) {
+    fn result_records(
+        &mut self,
+        results: &mut [JobResult],
+        now: u64,
+    ) -> (Vec<Record>, Vec<Forward>) {
         let mut recs = Vec::new();
         let mut fwds = Vec::new();
         for r in results {
+            let fwd = match self.forward(r, now) {
+                Ok(f) => f,
+                Err(e) => {
+                    // This delivery alone is tried again (its mailbox writes repeat, as after
+                    // a crash); the rest of the round is recorded.
+                    let why = format!("Unable to queue the forward: {e}. (#4.3.0)");
+                    tracing::error!("msg {}: {why}", r.id);
+                    r.outcome = Outcome::Deferred(why);
+                    None
+                }
+            };
             let dying = self
                 .passes
                 .get(&(r.id, ch(r.channel)))
@@ -445,15 +463,13 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
             match &r.outcome {
                 Outcome::Delivered { report, .. } => {
                     self.log(&format!("delivery {d}: success: {}", log::report(report)));
-                    match self.forward(r, now) {
-                        Ok(None) => recs.push(Record::Outcome {
+                    match fwd {
+                        None => recs.push(Record::Outcome {
                             id: r.id,
                             rcpt: r.rcpt,
                             status: Status::Delivered,
                         }),
-                        Ok(Some(f)) => fwds.push(f),
-                        // Not recorded: the recipient stays pending and is tried again.
-                        Err(e) => tracing::error!("msg {}: cannot queue its forward: {e}", r.id),
+                        Some(f) => fwds.push(f),
                     }
                 }
                 Outcome::Failed(report) => {
@@ -511,11 +527,17 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
         else {
             return Err(QueueError::Corrupt("not a message record".into()));
         };
+        let body = self.q.body(r.id)?;
+        let body_crc = Forward::checksum(self.env.fs(), &body).map_err(|e| QueueError::Io {
+            context: format!("read msg {} to forward it", r.id),
+            source: e,
+        })?;
         Ok(Some(Forward {
             env,
             rcpts,
             prefix: forward_prefix.clone(),
-            body: self.q.body(r.id)?,
+            body,
+            body_crc,
             outcome: Record::Outcome {
                 id: r.id,
                 rcpt: r.rcpt,
@@ -530,6 +552,9 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
         for r in results {
             let c = ch(r.channel);
             self.running[c] -= 1;
+            if r.delivery != 0 {
+                self.release(r.id);
+            }
             let key = (r.id, c);
             let done = match self.passes.get_mut(&key) {
                 Some(p) => {
@@ -560,7 +585,20 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
     /// Whether a delivery pass of the message runs on any channel (a range lookup: the
     /// passes of a large queue are many).
     fn in_pass(&self, id: MsgId) -> bool {
-        in_pass(&self.passes, id)
+        self.passes
+            .range((id, 0)..=(id, usize::MAX))
+            .next()
+            .is_some()
+    }
+
+    /// One delivery told where the message is has its result.
+    fn release(&mut self, id: MsgId) {
+        if let Some(n) = self.handed.get_mut(&id) {
+            *n -= 1;
+            if *n == 0 {
+                self.handed.remove(&id);
+            }
+        }
     }
 
     /// Records that finish messages: a bounce (if any recipient failed) grouped with the
@@ -689,10 +727,9 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
             recs.push(self.q.message_record(id, now, m, &self.classify));
             replies.push((id, reply));
         }
-        let (outcomes, fwds) = self.result_records(&results, now);
+        let (outcomes, fwds) = self.result_records(&mut results, now);
         recs.extend(outcomes);
-        recs.extend(self.tried_records(&results));
-        let written = self.q.commit_forwards(recs, fwds);
+        let written = self.commit_round(recs, fwds, &mut results);
         match written {
             Ok(()) => replies.into_iter().for_each(|(id, r)| {
                 let _ = r.send(Ok(id));
@@ -719,6 +756,46 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
         }
     }
 
+    /// Append a round's records and forwards. If the append fails with forwards in it (one
+    /// could not be copied), the round goes again without them, their deliveries deferred:
+    /// one bad forward must not turn the whole round's deliveries into repeats.
+    fn commit_round(
+        &mut self,
+        mut recs: Vec<Record>,
+        fwds: Vec<Forward>,
+        results: &mut [JobResult],
+    ) -> Result<(), QueueError> {
+        if fwds.is_empty() {
+            recs.extend(self.tried_records(results));
+            return self.q.commit(recs);
+        }
+        let mut with = recs.clone();
+        with.extend(self.tried_records(results));
+        let e = match self.q.commit_forwards(with, fwds) {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        tracing::error!("queue append with forwards failed: {e}; again without them");
+        for r in results.iter_mut() {
+            if matches!(&r.outcome, Outcome::Delivered { forwards, .. } if !forwards.is_empty())
+                && !self
+                    .q
+                    .contains(derived_id(r.id, TAG_FORWARD + u64::from(r.rcpt)))
+            {
+                let why = format!("Unable to queue the forward: {e}. (#4.3.0)");
+                self.log(&format!(
+                    "delivery {}: deferral: {}",
+                    r.delivery,
+                    log::report(&why)
+                ));
+                r.outcome = Outcome::Deferred(why);
+            }
+        }
+        // Their outcomes were only in the forwards: `recs` holds none of them.
+        recs.extend(self.tried_records(results));
+        self.q.commit(recs)
+    }
+
     /// Bounce and retire messages with nothing pending; what cannot be finished now is
     /// tried again after [`FINISH_RETRY_SECS`].
     fn finish(&mut self, mut ids: Vec<MsgId>, now: u64) {
@@ -736,8 +813,8 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
             let n = fin.len();
             match self.q.commit(fin) {
                 Ok(()) => {
-                    let passes = &self.passes;
-                    if let Err(e) = self.q.retire_around(&[], |id| in_pass(passes, id)) {
+                    let handed = &self.handed;
+                    if let Err(e) = self.q.retire_around(&[], |id| handed.contains_key(&id)) {
                         tracing::warn!("log collection: {e}");
                     }
                     for &id in &ids {

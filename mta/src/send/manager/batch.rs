@@ -56,7 +56,7 @@ impl<E: Env, C: Classify + Send + 'static> Manager<E, C> {
         for r in &rcpts {
             self.fresh.remove(&(id, *r));
         }
-        let Some(body) = self.payload(id) else {
+        let Some(body) = self.payload(id, rcpts.len()) else {
             for rcpt in rcpts {
                 let _ = self.results_tx.send(JobResult {
                     id,
